@@ -1,0 +1,1 @@
+"""Readers and workers that turn outside data (rasters, weather feeds, MQTT telemetry) into observations."""

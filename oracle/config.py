@@ -1,0 +1,131 @@
+"""Settings: one class, environment prefix ``ORACLE_``, optional ``.env`` file.
+
+Built on demand by :func:`load_settings`, never at import time. A wrong value stops start-up with a
+:class:`~oracle.errors.ConfigError` naming the variable and what is expected. In ``prod`` the unsafe
+development conveniences are refused: dev keys, missing secrets, plain ``http://`` RPC to a remote host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from oracle.errors import ConfigError
+
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "anvil"}
+
+
+def _is_local_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host in LOCAL_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ORACLE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    env: Literal["dev", "prod"] = Field("dev", description="dev allows generated keys and local defaults")
+    data_dir: Path = Field(Path("./data"), description="where SQLite, blobs, keys and deployments live")
+    database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in the data dir")
+    chain_rpc_url: str = Field("", description="EVM JSON-RPC URL; empty means a local anvil in dev")
+    chain_confirmations: int = Field(1, ge=0, le=256, description="blocks before a tx or event is final")
+    mqtt_url: str = Field("", description="mqtt://host:port; empty means a local mosquitto in dev")
+    api_host: str = Field("127.0.0.1", description="address the HTTP API binds")
+    api_port: int = Field(8000, ge=0, le=65535, description="port of the HTTP API (0 = any free port)")
+    signer_url: str = Field("", description="URL of the signer service; empty means the local one")
+    signer_token: SecretStr | None = Field(None, description="bearer token for the signer service")
+    signer_private_key: SecretStr | None = Field(None, description="dev only: raw key for the signer")
+    signer_keystore: Path | None = Field(None, description="eth-account v3 keystore file for the signer")
+    signer_passphrase_file: Path | None = Field(None, description="file holding the keystore passphrase")
+    signer_passphrase: SecretStr | None = Field(None, description="keystore passphrase (prefer the file)")
+    chainlink_bridge_token: SecretStr | None = Field(None, description="bearer token for POST /adapter")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_db_url(cls, v: str) -> str:
+        if v and not v.startswith(("sqlite", "postgresql+psycopg://", "postgresql://")):
+            raise ValueError("expected sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB")
+        if v.startswith("postgresql://"):
+            v = "postgresql+psycopg://" + v.removeprefix("postgresql://")
+        return v
+
+    @field_validator("chain_rpc_url")
+    @classmethod
+    def _check_rpc_url(cls, v: str) -> str:
+        if v and urlparse(v).scheme not in ("http", "https", "ws", "wss"):
+            raise ValueError("expected an http(s):// or ws(s):// JSON-RPC URL")
+        return v
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, v: str) -> str:
+        if v:
+            u = urlparse(v)
+            if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+                raise ValueError("expected mqtt://HOST:PORT or mqtts://HOST:PORT")
+        return v
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_prod(self) -> Settings:
+        if self.env != "prod":
+            return self
+        problems = []
+        if self.signer_private_key is not None:
+            problems.append("ORACLE_SIGNER_PRIVATE_KEY: a plain private key is a dev-only convenience")
+        if not self.database_url or self.database_url.startswith("sqlite"):
+            problems.append("ORACLE_DATABASE_URL: prod needs postgresql+psycopg://...")
+        if not self.chain_rpc_url:
+            problems.append("ORACLE_CHAIN_RPC_URL: prod needs an explicit RPC URL")
+        else:
+            u = urlparse(self.chain_rpc_url)
+            if u.scheme in ("http", "ws") and not _is_local_host(u.hostname):
+                problems.append("ORACLE_CHAIN_RPC_URL: plain http/ws to a non-local host; use https/wss")
+        if not self.mqtt_url:
+            problems.append("ORACLE_MQTT_URL: prod needs an explicit broker URL")
+        if self.signer_url and self.signer_token is None:
+            problems.append("ORACLE_SIGNER_TOKEN: a remote signer needs a bearer token")
+        if problems:
+            raise ValueError("unsafe for ORACLE_ENV=prod: " + "; ".join(problems))
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'oracle.sqlite3').resolve()}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def deployment_file(self) -> Path:
+        return self.data_dir / "deployment.json"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment (and ``.env``), translating validation errors."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            var = f"ORACLE_{loc.upper()}" if loc else "settings"
+            lines.append(f"{var}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(lines)) from None
