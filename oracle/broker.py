@@ -1,0 +1,310 @@
+"""A real Mosquitto broker as a child process, for ``make run`` and the tests.
+
+:func:`start_mosquitto` derives a private configuration from ``deploy/mosquitto.conf`` (the one
+production runs with), starts ``mosquitto`` on a loopback port and waits until it accepts TCP
+connections. Only three things change in the derived file: the listener port is the chosen one and
+is bound to 127.0.0.1, persistence goes into the caller's data directory, and ``user`` is the
+current user (a broker started as root would otherwise switch to the ``mosquitto`` user and be
+unable to write the persistence file into a directory it does not own). Every limit — queue
+length, in-flight window, packet size, autosave — stays exactly as deployed.
+
+Example::
+
+    with start_mosquitto(data_dir=tmp) as broker:
+        client.connect("127.0.0.1", broker.port)
+        broker.restart()  # same port, same persistence: queued messages survive
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from oracle.errors import ConfigError, ToolError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONF = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto.conf"
+"""``deploy/mosquitto.conf`` of the source tree this module was loaded from."""
+
+FALLBACK_BINARY = Path("/usr/sbin/mosquitto")
+"""Debian and Ubuntu install the broker here, outside a normal user's PATH."""
+
+INSTALL_HINT = (
+    "install it with `apt-get install mosquitto` (Debian/Ubuntu), `brew install mosquitto` (macOS) "
+    "or `dnf install mosquitto` (Fedora), or point ORACLE_MQTT_URL at an existing broker"
+)
+
+# Options the launcher owns. Everything else in the deployed file is copied verbatim.
+_REPLACED = frozenset({"listener", "persistence_location", "user", "pid_file", "log_dest"})
+
+_LOG_NAME = "mosquitto.log"
+_CONF_NAME = "mosquitto.conf"
+
+
+def find_mosquitto(*, search_path: str | None = None, fallback: Path = FALLBACK_BINARY) -> Path:
+    """Locate the ``mosquitto`` executable on ``search_path`` (default ``$PATH``), else ``fallback``.
+
+    Raises :class:`ToolError` with installation instructions when neither has it.
+    """
+    found = shutil.which("mosquitto", path=search_path)
+    if found:
+        return Path(found)
+    if fallback.is_file() and os.access(fallback, os.X_OK):
+        return fallback
+    raise ToolError(f"the MQTT broker `mosquitto` was not found on PATH nor at {fallback}; {INSTALL_HINT}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Ask the kernel for a TCP port that is free on ``host`` right now (it may be taken later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def derive_config(base: str, *, port: int, data_dir: Path) -> str:
+    """Rewrite the text of a mosquitto.conf for a private loopback broker.
+
+    Keeps every line of ``base`` except the options the launcher owns (``listener``,
+    ``persistence_location``, ``user``, ``pid_file``, ``log_dest``), which it sets itself.
+    Raises :class:`ConfigError` when ``base`` declares more than one listener: the launcher runs
+    exactly one, and silently dropping a TLS or websocket listener's options would apply them to
+    the wrong one.
+    """
+    listeners = [ln for ln in base.splitlines() if _option(ln) == "listener"]
+    if len(listeners) > 1:
+        raise ConfigError(
+            f"mosquitto config declares {len(listeners)} listeners; the local launcher runs exactly one "
+            "(pass conf= with a single-listener file)"
+        )
+    out: list[str] = []
+    placed_listener = False
+    for line in base.splitlines():
+        name = _option(line)
+        if name in _REPLACED:
+            if name == "listener":
+                # Put ours where the original stood, so options that follow it (listener-scoped ones
+                # such as max_connections or protocol) still attach to it.
+                out.append(f"listener {port} 127.0.0.1")
+                placed_listener = True
+            continue
+        out.append(line)
+    if not placed_listener:
+        out.insert(0, f"listener {port} 127.0.0.1")
+    location = str(data_dir.resolve()).rstrip("/") + "/"
+    if " " in location:
+        # Mosquitto takes the rest of the line as the value, but a path with spaces is an easy
+        # source of confusing failures; refuse it with a clear message instead.
+        raise ConfigError(f"broker data directory must not contain spaces: {location!r}")
+    out += [
+        "",
+        "# Set by oracle.broker for a private local broker:",
+        f"persistence_location {location}",
+        f"user {getpass.getuser()}",
+        "log_dest stdout",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _option(line: str) -> str | None:
+    stripped = line.strip()
+    # Mosquitto only treats `#` in the first column as a comment; indented lines are options too.
+    if not stripped or line.startswith("#"):
+        return None
+    return stripped.split(maxsplit=1)[0]
+
+
+class BrokerProcess:
+    """A running (or stopped) mosquitto child process bound to ``127.0.0.1:port``.
+
+    ``stop()`` sends SIGTERM, which makes mosquitto save its persistence database before exiting;
+    ``kill()`` sends SIGKILL, which loses whatever changed since the last autosave (a crash).
+    ``restart()`` starts it again on the same port with the same configuration and data directory.
+    """
+
+    def __init__(self, *, binary: Path, conf_path: Path, data_dir: Path, port: int) -> None:
+        self.binary = binary
+        self.conf_path = conf_path
+        self.data_dir = data_dir
+        self.port = port
+        self.host = "127.0.0.1"
+        self.log_path = data_dir / _LOG_NAME
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``mqtt://127.0.0.1:PORT``, the form ``ORACLE_MQTT_URL`` expects."""
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self, *, timeout: float = 10.0) -> None:
+        """Start the broker and wait until it accepts TCP connections.
+
+        Raises :class:`ToolError` (with the tail of the broker's log) if it exits early or is not
+        accepting connections within ``timeout`` seconds; the process is stopped in that case.
+        """
+        if self.running:
+            return
+        if _accepts(self.host, self.port):
+            # Without this check the readiness probe below would mistake the other program for us.
+            raise ToolError(f"port {self.port} on {self.host} is already in use by another program")
+        self._log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            [str(self.binary), "-c", str(self.conf_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            # Own process group: a Ctrl-C in `make run` reaches the service, which then stops the
+            # broker in order instead of the terminal killing both at once.
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                self._close_log()
+                self._proc = None
+                raise ToolError(
+                    f"mosquitto exited with status {code} while starting on port {self.port}: "
+                    f"{self.log_tail()}"
+                )
+            if _accepts(self.host, self.port):
+                logger.info("mosquitto listening on %s (pid %s)", self.url, self._proc.pid)
+                return
+            if time.monotonic() > deadline:
+                self.kill()
+                raise ToolError(
+                    f"mosquitto did not accept connections on port {self.port} within {timeout:.0f} s: "
+                    f"{self.log_tail()}"
+                )
+            time.sleep(0.02)
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        """Stop gracefully (SIGTERM: the persistence database is saved); SIGKILL after ``timeout`` s."""
+        self._signal_and_wait(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """Stop abruptly (SIGKILL), as a crash would: changes since the last autosave are lost."""
+        self._signal_and_wait(signal.SIGKILL, 5.0)
+
+    def restart(self, *, timeout: float = 10.0) -> None:
+        """Stop gracefully and start again on the same port with the same config and data."""
+        self.stop(timeout=timeout)
+        self.start(timeout=timeout)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines the broker wrote, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no broker log)"
+        tail = text.strip().splitlines()[-lines:]
+        return " | ".join(tail) if tail else "(broker log is empty)"
+
+    def _signal_and_wait(self, sig: signal.Signals, timeout: float) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning("mosquitto (pid %s) ignored %s; killing it", proc.pid, sig.name)
+                proc.kill()
+                proc.wait(timeout=5.0)
+        self._proc = None
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"BrokerProcess({self.url}, {state}, data_dir={self.data_dir})"
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def start_mosquitto(
+    *,
+    data_dir: Path,
+    port: int | None = None,
+    conf: Path | None = None,
+    binary: Path | None = None,
+    timeout: float = 10.0,
+) -> BrokerProcess:
+    """Start a real mosquitto on ``127.0.0.1`` and return once it accepts connections.
+
+    ``data_dir`` receives the derived ``mosquitto.conf``, the broker's log (``mosquitto.log``) and its
+    persistence database; it is created if missing. ``port`` defaults to a free port (retried a few
+    times if another process takes it in between). ``conf`` defaults to ``deploy/mosquitto.conf``;
+    ``binary`` defaults to :func:`find_mosquitto`. The caller owns the process: use the result as a
+    context manager or call ``stop()``.
+
+    Raises :class:`ToolError` when mosquitto is missing or fails to start, :class:`ConfigError`
+    when the config file is missing or unusable.
+    """
+    exe = binary if binary is not None else find_mosquitto()
+    conf_file = conf if conf is not None else DEFAULT_CONF
+    try:
+        base = conf_file.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read mosquitto config {conf_file}: {e.strerror}") from None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    conf_path = data_dir / _CONF_NAME
+    attempts = 1 if port is not None else 3
+    for attempt in range(1, attempts + 1):
+        chosen = port if port is not None else free_port()
+        conf_path.write_text(derive_config(base, port=chosen, data_dir=data_dir))
+        broker = BrokerProcess(binary=exe, conf_path=conf_path, data_dir=data_dir, port=chosen)
+        try:
+            broker.start(timeout=timeout)
+        except ToolError as e:
+            # mosquitto logs "Address already in use" when it loses the race for the port.
+            if attempt == attempts or "already in use" not in str(e):
+                raise
+            logger.info("port %s was taken before mosquitto bound it; trying another", chosen)
+            continue
+        return broker
+    raise AssertionError("unreachable: the last attempt either returns or raises")
