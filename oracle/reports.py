@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, NewType
 
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from oracle.errors import ValidationError
 
@@ -88,7 +88,7 @@ def to_fixed(x: float | Decimal | str) -> FixedPoint:
 
 def from_fixed(v: int) -> Decimal:
     """The exact decimal value of a fixed-point integer."""
-    return Decimal(v) / VALUE_SCALE
+    return Decimal(v) / Decimal(VALUE_SCALE)
 
 
 def subject_id(namespace: str, name: str) -> Bytes32:

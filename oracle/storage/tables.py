@@ -1,0 +1,220 @@
+"""The relational schema. Alembic migrations in ``oracle/storage/migrations`` create it; never ``create_all``.
+
+Idempotency lives here as unique constraints, so a retry or a replayed message can never create a second
+row: blobs by CID, observations by (kind, cid), reports by (subject, epoch), outbox rows by their key,
+chain events by (tx_hash, log_index), payouts by (pool, policy).
+
+Big on-chain integers (int256 values, wei amounts) are stored as decimal strings: neither SQLite nor a
+BIGINT holds 256 bits, and strings round-trip exactly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Blob(Base):
+    """Index of the content store: every input the service used, by CIDv1."""
+
+    __tablename__ = "blobs"
+    cid: Mapped[str] = mapped_column(String(100), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    media_type: Mapped[str] = mapped_column(String(100), default="application/octet-stream")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Observation(Base):
+    """A validated input: a raster, a weather series or a telemetry batch, referencing its blob."""
+
+    __tablename__ = "observations"
+    __table_args__ = (
+        UniqueConstraint("kind", "cid", name="uq_observation_kind_cid"),
+        Index("ix_observation_subject_time", "subject", "observed_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    variable: Mapped[str] = mapped_column(String(60), default="")
+    subject: Mapped[str] = mapped_column(String(120), default="")
+    cid: Mapped[str] = mapped_column(ForeignKey("blobs.cid"))
+    source: Mapped[str] = mapped_column(String(300), default="")
+    collector: Mapped[str] = mapped_column(String(120), default="")
+    signature_status: Mapped[str] = mapped_column(String(20), default="none")
+    observed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Reject(Base):
+    """An input refused with its reason: nothing bad is silently dropped."""
+
+    __tablename__ = "rejects"
+    __table_args__ = (Index("ix_reject_source_reason", "source", "reason"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(40))
+    reason: Mapped[str] = mapped_column(String(60))
+    message: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(String(120), default="")
+    cid: Mapped[str | None] = mapped_column(String(100))
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ReportRow(Base):
+    """A report the oracle decided to attest, with everything needed to recompute it."""
+
+    __tablename__ = "reports"
+    __table_args__ = (UniqueConstraint("subject", "epoch", name="uq_report_subject_epoch"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(66))
+    subject_name: Mapped[str] = mapped_column(String(120), default="")
+    kind: Mapped[int] = mapped_column(Integer)
+    value: Mapped[str] = mapped_column(String(80))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    observed_at: Mapped[int] = mapped_column(BigInteger)
+    inputs_root: Mapped[str] = mapped_column(String(66))
+    model_id: Mapped[str] = mapped_column(String(66))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OutboxRow(Base):
+    """A transaction the oracle owes the chain. Stored before anything is signed or sent.
+
+    Lifecycle: ``pending`` → ``signed`` (raw bytes stored, nonce fixed) → ``sent`` → ``confirmed``;
+    or ``reverted`` (decoded reason recorded, not retried blindly) or ``failed`` (could not be built).
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_status", "status"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    purpose: Mapped[str] = mapped_column(String(40))
+    report_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id"))
+    to_address: Mapped[str] = mapped_column(String(42))
+    calldata: Mapped[bytes] = mapped_column(LargeBinary)
+    gas_limit: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    sender: Mapped[str | None] = mapped_column(String(42))
+    nonce: Mapped[int | None] = mapped_column(BigInteger)
+    max_fee: Mapped[str | None] = mapped_column(String(80))
+    priority_fee: Mapped[str | None] = mapped_column(String(80))
+    raw_tx: Mapped[bytes | None] = mapped_column(LargeBinary)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), index=True)
+    previous_hashes: Mapped[list[Any]] = mapped_column(default=list)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    replacements: Mapped[int] = mapped_column(Integer, default=0)
+    block_number: Mapped[int | None] = mapped_column(BigInteger)
+    gas_used: Mapped[int | None] = mapped_column(BigInteger)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    revert_reason: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+
+
+class NonceRow(Base):
+    """The next nonce per sender, advanced in the same transaction that assigns it to an outbox row."""
+
+    __tablename__ = "nonces"
+    chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)
+    next_nonce: Mapped[int] = mapped_column(BigInteger)
+
+
+class ChainCursor(Base):
+    """How far the listener has processed a chain, per named stream."""
+
+    __tablename__ = "chain_cursors"
+    name: Mapped[str] = mapped_column(String(60), primary_key=True)
+    block: Mapped[int] = mapped_column(BigInteger)
+    block_hash: Mapped[str] = mapped_column(String(66), default="")
+
+
+class ChainEvent(Base):
+    """Every contract event the listener applied, so a replay is a no-op."""
+
+    __tablename__ = "chain_events"
+    __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_chain_event"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    block_number: Mapped[int] = mapped_column(BigInteger, index=True)
+    block_hash: Mapped[str] = mapped_column(String(66))
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
+    contract: Mapped[str] = mapped_column(String(60))
+    name: Mapped[str] = mapped_column(String(60), index=True)
+    args: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    subject: Mapped[str] = mapped_column(String(66), primary_key=True)
+    consumer: Mapped[str] = mapped_column(String(42), primary_key=True)
+    active: Mapped[bool] = mapped_column(default=True)
+    since_block: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Policy(Base):
+    __tablename__ = "policies"
+    pool: Mapped[str] = mapped_column(String(42), primary_key=True)
+    policy_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    insured: Mapped[str] = mapped_column(String(42))
+    region_subject: Mapped[str] = mapped_column(String(66), index=True)
+    coverage_start: Mapped[int] = mapped_column(BigInteger)
+    coverage_end: Mapped[int] = mapped_column(BigInteger)
+    trigger: Mapped[str] = mapped_column(String(80))
+    exit: Mapped[str] = mapped_column(String(80))
+    limit: Mapped[str] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(20), default="active")
+
+
+class Payout(Base):
+    __tablename__ = "payouts"
+    __table_args__ = (UniqueConstraint("pool", "policy_id", name="uq_payout_policy"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pool: Mapped[str] = mapped_column(String(42))
+    policy_id: Mapped[int] = mapped_column(BigInteger)
+    insured: Mapped[str] = mapped_column(String(42))
+    amount: Mapped[str] = mapped_column(String(80))
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    block_number: Mapped[int] = mapped_column(BigInteger)
+
+
+class Shipment(Base):
+    __tablename__ = "shipments"
+    subject: Mapped[str] = mapped_column(String(66), primary_key=True)
+    escrow: Mapped[str] = mapped_column(String(42))
+    buyer: Mapped[str] = mapped_column(String(42))
+    seller: Mapped[str] = mapped_column(String(42))
+    amount: Mapped[str] = mapped_column(String(80))
+    profile: Mapped[str] = mapped_column(String(66))
+    deadline: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    settled_tx: Mapped[str | None] = mapped_column(String(66))
