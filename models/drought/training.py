@@ -1,0 +1,236 @@
+"""Training and time-holdout evaluation of the drought severity model.
+
+Training input is a frame with a ``date`` column, the ``FEATURES`` columns and ``usdm_class``
+("none", "D0"…"D4" or 0…5): the synthetic world of ``models.drought.synthetic`` or real labelled data.
+
+The split is by time, never random (neighbouring months of a drought are near-copies of each other,
+so a random split would leak): the latest ``test_share`` of distinct months is the holdout, the
+``valid_share`` before it picks the number of boosting rounds (early stopping), and everything
+earlier is training data. Training is deterministic: fixed seed, ``deterministic=True``,
+``num_threads=1``, ``force_row_wise=True``; the same frame gives a bit-identical artifact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from models.drought.features import CLASSES, FEATURES, class_codes, feature_matrix
+from models.drought.synthetic import SyntheticConfig, generate
+from models.registry import ModelCard, model_id_for, training_data_hash
+from oracle.errors import ValidationError
+
+MODEL_NAME = "drought-severity"
+MODEL_KIND = "lightgbm-multiclass"
+MAX_ROUNDS = 60
+EARLY_STOPPING_ROUNDS = 10
+MIN_ROWS = 200
+
+
+def default_params(seed: int) -> dict[str, Any]:
+    """LightGBM parameters: small trees (keeps the artifact < 1 MB) and full determinism."""
+    return {
+        "objective": "multiclass",
+        "num_class": len(CLASSES),
+        "learning_rate": 0.1,
+        "num_leaves": 8,
+        "min_data_in_leaf": 20,
+        "feature_fraction": 0.9,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "lambda_l2": 1.0,
+        "seed": seed,
+        "deterministic": True,
+        "num_threads": 1,
+        "force_row_wise": True,
+        "verbosity": -1,
+    }
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Holdout figures: ``accuracy`` and ``macro_f1`` in [0, 1]; ``log_loss``; ``brier`` (multiclass,
+    sum over classes, 0…2); ``score_mae`` = mean |expected score − true level| in classes."""
+
+    accuracy: float
+    macro_f1: float
+    log_loss: float
+    brier: float
+    score_mae: float
+    rows: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "log_loss": self.log_loss,
+            "brier": self.brier,
+            "score_mae": self.score_mae,
+            "rows": float(self.rows),
+        }
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """The artifact (LightGBM text model, UTF-8), its metrics on the holdout and the baselines'."""
+
+    artifact: bytes
+    params: Mapping[str, Any]
+    metrics: Metrics
+    prior_baseline: Metrics
+    spi_rule_baseline: Metrics
+    training_data_hash: str
+    split: Mapping[str, str]
+    best_iteration: int
+
+
+def evaluate(proba: np.ndarray, codes: np.ndarray) -> Metrics:
+    """Metrics of class probabilities ``proba`` (rows × 6) against integer labels ``codes`` 0…5."""
+    levels = np.arange(len(CLASSES))
+    predicted = proba.argmax(axis=1)
+    onehot = (codes[:, None] == levels[None, :]).astype(np.float64)
+    f1s = []
+    for k in levels:
+        tp = float(np.sum((predicted == k) & (codes == k)))
+        fp = float(np.sum((predicted == k) & (codes != k)))
+        fn = float(np.sum((predicted != k) & (codes == k)))
+        if tp + fp + fn > 0:  # classes absent from both truth and prediction do not count
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+    eps = 1e-15
+    return Metrics(
+        accuracy=float(np.mean(predicted == codes)),
+        macro_f1=float(np.mean(f1s)),
+        log_loss=float(-np.mean(np.log(np.clip(proba[np.arange(codes.size), codes], eps, 1.0)))),
+        brier=float(np.mean(np.sum((proba - onehot) ** 2, axis=1))),
+        score_mae=float(np.mean(np.abs(proba @ levels - codes))),
+        rows=int(codes.size),
+    )
+
+
+def spi3_rule_proba(frame: pd.DataFrame) -> np.ndarray:
+    """The classic rule as a (one-hot) baseline: USDM class from SPI-3 alone (D0 ≤ −0.5 … D4 ≤ −2.0)."""
+    spi3 = frame["spi_3"].to_numpy(dtype=np.float64)
+    codes = np.zeros(spi3.size, dtype=np.int64)
+    for level, threshold in enumerate((-0.5, -0.8, -1.3, -1.6, -2.0), start=1):
+        codes = np.where(spi3 <= threshold, level, codes)
+    proba = np.full((spi3.size, len(CLASSES)), 0.01 / (len(CLASSES) - 1))
+    proba[np.arange(spi3.size), codes] = 0.99
+    return proba
+
+
+def time_split(
+    dates: pd.Series, *, valid_share: float, test_share: float
+) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Cut dates (first valid month, first test month) so the latest months form the holdout."""
+    months = np.sort(pd.to_datetime(dates).unique())
+    if months.size < 10:
+        raise ValidationError(
+            f"need at least 10 distinct dates for a time split, got {months.size}", reason="too_few_dates"
+        )
+    n_test = max(1, round(months.size * test_share))
+    n_valid = max(1, round(months.size * valid_share))
+    return pd.Timestamp(months[-(n_test + n_valid)]), pd.Timestamp(months[-n_test])
+
+
+def train_severity_model(
+    frame: pd.DataFrame, *, seed: int = 42, valid_share: float = 0.1, test_share: float = 0.2
+) -> TrainingResult:
+    """Train on ``frame`` (``date``, ``FEATURES``, ``usdm_class``) with a time-based holdout.
+
+    :raises ValidationError: missing columns, bad labels or features, unparseable dates or too
+        little data (``reason`` says which).
+    """
+    if "date" not in frame.columns or "usdm_class" not in frame.columns:
+        raise ValidationError("training data needs 'date' and 'usdm_class' columns", reason="missing_column")
+    if len(frame) < MIN_ROWS:
+        raise ValidationError(
+            f"training data has {len(frame)} rows; need at least {MIN_ROWS}", reason="too_few_rows"
+        )
+    try:
+        dates = pd.to_datetime(frame["date"], utc=False)
+    except (ValueError, TypeError) as exc:
+        raise ValidationError("column 'date' is not parseable as dates", reason="bad_date") from exc
+    order = np.lexsort((np.arange(len(frame)), dates.to_numpy()))
+    frame = frame.iloc[order].reset_index(drop=True)
+    dates = dates.iloc[order].reset_index(drop=True)
+    features = feature_matrix(frame)
+    codes = class_codes(frame["usdm_class"])
+    valid_from, test_from = time_split(dates, valid_share=valid_share, test_share=test_share)
+    train_rows = (dates < valid_from).to_numpy()
+    valid_rows = ((dates >= valid_from) & (dates < test_from)).to_numpy()
+    test_rows = (dates >= test_from).to_numpy()
+
+    params = default_params(seed)
+    train_set = lgb.Dataset(
+        features[train_rows], label=codes[train_rows], params={"verbosity": -1}, free_raw_data=False
+    )
+    valid_set = lgb.Dataset(features[valid_rows], label=codes[valid_rows], reference=train_set)
+    booster = lgb.train(
+        params,
+        train_set,
+        num_boost_round=MAX_ROUNDS,
+        valid_sets=[valid_set],
+        callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
+    )
+    best = booster.best_iteration or MAX_ROUNDS
+    artifact = booster.model_to_string(num_iteration=best).encode("utf-8")
+
+    test_x = features[test_rows].to_numpy()
+    proba = np.asarray(lgb.Booster(model_str=artifact.decode()).predict(test_x, num_threads=1))
+    prior = np.bincount(codes[train_rows], minlength=len(CLASSES)) / train_rows.sum()
+    return TrainingResult(
+        artifact=artifact,
+        params=params,
+        metrics=evaluate(proba, codes[test_rows]),
+        prior_baseline=evaluate(np.tile(prior, (int(test_rows.sum()), 1)), codes[test_rows]),
+        spi_rule_baseline=evaluate(spi3_rule_proba(frame[test_rows]), codes[test_rows]),
+        training_data_hash=training_data_hash(frame[["date", *FEATURES, "usdm_class"]]),
+        split={
+            "train": f"{dates.iloc[0].date()}..{(valid_from - pd.Timedelta(days=1)).date()}",
+            "valid": f"{valid_from.date()}..{(test_from - pd.Timedelta(days=1)).date()}",
+            "test": f"{test_from.date()}..{dates.iloc[-1].date()}",
+        },
+        best_iteration=int(best),
+    )
+
+
+def model_card(result: TrainingResult, *, description: str, created_at: str | None = None) -> ModelCard:
+    """The card for a training result (approval "pending")."""
+    return ModelCard(
+        name=MODEL_NAME,
+        kind=MODEL_KIND,
+        model_id_hex=model_id_for(result.artifact).hex(),
+        training_data_hash=result.training_data_hash,
+        features=FEATURES,
+        params=dict(result.params) | {"num_boost_round": result.best_iteration},
+        metrics={
+            "holdout": result.metrics.as_dict(),
+            "baseline_prior": result.prior_baseline.as_dict(),
+            "baseline_spi3_rule": result.spi_rule_baseline.as_dict(),
+            "split": dict(result.split),
+        },
+        created_at=created_at or datetime.now(UTC).replace(microsecond=0).isoformat(),
+        description=description,
+        extra={"classes": list(CLASSES), "score": "sum_k k*p_k, k=0 (none) .. 5 (D4)"},
+    )
+
+
+def train_default(*, seed: int = 42, config: SyntheticConfig | None = None) -> tuple[bytes, ModelCard]:
+    """Train the shipped default model on the synthetic world (default ``SyntheticConfig()``).
+
+    :returns: (artifact bytes, model card).
+    """
+    config = config or SyntheticConfig()
+    result = train_severity_model(generate(config), seed=seed)
+    description = (
+        "Drought severity (USDM none/D0..D4) from SPI-1/3/6, VHI, NDVI anomaly, dry spell, soil-moisture "
+        f"percentile, LST anomaly and month. Trained on models.drought.synthetic ({config}); "
+        "time-based holdout. Synthetic data only: recalibrate on labelled regional data before real payouts."
+    )
+    return result.artifact, model_card(result, description=description)
