@@ -21,15 +21,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
 from models.drought.features import CLASSES, FEATURES, feature_matrix
-from oracle.errors import ValidationError
+from models.registry import ModelCard, list_models, load_model
+from oracle.errors import NotFound, ValidationError
 
 TOP_FACTORS = 3
+
+#: Where the shipped drought model and its card live (``models/artifacts/drought``).
+DEFAULT_MODEL_DIRECTORY = Path(__file__).resolve().parent.parent / "artifacts" / "drought"
+MODEL_NAME = "drought-severity"
 
 
 @dataclass(frozen=True)
@@ -121,3 +127,24 @@ class DroughtSeverityModel:
                 )
             )
         return results
+
+
+def load_shipped(
+    directory: Path = DEFAULT_MODEL_DIRECTORY, model_id_hex: str | None = None
+) -> tuple[DroughtSeverityModel, ModelCard]:
+    """Load a registered drought model, hash-verified by the registry.
+
+    With ``model_id_hex`` that exact model; otherwise the newest "approved" one, or failing that the
+    newest of any approval (the shipped default is "pending": trained on synthetic data).
+
+    :raises NotFound: no drought model in ``directory``.
+    :raises oracle.errors.IntegrityError: the artifact does not match its id.
+    """
+    if model_id_hex is None:
+        cards = [card for card in list_models(directory) if card.name == MODEL_NAME]
+        if not cards:
+            raise NotFound(f"no {MODEL_NAME} model in {directory}")
+        approved = [card for card in cards if card.approval == "approved"]
+        model_id_hex = max(approved or cards, key=lambda card: card.created_at).model_id_hex
+    artifact, card = load_model(directory, model_id_hex)
+    return DroughtSeverityModel.load(artifact), card

@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 
 from models.drought.features import CLASSES, FEATURES, class_codes, feature_matrix
+from models.drought.severity import MODEL_NAME
 from models.drought.synthetic import SyntheticConfig, generate
 from models.registry import ModelCard, model_id_for, training_data_hash
 from oracle.errors import ValidationError
 
-MODEL_NAME = "drought-severity"
 MODEL_KIND = "lightgbm-multiclass"
 MAX_ROUNDS = 60
 EARLY_STOPPING_ROUNDS = 10
