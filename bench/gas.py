@@ -1,0 +1,161 @@
+"""Gas used by the router and its consumers, measured on a fresh local anvil.
+
+Run alone: ``.venv/bin/python bench/gas.py``. Prints a table, then one JSON line of figures.
+"report" figures are whole-transaction gas (21,000 base + calldata + execution) of ``submit`` for a
+subject that already has a report and no subscribers, the case Chronicle's published ``poke``
+figure (81,025 gas with 5 signers) describes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
+from web3 import Web3
+
+from oracle.chain.anvil import dev_accounts, start_anvil
+from oracle.chain.client import connect, encode_signatures, transact
+from oracle.chain.deploy import deploy_all, deploy_contract, deploy_router
+from oracle.reports import Report, ReportKind, Verdict, subject_id, typed_data
+
+CHRONICLE_POKE_5_SIGNERS = 81_025
+CHRONICLE_POKE_10_SIGNERS = 106_395
+
+
+def signer_keys(n: int) -> list[LocalAccount]:
+    # Deterministic throwaway keys, only ever used on this bench's private chain.
+    return [Account.from_key(keccak(f"bench-signer-{i}".encode())) for i in range(n)]
+
+
+def sign(report: Report, keys: list[LocalAccount], *, chain_id: int, router: str) -> bytes:
+    data = typed_data(report, chain_id=chain_id, router=router)
+    return encode_signatures((k.address, bytes(k.sign_typed_data(full_message=data).signature)) for k in keys)
+
+
+def report(subject: bytes, *, kind: ReportKind, value: int, epoch: int, observed_at: int) -> Report:
+    return Report(
+        subject=subject,
+        kind=kind,
+        value=value,
+        epoch=epoch,
+        observed_at=observed_at,
+        inputs_root=keccak(b"inputs-%d" % epoch),
+        model_id=keccak(b"model-v1"),
+    )
+
+
+def submit_gas(
+    w3: Web3, router_addr: str, keys: list[LocalAccount], rep: Report, sender: LocalAccount
+) -> int:
+    from oracle.chain.artifacts import load_artifact
+
+    router = w3.eth.contract(address=router_addr, abi=list(load_artifact("OracleRouter").abi))  # type: ignore[call-overload]
+    sigs = sign(rep, keys, chain_id=w3.eth.chain_id, router=router_addr)
+    receipt = transact(w3, router.functions.submit(rep.as_tuple(), sigs), sender=sender)
+    return int(receipt["gasUsed"])
+
+
+def steady_state_gas(w3: Web3, deployer: LocalAccount, relayer: LocalAccount, n: int) -> int:
+    keys = signer_keys(n)
+    router = deploy_router(w3, deployer=deployer, signers=[k.address for k in keys], threshold=n)
+    subject = subject_id("region", f"bench-{n}")
+    first = report(
+        subject, kind=ReportKind.DROUGHT_SEVERITY, value=1_250_000, epoch=1, observed_at=1_700_000_000
+    )
+    submit_gas(w3, router.address, keys, first, relayer)
+    second = report(
+        subject, kind=ReportKind.DROUGHT_SEVERITY, value=2_500_000, epoch=2, observed_at=1_702_592_000
+    )
+    return submit_gas(w3, router.address, keys, second, relayer)
+
+
+def main() -> None:
+    started = time.monotonic()
+    owner, relayer, insured, buyer, seller = dev_accounts(5)
+    figures: dict[str, int] = {}
+    with start_anvil() as anvil:
+        w3 = connect(anvil.url)
+        for n in (1, 3, 5, 10):
+            figures[f"report_{n}of{n}_gas"] = steady_state_gas(w3, owner, relayer, n)
+
+        keys = signer_keys(1)
+        dep = deploy_all(w3, deployer=owner, signers=[keys[0].address], threshold=1, chainlink=False)
+        router_addr = dep.address("OracleRouter")
+        pool = dep.contract(w3, "DroughtInsurancePool")
+        region = subject_id("region", "bench-payout")
+        receipt = transact(
+            w3,
+            pool.functions.createPolicy(
+                insured.address, region, 1_690_000_000, 1_710_000_000, 2_000_000, 4_000_000, 1_000 * 10**6
+            ),
+            sender=owner,
+        )
+        figures["create_policy_gas"] = int(receipt["gasUsed"])
+        # One report below the trigger first, so the measured one updates an existing subject.
+        below = report(
+            region, kind=ReportKind.DROUGHT_SEVERITY, value=1_000_000, epoch=1, observed_at=1_695_000_000
+        )
+        figures["report_no_payout_1_policy_gas"] = submit_gas(w3, router_addr, keys, below, relayer)
+        pay = report(
+            region, kind=ReportKind.DROUGHT_SEVERITY, value=3_000_000, epoch=2, observed_at=1_700_000_000
+        )
+        figures["report_with_payout_gas"] = submit_gas(w3, router_addr, keys, pay, relayer)
+
+        coin = dep.contract(w3, "TestStablecoin")
+        escrow = dep.contract(w3, "ColdChainEscrow")
+        transact(w3, coin.functions.mint(buyer.address, 10_000 * 10**6), sender=owner)
+        transact(w3, coin.functions.approve(escrow.address, 2**256 - 1), sender=buyer)
+        shipment = subject_id("shipment", "bench-1")
+        deadline = w3.eth.get_block("latest")["timestamp"] + 86_400
+        receipt = transact(
+            w3,
+            escrow.functions.createShipment(
+                shipment, seller.address, coin.address, 500 * 10**6, keccak(b"2-8C"), deadline
+            ),
+            sender=buyer,
+        )
+        figures["create_shipment_gas"] = int(receipt["gasUsed"])
+        void = report(
+            shipment,
+            kind=ReportKind.COLDCHAIN_VERDICT,
+            value=int(Verdict.BREACH),
+            epoch=1,
+            observed_at=deadline - 3600,
+        )
+        figures["report_with_void_gas"] = submit_gas(w3, router_addr, keys, void, relayer)
+
+        feed_region = subject_id("region", "bench-feed")
+        deploy_contract(w3, "DroughtIndexFeed", router_addr, feed_region, "bench feed", deployer=owner)
+        first = report(
+            feed_region, kind=ReportKind.DROUGHT_SEVERITY, value=1_000_000, epoch=1, observed_at=1_700_000_000
+        )
+        submit_gas(w3, router_addr, keys, first, relayer)
+        second = report(
+            feed_region, kind=ReportKind.DROUGHT_SEVERITY, value=1_500_000, epoch=2, observed_at=1_700_086_400
+        )
+        figures["report_with_feed_update_gas"] = submit_gas(w3, router_addr, keys, second, relayer)
+
+    figures["chronicle_poke_5_signers_gas"] = CHRONICLE_POKE_5_SIGNERS
+    figures["chronicle_poke_10_signers_gas"] = CHRONICLE_POKE_10_SIGNERS
+    print(f"{'measurement':<34} {'gas':>10}")
+    print("-" * 45)
+    for name, gas in figures.items():
+        print(f"{name:<34} {gas:>10,}")
+    print(
+        f"(5-of-5 vs Chronicle poke: {figures['report_5of5_gas'] - CHRONICLE_POKE_5_SIGNERS:+,} gas; "
+        f"10-of-10 vs Chronicle: {figures['report_10of10_gas'] - CHRONICLE_POKE_10_SIGNERS:+,} gas)"
+    )
+    out: dict[str, object] = dict(figures)
+    out["seconds"] = round(time.monotonic() - started, 2)
+    print(json.dumps(out, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

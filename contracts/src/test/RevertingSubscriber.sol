@@ -1,0 +1,15 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.19;
+
+import {IOracleRouter, IReportSubscriber, Report} from "../interfaces/IOracleRouter.sol";
+
+/// @notice Test helper: a subscriber whose onReport always reverts.
+contract RevertingSubscriber is IReportSubscriber {
+    constructor(IOracleRouter router, bytes32 subject) {
+        router.subscribe(subject);
+    }
+
+    function onReport(Report calldata) external pure override {
+        revert("RevertingSubscriber: refused");
+    }
+}

@@ -1,0 +1,150 @@
+"""Start and stop a local anvil chain as a child process.
+
+anvil's default mnemonic ("test test … junk") funds ten dev accounts with 10,000 ETH each; chain id 31337.
+With ``state_file`` anvil loads that state at start and dumps it on stop, so a chain survives restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import httpx
+
+from oracle.errors import ToolError
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+DEFAULT_CHAIN_ID = 31337
+
+
+def find_anvil() -> str:
+    """The anvil binary: ``ORACLE_ANVIL_BIN``, then ``node_modules/.bin/anvil``, then PATH.
+
+    Raises ``ToolError`` when none exists.
+    """
+    override = os.environ.get("ORACLE_ANVIL_BIN")
+    if override:
+        if not Path(override).is_file():
+            raise ToolError(f"ORACLE_ANVIL_BIN={override} does not exist")
+        return override
+    local = REPO_ROOT / "node_modules" / ".bin" / "anvil"
+    if local.is_file():
+        return str(local)
+    found = shutil.which("anvil")
+    if found:
+        return found
+    raise ToolError(
+        "anvil not found: run `npm ci` in the repository root (installs node_modules/.bin/anvil), "
+        "put anvil on PATH, or set ORACLE_ANVIL_BIN"
+    )
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class AnvilProcess:
+    """A running anvil. Use as a context manager or call ``stop()``."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], *, port: int, log_path: Path) -> None:
+        self._proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+
+    @property
+    def running(self) -> bool:
+        return self._proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop anvil with SIGINT so it dumps ``--state`` before exiting; kill it if it hangs."""
+        if self._proc.poll() is not None:
+            return
+        self._proc.send_signal(signal.SIGINT)
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=timeout)
+
+    def __enter__(self) -> AnvilProcess:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def start_anvil(
+    *,
+    port: int | None = None,
+    state_file: Path | None = None,
+    block_time: float | None = None,
+    chain_id: int = DEFAULT_CHAIN_ID,
+    startup_timeout: float = 15.0,
+) -> AnvilProcess:
+    """Start anvil on ``port`` (a free one when None) and wait until its JSON-RPC answers.
+
+    ``block_time`` in seconds switches from instant mining to interval mining. Raises ``ToolError`` when
+    anvil is missing, exits early or does not answer within ``startup_timeout`` seconds.
+    """
+    binary = find_anvil()
+    attempts = 1 if port is not None else 3
+    last_error = ""
+    for _ in range(attempts):
+        chosen = port if port is not None else free_port()
+        args = [binary, "--host", "127.0.0.1", "--port", str(chosen), "--chain-id", str(chain_id)]
+        args += ["--mnemonic", DEV_MNEMONIC]
+        if state_file is not None:
+            args += ["--state", str(state_file)]
+        if block_time is not None:
+            args += ["--block-time", str(block_time)]
+        log = Path(tempfile.mkstemp(prefix=f"anvil-{chosen}-", suffix=".log")[1])
+        with log.open("wb") as out:
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        anvil = AnvilProcess(proc, port=chosen, log_path=log)
+        if _wait_ready(anvil, startup_timeout):
+            return anvil
+        anvil.stop(timeout=2.0)
+        last_error = log.read_text(errors="replace")[-2000:]
+    raise ToolError(f"anvil did not start (args: {' '.join(args[1:])}): {last_error.strip()}")
+
+
+def _wait_ready(anvil: AnvilProcess, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    body = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+    with httpx.Client(timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            if not anvil.running:
+                return False
+            with contextlib.suppress(httpx.HTTPError):
+                if client.post(anvil.url, json=body).status_code == 200:
+                    return True
+            time.sleep(0.05)
+    return False
+
+
+def dev_accounts(count: int = 10) -> list[LocalAccount]:
+    """anvil's default dev accounts (public test keys from the well-known mnemonic; never use elsewhere)."""
+    from eth_account import Account
+
+    Account.enable_unaudited_hdwallet_features()
+    return [Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)]
