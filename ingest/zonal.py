@@ -1,0 +1,216 @@
+"""Exact zonal means of rasters over insured regions, with cached sparse coverage weights.
+
+exactextract computes, once per (region set, grid), which cells each region covers and by how much:
+the ``coverage`` operation weighted by spherical cell area (``area_spherical_m2``, m²) on geographic
+grids, or by the covered fraction on projected grids (their cells have equal area). Those weights form
+a sparse region × cell matrix W. Every raster on that grid then costs one sparse product:
+
+    mean_r = Σ_c W[r,c]·x_c·valid_c / Σ_c W[r,c]·valid_c
+    valid_fraction_r = Σ_c W[r,c]·valid_c / Σ_c W[r,c]
+
+Nodata pixels are excluded by the validity vector, so a region without a single valid pixel gets
+``NaN`` with ``valid_fraction`` 0 — never 0, which would read as "no rain" or "dead vegetation".
+
+Regions are reprojected to the raster's CRS (edges densified first); rasters are never warped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+import shapely
+from shapely.geometry import mapping
+from shapely.geometry.base import BaseGeometry
+
+from ingest.raster import GridSpec, RasterGrid
+from ingest.regions import Region, regions_fingerprint
+from ingest.units import FloatArray
+from oracle.errors import ValidationError
+
+_DENSIFY_DEGREES = 0.01
+"""Edge length (degrees) before reprojection: straight lon/lat edges bend in a projected CRS."""
+
+
+@dataclass(frozen=True, eq=False)
+class ZonalWeights:
+    """Coverage weights of ``region_ids`` on ``grid``.
+
+    ``matrix``: CSR (regions × used cells) of covered area in m² (geographic grid) or covered fraction
+    (projected grid); ``cells``: flat row-major indices of the used cells into the grid;
+    ``totals``: Σ weights per region (0 for a region outside the grid).
+    """
+
+    region_ids: tuple[str, ...]
+    grid: GridSpec
+    matrix: sp.csr_matrix
+    cells: npt.NDArray[np.int64]
+    totals: FloatArray
+    coverage_weight: str
+
+    @classmethod
+    def build(cls, regions: Sequence[Region], grid: GridSpec) -> ZonalWeights:
+        """Compute the weights with exactextract (one pass over the regions)."""
+        from exactextract import exact_extract
+        from exactextract.raster import NumPyRasterSource
+
+        if not regions:
+            raise ValidationError("zonal: no regions", reason="empty_collection")
+        rows, cols = grid.shape
+        t = grid.transform
+        if t.b != 0.0 or t.d != 0.0:
+            raise ValidationError("zonal: rotated grids are not supported", reason="bad_shape")
+        xmin, ymin, xmax, ymax = grid.bounds
+        geographic = grid.is_geographic
+        coverage_weight = "area_spherical_m2" if geographic else "fraction"
+        # exactextract only needs the grid geometry here: a zero-stride view costs no memory.
+        template = np.broadcast_to(np.uint8(1), (rows, cols))
+        source = NumPyRasterSource(template, xmin, ymin, xmax, ymax, srs_wkt=None)
+        geoms = _to_grid_crs([r.geometry for r in regions], grid.crs)
+        features = [
+            {"type": "Feature", "id": i, "properties": {}, "geometry": mapping(g)}
+            for i, g in enumerate(geoms)
+        ]
+        results = exact_extract(
+            source, features, ["cell_id", f"w=coverage(coverage_weight={coverage_weight})"], output="geojson"
+        )
+        flip = t.e > 0  # a south-up grid numbers its rows from the bottom in exactextract's frame
+        row_idx, col_idx, data = [], [], []
+        for i, feat in enumerate(results):
+            props = feat["properties"]
+            ids = np.asarray(props["cell_id"], dtype=np.int64)
+            if flip and ids.size:
+                r, c = np.divmod(ids, cols)
+                ids = (rows - 1 - r) * cols + c
+            row_idx.append(np.full(ids.size, i, dtype=np.int64))
+            col_idx.append(ids)
+            data.append(np.asarray(props["w"], dtype=np.float64))
+        flat = np.concatenate(col_idx)
+        cells, local = np.unique(flat, return_inverse=True)
+        matrix = sp.csr_matrix(
+            (np.concatenate(data), (np.concatenate(row_idx), local)), shape=(len(regions), cells.size)
+        )
+        matrix.sum_duplicates()
+        totals = np.asarray(matrix.sum(axis=1)).ravel()
+        return cls(tuple(r.region_id for r in regions), grid, matrix, cells, totals, coverage_weight)
+
+    def means(self, values: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Zonal means of one raster (rows, cols) on this grid, NaN = nodata.
+
+        Returns ``(means, valid_fraction)``, both of length ``len(region_ids)``; ``means`` is NaN where
+        ``valid_fraction`` is 0.
+        """
+        if values.shape != self.grid.shape:
+            raise ValidationError(
+                f"zonal: raster shape {values.shape} does not match the weights' grid {self.grid.shape}",
+                reason="grid_mismatch",
+            )
+        x = values.reshape(-1)[self.cells]
+        valid = ~np.isnan(x)
+        num = self.matrix @ np.where(valid, x, 0.0)
+        den = self.matrix @ valid.astype(np.float64)
+        return self._finish(num, den)
+
+    def means_stack(self, stack: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Zonal means of a (time, rows, cols) stack: ``(means, valid_fraction)`` of shape (regions, time)."""
+        if stack.ndim != 3 or stack.shape[1:] != self.grid.shape:
+            raise ValidationError(
+                f"zonal: stack shape {stack.shape} does not match the grid {self.grid.shape}",
+                reason="grid_mismatch",
+            )
+        x = stack.reshape(stack.shape[0], -1)[:, self.cells].T
+        valid = ~np.isnan(x)
+        num = self.matrix @ np.where(valid, x, 0.0)
+        den = self.matrix @ valid.astype(np.float64)
+        return self._finish(num, den if den.ndim == 2 else den[:, None])
+
+    def _finish(self, num: FloatArray, den: FloatArray) -> tuple[FloatArray, FloatArray]:
+        totals = self.totals if num.ndim == 1 else self.totals[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(den > 0.0, num / den, np.nan)
+            fraction = np.where(totals > 0.0, den / totals, 0.0)
+        return means, fraction
+
+
+@dataclass
+class WeightCache:
+    """LRU cache of :class:`ZonalWeights` keyed by (region-set fingerprint, grid); counts builds/hits."""
+
+    maxsize: int = 16
+    builds: int = 0
+    hits: int = 0
+    _entries: OrderedDict[tuple[str, GridSpec], ZonalWeights] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def weights(self, regions: Sequence[Region], grid: GridSpec) -> ZonalWeights:
+        key = (regions_fingerprint(regions), grid)
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return found
+        built = ZonalWeights.build(regions, grid)
+        with self._lock:
+            self.builds += 1
+            self._entries[key] = built
+            while len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
+        return built
+
+
+DEFAULT_CACHE = WeightCache()
+
+
+@dataclass(frozen=True, eq=False)
+class ZonalStats:
+    """Per-region means of one raster: ``means`` NaN and ``valid_fraction`` 0 for a region without data."""
+
+    region_ids: tuple[str, ...]
+    means: FloatArray
+    valid_fraction: FloatArray
+    variable: str
+    units: str
+
+    def as_dict(self) -> dict[str, float | None]:
+        """region_id → mean, None for "no data"."""
+        return {
+            rid: (None if np.isnan(m) else float(m))
+            for rid, m in zip(self.region_ids, self.means, strict=True)
+        }
+
+
+def zonal_means(
+    raster: RasterGrid, regions: Sequence[Region], *, cache: WeightCache | None = None
+) -> ZonalStats:
+    """Exact area-weighted mean of ``raster`` over each region (weights cached per region set and grid)."""
+    weights = (cache or DEFAULT_CACHE).weights(regions, raster.grid)
+    means, fraction = weights.means(raster.values)
+    return ZonalStats(weights.region_ids, means, fraction, raster.variable, raster.units)
+
+
+def _to_grid_crs(geoms: list[BaseGeometry], crs: str) -> list[BaseGeometry]:
+    from pyproj import CRS, Transformer
+
+    target = CRS.from_user_input(crs)
+    if target.equals(CRS.from_epsg(4326), ignore_axis_order=True):
+        return geoms
+    transformer = Transformer.from_crs("EPSG:4326", target, always_xy=True)
+
+    def project(coords: FloatArray) -> FloatArray:
+        x, y = transformer.transform(coords[:, 0], coords[:, 1])
+        return np.column_stack([x, y])
+
+    dense = shapely.segmentize(np.asarray(geoms, dtype=object), _DENSIFY_DEGREES)
+    projected = shapely.transform(dense, project)
+    bad = [i for i, g in enumerate(projected) if not np.isfinite(shapely.get_coordinates(g)).all()]
+    if bad:
+        raise ValidationError(
+            f"zonal: {len(bad)} region(s) cannot be projected to the raster CRS", reason="projection_failed"
+        )
+    return list(projected)
