@@ -1,0 +1,130 @@
+"""The ``oracle`` command.
+
+Every command has ``--help``. User errors (bad configuration, missing files, refused input) print one
+line to stderr and exit 1 (2 for usage errors); tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from oracle import __version__
+from oracle.errors import OracleError
+
+app = typer.Typer(
+    name="oracle",
+    help="AI oracle for parametric insurance and supply-chain triggers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+chain_app = typer.Typer(help="Local chain and contract deployments.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(chain_app, name="chain")
+
+log = logging.getLogger(__name__)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    # Per-request INFO lines from the HTTP client would drown the service's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@app.command()
+def version() -> None:
+    """Print the oracle's version."""
+    typer.echo(__version__)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="target revision")] = "head",
+) -> None:
+    """Bring the database schema up to REVISION (default: the newest)."""
+    from oracle.config import load_settings
+    from oracle.storage import migrate
+
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.resolved_database_url, revision)
+    typer.echo(f"database at {revision}: {_redact_url(settings.resolved_database_url)}")
+
+
+@chain_app.command("up")
+def chain_up(
+    port: Annotated[int, typer.Option(help="anvil port; 0 picks a free one")] = 0,
+) -> None:
+    """Start a local anvil (from node_modules), deploy the contracts, write the deployment record."""
+    from oracle.config import load_settings
+    from oracle.localchain import chain_up as up
+
+    settings = load_settings()
+    record = up(settings, port=port or None)
+    typer.echo(f"anvil listening on {record.rpc_url} (chain id {record.chain_id})")
+    for name, address in sorted(record.addresses.items()):
+        typer.echo(f"  {name:24} {address}")
+    typer.echo(f"deployment record: {settings.deployment_file}")
+
+
+@chain_app.command("down")
+def chain_down() -> None:
+    """Stop the local anvil started by `oracle chain up`."""
+    from oracle.config import load_settings
+    from oracle.localchain import chain_down as down
+
+    stopped = down(load_settings())
+    typer.echo("anvil stopped" if stopped else "no local anvil was running")
+
+
+@app.command()
+def run(
+    demo: Annotated[
+        bool, typer.Option("--demo/--no-demo", help="seed and run the live demo scenario")
+    ] = True,
+    port: Annotated[int | None, typer.Option(help="API port (default ORACLE_API_PORT)")] = None,
+) -> None:
+    """Start the service: database, local chain and broker on embedded defaults, workers and the API."""
+    from oracle.config import load_settings
+    from oracle.service import serve
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    serve(settings, demo=demo, port=port)
+
+
+def _redact_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL is shown without its credentials, never raised here
+        return url.split("@")[-1]
+
+
+def _register_optional(app_: typer.Typer) -> None:
+    """Mount the command groups that live beside their domain code."""
+    from oracle.signer.cli import app as signer_app
+
+    app_.add_typer(signer_app, name="signer")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the Typer app and turns OracleError into one clear line."""
+    _register_optional(app)
+    try:
+        app(args=argv, standalone_mode=True)
+    except OracleError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

@@ -1,0 +1,233 @@
+"""``oracle run``: the whole service in one process tree, on embedded defaults unless configured.
+
+Start order: data dir and database schema → chain (configured RPC, or a local anvil with the contracts
+deployed) → MQTT broker (configured, or a local mosquitto child) → signer (configured URL, or a local
+signer child process: the key never enters this process) → background workers → the HTTP API.
+Everything started here is stopped on exit, in reverse order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from oracle.config import Settings
+from oracle.context import Context, open_context
+from oracle.errors import ConfigError, ToolError
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def local_chain(settings: Settings) -> Iterator[str]:
+    """The chain RPC URL: configured, already up (`oracle chain up`), or a local anvil for this run."""
+    from oracle.localchain import chain_dir, ensure_deployment, running_chain_url
+
+    if settings.chain_rpc_url:
+        if not settings.deployment_file.exists():
+            raise ConfigError(
+                f"ORACLE_CHAIN_RPC_URL is set but there is no deployment record at {settings.deployment_file}"
+            )
+        yield settings.chain_rpc_url
+        return
+    if settings.env != "dev":
+        raise ConfigError("ORACLE_CHAIN_RPC_URL: required outside dev")
+    url = running_chain_url(settings)
+    if url is not None:
+        ensure_deployment(settings, url)
+        yield url
+        return
+    from oracle.chain.anvil import start_anvil
+
+    anvil = start_anvil(state_file=chain_dir(settings) / "anvil-state.json")
+    try:
+        ensure_deployment(settings, anvil.url)
+        yield anvil.url
+    finally:
+        anvil.stop()
+
+
+@contextlib.contextmanager
+def local_broker(settings: Settings) -> Iterator[str]:
+    if settings.mqtt_url:
+        yield settings.mqtt_url
+        return
+    from oracle.broker import start_mosquitto
+
+    broker = start_mosquitto(data_dir=settings.data_dir / "mqtt")
+    try:
+        yield broker.url
+    finally:
+        broker.stop()
+
+
+@contextlib.contextmanager
+def local_signer(settings: Settings, *, chain_id: int, router: str) -> Iterator[tuple[str, str]]:
+    """(URL, token) of the signer: configured, or a child process holding the dev keystore."""
+    if settings.signer_url:
+        if settings.signer_token is None:
+            raise ConfigError("ORACLE_SIGNER_TOKEN: required with ORACLE_SIGNER_URL")
+        yield settings.signer_url, settings.signer_token.get_secret_value()
+        return
+    from oracle.localchain import signer_address
+    from oracle.signer.keys import TOKEN_FILE, URL_FILE
+
+    signer_address(settings)  # generates the dev keystore on first start
+    d = settings.data_dir / "signer"
+    (d / URL_FILE).unlink(missing_ok=True)
+    log_file = (settings.data_dir / "signer.log").open("ab")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "oracle.signer.cli",
+            "serve",
+            "--chain-id",
+            str(chain_id),
+            "--router",
+            router,
+            "--dir",
+            str(d),
+            "--port",
+            "0",
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = _wait_for_file(d / URL_FILE, proc, timeout=60)
+        yield url, (d / TOKEN_FILE).read_text().strip()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log_file.close()
+
+
+def _wait_for_file(path: Path, proc: subprocess.Popen[bytes], *, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text().strip()
+        if proc.poll() is not None:
+            raise ToolError(f"the signer exited with code {proc.returncode}; see the data dir's signer.log")
+        time.sleep(0.1)
+    raise ToolError(f"the signer did not start within {timeout:.0f}s")
+
+
+class Worker(threading.Thread):
+    """Runs ``step`` every ``interval`` seconds until stopped; a failing step is logged, not fatal."""
+
+    def __init__(self, name: str, step: Callable[[], object], interval: float) -> None:
+        super().__init__(name=name, daemon=True)
+        self.step = step
+        self.interval = interval
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.step()
+            except Exception:
+                log.exception("worker %s step failed; retrying in %.1fs", self.name, self.interval)
+            self.stopping.wait(self.interval)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def serve(settings: Settings, *, demo: bool, port: int | None = None) -> None:
+    """Run until interrupted."""
+    from oracle.api.app import create_app
+    from oracle.chain.deploy import Deployment
+
+    ctx = open_context(settings)
+    with contextlib.ExitStack() as stack:
+        stack.callback(ctx.close)
+        ctx.chain_rpc_url = stack.enter_context(local_chain(settings))
+        deployment = Deployment.load(settings.deployment_file)
+        ctx.extras["deployment"] = deployment
+        ctx.mqtt_url = stack.enter_context(local_broker(settings))
+        signer_url, signer_token = stack.enter_context(
+            local_signer(settings, chain_id=deployment.chain_id, router=deployment.address("OracleRouter"))
+        )
+        ctx.extras["signer"] = (signer_url, signer_token)
+        for worker in _workers(ctx, deployment):
+            worker.start()
+            stack.callback(worker.stop)
+        app = create_app(ctx)
+        config = uvicorn.Config(
+            app,
+            host=settings.api_host,
+            port=settings.api_port if port is None else port,
+            log_config=None,
+            access_log=False,
+        )
+        server = _Server(config)
+        _announce(ctx, deployment, config, demo=demo)
+        server.run()
+    log.info("oracle stopped")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown, which would kill this process before
+    the ExitStack stops anvil, mosquitto and the signer. Here a signal only asks the server to exit."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        self.should_exit = True
+
+
+def _workers(ctx: Context, deployment: object) -> list[Worker]:
+    from oracle.chain.client import connect
+    from oracle.chain.outbox import OutboxPoster
+    from oracle.localchain import load_or_create_transmitter
+
+    poster = OutboxPoster(
+        ctx.sessions,
+        connect(ctx.chain_rpc_url),
+        load_or_create_transmitter(ctx.settings),
+        confirmations=ctx.settings.chain_confirmations,
+        abis=_router_abis(),
+    )
+    ctx.extras["poster"] = poster
+    return [Worker("outbox", poster.pump, 0.5)]
+
+
+def _router_abis() -> list[list[dict[str, object]]]:
+    from oracle.chain.artifacts import artifact_names, load_artifact
+
+    return [list(load_artifact(n).abi) for n in artifact_names()]
+
+
+def _announce(ctx: Context, deployment: object, config: uvicorn.Config, *, demo: bool) -> None:
+    lines = [
+        "oracle is starting",
+        f"  API        http://{config.host}:{config.port}  (/healthz, /readyz, /docs)",
+        f"  chain      {ctx.chain_rpc_url}",
+        f"  broker     {ctx.mqtt_url}",
+        f"  data dir   {ctx.settings.data_dir.resolve()}",
+    ]
+    if demo:
+        lines.append("  demo       not seeded yet in this version; starting clean")
+    print("\n".join(lines), flush=True)
