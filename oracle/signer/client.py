@@ -20,7 +20,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils.address import is_hex_address, to_checksum_address
 
-from oracle.errors import SignerError
+from oracle.errors import ConfigError, SignerError
 from oracle.reports import Report, report_digest, typed_data
 from oracle.signer.epochs import MemoryEpochStore
 from oracle.signer.keys import SigningKey
@@ -113,6 +113,8 @@ class HttpSigner:
     """
 
     def __init__(self, url: str, token: str, timeout: float = 5.0) -> None:
+        if not token or token != token.strip() or not token.isprintable():
+            raise ConfigError("the signer bearer token is empty or contains whitespace")
         self.url = url.rstrip("/")
         self._client = httpx.Client(
             base_url=self.url,
