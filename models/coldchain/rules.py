@@ -92,7 +92,7 @@ class RuleVerdict:
     evaluated_until_s: int
 
 
-_COMPARE: dict[str, Callable[[FloatArray, float], np.ndarray]] = {
+COMPARISONS: dict[str, Callable[[FloatArray, float], np.ndarray]] = {
     ">=": lambda t, x: t >= x,
     ">": lambda t, x: t > x,
     "<=": lambda t, x: t <= x,
@@ -131,7 +131,7 @@ def _hard_limits(ts: IntArray, temp: FloatArray, held: FloatArray, p: ProductPro
 
 
 def _duration(ts: IntArray, temp: FloatArray, held: FloatArray, rule: DurationLimit) -> list[Breach]:
-    mask = _COMPARE[rule.op](temp, rule.threshold_c)
+    mask = COMPARISONS[rule.op](temp, rule.threshold_c)
     if rule.mode == "consecutive":
         found = []
         for a, b in _runs(mask):
