@@ -1,0 +1,119 @@
+"""deploy/compose.yaml and deploy/oracle.env.example: parsed and checked for what the stack relies on."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from oracle.broker import BrokerProcess
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+KEY_VOLUME = "signer-keys"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def _services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    services = compose["services"]
+    assert isinstance(services, dict)
+    return services
+
+
+def _volume_sources(service: dict[str, Any]) -> list[str]:
+    return [str(v).split(":", 1)[0] for v in service.get("volumes", [])]
+
+
+def test_every_component_is_there(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    assert {"postgres", "mosquitto", "anvil", "api", "worker", "signer"} <= set(services)
+    assert services["api"]["command"] == ["run", "--no-demo"]
+    assert services["worker"]["command"] == ["ingest", "telemetry"]
+    assert services["signer"]["command"][:2] == ["signer", "serve"]
+    assert services["postgres"]["image"].startswith("postgres:15.")
+    assert services["mosquitto"]["image"].startswith("eclipse-mosquitto:2.")
+
+
+def test_only_the_signer_mounts_the_key_volume(compose: dict[str, Any]) -> None:
+    mounting = [name for name, svc in _services(compose).items() if KEY_VOLUME in _volume_sources(svc)]
+    assert mounting == ["signer"]
+    assert KEY_VOLUME in compose["volumes"]
+
+
+def test_signer_is_reachable_only_on_the_api_loopback(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    signer, api = services["signer"], services["api"]
+    assert signer["network_mode"] == api["network_mode"] == "service:api-pod"
+    assert "ports" not in signer
+    assert signer["command"][signer["command"].index("--host") + 1] == "127.0.0.1"
+
+
+def test_broker_runs_the_deployed_config(compose: dict[str, Any]) -> None:
+    mounts = _services(compose)["mosquitto"]["volumes"]
+    assert "./mosquitto.conf:/mosquitto/config/mosquitto.conf:ro" in mounts
+    assert any(str(m).endswith(":/mosquitto/data") for m in mounts), "persistence needs a volume"
+
+
+def test_start_order_waits_for_health(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    for name in ("api", "worker"):
+        deps = services[name]["depends_on"]
+        for dep in ("postgres", "mosquitto"):
+            assert deps[dep]["condition"] == "service_healthy", (name, dep)
+    assert services["api"]["depends_on"]["anvil"]["condition"] == "service_healthy"
+    assert services["api"]["depends_on"]["signer"]["condition"] == "service_healthy"
+    for name in ("postgres", "mosquitto", "anvil", "api", "signer"):
+        check = services[name]["healthcheck"]
+        assert not check.get("disable"), name
+        assert check["test"][0] in ("CMD", "CMD-SHELL"), name
+    # every service that a depends_on condition waits on must have a check, or compose waits forever
+    for name, svc in services.items():
+        for dep, cond in svc.get("depends_on", {}).items():
+            if cond["condition"] == "service_healthy":
+                assert not services[dep].get("healthcheck", {}).get("disable"), (name, dep)
+
+
+def test_env_example_has_every_setting_and_no_secret() -> None:
+    lines = [ln for ln in (DEPLOY / "oracle.env.example").read_text().splitlines() if ln and ln[0] != "#"]
+    env = dict(ln.split("=", 1) for ln in lines)
+    for key in ("ORACLE_DATABASE_URL", "ORACLE_MQTT_URL", "ORACLE_CHAIN_RPC_URL", "ORACLE_SIGNER_URL"):
+        assert env[key], key
+    for key in ("POSTGRES_PASSWORD", "ORACLE_SIGNER_TOKEN", "ORACLE_CHAINLINK_BRIDGE_TOKEN"):
+        assert "CHANGE_ME" in env[key], f"{key} must be a placeholder"
+    assert "ORACLE_SIGNER_PRIVATE_KEY" not in env
+    assert "oracle.env" in (DEPLOY / ".gitignore").read_text().split()
+
+
+def test_env_example_is_accepted_by_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from oracle.config import load_settings
+
+    lines = [ln for ln in (DEPLOY / "oracle.env.example").read_text().splitlines() if ln and ln[0] != "#"]
+    for key, value in (ln.split("=", 1) for ln in lines):
+        monkeypatch.setenv(key, value)
+    settings = load_settings(_env_file=None)
+    assert settings.mqtt_url == "mqtt://mosquitto:1883"
+    assert settings.resolved_database_url.startswith("postgresql+psycopg://")
+    # the same file with ORACLE_ENV=prod passes the production safety checks too
+    monkeypatch.setenv("ORACLE_ENV", "prod")
+    assert load_settings(_env_file=None).env == "prod"
+
+
+def test_broker_health_check_works_against_the_real_broker(
+    compose: dict[str, Any], mosquitto: BrokerProcess
+) -> None:
+    """Run compose's mosquitto health check command against a broker running deploy/mosquitto.conf."""
+    test = list(_services(compose)["mosquitto"]["healthcheck"]["test"])
+    assert test[0] == "CMD"
+    argv = [arg.replace("$$", "$") for arg in test[1:]]  # compose unescapes $$
+    argv[argv.index("-p") + 1] = str(mosquitto.port)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=15)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("seconds")
