@@ -117,3 +117,23 @@ def test_broker_health_check_works_against_the_real_broker(
     result = subprocess.run(argv, capture_output=True, text=True, timeout=15)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("seconds")
+
+
+def test_anvil_health_check_works_against_a_real_anvil(compose: dict[str, Any]) -> None:
+    """Run compose's anvil health check (node + JSON-RPC) against the pinned anvil, then a dead port."""
+    from oracle.broker import free_port
+    from oracle.chain.anvil import start_anvil
+
+    test = list(_services(compose)["anvil"]["healthcheck"]["test"])
+    assert test[:3] == ["CMD", "node", "-e"]
+    script = test[3]
+    assert "127.0.0.1:8545" in script
+    with start_anvil() as anvil:
+        alive = subprocess.run(
+            ["node", "-e", script.replace(":8545", f":{anvil.port}")], capture_output=True, timeout=30
+        )
+    dead = subprocess.run(
+        ["node", "-e", script.replace(":8545", f":{free_port()}")], capture_output=True, timeout=30
+    )
+    assert alive.returncode == 0, alive.stderr
+    assert dead.returncode != 0
