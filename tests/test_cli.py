@@ -1,0 +1,124 @@
+"""The oracle command: help everywhere, one clear line for user errors, no tracebacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+import typer.testing
+
+from oracle import __version__
+from oracle.cli import _register_optional, app
+
+
+def _oracle(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ORACLE_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", "from oracle.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+
+
+def _all_command_paths() -> list[list[str]]:
+    _register_optional(app)
+    root = typer.main.get_command(app)
+    paths: list[list[str]] = []
+
+    def walk(cmd: object, path: list[str]) -> None:
+        paths.append(path)
+        if hasattr(cmd, "commands"):
+            for name, sub in cmd.commands.items():
+                walk(sub, [*path, name])
+
+    walk(root, [])
+    return paths
+
+
+def test_version() -> None:
+    r = _oracle("version")
+    assert r.returncode == 0
+    assert r.stdout.strip() == __version__
+
+
+def test_every_command_has_help() -> None:
+    paths = _all_command_paths()
+    assert ["run"] in paths
+    assert ["db", "upgrade"] in paths
+    assert ["chain", "up"] in paths
+    assert ["signer", "serve"] in paths
+    runner = typer.testing.CliRunner()
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage" in result.output
+
+
+def test_bad_configuration_is_one_clear_line(tmp_path: Path) -> None:
+    r = _oracle(
+        "db", "upgrade", env={"ORACLE_DATABASE_URL": "mysql://nope", "ORACLE_DATA_DIR": str(tmp_path)}
+    )
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1
+    assert "ORACLE_DATABASE_URL" in lines[0]
+    assert "postgresql+psycopg" in lines[0]
+
+
+def test_prod_refuses_unsafe_settings(tmp_path: Path) -> None:
+    r = _oracle(
+        "db",
+        "upgrade",
+        env={
+            "ORACLE_ENV": "prod",
+            "ORACLE_DATA_DIR": str(tmp_path),
+            "ORACLE_DATABASE_URL": "postgresql+psycopg://o@db.example/oracle",
+            "ORACLE_CHAIN_RPC_URL": "http://rpc.example:8545",
+            "ORACLE_MQTT_URL": "mqtts://broker.example:8883",
+            "ORACLE_SIGNER_PRIVATE_KEY": "0x" + "11" * 32,
+        },
+    )
+    assert r.returncode == 1
+    assert "ORACLE_SIGNER_PRIVATE_KEY" in r.stderr
+    assert "ORACLE_CHAIN_RPC_URL" in r.stderr
+    assert "11" * 32 not in r.stderr + r.stdout  # the key itself is never echoed
+    assert "Traceback" not in r.stderr
+
+
+def test_dotenv_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("ORACLE_DATABASE_URL=mysql://from-dotenv\n")
+    r = _oracle("db", "upgrade", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "ORACLE_DATABASE_URL" in r.stderr
+
+
+def test_db_upgrade_on_sqlite_and_postgres(database_url: str, tmp_path: Path) -> None:
+    r = _oracle("db", "upgrade", env={"ORACLE_DATABASE_URL": database_url, "ORACLE_DATA_DIR": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert "database at head" in r.stdout
+    from sqlalchemy import inspect
+
+    from oracle.storage.db import make_engine
+
+    engine = make_engine(database_url)
+    assert "outbox" in inspect(engine).get_table_names()
+    engine.dispose()
+
+
+@pytest.mark.parametrize("args", [["no-such-command"], ["db", "upgrade", "--bogus"]])
+def test_usage_errors_exit_2_without_traceback(args: list[str]) -> None:
+    r = _oracle(*args)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr

@@ -1,0 +1,81 @@
+"""`oracle run` on embedded defaults: a cold start serves /healthz within 60 s, every dependency is
+real (anvil with contracts, mosquitto, the signer child), and a stop leaves no child behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    )
+    return [int(p) for p in out.stdout.split()]
+
+
+@pytest.mark.chain
+@pytest.mark.mqtt
+def test_run_serves_health_and_stops_cleanly(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORACLE_")}
+    env |= {"ORACLE_DATA_DIR": str(tmp_path / "data"), "ORACLE_API_PORT": str(port)}
+    log = (tmp_path / "run.log").open("w")
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from oracle.cli import main; main()", "run", "--no-demo"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        while True:
+            assert proc.poll() is None, (tmp_path / "run.log").read_text()
+            try:
+                r = httpx.get(base + "/healthz", timeout=1)
+                if r.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() - started < 60, "no /healthz within 60 s of a cold start"
+            time.sleep(0.25)
+        assert r.json()["status"] == "ok"
+        ready = httpx.get(base + "/readyz", timeout=10)
+        assert ready.status_code == 200, ready.text
+        checks = ready.json()["checks"]
+        assert [name for name, c in checks.items() if c["ok"]] == ["database", "chain", "broker"]
+        assert "python_info" in httpx.get(base + "/metrics", timeout=5).text
+
+        record = json.loads((tmp_path / "data" / "deployment.json").read_text())
+        assert {"OracleRouter", "DroughtInsurancePool", "ColdChainEscrow"} <= set(record["addresses"])
+        children = _children(proc.pid)
+        assert len(children) >= 3  # anvil, mosquitto, signer
+        # The API process never holds the signer key: only the signer child opened the keystore.
+        assert (tmp_path / "data" / "signer" / "keystore.json").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
+    assert proc.returncode == 0, (tmp_path / "run.log").read_text()
+    time.sleep(0.5)
+    for child in children:
+        assert (
+            not Path(f"/proc/{child}").exists()
+            or "zombie" in Path(f"/proc/{child}/status").read_text().lower()
+        )
