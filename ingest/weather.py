@@ -211,7 +211,7 @@ def _build(
     wide = long.pivot(index="date", columns="id", values="value").sort_index()
     freq = _infer_frequency(pd.DatetimeIndex(wide.index), frequency)
     step = _step_seconds(pd.DatetimeIndex(wide.index), freq)[:, None]
-    values = to_canonical(spec.quantity, wide.to_numpy(dtype=np.float64), units, step_seconds=step)
+    values = to_canonical(spec.quantity, wide.to_numpy(dtype=np.float64, copy=True), units, step_seconds=step)
     valid_before = int((~np.isnan(values)).sum())
     out = _mask_range(values, spec, valid_before, step)
     frame = pd.DataFrame(values, index=pd.DatetimeIndex(wide.index, name="date"), columns=list(wide.columns))
