@@ -58,7 +58,7 @@ def read_temperature_log(path: Path) -> tuple[np.ndarray, np.ndarray]:
         stamps = pd.to_datetime(frame["ts"], utc=True, format="ISO8601")
     except (ValueError, TypeError) as exc:
         raise ValidationError(
-            f"{path}: column 'ts' must be ISO-8601 UTC times ({exc})", reason="bad_time"
+            f"{path}: column 'ts' must be ISO-8601 UTC times, e.g. 2024-05-01T10:00:00Z", reason="bad_time"
         ) from exc
     if stamps.isna().any():
         raise ValidationError(f"{path}: column 'ts' has empty times", reason="bad_time")
