@@ -37,6 +37,7 @@ from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 from web3 import Web3
 from web3.exceptions import (
     ContractCustomError,
@@ -186,6 +187,9 @@ class OutboxPoster:
         for row_id in ids:
             try:
                 self._advance(row_id, now, result)
+            except StaleDataError:
+                # Another poster moved this row first; its version wins and ours was rolled back.
+                log.info("outbox row %s was advanced by another poster", row_id)
             except TRANSIENT_ERRORS as e:
                 result.transient_errors += 1
                 self._note_transient(row_id, e)

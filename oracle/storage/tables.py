@@ -112,6 +112,9 @@ class OutboxRow(Base):
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_status", "status"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: Optimistic lock: two posters racing on one row cannot both sign it (the loser's UPDATE matches
+    #: no row and rolls back), so a report never gets two different transactions.
+    version: Mapped[int] = mapped_column(Integer, default=1)
     key: Mapped[str] = mapped_column(String(200), unique=True)
     purpose: Mapped[str] = mapped_column(String(40))
     report_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id"))
@@ -138,6 +141,8 @@ class OutboxRow(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow, server_default=func.now()
     )
+
+    __mapper_args__: ClassVar[dict[str, Any]] = {"version_id_col": version}
 
 
 class NonceRow(Base):

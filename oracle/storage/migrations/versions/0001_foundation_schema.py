@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 13:18:41.710041
+Create Date: 2026-11-26 13:28:27.702510
 """
 
 from __future__ import annotations
@@ -167,6 +167,7 @@ def upgrade() -> None:
     op.create_table(
         "outbox",
         sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("key", sa.String(length=200), nullable=False),
         sa.Column("purpose", sa.String(length=40), nullable=False),
         sa.Column("report_id", sa.Integer(), nullable=True),
