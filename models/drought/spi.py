@@ -168,8 +168,11 @@ def _standardize(values: FloatArray, calibration: FloatArray) -> FloatArray:
         # No calibration data at all: the zero mass is undefined, so zeros become NaN below.
         undefined_mass = np.isnan(prob_zero)
         q = np.where((prob_zero >= 1.0) | undefined_mass, 0.0, prob_zero)
-        gamma_cdf = special.gammainc(alpha, np.where(values > 0.0, values, np.nan) / beta)
-        gamma_cdf = np.where(values > 0.0, gamma_cdf, 0.0)
+        # The incomplete gamma function is the cost centre: evaluate it only where it is needed.
+        wet = values > 0.0
+        gamma_cdf = np.zeros_like(values)
+        shape = np.broadcast_to(alpha, values.shape)[wet]
+        gamma_cdf[wet] = special.gammainc(shape, values[wet] / np.broadcast_to(beta, values.shape)[wet])
         probability = q + (1.0 - q) * gamma_cdf
         probability = np.where(np.isnan(values), np.nan, probability)
         index = special.ndtri(probability)

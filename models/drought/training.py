@@ -156,11 +156,16 @@ def train_severity_model(
         dates = pd.to_datetime(frame["date"], utc=False)
     except (ValueError, TypeError) as exc:
         raise ValidationError("column 'date' is not parseable as dates", reason="bad_date") from exc
-    order = np.lexsort((np.arange(len(frame)), dates.to_numpy()))
-    frame = frame.iloc[order].reset_index(drop=True)
-    dates = dates.iloc[order].reset_index(drop=True)
     features = feature_matrix(frame)
     codes = class_codes(frame["usdm_class"])
+    # Canonical row order (date, then label and feature values): the artifact depends on the rows,
+    # not on the order a file happened to list them in.
+    keys = [features[name].to_numpy() for name in reversed(FEATURES)]
+    order = np.lexsort((*keys, codes, dates.to_numpy()))
+    frame = frame.iloc[order].reset_index(drop=True)
+    dates = dates.iloc[order].reset_index(drop=True)
+    features = features.iloc[order].reset_index(drop=True)
+    codes = codes[order]
     valid_from, test_from = time_split(dates, valid_share=valid_share, test_share=test_share)
     train_rows = (dates < valid_from).to_numpy()
     valid_rows = ((dates >= valid_from) & (dates < test_from)).to_numpy()
