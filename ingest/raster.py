@@ -203,12 +203,7 @@ def read_raster(
         )
     normalise_unit(spec.quantity, source_units)  # refuse unknown units before touching the values
     when = _check_time(raw.time, now, label)
-    values = raw.values
-    nodata_count = int(raw.invalid.sum())
-    if nodata_count == values.size:
-        raise ValidationError(f"{label}: every pixel is nodata", reason="all_nodata")
-    values = to_canonical(spec.quantity, values, source_units, step_seconds=step_seconds)
-    out = _mask_out_of_range(values, raw.invalid, spec, label, raw.file_range_violations)
+    values, nodata_count, out = _to_canonical_values(raw, spec, source_units, step_seconds, label)
     return RasterGrid(
         variable=variable,
         units=spec.units,
@@ -224,12 +219,62 @@ def read_raster(
 
 @dataclass(frozen=True, eq=False)
 class _RawRaster:
-    values: FloatArray  # physical values in the file's units, NaN at nodata
+    data: npt.NDArray[Any]  # stored values (counts for packed integers); physical = data·scale + offset
+    scale: float
+    offset: float
     invalid: npt.NDArray[np.bool_]  # nodata pixels
     file_range_violations: npt.NDArray[np.bool_] | None  # outside the file's own valid_range
     grid: GridSpec
     units: str | None
     time: str | datetime | None
+
+
+def _to_canonical_values(
+    raw: _RawRaster, spec: VariableSpec, source_units: str | None, step_seconds: float, label: str
+) -> tuple[FloatArray, int, int]:
+    """Stored values → canonical float64 with NaN for nodata and out-of-range: (values, nodata, out).
+
+    Every supported unit conversion is affine, so scale/offset and the unit change fuse into one
+    multiply-add, and for packed integers the range test runs on the counts (cheaper than on floats).
+    """
+    nodata_count = int(np.count_nonzero(raw.invalid))
+    if nodata_count == raw.data.size:
+        raise ValidationError(f"{label}: every pixel is nodata", reason="all_nodata")
+    probe = to_canonical(spec.quantity, np.array([0.0, 1.0]), source_units, step_seconds=step_seconds)
+    gain, bias = float(probe[1] - probe[0]), float(probe[0])
+    mult, add = gain * raw.scale, gain * raw.offset + bias
+    data = raw.data
+    if data.dtype.kind in "iu" and mult > 0:
+        info = np.iinfo(data.dtype)
+        lo = max(math.ceil((spec.valid_min - add) / mult - 1e-9), int(info.min))
+        hi = min(math.floor((spec.valid_max - add) / mult + 1e-9), int(info.max))
+        out = (data < lo) | (data > hi)
+        out &= ~raw.invalid
+        values = np.multiply(data, mult, dtype=np.float64)
+        if add != 0.0:
+            values += add
+    else:
+        values = np.multiply(data, mult, dtype=np.float64)
+        if add != 0.0:
+            values += add
+        with np.errstate(invalid="ignore"):
+            out = (values < spec.valid_min) | (values > spec.valid_max)
+        out &= ~raw.invalid
+    if raw.file_range_violations is not None:
+        out |= raw.file_range_violations
+    out_count = int(np.count_nonzero(out))
+    if out_count:
+        share = out_count / (data.size - nodata_count)
+        if share > OUT_OF_RANGE_LIMIT:
+            raise ValidationError(
+                f"{label}: {share:.1%} of pixels lie outside {spec.name}'s range "
+                f"{spec.valid_min}…{spec.valid_max} {spec.units} (limit {OUT_OF_RANGE_LIMIT:.0%})",
+                reason="out_of_range",
+            )
+        np.copyto(values, np.nan, where=out | raw.invalid)
+    elif nodata_count:
+        np.copyto(values, np.nan, where=raw.invalid)
+    return values, nodata_count, out_count
 
 
 def _read_geotiff(data: bytes, label: str) -> _RawRaster:
@@ -259,23 +304,18 @@ def _read_geotiff(data: bytes, label: str) -> _RawRaster:
     except Exception as exc:  # GDAL's CPLE_* errors do not share a public base class with RasterioError
         raise ValidationError(f"{label}: unreadable GeoTIFF ({exc})", reason="corrupt_file") from exc
 
-    invalid = np.zeros(raw.shape, dtype=bool)
-    if nodata is not None:
-        invalid |= np.isnan(raw) if math.isnan(nodata) else raw == nodata
+    if nodata is None:
+        invalid = np.zeros(raw.shape, dtype=bool)
+    else:
+        invalid = np.isnan(raw) if math.isnan(nodata) else raw == nodata
     if gdal_mask is not None:
         invalid |= gdal_mask == 0
-    values = raw.astype(np.float64)
     if raw.dtype.kind == "f":
-        invalid |= ~np.isfinite(values)
+        invalid |= ~np.isfinite(raw)
     violations = _file_range_violations(raw, tags, invalid)
-    if scale != 1.0:
-        values *= scale
-    if offset != 0.0:
-        values += offset
-    values[invalid] = np.nan
     units = band_units or tags.get("units") or tags.get("UNITS") or None
     time = next((tags[k] for k in _TIME_TAGS if tags.get(k)), None)
-    return _RawRaster(values, invalid, violations, grid, units, time)
+    return _RawRaster(raw, scale, offset, invalid, violations, grid, units, time)
 
 
 def _file_range_violations(
@@ -294,33 +334,6 @@ def _file_range_violations(
     if lo == -math.inf and hi == math.inf:
         return None
     return ((raw < lo) | (raw > hi)) & ~invalid
-
-
-def _mask_out_of_range(
-    values: FloatArray,
-    invalid: npt.NDArray[np.bool_],
-    spec: VariableSpec,
-    label: str,
-    file_violations: npt.NDArray[np.bool_] | None,
-) -> int:
-    """Mask (NaN) pixels outside the physical range, in place; refuse when too many are."""
-    with np.errstate(invalid="ignore"):
-        out = (values < spec.valid_min) | (values > spec.valid_max)
-    if file_violations is not None:
-        out |= file_violations
-    count = int(out.sum())
-    if count == 0:
-        return 0
-    measured = values.size - int(invalid.sum())
-    share = count / measured
-    if share > OUT_OF_RANGE_LIMIT:
-        raise ValidationError(
-            f"{label}: {share:.1%} of pixels lie outside {spec.name}'s range "
-            f"{spec.valid_min}…{spec.valid_max} {spec.units} (limit {OUT_OF_RANGE_LIMIT:.0%})",
-            reason="out_of_range",
-        )
-    values[out] = np.nan
-    return count
 
 
 def parse_time(value: str | datetime | np.datetime64, label: str = "") -> datetime:
@@ -548,4 +561,4 @@ def _read_netcdf_single(data: bytes, spec: VariableSpec, label: str) -> _RawRast
     values = cube.values[0]
     invalid = np.isnan(values)
     time = None if np.isnat(cube.times[0]) else parse_time(cube.times[0], label)
-    return _RawRaster(values, invalid, None, cube.grid, cube.source_units, time)
+    return _RawRaster(values, 1.0, 0.0, invalid, None, cube.grid, cube.source_units, time)

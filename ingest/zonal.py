@@ -33,6 +33,7 @@ from ingest.regions import Region, regions_fingerprint
 from ingest.units import FloatArray
 from oracle.errors import ValidationError
 
+_STACK_CHUNK = 16
 _DENSIFY_DEGREES = 0.01
 """Edge length (degrees) before reprojection: straight lon/lat edges bend in a projected CRS."""
 
@@ -41,15 +42,14 @@ _DENSIFY_DEGREES = 0.01
 class ZonalWeights:
     """Coverage weights of ``region_ids`` on ``grid``.
 
-    ``matrix``: CSR (regions × used cells) of covered area in m² (geographic grid) or covered fraction
-    (projected grid); ``cells``: flat row-major indices of the used cells into the grid;
-    ``totals``: Σ weights per region (0 for a region outside the grid).
+    ``matrix``: CSR (regions × grid cells, row-major flat cell index) of covered area in m²
+    (geographic grid) or covered fraction (projected grid); ``totals``: Σ weights per region (0 for a
+    region outside the grid).
     """
 
     region_ids: tuple[str, ...]
     grid: GridSpec
     matrix: sp.csr_matrix
-    cells: npt.NDArray[np.int64]
     totals: FloatArray
     coverage_weight: str
 
@@ -90,14 +90,18 @@ class ZonalWeights:
             row_idx.append(np.full(ids.size, i, dtype=np.int64))
             col_idx.append(ids)
             data.append(np.asarray(props["w"], dtype=np.float64))
-        flat = np.concatenate(col_idx)
-        cells, local = np.unique(flat, return_inverse=True)
         matrix = sp.csr_matrix(
-            (np.concatenate(data), (np.concatenate(row_idx), local)), shape=(len(regions), cells.size)
+            (np.concatenate(data), (np.concatenate(row_idx), np.concatenate(col_idx))),
+            shape=(len(regions), rows * cols),
         )
         matrix.sum_duplicates()
         totals = np.asarray(matrix.sum(axis=1)).ravel()
-        return cls(tuple(r.region_id for r in regions), grid, matrix, cells, totals, coverage_weight)
+        return cls(tuple(r.region_id for r in regions), grid, matrix, totals, coverage_weight)
+
+    @property
+    def cells(self) -> npt.NDArray[np.int64]:
+        """Flat row-major indices of the cells any region covers."""
+        return np.unique(self.matrix.indices).astype(np.int64)
 
     def means(self, values: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Zonal means of one raster (rows, cols) on this grid, NaN = nodata.
@@ -110,10 +114,21 @@ class ZonalWeights:
                 f"zonal: raster shape {values.shape} does not match the weights' grid {self.grid.shape}",
                 reason="grid_mismatch",
             )
-        x = values.reshape(-1)[self.cells]
-        valid = ~np.isnan(x)
-        num = self.matrix @ np.where(valid, x, 0.0)
-        den = self.matrix @ valid.astype(np.float64)
+        x = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+        # Fast path: one product over all cells. NaN propagates, so only regions that touch a nodata
+        # cell come out NaN, and only their rows are redone with the validity mask.
+        num = self.matrix @ x
+        den = self.totals.copy()
+        touched = np.flatnonzero(np.isnan(num))
+        if touched.size:
+            sub = self.matrix[touched]
+            xs = x[sub.indices]
+            ok = ~np.isnan(xs)
+            owner = np.repeat(np.arange(touched.size), np.diff(sub.indptr))
+            num[touched] = np.bincount(
+                owner, weights=np.where(ok, sub.data * xs, 0.0), minlength=touched.size
+            )
+            den[touched] = np.bincount(owner, weights=np.where(ok, sub.data, 0.0), minlength=touched.size)
         return self._finish(num, den)
 
     def means_stack(self, stack: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -123,11 +138,19 @@ class ZonalWeights:
                 f"zonal: stack shape {stack.shape} does not match the grid {self.grid.shape}",
                 reason="grid_mismatch",
             )
-        x = stack.reshape(stack.shape[0], -1)[:, self.cells].T
-        valid = ~np.isnan(x)
-        num = self.matrix @ np.where(valid, x, 0.0)
-        den = self.matrix @ valid.astype(np.float64)
-        return self._finish(num, den if den.ndim == 2 else den[:, None])
+        means = np.empty((len(self.region_ids), stack.shape[0]))
+        fraction = np.empty_like(means)
+        flat = stack.reshape(stack.shape[0], -1)
+        # Chunks of time steps bound the dense temporaries to _STACK_CHUNK × cells.
+        for start in range(0, stack.shape[0], _STACK_CHUNK):
+            x = flat[start : start + _STACK_CHUNK].T
+            valid = ~np.isnan(x)
+            num = self.matrix @ np.where(valid, x, 0.0)
+            den = self.matrix @ valid.astype(np.float64)
+            means[:, start : start + x.shape[1]], fraction[:, start : start + x.shape[1]] = self._finish(
+                num, den
+            )
+        return means, fraction
 
     def _finish(self, num: FloatArray, den: FloatArray) -> tuple[FloatArray, FloatArray]:
         totals = self.totals if num.ndim == 1 else self.totals[:, None]
