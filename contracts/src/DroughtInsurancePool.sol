@@ -63,6 +63,7 @@ contract DroughtInsurancePool is IReportSubscriber, Ownable {
         int64 exit,
         uint128 limit
     );
+    /// @dev `epoch` is the report that paid; 0 when the payout was a late `claimOwed`.
     event PayoutSent(uint256 indexed policyId, address indexed insured, uint256 amount, uint64 epoch);
     event PayoutFailed(uint256 indexed policyId, address indexed insured, uint256 amount, uint64 epoch);
     event PolicyClosed(uint256 indexed policyId);

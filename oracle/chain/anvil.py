@@ -74,15 +74,18 @@ class AnvilProcess:
         return self._proc.poll() is None
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop anvil with SIGINT so it dumps ``--state`` before exiting; kill it if it hangs."""
-        if self._proc.poll() is not None:
-            return
-        self._proc.send_signal(signal.SIGINT)
-        try:
-            self._proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(timeout=timeout)
+        """Stop anvil with SIGINT so it dumps ``--state`` before exiting; kill it if it hangs.
+
+        Removes anvil's log file; idempotent.
+        """
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGINT)
+            try:
+                self._proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=timeout)
+        self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> AnvilProcess:
         return self
@@ -123,8 +126,8 @@ def start_anvil(
         anvil = AnvilProcess(proc, port=chosen, log_path=log)
         if _wait_ready(anvil, startup_timeout):
             return anvil
-        anvil.stop(timeout=2.0)
         last_error = log.read_text(errors="replace")[-2000:]
+        anvil.stop(timeout=2.0)
     raise ToolError(f"anvil did not start (args: {' '.join(args[1:])}): {last_error.strip()}")
 
 

@@ -192,7 +192,7 @@ def test_relay_with_too_little_gas_for_subscribers_reverts(chain: ChainKit) -> N
     chain.deploy("RecordingSubscriber", chain.router.address, REGION)
     with pytest.raises(RevertError) as e:
         chain.submit(drought(1), gas=400_000)
-    assert e.value.reason in {"InsufficientGasForSubscribers", "reverted"}
+    assert e.value.reason == "InsufficientGasForSubscribers"
     assert chain.router.functions.latest(REGION).call()[0] == 0
 
 
@@ -204,7 +204,19 @@ def test_subscriptions_are_capped_and_can_be_cancelled(chain: ChainKit) -> None:
         chain.deploy("RecordingSubscriber", chain.router.address, subject)
     assert e.value.reason == "TooManySubscribers"
     assert len(chain.router.functions.subscribers(subject).call()) == cap
+    receipt = chain.send(recorders[0].functions.leave(subject))
+    assert chain.events(chain.router, "Unsubscribed", receipt) == [
+        {"subject": subject, "consumer": recorders[0].address}
+    ]
+    with pytest.raises(RevertError) as e:
+        chain.send(recorders[0].functions.leave(subject))
+    assert e.value.reason == "NotSubscribed"
+    latecomer = chain.deploy("RecordingSubscriber", chain.router.address, subject)
+    expected = [r.address for r in recorders[1:]] + [latecomer.address]
+    assert sorted(chain.router.functions.subscribers(subject).call()) == sorted(expected)
+    chain.submit(make_report(subject, kind=ReportKind.COLDCHAIN_VERDICT, value=0, epoch=1))
     assert recorders[0].functions.calls().call() == 0
+    assert [r.functions.calls().call() for r in (*recorders[1:], latecomer)] == [1] * cap
 
 
 def test_consumers_refuse_calls_not_from_the_router(chain: ChainKit) -> None:

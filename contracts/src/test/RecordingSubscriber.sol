@@ -15,6 +15,11 @@ contract RecordingSubscriber is IReportSubscriber {
         router_.subscribe(subject);
     }
 
+    /// @notice Leave the subject's subscriber list (tests unsubscribe).
+    function leave(bytes32 subject) external {
+        router.unsubscribe(subject);
+    }
+
     function onReport(Report calldata report) external override {
         require(msg.sender == address(router), "not router");
         calls += 1;
