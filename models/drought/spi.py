@@ -51,7 +51,9 @@ def spi(
     :param scale: accumulation period in months (1 … 72), e.g. 1, 3 or 6.
     :param calibration: months used to fit the distributions: a ``slice`` of positions in the
         series, a ``(first_year, last_year)`` pair of calendar years (inclusive; needs
-        ``start_year``), or None for the whole record.
+        ``start_year``), or None for the whole record. A year window that only partly overlaps the
+        record is cut to the overlap (climate_indices would fall back to the whole record); one
+        that misses the record entirely is refused.
     :param start_year: calendar year of the first value (needed only for year calibration).
     :param start_month: calendar month (1…12) of the first value.
     :returns: SPI per month, unitless, in [-3.09, 3.09]; NaN where undefined.

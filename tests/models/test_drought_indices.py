@@ -68,3 +68,44 @@ def test_soil_moisture_percentile() -> None:
     grid = soil_moisture_percentile(np.array([15.0, 50.0]), np.stack([past, past], axis=1))
     np.testing.assert_allclose(grid, [25.0, 100.0])
     assert np.isnan(soil_moisture_percentile(np.nan, past))
+
+
+def test_region_features_feed_the_shipped_model() -> None:
+    from models.drought.region_features import RegionObservations, region_features
+    from models.drought.severity import load_shipped
+
+    rng = np.random.default_rng(9)
+    rain = rng.gamma(2.0, 30.0, 12 * 20)
+    common = {
+        "start_year": 2000,
+        "start_month": 1,
+        "ndvi_history": rng.normal(0.55, 0.05, 19),
+        "lst_history_c": rng.normal(30.0, 1.5, 19),
+        "soil_moisture_history": rng.normal(0.3, 0.05, 19),
+    }
+    wet = RegionObservations(
+        monthly_precip_mm=rain,
+        daily_precip_mm=np.full(31, 4.0),
+        ndvi=0.6,
+        lst_c=29.0,
+        soil_moisture=0.35,
+        **common,
+    )
+    parched = rain.copy()
+    parched[-6:] = 0.5
+    dry = RegionObservations(
+        monthly_precip_mm=parched,
+        daily_precip_mm=np.zeros(31),
+        ndvi=0.4,
+        lst_c=34.0,
+        soil_moisture=0.18,
+        **common,
+    )
+    wet_row, dry_row = region_features(wet), region_features(dry)
+    assert dry_row.loc[0, "month"] == 12.0
+    assert dry_row.loc[0, "dry_spell_days"] == 31.0
+    assert dry_row.loc[0, "spi_3"] < -2.0 < wet_row.loc[0, "spi_3"]
+    assert dry_row.loc[0, "sm_percentile"] < 10.0 < wet_row.loc[0, "sm_percentile"]
+    model, _ = load_shipped()
+    wet_score, dry_score = model.predict(wet_row)[0], model.predict(dry_row)[0]
+    assert dry_score.score > 3.0 > 1.0 > wet_score.score
