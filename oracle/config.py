@@ -57,6 +57,44 @@ class Settings(BaseSettings):
     chainlink_bridge_token: SecretStr | None = Field(None, description="bearer token for POST /adapter")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # --- Telemetry ingest (MQTT worker, HTTP gateway path, device secrets) ---
+    mqtt_client_id: str = Field(
+        "oracle-ingest-1",
+        min_length=1,
+        max_length=64,
+        description="fixed MQTT client id of this ingest worker: its persistent session lives under it",
+    )
+    mqtt_share_group: str = Field(
+        "oracle-ingest",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="shared-subscription group: workers in one group split the telemetry stream",
+    )
+    mqtt_session_expiry_s: int = Field(
+        7 * 24 * 3600,
+        ge=60,
+        le=4294967294,
+        description="MQTT v5 SessionExpiryInterval: how long the broker queues readings for a down worker",
+    )
+    mqtt_receive_maximum: int = Field(
+        2000, ge=10, le=65535, description="MQTT v5 Receive Maximum: unacknowledged readings in flight"
+    )
+    telemetry_batch_size: int = Field(500, ge=1, le=10000, description="messages per ingest commit")
+    telemetry_batch_ms: int = Field(50, ge=1, le=10000, description="longest wait before a commit, ms")
+    telemetry_max_future_skew_s: int = Field(
+        300, ge=0, le=86400, description="a reading stamped further ahead of the clock is refused"
+    )
+    telemetry_reorder_window_s: int = Field(
+        7 * 24 * 3600,
+        ge=0,
+        description="readings older than the device's newest reading by more than this are refused",
+    )
+    device_kek_file: Path | None = Field(
+        None, description="file holding the 32-byte device-secret key-encryption key (hex or raw)"
+    )
+    device_kek: SecretStr | None = Field(
+        None, description="the device-secret key-encryption key as 64 hex chars (prefer the file)"
+    )
+
     @field_validator("database_url")
     @classmethod
     def _check_db_url(cls, v: str) -> str:

@@ -223,3 +223,69 @@ class Shipment(Base):
     deadline: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(20), default="open")
     settled_tx: Mapped[str | None] = mapped_column(String(66))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Telemetry ingest (devices, shipment bindings, readings). Owned by ingest/telemetry; created by 0002.
+# ---------------------------------------------------------------------------------------------------------
+
+
+class Device(Base):
+    """An IoT logger allowed to publish telemetry, with its HMAC secret encrypted at rest.
+
+    ``secret_ct`` is AES-256-GCM ciphertext+tag of the 32-byte secret under the key-encryption key that
+    lives outside the database (see :mod:`oracle.devices`); the device id is the associated data, so a
+    ciphertext copied onto another device's row does not decrypt. ``kek_id`` names the key that sealed it.
+    """
+
+    __tablename__ = "devices"
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret_nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    secret_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    kek_id: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DeviceBinding(Base):
+    """A device measures one shipment from ``valid_from`` until ``valid_to`` (open-ended when NULL)."""
+
+    __tablename__ = "device_bindings"
+    __table_args__ = (Index("ix_device_binding_device", "device_id", "valid_from"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.device_id"))
+    shipment_id: Mapped[str] = mapped_column(String(120), index=True)
+    valid_from: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    valid_to: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TelemetryReading(Base):
+    """One accepted logger reading. (device_id, seq) is the idempotency key: redelivery adds no row.
+
+    ``ts_ms``: the logger's timestamp, UNIX milliseconds. ``digest``: SHA-256 (hex, 32 chars kept) of the
+    reading's canonical JSON, so a redelivered identical reading is told apart from a different reading
+    re-using a sequence number. ``batch_cid``: content-store blob holding the signed envelope bytes.
+    """
+
+    __tablename__ = "telemetry_readings"
+    __table_args__ = (
+        UniqueConstraint("device_id", "seq", name="uq_telemetry_device_seq"),
+        Index("ix_telemetry_shipment_ts", "shipment_id", "ts_ms"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    ts_ms: Mapped[int] = mapped_column(BigInteger)
+    shipment_id: Mapped[str] = mapped_column(String(120))
+    temp_c: Mapped[float] = mapped_column()
+    humidity_pct: Mapped[float | None] = mapped_column()
+    door_open: Mapped[bool | None] = mapped_column()
+    battery_pct: Mapped[float | None] = mapped_column()
+    lat: Mapped[float | None] = mapped_column()
+    lon: Mapped[float | None] = mapped_column()
+    digest: Mapped[str] = mapped_column(String(32))
+    batch_cid: Mapped[str] = mapped_column(String(100))
+    source: Mapped[str] = mapped_column(String(10))
+    received_ms: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,448 @@
+"""Validate and store a batch of telemetry messages in one transaction: the path MQTT and HTTP share.
+
+:meth:`TelemetryIngest.process` takes raw payloads with the device id they arrived for and returns, per
+message, how many readings were stored, how many were redeliveries, and every refusal with its reason.
+When it returns, all of it is committed: readings, refusals (``rejects``), and the batch's raw bytes in the
+content store, indexed as an ``observations`` row of kind ``telemetry_batch`` whose CID each reading and
+refusal references (chain of custody: an auditor can re-verify every HMAC from the stored bytes).
+
+Only then may the caller acknowledge the messages. A database failure raises StorageError and nothing is
+committed, so the caller keeps the messages unacknowledged and retries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+from sqlalchemy import Table, func, insert, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from ingest.telemetry import metrics
+from ingest.telemetry.envelope import (
+    EnvelopeError,
+    Reading,
+    RejectReason,
+    parse_envelope,
+    signature_ok,
+    validate_reading,
+)
+from oracle.devices import DEVICE_ID_RE, DeviceCredentials, Kek, load_credentials
+from oracle.errors import OracleError
+from oracle.storage.blobs import BlobStore
+from oracle.storage.db import transaction
+from oracle.storage.tables import Blob, Observation, Reject, TelemetryReading
+
+logger = logging.getLogger(__name__)
+
+BATCH_MEDIA_TYPE = "application/vnd.oracle.telemetry-batch+cbor"
+"""CBOR array of ``{"device": str, "source": str, "received_ms": int, "payload": bytes}``, in order."""
+
+_KEY_CHUNK = 400  # (device, seq) pairs per IN query: far below every backend's parameter limit
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """A raw payload as received. ``device_id`` comes from the MQTT topic or the HTTP path."""
+
+    device_id: str
+    payload: bytes
+    source: str = "mqtt"
+    received_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+
+@dataclass(frozen=True)
+class RejectRecord:
+    device_id: str
+    reason: RejectReason
+    message: str
+    seq: int | None = None
+
+
+@dataclass(frozen=True)
+class MessageOutcome:
+    accepted: int
+    duplicates: int
+    rejects: tuple[RejectRecord, ...]
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    cid: str
+    messages: tuple[MessageOutcome, ...]
+
+    @property
+    def accepted(self) -> int:
+        return sum(m.accepted for m in self.messages)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(m.duplicates for m in self.messages)
+
+    @property
+    def rejected(self) -> int:
+        return sum(len(m.rejects) for m in self.messages)
+
+
+@dataclass
+class _Cached:
+    creds: DeviceCredentials | None
+    loaded: float
+    newest_ts_ms: int | None
+
+
+@dataclass
+class _Candidate:
+    msg_index: int
+    device_id: str
+    shipment_id: str
+    reading: Reading
+
+
+class TelemetryIngest:
+    """Thread-safe: the MQTT writer thread and HTTP request threads may call :meth:`process` at once.
+
+    Device secrets are decrypted once and cached ``cache_ttl_s`` seconds (unknown devices
+    ``negative_ttl_s``), so a revocation or a new binding takes effect within that time.
+    """
+
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        blobs: BlobStore,
+        kek: Kek,
+        max_future_skew_s: int = 300,
+        reorder_window_s: int = 7 * 24 * 3600,
+        cache_ttl_s: float = 30.0,
+        negative_ttl_s: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sessions = sessions
+        self.blobs = blobs
+        self.kek = kek
+        self.max_future_skew_ms = max_future_skew_s * 1000
+        self.reorder_window_ms = reorder_window_s * 1000
+        self.cache_ttl_s = cache_ttl_s
+        self.negative_ttl_s = negative_ttl_s
+        self.clock = clock
+        self._cache: dict[str, _Cached] = {}
+        self._lock = threading.Lock()
+
+    # --- devices ---------------------------------------------------------------------------------------
+
+    def _device(self, device_id: str) -> _Cached:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(device_id)
+        if hit is not None:
+            ttl = self.cache_ttl_s if hit.creds is not None else self.negative_ttl_s
+            if now - hit.loaded < ttl:
+                return hit
+        with transaction(self.sessions) as s:
+            creds = load_credentials(s, self.kek, device_id)
+            newest = None
+            if creds is not None:
+                newest = s.scalar(
+                    select(func.max(TelemetryReading.ts_ms)).where(TelemetryReading.device_id == device_id)
+                )
+        entry = _Cached(creds, now, newest)
+        with self._lock:
+            old = self._cache.get(device_id)
+            if old is not None and old.newest_ts_ms is not None:
+                entry.newest_ts_ms = max(old.newest_ts_ms, entry.newest_ts_ms or old.newest_ts_ms)
+            self._cache[device_id] = entry
+        return entry
+
+    def forget(self, device_id: str | None = None) -> None:
+        """Drop cached credentials (all when ``device_id`` is None), e.g. right after a revocation."""
+        with self._lock:
+            if device_id is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(device_id, None)
+
+    # --- the batch -------------------------------------------------------------------------------------
+
+    def process(self, messages: Sequence[IncomingMessage]) -> BatchOutcome:
+        """Validate, store and commit ``messages``; see the module docstring. Raises StorageError."""
+        started = time.perf_counter()
+        now_ms = int(self.clock() * 1000)
+        blob = cbor2.dumps(
+            [
+                {
+                    "device": m.device_id,
+                    "source": m.source,
+                    "received_ms": m.received_ms,
+                    "payload": m.payload,
+                }
+                for m in messages
+            ]
+        )
+        cid = self.blobs.put(blob)
+        rejects: list[list[RejectRecord]] = [[] for _ in messages]
+        accepted = [0] * len(messages)
+        dups = [0] * len(messages)
+        candidates: dict[tuple[str, int], _Candidate] = {}
+        newest_seen: dict[str, int] = {}
+
+        for i, m in enumerate(messages):
+            for c in self._judge(i, m, now_ms, rejects[i]):
+                key = (c.device_id, c.reading.seq)
+                prior = candidates.get(key)
+                if prior is None:
+                    candidates[key] = c
+                elif prior.reading.digest == c.reading.digest:
+                    dups[i] += 1
+                else:
+                    rejects[i].append(_replay(c))
+
+        with transaction(self.sessions) as s:
+            stored = self._existing_digests(s, list(candidates))
+            fresh: list[_Candidate] = []
+            for key, c in candidates.items():
+                digest = stored.get(key)
+                if digest is None:
+                    fresh.append(c)
+                elif digest == c.reading.digest:
+                    dups[c.msg_index] += 1
+                else:
+                    rejects[c.msg_index].append(_replay(c))
+            if fresh:
+                self._insert_readings(s, fresh, cid, messages)
+                # A concurrent worker may have committed the same (device, seq) in between: its row wins
+                # (ON CONFLICT DO NOTHING), and ours is a duplicate or a replay depending on content.
+                after = self._existing_digests(s, [(c.device_id, c.reading.seq) for c in fresh])
+                for c in fresh:
+                    if after.get((c.device_id, c.reading.seq)) == c.reading.digest:
+                        accepted[c.msg_index] += 1
+                        prev = newest_seen.get(c.device_id)
+                        newest_seen[c.device_id] = max(prev or 0, c.reading.ts_ms)
+                    else:
+                        rejects[c.msg_index].append(_replay(c))
+            self._record_batch(s, cid, len(blob), messages, rejects, sum(accepted))
+
+        with self._lock:
+            for device_id, ts in newest_seen.items():
+                entry = self._cache.get(device_id)
+                if entry is not None and (entry.newest_ts_ms is None or ts > entry.newest_ts_ms):
+                    entry.newest_ts_ms = ts
+        outcome = BatchOutcome(
+            cid=cid,
+            messages=tuple(
+                MessageOutcome(accepted[i], dups[i], tuple(rejects[i])) for i in range(len(messages))
+            ),
+        )
+        self._count(messages, outcome)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        return outcome
+
+    def _judge(
+        self, index: int, m: IncomingMessage, now_ms: int, rejects: list[RejectRecord]
+    ) -> list[_Candidate]:
+        """Envelope- and reading-level checks before the database: returns the readings worth storing."""
+        device_id = m.device_id
+        if not DEVICE_ID_RE.fullmatch(device_id):
+            rejects.append(
+                RejectRecord(device_id[:120], RejectReason.MALFORMED, "device id is not a valid topic level")
+            )
+            return []
+        try:
+            env = parse_envelope(m.payload)
+        except EnvelopeError as e:
+            rejects.append(RejectRecord(device_id, e.code, str(e)))
+            return []
+        try:
+            entry = self._device(device_id)
+        except OracleError as e:  # wrong KEK or tampered secret row: refuse, and say why in the log
+            logger.error("device %s credentials unusable: %s", device_id, e)
+            rejects.append(RejectRecord(device_id, RejectReason.UNKNOWN_DEVICE, f"credentials unusable: {e}"))
+            return []
+        creds = entry.creds
+        if creds is None:
+            rejects.append(RejectRecord(device_id, RejectReason.UNKNOWN_DEVICE, "device is not registered"))
+            return []
+        if not creds.active:
+            rejects.append(RejectRecord(device_id, RejectReason.REVOKED_DEVICE, "device is revoked"))
+            return []
+        if not signature_ok(env, creds.secret):
+            rejects.append(
+                RejectRecord(
+                    device_id,
+                    RejectReason.BAD_SIGNATURE,
+                    "HMAC over the canonical JSON of body does not match",
+                )
+            )
+            return []
+        out: list[_Candidate] = []
+        newest = entry.newest_ts_ms
+        for item in env.items:
+            seq = item.get("seq") if isinstance(item, dict) else None
+            seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+            try:
+                r = validate_reading(item)
+            except EnvelopeError as e:
+                rejects.append(RejectRecord(device_id, e.code, str(e), seq))
+                continue
+            if r.ts_ms > now_ms + self.max_future_skew_ms:
+                rejects.append(
+                    RejectRecord(
+                        device_id,
+                        RejectReason.FUTURE_TIMESTAMP,
+                        f"ts {r.ts_ms} is {(r.ts_ms - now_ms) / 1000:.0f} s ahead of the oracle's clock",
+                        r.seq,
+                    )
+                )
+                continue
+            if newest is not None and r.ts_ms < newest - self.reorder_window_ms:
+                rejects.append(
+                    RejectRecord(
+                        device_id,
+                        RejectReason.OUT_OF_WINDOW,
+                        f"ts {r.ts_ms} is {(newest - r.ts_ms) / 1000:.0f} s older than the newest one",
+                        r.seq,
+                    )
+                )
+                continue
+            shipment = creds.shipment_at(r.ts_ms)
+            if shipment is None:
+                rejects.append(
+                    RejectRecord(
+                        device_id,
+                        RejectReason.UNBOUND_DEVICE,
+                        f"no shipment binding covers ts {r.ts_ms}",
+                        r.seq,
+                    )
+                )
+                continue
+            out.append(_Candidate(index, device_id, shipment, r))
+        return out
+
+    # --- SQL -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _existing_digests(s: Session, keys: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        found: dict[tuple[str, int], str] = {}
+        cols = (TelemetryReading.device_id, TelemetryReading.seq)
+        for start in range(0, len(keys), _KEY_CHUNK):
+            chunk = keys[start : start + _KEY_CHUNK]
+            rows = s.execute(select(*cols, TelemetryReading.digest).where(tuple_(*cols).in_(chunk))).all()
+            for device_id, seq, digest in rows:
+                found[(device_id, seq)] = digest
+        return found
+
+    @staticmethod
+    def _insert_ignore(s: Session, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+        if not rows:
+            return
+        dialect = s.get_bind().dialect.name
+        if dialect == "postgresql":
+            stmt: Any = postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
+        elif dialect == "sqlite":
+            stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=keys)
+        else:  # pragma: no cover - only SQLite and PostgreSQL are supported backends
+            stmt = insert(table)
+        s.execute(stmt, rows)
+
+    def _insert_readings(
+        self, s: Session, fresh: list[_Candidate], cid: str, messages: Sequence[IncomingMessage]
+    ) -> None:
+        rows = [
+            {
+                "device_id": c.device_id,
+                "seq": c.reading.seq,
+                "ts_ms": c.reading.ts_ms,
+                "shipment_id": c.shipment_id,
+                "temp_c": c.reading.temp_c,
+                "humidity_pct": c.reading.humidity_pct,
+                "door_open": c.reading.door_open,
+                "battery_pct": c.reading.battery_pct,
+                "lat": c.reading.lat,
+                "lon": c.reading.lon,
+                "digest": c.reading.digest,
+                "batch_cid": cid,
+                "source": messages[c.msg_index].source,
+                "received_ms": messages[c.msg_index].received_ms,
+            }
+            for c in fresh
+        ]
+        self._insert_ignore(s, TelemetryReading.__table__, rows, ["device_id", "seq"])  # type: ignore[arg-type]
+
+    def _record_batch(
+        self,
+        s: Session,
+        cid: str,
+        size: int,
+        messages: Sequence[IncomingMessage],
+        rejects: list[list[RejectRecord]],
+        accepted: int,
+    ) -> None:
+        now = dt.datetime.now(dt.UTC)
+        self._insert_ignore(
+            s,
+            Blob.__table__,  # type: ignore[arg-type]
+            [{"cid": cid, "size": size, "media_type": BATCH_MEDIA_TYPE, "created_at": now}],
+            ["cid"],
+        )
+        sources = sorted({m.source for m in messages})
+        self._insert_ignore(
+            s,
+            Observation.__table__,  # type: ignore[arg-type]
+            [
+                {
+                    "kind": "telemetry_batch",
+                    "variable": "",
+                    "subject": messages[0].device_id if len({m.device_id for m in messages}) == 1 else "",
+                    "cid": cid,
+                    "source": ",".join(sources),
+                    "collector": "ingest.telemetry",
+                    "signature_status": "hmac",
+                    "observed_at": now,
+                    "received_at": now,
+                    "meta": {"messages": len(messages), "accepted": accepted},
+                }
+            ],
+            ["kind", "cid"],
+        )
+        reject_rows = [
+            {
+                "source": messages[i].source,
+                "reason": r.reason.value,
+                "message": r.message[:2000],
+                "subject": r.device_id[:120],
+                "cid": cid,
+                "received_at": now,
+                "meta": {"seq": r.seq, "message_index": i} if r.seq is not None else {"message_index": i},
+            }
+            for i, rs in enumerate(rejects)
+            for r in rs
+        ]
+        if reject_rows:
+            s.execute(insert(Reject.__table__), reject_rows)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _count(messages: Sequence[IncomingMessage], outcome: BatchOutcome) -> None:
+        for m, o in zip(messages, outcome.messages, strict=True):
+            metrics.MESSAGES.labels(m.source).inc()
+            if o.accepted:
+                metrics.READINGS_ACCEPTED.labels(m.source).inc(o.accepted)
+            if o.duplicates:
+                metrics.READINGS_DUPLICATE.labels(m.source).inc(o.duplicates)
+            for r in o.rejects:
+                metrics.REJECTS.labels(m.source, r.reason.value).inc()
+
+
+def _replay(c: _Candidate) -> RejectRecord:
+    return RejectRecord(
+        c.device_id,
+        RejectReason.REPLAY,
+        f"seq {c.reading.seq} was already used for a reading with different content",
+        c.reading.seq,
+    )

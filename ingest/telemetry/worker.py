@@ -1,0 +1,256 @@
+"""The durable MQTT ingest worker: nothing acknowledged is lost, nothing is stored twice.
+
+- MQTT v5 with a persistent session: fixed client id, clean start off, ``SessionExpiryInterval`` > 0;
+  while the worker is down the broker queues its readings. Falls back to MQTT 3.1.1 (clean session off)
+  when the broker refuses v5.
+- QoS 1 with ``manual_ack``: paho's network thread only hands each message to a queue (a slow database
+  never blocks keep-alives); the writer (the thread that called :meth:`IngestWorker.run`) takes up to
+  ``batch_size`` messages or ``batch_ms`` milliseconds' worth, commits them through
+  :class:`~ingest.telemetry.pipeline.TelemetryIngest`, and only then sends the PUBACKs. A crash before the
+  commit means the broker redelivers; a crash after it means a redelivery the unique (device, seq)
+  constraint turns into a no-op. Rejected messages are acknowledged too, after their refusal is committed.
+- Scale-out: every worker subscribes ``$share/<group>/oracle/v1/telemetry/+``; give each worker its own
+  client id and the same group.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ingest.telemetry.pipeline import IncomingMessage, TelemetryIngest
+
+logger = logging.getLogger(__name__)
+
+TOPIC_PREFIX = "oracle/v1/telemetry/"
+TOPIC_FILTER = TOPIC_PREFIX + "+"
+_UNSUPPORTED_PROTOCOL = 132  # MQTT v5 CONNACK reason; paho maps a 3.1.1 broker's refusal onto it
+
+
+def telemetry_topic(device_id: str) -> str:
+    """The topic a device publishes on: ``oracle/v1/telemetry/{device_id}``."""
+    return TOPIC_PREFIX + device_id
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    host: str
+    port: int
+    client_id: str
+    share_group: str = "oracle-ingest"
+    session_expiry_s: int = 7 * 24 * 3600
+    receive_maximum: int = 2000
+    batch_size: int = 500
+    batch_ms: int = 50
+    keepalive_s: int = 30
+    tls: bool = False
+
+    @property
+    def subscription(self) -> str:
+        return f"$share/{self.share_group}/{TOPIC_FILTER}"
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    client: mqtt.Client
+    mid: int
+    qos: int
+    message: IncomingMessage
+
+
+@dataclass
+class WorkerStats:
+    messages: int = 0
+    readings_accepted: int = 0
+    duplicates: int = 0
+    rejects: int = 0
+    batches: int = 0
+    retries: int = 0
+
+
+class IngestWorker:
+    """Runs until :meth:`stop` (or the ``stop`` event given to :meth:`run`) is set.
+
+    Thread model: paho's loop thread → ``queue.SimpleQueue`` → the writer (caller of ``run``).
+    """
+
+    def __init__(self, ingest: TelemetryIngest, config: WorkerConfig) -> None:
+        self.ingest = ingest
+        self.config = config
+        self.stats = WorkerStats()
+        self.protocol = mqtt.MQTTv5
+        self.subscribed = threading.Event()
+        self._queue: queue.SimpleQueue[_Delivery] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._client: mqtt.Client | None = None
+        self._fallback = threading.Event()
+
+    # --- MQTT side (paho's thread) ---------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        c = self.config
+        if self.protocol == mqtt.MQTTv5:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=c.client_id, protocol=mqtt.MQTTv5, manual_ack=True
+            )
+        else:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=c.client_id,
+                protocol=mqtt.MQTTv311,
+                clean_session=False,
+                manual_ack=True,
+            )
+        if c.tls:
+            client.tls_set()
+        client.reconnect_delay_set(min_delay=1, max_delay=5)
+        # The broker bounds what we hold unacknowledged by our Receive Maximum (v5); paho's own in-flight
+        # cap is for our publishes only, so it stays at its default.
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def _connect(self, client: mqtt.Client) -> None:
+        c = self.config
+        if self.protocol == mqtt.MQTTv5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = c.session_expiry_s
+            props.ReceiveMaximum = c.receive_maximum
+            client.connect_async(c.host, c.port, keepalive=c.keepalive_s, clean_start=False, properties=props)
+        else:
+            client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
+        client.loop_start()
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            if self.protocol == mqtt.MQTTv5 and reason.value == _UNSUPPORTED_PROTOCOL:
+                logger.warning("broker refused MQTT v5; falling back to MQTT 3.1.1")
+                self._fallback.set()
+            else:
+                logger.error("broker refused the connection: %s", reason)
+            return
+        logger.info(
+            "connected to %s:%s as %s (session present: %s)",
+            self.config.host,
+            self.config.port,
+            self.config.client_id,
+            getattr(flags, "session_present", None),
+        )
+        # Subscribing again on a resumed session is harmless and covers a broker that lost it.
+        client.subscribe(self.config.subscription, qos=1)
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, reasons: Any, _p: Any) -> None:
+        if any(r.is_failure for r in reasons):
+            logger.error("subscription to %s refused: %s", self.config.subscription, reasons)
+            return
+        logger.info("subscribed to %s", self.config.subscription)
+        self.subscribed.set()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _flags: Any, reason: Any, _p: Any) -> None:
+        self.subscribed.clear()
+        if not self._stop.is_set():
+            logger.warning("disconnected from the broker (%s); paho reconnects", reason)
+
+    def _on_message(self, client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # Only hand over: anything slow here would stall keep-alives and every other delivery.
+        topic = msg.topic
+        device_id = topic[len(TOPIC_PREFIX) :] if topic.startswith(TOPIC_PREFIX) else topic
+        self._queue.put(
+            _Delivery(
+                client,
+                msg.mid,
+                msg.qos,
+                IncomingMessage(device_id, bytes(msg.payload), "mqtt", int(time.time() * 1000)),
+            )
+        )
+
+    # --- writer side (the caller's thread) -------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Connect, ingest until stopped, then commit and acknowledge what was received, and disconnect."""
+        if stop is not None:
+            self._stop = stop
+        client = self._make_client()
+        self._client = client
+        self._connect(client)
+        try:
+            while not self._stop.is_set():
+                if self._fallback.is_set():
+                    client = self._fall_back(client)
+                self._write_batch(wait_s=0.2)
+            # Drain what the broker already gave us so it is acknowledged now rather than redelivered.
+            while not self._queue.empty():
+                self._write_batch(wait_s=0.0)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+    def _fall_back(self, client: mqtt.Client) -> mqtt.Client:
+        self._fallback.clear()
+        client.loop_stop()
+        client.disconnect()
+        self.protocol = mqtt.MQTTv311
+        new = self._make_client()
+        self._client = new
+        self._connect(new)
+        return new
+
+    def _next_batch(self, wait_s: float) -> list[_Delivery]:
+        try:
+            first = self._queue.get(timeout=wait_s) if wait_s > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.config.batch_ms / 1000
+        while len(batch) < self.config.batch_size:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(self._queue.get(timeout=left))
+                except queue.Empty:
+                    break
+        return batch
+
+    def _write_batch(self, *, wait_s: float) -> None:
+        batch = self._next_batch(wait_s)
+        if not batch:
+            return
+        backoff = 0.05
+        while True:
+            try:
+                outcome = self.ingest.process([d.message for d in batch])
+                break
+            except Exception:
+                # Nothing was committed, so nothing is acknowledged: the broker keeps the messages. Retry
+                # the same batch (a database outage heals); a stop leaves them to be redelivered.
+                self.stats.retries += 1
+                logger.exception("committing %d telemetry messages failed; retrying", len(batch))
+                if self._stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, 5.0)
+        for d in batch:
+            if d.qos > 0:
+                d.client.ack(d.mid, d.qos)
+        self.stats.batches += 1
+        self.stats.messages += len(batch)
+        self.stats.readings_accepted += outcome.accepted
+        self.stats.duplicates += outcome.duplicates
+        self.stats.rejects += outcome.rejected

@@ -1,0 +1,268 @@
+"""CLI for telemetry: ``oracle devices add|bind|list|revoke`` and ``oracle ingest telemetry``.
+
+Two Typer apps to mount in ``oracle/cli.py``: :data:`devices_app` as ``devices`` and :data:`ingest_app` as
+``ingest``. :data:`app` holds both for standalone use (``python -m oracle.commands.telemetry devices ...``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Annotated, Any
+from urllib.parse import urlparse
+
+import typer
+
+from oracle.errors import ConfigError, OracleError, ValidationError
+
+devices_app = typer.Typer(help="Telemetry devices: HMAC secrets bound to shipments.", no_args_is_help=True)
+ingest_app = typer.Typer(help="Ingest workers.", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(devices_app, name="devices")
+app.add_typer(ingest_app, name="ingest")
+
+logger = logging.getLogger(__name__)
+
+
+def _when(value: str | None, option: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationError(
+            f"{option}: {value!r} is not an ISO-8601 time such as 2026-05-01T10:00:00Z", reason="bad_time"
+        ) from None
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
+
+
+def _context() -> Any:
+    from oracle.config import load_settings
+    from oracle.context import open_context
+
+    return open_context(load_settings())
+
+
+@devices_app.command("add")
+def devices_add(
+    device_id: Annotated[str, typer.Argument(help="device id (A-Z a-z 0-9 . _ : -, at most 64)")],
+    shipment: Annotated[str, typer.Option("--shipment", help="shipment the device measures")],
+    valid_from: Annotated[
+        str | None, typer.Option("--from", help="binding start, ISO-8601 (default now)")
+    ] = None,
+    valid_to: Annotated[str | None, typer.Option("--to", help="binding end, ISO-8601 (default open)")] = None,
+) -> None:
+    """Register a device, bind it to a shipment and print its new HMAC secret (hex) ONCE."""
+    from oracle.devices import load_kek, register_device
+
+    ctx = _context()
+    try:
+        secret = register_device(
+            ctx.sessions,
+            load_kek(ctx.settings),
+            device_id=device_id,
+            shipment_id=shipment,
+            valid_from=_when(valid_from, "--from"),
+            valid_to=_when(valid_to, "--to"),
+        )
+    finally:
+        ctx.close()
+    typer.echo(secret.hex())
+    typer.echo(
+        f"device {device_id} bound to shipment {shipment}; the secret above is shown only once: "
+        "provision it into the logger now",
+        err=True,
+    )
+
+
+@devices_app.command("bind")
+def devices_bind(
+    device_id: Annotated[str, typer.Argument(help="a registered device")],
+    shipment: Annotated[str, typer.Option("--shipment", help="shipment the device measures")],
+    valid_from: Annotated[
+        str | None, typer.Option("--from", help="binding start, ISO-8601 (default now)")
+    ] = None,
+    valid_to: Annotated[str | None, typer.Option("--to", help="binding end, ISO-8601 (default open)")] = None,
+) -> None:
+    """Bind an existing device to a (further) shipment for a time window."""
+    from oracle.devices import bind_device
+
+    ctx = _context()
+    try:
+        bind_device(
+            ctx.sessions,
+            device_id=device_id,
+            shipment_id=shipment,
+            valid_from=_when(valid_from, "--from"),
+            valid_to=_when(valid_to, "--to"),
+        )
+    finally:
+        ctx.close()
+    typer.echo(f"device {device_id} bound to shipment {shipment}")
+
+
+def _iso_ms(ms: int | None) -> str:
+    if ms is None:
+        return "open"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+@devices_app.command("list")
+def devices_list(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document instead of a table")] = False,
+) -> None:
+    """List devices, their status and shipment bindings (never their secrets)."""
+    from oracle.devices import list_devices
+
+    ctx = _context()
+    try:
+        devices = list_devices(ctx.sessions)
+    finally:
+        ctx.close()
+    rows = [
+        {
+            "device_id": d.device_id,
+            "status": d.status,
+            "kek_id": d.kek_id,
+            "created_at": d.created_at.isoformat(),
+            "revoked_at": d.revoked_at.isoformat() if d.revoked_at else None,
+            "bindings": [
+                {"shipment_id": b.shipment_id, "from": _iso_ms(b.valid_from_ms), "to": _iso_ms(b.valid_to_ms)}
+                for b in d.bindings
+            ],
+        }
+        for d in devices
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("device", "status", "shipment", "from", "to")
+    for d in devices:
+        lines = [(b.shipment_id, _iso_ms(b.valid_from_ms), _iso_ms(b.valid_to_ms)) for b in d.bindings]
+        for i, (shipment, start, end) in enumerate(lines or [("-", "-", "-")]):
+            table.add_row(d.device_id if i == 0 else "", d.status if i == 0 else "", shipment, start, end)
+    Console(width=120).print(table)
+
+
+@devices_app.command("revoke")
+def devices_revoke(device_id: Annotated[str, typer.Argument(help="a registered device")]) -> None:
+    """Refuse every further reading from a device (lost, retired or compromised)."""
+    from oracle.devices import revoke_device
+
+    ctx = _context()
+    try:
+        revoke_device(ctx.sessions, device_id)
+    finally:
+        ctx.close()
+    typer.echo(f"device {device_id} revoked; running workers refuse it within 30 s")
+
+
+@ingest_app.command("telemetry")
+def ingest_telemetry(
+    client_id: Annotated[
+        str | None, typer.Option(help="MQTT client id (default ORACLE_MQTT_CLIENT_ID)")
+    ] = None,
+    group: Annotated[
+        str | None, typer.Option(help="shared-subscription group (default ORACLE_MQTT_SHARE_GROUP)")
+    ] = None,
+    metrics_port: Annotated[int, typer.Option(help="serve Prometheus metrics on this port (0 = off)")] = 0,
+) -> None:
+    """Run the durable MQTT ingest worker until SIGTERM/SIGINT (acks each reading only after commit)."""
+    from ingest.telemetry.pipeline import TelemetryIngest
+    from ingest.telemetry.worker import IngestWorker
+    from oracle.cli import configure_logging
+    from oracle.devices import load_kek
+
+    ctx = _context()
+    settings = ctx.settings
+    configure_logging(settings.log_level)
+    if not settings.mqtt_url:
+        ctx.close()
+        raise ConfigError("ORACLE_MQTT_URL: the ingest worker needs a broker, e.g. mqtt://127.0.0.1:1883")
+    url = urlparse(settings.mqtt_url)
+    config = worker_config(
+        settings,
+        client_id=client_id,
+        group=group,
+        host=url.hostname,
+        port=url.port,
+        tls=url.scheme == "mqtts",
+    )
+    ingest = TelemetryIngest(
+        sessions=ctx.sessions,
+        blobs=ctx.blobs,
+        kek=load_kek(settings),
+        max_future_skew_s=settings.telemetry_max_future_skew_s,
+        reorder_window_s=settings.telemetry_reorder_window_s,
+    )
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        logger.info("signal %s: finishing the current batch and stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    worker = IngestWorker(ingest, config)
+    logger.info("ingest worker %s starting (group %s)", config.client_id, config.share_group)
+    try:
+        worker.run(stop)
+    finally:
+        ctx.close()
+    s = worker.stats
+    logger.info(
+        "ingest worker stopped: %d messages, %d readings stored, %d duplicates, %d rejects",
+        s.messages,
+        s.readings_accepted,
+        s.duplicates,
+        s.rejects,
+    )
+
+
+def worker_config(
+    settings: Any,
+    *,
+    host: str | None,
+    port: int | None,
+    client_id: str | None = None,
+    group: str | None = None,
+    tls: bool = False,
+) -> Any:
+    """A :class:`~ingest.telemetry.worker.WorkerConfig` from settings, with CLI overrides."""
+    from ingest.telemetry.worker import WorkerConfig
+
+    return WorkerConfig(
+        host=host or "127.0.0.1",
+        port=port or (8883 if tls else 1883),
+        client_id=client_id or settings.mqtt_client_id,
+        share_group=group or settings.mqtt_share_group,
+        session_expiry_s=settings.mqtt_session_expiry_s,
+        receive_maximum=settings.mqtt_receive_maximum,
+        batch_size=settings.telemetry_batch_size,
+        batch_ms=settings.telemetry_batch_ms,
+        tls=tls,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Standalone entry point with the same error convention as ``oracle``: one line, exit 1."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except OracleError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,329 @@
+"""Telemetry devices: registration, shipment bindings, revocation and secrets encrypted at rest.
+
+Every logger signs its readings with HMAC-SHA256 under a 32-byte secret of its own. The oracle needs the
+secret in clear to verify, so it cannot store a hash; instead each secret is sealed with AES-256-GCM under a
+key-encryption key (KEK) that never enters the database:
+
+- ``ORACLE_DEVICE_KEK`` (64 hex chars) or ``ORACLE_DEVICE_KEK_FILE`` (a file with 32 raw bytes or 64 hex
+  chars, readable by the service only) in production;
+- in ``dev`` only, ``<data_dir>/keys/device-kek`` is generated on first use with mode 0600.
+
+The device id is the GCM associated data, so a ciphertext moved onto another device's row fails to open.
+A database dump alone therefore reveals no secret; a dump plus the KEK does, so keep them apart (and
+back the KEK up: without it every device must be re-provisioned). ``kek_id`` (a hash of the KEK, not the
+KEK) on each row says which key sealed it, so a wrong KEK is reported as such instead of as tampering.
+
+AES-GCM comes from ``pycryptodome`` (already pinned for eth-account's keystores).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+import secrets
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from Crypto.Cipher import AES
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from oracle.config import Settings
+from oracle.errors import ConfigError, IntegrityError, NotFound, ValidationError
+from oracle.storage.db import transaction
+from oracle.storage.tables import Device, DeviceBinding
+
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+"""Device ids are safe as an MQTT topic level: no ``/``, ``+``, ``#`` or whitespace."""
+
+SECRET_BYTES = 32
+KEK_BYTES = 32
+_NONCE_BYTES = 12
+
+
+@dataclass(frozen=True)
+class Kek:
+    """The key-encryption key. ``repr`` never shows the key."""
+
+    key: bytes = field(repr=False)
+    kek_id: str
+
+    @classmethod
+    def from_bytes(cls, key: bytes) -> Kek:
+        if len(key) != KEK_BYTES:
+            raise ConfigError(f"device KEK must be {KEK_BYTES} bytes, got {len(key)}")
+        return cls(key=key, kek_id=hashlib.sha256(b"oracle-device-kek\x00" + key).hexdigest()[:16])
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A device measures ``shipment_id`` during [valid_from_ms, valid_to_ms) (UNIX ms; None = open)."""
+
+    shipment_id: str
+    valid_from_ms: int
+    valid_to_ms: int | None
+
+    def covers(self, ts_ms: int) -> bool:
+        return self.valid_from_ms <= ts_ms and (self.valid_to_ms is None or ts_ms < self.valid_to_ms)
+
+
+@dataclass(frozen=True)
+class DeviceCredentials:
+    """What the ingest path needs to judge a device's readings. ``secret`` is the clear HMAC key."""
+
+    device_id: str
+    secret: bytes = field(repr=False)
+    active: bool
+    bindings: tuple[Binding, ...]
+
+    def shipment_at(self, ts_ms: int) -> str | None:
+        """The shipment the device was bound to at ``ts_ms`` (the latest binding wins), else None."""
+        for b in reversed(self.bindings):
+            if b.covers(ts_ms):
+                return b.shipment_id
+        return None
+
+
+@dataclass(frozen=True)
+class DeviceSummary:
+    device_id: str
+    status: str
+    kek_id: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+    bindings: tuple[Binding, ...]
+
+
+def check_device_id(device_id: str) -> str:
+    """Return ``device_id`` or raise ValidationError(reason="bad_device_id")."""
+    if not DEVICE_ID_RE.fullmatch(device_id):
+        raise ValidationError(
+            f"device id {device_id[:80]!r} must be 1-64 characters of A-Z a-z 0-9 . _ : -",
+            reason="bad_device_id",
+        )
+    return device_id
+
+
+# --- the key-encryption key ------------------------------------------------------------------------------
+
+
+def dev_kek_path(settings: Settings) -> Path:
+    return settings.data_dir / "keys" / "device-kek"
+
+
+def load_kek(settings: Settings) -> Kek:
+    """The KEK from ``ORACLE_DEVICE_KEK``, ``ORACLE_DEVICE_KEK_FILE`` or (dev only) the data dir.
+
+    Raises ConfigError when none is configured in prod, when the file is unreadable, malformed, or
+    readable by group/others.
+    """
+    if settings.device_kek is not None:
+        return Kek.from_bytes(
+            _parse_key(settings.device_kek.get_secret_value().encode(), "ORACLE_DEVICE_KEK")
+        )
+    if settings.device_kek_file is not None:
+        return _read_kek_file(settings.device_kek_file)
+    if settings.env == "prod":
+        raise ConfigError(
+            "ORACLE_DEVICE_KEK_FILE: prod needs a device key-encryption key kept outside the database"
+        )
+    path = dev_kek_path(settings)
+    if not path.exists():
+        _create_key_file(path)
+    return _read_kek_file(path)
+
+
+def _create_key_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # another process created it first; use theirs
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_bytes(KEK_BYTES).hex() + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_kek_file(path: Path) -> Kek:
+    try:
+        mode = path.stat().st_mode
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"ORACLE_DEVICE_KEK_FILE: cannot read {path}: {e.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"ORACLE_DEVICE_KEK_FILE: {path} is accessible by group/others; chmod 600 it")
+    return Kek.from_bytes(_parse_key(raw, str(path)))
+
+
+def _parse_key(raw: bytes, where: str) -> bytes:
+    if len(raw) == KEK_BYTES:
+        return raw
+    text = raw.strip()
+    try:
+        key = bytes.fromhex(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise ConfigError(f"{where}: expected {KEK_BYTES} raw bytes or {2 * KEK_BYTES} hex chars") from None
+    if len(key) != KEK_BYTES:
+        raise ConfigError(f"{where}: expected {KEK_BYTES} raw bytes or {2 * KEK_BYTES} hex chars")
+    return key
+
+
+def seal_secret(kek: Kek, device_id: str, secret: bytes) -> tuple[bytes, bytes]:
+    """AES-256-GCM: returns (nonce, ciphertext‖tag) with the device id as associated data."""
+    nonce = secrets.token_bytes(_NONCE_BYTES)
+    cipher = AES.new(kek.key, AES.MODE_GCM, nonce=nonce)
+    cipher.update(device_id.encode())
+    ct, tag = cipher.encrypt_and_digest(secret)
+    return nonce, ct + tag
+
+
+def open_secret(kek: Kek, *, device_id: str, nonce: bytes, sealed: bytes, kek_id: str) -> bytes:
+    """Decrypt a sealed secret. Raises ConfigError for the wrong KEK, IntegrityError when tampered."""
+    if kek_id != kek.kek_id:
+        raise ConfigError(
+            f"device {device_id} was sealed with key-encryption key {kek_id}, but {kek.kek_id} is loaded"
+        )
+    cipher = AES.new(kek.key, AES.MODE_GCM, nonce=nonce)
+    cipher.update(device_id.encode())
+    try:
+        return cipher.decrypt_and_verify(sealed[:-16], sealed[-16:])
+    except ValueError:
+        raise IntegrityError(f"device {device_id}: sealed secret fails authentication (tampered)") from None
+
+
+# --- registry --------------------------------------------------------------------------------------------
+
+
+def _ms(t: dt.datetime) -> int:
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)  # SQLite hands back naive datetimes; we only ever store UTC
+    return int(t.timestamp() * 1000)
+
+
+def _utc(t: dt.datetime) -> dt.datetime:
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
+
+
+def register_device(
+    sessions: sessionmaker[Session],
+    kek: Kek,
+    *,
+    device_id: str,
+    shipment_id: str,
+    valid_from: dt.datetime | None = None,
+    valid_to: dt.datetime | None = None,
+) -> bytes:
+    """Create a device bound to a shipment; returns its new 32-byte secret (shown once, never stored clear).
+
+    ``valid_from`` defaults to now (UTC). Raises ValidationError for a bad id/window or an existing device.
+    """
+    check_device_id(device_id)
+    start, end = _window(valid_from, valid_to)
+    _check_shipment(shipment_id)
+    secret = secrets.token_bytes(SECRET_BYTES)
+    nonce, sealed = seal_secret(kek, device_id, secret)
+    with transaction(sessions) as s:
+        if s.get(Device, device_id) is not None:
+            raise ValidationError(
+                f"device {device_id} already exists; bind it with `devices bind`", reason="exists"
+            )
+        s.add(Device(device_id=device_id, secret_nonce=nonce, secret_ct=sealed, kek_id=kek.kek_id))
+        s.flush()
+        s.add(DeviceBinding(device_id=device_id, shipment_id=shipment_id, valid_from=start, valid_to=end))
+    return secret
+
+
+def bind_device(
+    sessions: sessionmaker[Session],
+    *,
+    device_id: str,
+    shipment_id: str,
+    valid_from: dt.datetime | None = None,
+    valid_to: dt.datetime | None = None,
+) -> None:
+    """Bind an existing active device to (another) shipment for a time window."""
+    start, end = _window(valid_from, valid_to)
+    _check_shipment(shipment_id)
+    with transaction(sessions) as s:
+        device = s.get(Device, device_id)
+        if device is None:
+            raise NotFound(f"device {device_id} is not registered")
+        if device.status != "active":
+            raise ValidationError(f"device {device_id} is {device.status}", reason="revoked_device")
+        s.add(DeviceBinding(device_id=device_id, shipment_id=shipment_id, valid_from=start, valid_to=end))
+
+
+def revoke_device(sessions: sessionmaker[Session], device_id: str) -> None:
+    """Refuse every further reading from the device (its secret is considered compromised or retired)."""
+    with transaction(sessions) as s:
+        device = s.get(Device, device_id)
+        if device is None:
+            raise NotFound(f"device {device_id} is not registered")
+        if device.status != "revoked":
+            device.status = "revoked"
+            device.revoked_at = dt.datetime.now(dt.UTC)
+
+
+def list_devices(sessions: sessionmaker[Session]) -> list[DeviceSummary]:
+    with transaction(sessions) as s:
+        devices = s.scalars(select(Device).order_by(Device.device_id)).all()
+        bindings = _bindings_by_device(s, None)
+        return [
+            DeviceSummary(
+                device_id=d.device_id,
+                status=d.status,
+                kek_id=d.kek_id,
+                created_at=_utc(d.created_at),
+                revoked_at=_utc(d.revoked_at) if d.revoked_at else None,
+                bindings=bindings.get(d.device_id, ()),
+            )
+            for d in devices
+        ]
+
+
+def load_credentials(session: Session, kek: Kek, device_id: str) -> DeviceCredentials | None:
+    """The device's clear secret and bindings, or None when it is not registered."""
+    device = session.get(Device, device_id)
+    if device is None:
+        return None
+    secret = open_secret(
+        kek, device_id=device_id, nonce=device.secret_nonce, sealed=device.secret_ct, kek_id=device.kek_id
+    )
+    return DeviceCredentials(
+        device_id=device_id,
+        secret=secret,
+        active=device.status == "active",
+        bindings=_bindings_by_device(session, device_id).get(device_id, ()),
+    )
+
+
+def _bindings_by_device(session: Session, device_id: str | None) -> dict[str, tuple[Binding, ...]]:
+    q = select(DeviceBinding).order_by(DeviceBinding.valid_from, DeviceBinding.id)
+    if device_id is not None:
+        q = q.where(DeviceBinding.device_id == device_id)
+    out: dict[str, list[Binding]] = {}
+    for b in session.scalars(q):
+        out.setdefault(b.device_id, []).append(
+            Binding(b.shipment_id, _ms(b.valid_from), _ms(b.valid_to) if b.valid_to else None)
+        )
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _window(start: dt.datetime | None, end: dt.datetime | None) -> tuple[dt.datetime, dt.datetime | None]:
+    s = _utc(start) if start is not None else dt.datetime.now(dt.UTC)
+    e = _utc(end) if end is not None else None
+    if e is not None and e <= s:
+        raise ValidationError(
+            f"binding ends ({e.isoformat()}) before it starts ({s.isoformat()})", reason="window"
+        )
+    return s, e
+
+
+def _check_shipment(shipment_id: str) -> None:
+    if not 1 <= len(shipment_id) <= 120 or not shipment_id.isprintable():
+        raise ValidationError("shipment id must be 1-120 printable characters", reason="bad_shipment_id")
