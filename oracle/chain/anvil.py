@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -31,7 +32,8 @@ DEFAULT_CHAIN_ID = 31337
 
 
 def find_anvil() -> str:
-    """The anvil binary: ``ORACLE_ANVIL_BIN``, then ``node_modules/.bin/anvil``, then PATH.
+    """The anvil binary: ``ORACLE_ANVIL_BIN``, then the one installed under ``node_modules`` (the native
+    binary of ``@foundry-rs/anvil-<os>-<arch>`` when present, else ``node_modules/.bin/anvil``), then PATH.
 
     Raises ``ToolError`` when none exists.
     """
@@ -40,7 +42,13 @@ def find_anvil() -> str:
         if not Path(override).is_file():
             raise ToolError(f"ORACLE_ANVIL_BIN={override} does not exist")
         return override
-    local = REPO_ROOT / "node_modules" / ".bin" / "anvil"
+    modules = REPO_ROOT / "node_modules"
+    # Prefer the native binary the npm package ships: its node wrapper (.bin/anvil) exits on SIGINT
+    # without waiting for anvil, which may still be dumping --state and holding the port.
+    native = sorted(modules.glob(f"@foundry-rs/anvil-{_platform_tag()}/bin/anvil"))
+    if native and os.access(native[0], os.X_OK):
+        return str(native[0])
+    local = modules / ".bin" / "anvil"
     if local.is_file():
         return str(local)
     found = shutil.which("anvil")
@@ -50,6 +58,14 @@ def find_anvil() -> str:
         "anvil not found: run `npm ci` in the repository root (installs node_modules/.bin/anvil), "
         "put anvil on PATH, or set ORACLE_ANVIL_BIN"
     )
+
+
+def _platform_tag() -> str:
+    system = platform.system().lower()
+    machine = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        platform.machine().lower(), platform.machine().lower()
+    )
+    return f"{system}-{machine}"
 
 
 def free_port() -> int:
@@ -85,7 +101,18 @@ class AnvilProcess:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait(timeout=timeout)
+        self._wait_port_closed(timeout)
         self.log_path.unlink(missing_ok=True)
+
+    def _wait_port_closed(self, timeout: float) -> None:
+        # A wrapper process may exit before the anvil it started; the port closing is the real end.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.settimeout(0.2)
+                if s.connect_ex(("127.0.0.1", self.port)) != 0:
+                    return
+            time.sleep(0.05)
 
     def __enter__(self) -> AnvilProcess:
         return self

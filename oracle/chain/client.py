@@ -142,7 +142,8 @@ def transact(
     """Sign ``call`` with ``sender``, send it and wait for the receipt.
 
     Gas is estimated when not given (a reverting call raises ``RevertError`` before sending). A mined
-    transaction with status 0 is replayed with ``eth_call`` at its block to decode the reason.
+    transaction with status 0 is replayed with ``eth_call`` on its parent block to decode the reason.
+    Raises ``RevertError`` (``reason`` = custom error name or revert string) or ``ChainError``.
     """
     label = f"{getattr(call, 'fn_name', 'constructor')} from {sender.address}"
     with translate_errors(label):
@@ -166,7 +167,8 @@ def transact(
 def _raise_mined_revert(w3: Web3, tx: dict[str, Any], receipt: TxReceipt, label: str) -> None:
     replay = {k: tx[k] for k in ("from", "to", "data", "value", "gas") if k in tx}
     with translate_errors(label):
-        w3.eth.call(replay, receipt["blockNumber"])  # type: ignore[arg-type]
+        # Replay on the state the transaction saw: the parent of the block that mined it.
+        w3.eth.call(replay, max(receipt["blockNumber"] - 1, 0))  # type: ignore[arg-type]
     raise RevertError(
         f"{label} reverted in block {receipt['blockNumber']} (out of gas or no reason)", reason="reverted"
     )
