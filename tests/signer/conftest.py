@@ -153,7 +153,7 @@ def copy_keys(keys: SignerKeys, dest: Path) -> SignerKeys:
     return dataclasses.replace(keys, dir=dest)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def signer_keys(tmp_path_factory: pytest.TempPathFactory) -> SignerKeys:
     return make_keys(tmp_path_factory.mktemp("signer-keys"))
 

@@ -9,10 +9,9 @@ import stat
 from pathlib import Path
 
 import pytest
-from click.testing import Result
 from eth_account import Account
 from pydantic import SecretStr
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from oracle.config import Settings
 from oracle.errors import ConfigError

@@ -222,13 +222,19 @@ def test_unreachable_signer_is_signer_error() -> None:
 def test_restart_remembers_epochs_and_global_limit_applies(
     signer_keys: SignerKeys, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """A restarted signer refuses stale epochs it signed before the restart and re-signs identical ones."""
+    """A restarted signer refuses stale epochs it signed before the restart and re-signs identical ones.
+
+    This process runs on the dev-only plain key (ORACLE_SIGNER_PRIVATE_KEY), which also shows that path
+    serving for real; the keystore path is what the module's main process uses.
+    """
     workdir = tmp_path_factory.mktemp("signer-restart")
     proc = SignerProcess(
         keys=copy_keys(signer_keys, workdir / "signer"),
         workdir=workdir,
         extra_args=["--global-burst", "4", "--global-rate", "0.001"],
+        env_extra={"ORACLE_SIGNER_PRIVATE_KEY": signer_keys.private_key_hex},
     ).start()
+    assert "using a plain private key from the environment (dev only)" in proc.logs()
     subject = fresh_subject()
     try:
         first = HttpSigner(proc.url, signer_keys.token).sign(
