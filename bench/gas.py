@@ -22,7 +22,7 @@ from web3 import Web3
 
 from oracle.chain.anvil import dev_accounts, start_anvil
 from oracle.chain.client import connect, encode_signatures, transact
-from oracle.chain.deploy import deploy_all, deploy_contract, deploy_router
+from oracle.chain.deploy import deploy_all, deploy_feed, deploy_router
 from oracle.reports import Report, ReportKind, Verdict, subject_id, typed_data
 
 CHRONICLE_POKE_5_SIGNERS = 81_025
@@ -132,7 +132,7 @@ def main() -> None:
         figures["report_with_void_gas"] = submit_gas(w3, router_addr, keys, void, relayer)
 
         feed_region = subject_id("region", "bench-feed")
-        deploy_contract(w3, "DroughtIndexFeed", router_addr, feed_region, "bench feed", deployer=owner)
+        deploy_feed(w3, dep, deployer=owner, region_subject=feed_region, description="bench feed")
         first = report(
             feed_region, kind=ReportKind.DROUGHT_SEVERITY, value=1_000_000, epoch=1, observed_at=1_700_000_000
         )

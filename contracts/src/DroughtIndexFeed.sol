@@ -30,7 +30,12 @@ contract DroughtIndexFeed is AggregatorV3Interface, IReportSubscriber {
         router = router_;
         region = region_;
         _description = description_;
-        router_.subscribe(region_);
+    }
+
+    /// @notice Start receiving the region's reports. Anyone may call it once the router's owner has
+    ///         approved this feed as a consumer.
+    function subscribe() external {
+        router.subscribe(region);
     }
 
     function decimals() external pure override returns (uint8) {

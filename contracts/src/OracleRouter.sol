@@ -49,10 +49,14 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
     mapping(bytes32 => mapping(uint256 => address)) private _subscriberAt;
     /// @dev subject => subscriber => 1-based slot; 0 = not subscribed.
     mapping(bytes32 => mapping(address => uint256)) private _subscriberSlot;
+    /// @notice Contracts the owner allows to subscribe. Without this gate anyone could fill a subject's
+    ///         MAX_SUBSCRIBERS slots ahead of the pool or escrow and lock them out.
+    mapping(address => bool) public approvedConsumer;
 
     event SignerAdded(address indexed signer);
     event SignerRemoved(address indexed signer);
     event ThresholdChanged(uint8 previous, uint8 current);
+    event ConsumerApproval(address indexed consumer, bool approved);
     event Subscribed(bytes32 indexed subject, address indexed consumer);
     event Unsubscribed(bytes32 indexed subject, address indexed consumer);
     event ReportAccepted(
@@ -82,6 +86,7 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
     error ZeroAddress();
     error AlreadySubscribed(bytes32 subject, address consumer);
     error NotSubscribed(bytes32 subject, address consumer);
+    error ConsumerNotApproved(address consumer);
     error TooManySubscribers(bytes32 subject);
     error InsufficientGasForSubscribers(uint256 needed, uint256 left);
 
@@ -248,8 +253,18 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
 
     // ------------------------------------------------------------------ subscriptions
 
-    /// @notice Subscribe the calling contract to `subject`. At most MAX_SUBSCRIBERS per subject.
+    /// @notice Allow or disallow `consumer` to subscribe (owner only). Disallowing does not remove
+    ///         existing subscriptions; use `removeSubscriber` for that.
+    function setConsumerApproval(address consumer, bool approved) external onlyOwner {
+        if (consumer == address(0)) revert ZeroAddress();
+        approvedConsumer[consumer] = approved;
+        emit ConsumerApproval(consumer, approved);
+    }
+
+    /// @notice Subscribe the calling contract to `subject`. The caller must be an approved consumer;
+    ///         at most MAX_SUBSCRIBERS per subject.
     function subscribe(bytes32 subject) external {
+        if (!approvedConsumer[msg.sender]) revert ConsumerNotApproved(msg.sender);
         if (_subscriberSlot[subject][msg.sender] != 0) revert AlreadySubscribed(subject, msg.sender);
         uint256 state = _state[subject];
         uint256 n = state >> 240;
@@ -262,17 +277,26 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
 
     /// @notice Unsubscribe the calling contract from `subject`.
     function unsubscribe(bytes32 subject) external {
-        uint256 slot = _subscriberSlot[subject][msg.sender];
-        if (slot == 0) revert NotSubscribed(subject, msg.sender);
+        _unsubscribe(subject, msg.sender);
+    }
+
+    /// @notice Remove `consumer` from `subject` (owner only), e.g. a misbehaving or retired contract.
+    function removeSubscriber(bytes32 subject, address consumer) external onlyOwner {
+        _unsubscribe(subject, consumer);
+    }
+
+    function _unsubscribe(bytes32 subject, address consumer) private {
+        uint256 slot = _subscriberSlot[subject][consumer];
+        if (slot == 0) revert NotSubscribed(subject, consumer);
         uint256 state = _state[subject];
         uint256 n = state >> 240;
         address last = _subscriberAt[subject][n - 1];
         _subscriberAt[subject][slot - 1] = last;
         _subscriberSlot[subject][last] = slot;
         delete _subscriberAt[subject][n - 1];
-        delete _subscriberSlot[subject][msg.sender];
+        delete _subscriberSlot[subject][consumer];
         _state[subject] = (state & ~(uint256(0xFFFF) << 240)) | ((n - 1) << 240);
-        emit Unsubscribed(subject, msg.sender);
+        emit Unsubscribed(subject, consumer);
     }
 
     function subscribers(bytes32 subject) external view returns (address[] memory list) {

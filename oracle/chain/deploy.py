@@ -126,7 +126,8 @@ def deploy_all(
     pool_funding: int = DEFAULT_POOL_FUNDING,
     chainlink: bool = True,
 ) -> Deployment:
-    """Deploy the full local contract set; the deployer owns the router, pool and stablecoin.
+    """Deploy the full local contract set; the deployer owns the router, pool and stablecoin, and the
+    router approves the pool and the escrow as consumers.
 
     ``pool_funding`` (tUSD base units, 6 decimals) is minted to the pool. With ``chainlink`` also deploys
     Chainlink's LinkToken and an Operator owned by the deployer.
@@ -137,6 +138,8 @@ def deploy_all(
     router = deploy_router(w3, deployer=deployer, signers=signers, threshold=threshold)
     pool = deploy_contract(w3, "DroughtInsurancePool", router.address, coin.address, deployer=deployer)
     escrow = deploy_contract(w3, "ColdChainEscrow", router.address, deployer=deployer)
+    for consumer in (pool, escrow):
+        transact(w3, router.functions.setConsumerApproval(consumer.address, True), sender=deployer)
     if pool_funding:
         transact(w3, coin.functions.mint(pool.address, pool_funding), sender=deployer)
     addresses = {
@@ -162,9 +165,10 @@ def feed_name(region_subject: bytes) -> str:
 def deploy_feed(
     w3: Web3, deployment: Deployment, *, deployer: LocalAccount, region_subject: bytes, description: str
 ) -> Deployment:
-    """Deploy a DroughtIndexFeed for ``region_subject`` (it subscribes itself to the router).
+    """Deploy a DroughtIndexFeed for ``region_subject``, approve it on the router and subscribe it.
 
-    Returns the deployment with the feed added under ``feed_name(region_subject)``.
+    ``deployer`` must own the router (approving consumers is owner-only). Returns the deployment with the
+    feed added under ``feed_name(region_subject)``.
     """
     if len(region_subject) != 32:
         raise ConfigError("region subject must be 32 bytes")
@@ -176,4 +180,7 @@ def deploy_feed(
         description,
         deployer=deployer,
     )
+    router = deployment.contract(w3, "OracleRouter")
+    transact(w3, router.functions.setConsumerApproval(feed.address, True), sender=deployer)
+    transact(w3, feed.functions.subscribe(), sender=deployer)
     return deployment.with_address(feed_name(region_subject), feed.address)

@@ -123,7 +123,7 @@ def test_underfunded_pool_records_the_debt_and_never_pays_twice(chain: ChainKit)
     chain.send(chain.pool.functions.withdraw(owner.address, balance - 100 * USD))
     policy = create_policy(chain, limit=1_000 * USD)
     other_region = subject_id("region", "test-pool-other")
-    recorder = chain.deploy("RecordingSubscriber", chain.router.address, REGION)
+    recorder = chain.subscriber("RecordingSubscriber", REGION)
 
     receipt = chain.submit(severity(1, 5_000_000))
     assert chain.events(chain.pool, "PayoutFailed", receipt) == [

@@ -167,10 +167,12 @@ def test_signer_set_changes_are_owner_only_and_evented(chain: ChainKit) -> None:
 
 def test_failing_subscribers_do_not_block_others(chain: ChainKit) -> None:
     router = chain.router.address
-    reverting = chain.deploy("RevertingSubscriber", router, REGION)
-    hog = chain.deploy("GasHogSubscriber", router, REGION)
-    recorder = chain.deploy("RecordingSubscriber", router, REGION)
+    reverting = chain.subscriber("RevertingSubscriber", REGION)
+    hog = chain.subscriber("GasHogSubscriber", REGION)
+    recorder = chain.subscriber("RecordingSubscriber", REGION)
     feed = chain.deploy("DroughtIndexFeed", router, REGION, "test region")
+    chain.send(chain.router.functions.setConsumerApproval(feed.address, True))
+    chain.send(feed.functions.subscribe())
     assert chain.router.functions.subscribers(REGION).call() == [
         reverting.address,
         hog.address,
@@ -189,7 +191,7 @@ def test_failing_subscribers_do_not_block_others(chain: ChainKit) -> None:
 
 
 def test_relay_with_too_little_gas_for_subscribers_reverts(chain: ChainKit) -> None:
-    chain.deploy("RecordingSubscriber", chain.router.address, REGION)
+    chain.subscriber("RecordingSubscriber", REGION)
     with pytest.raises(RevertError) as e:
         chain.submit(drought(1), gas=400_000)
     assert e.value.reason == "InsufficientGasForSubscribers"
@@ -199,9 +201,9 @@ def test_relay_with_too_little_gas_for_subscribers_reverts(chain: ChainKit) -> N
 def test_subscriptions_are_capped_and_can_be_cancelled(chain: ChainKit) -> None:
     cap = chain.router.functions.MAX_SUBSCRIBERS().call()
     subject = subject_id("shipment", "cap")
-    recorders = [chain.deploy("RecordingSubscriber", chain.router.address, subject) for _ in range(cap)]
+    recorders = [chain.subscriber("RecordingSubscriber", subject) for _ in range(cap)]
     with pytest.raises(RevertError) as e:
-        chain.deploy("RecordingSubscriber", chain.router.address, subject)
+        chain.subscriber("RecordingSubscriber", subject)
     assert e.value.reason == "TooManySubscribers"
     assert len(chain.router.functions.subscribers(subject).call()) == cap
     receipt = chain.send(recorders[0].functions.leave(subject))
@@ -211,7 +213,7 @@ def test_subscriptions_are_capped_and_can_be_cancelled(chain: ChainKit) -> None:
     with pytest.raises(RevertError) as e:
         chain.send(recorders[0].functions.leave(subject))
     assert e.value.reason == "NotSubscribed"
-    latecomer = chain.deploy("RecordingSubscriber", chain.router.address, subject)
+    latecomer = chain.subscriber("RecordingSubscriber", subject)
     expected = [r.address for r in recorders[1:]] + [latecomer.address]
     assert sorted(chain.router.functions.subscribers(subject).call()) == sorted(expected)
     chain.submit(make_report(subject, kind=ReportKind.COLDCHAIN_VERDICT, value=0, epoch=1))
@@ -225,3 +227,29 @@ def test_consumers_refuse_calls_not_from_the_router(chain: ChainKit) -> None:
         with pytest.raises(RevertError) as e:
             transact(chain.w3, consumer.functions.onReport(report.as_tuple()), sender=chain.accounts.stranger)
         assert e.value.reason == "NotRouter"
+
+
+def test_only_approved_consumers_may_subscribe_and_the_owner_can_remove_them(chain: ChainKit) -> None:
+    router, owner, stranger = chain.router, chain.accounts.deployer, chain.accounts.stranger
+    squatter = chain.deploy("RecordingSubscriber", router.address)
+    with pytest.raises(RevertError) as e:
+        chain.send(squatter.functions.join(REGION), stranger)
+    assert e.value.reason == "ConsumerNotApproved"
+    with pytest.raises(RevertError, match="Ownable"):
+        chain.send(router.functions.setConsumerApproval(squatter.address, True), stranger)
+    receipt = chain.send(router.functions.setConsumerApproval(squatter.address, True), owner)
+    assert chain.events(router, "ConsumerApproval", receipt) == [
+        {"consumer": squatter.address, "approved": True}
+    ]
+    chain.send(squatter.functions.join(REGION), stranger)
+    with pytest.raises(RevertError) as e:
+        chain.send(squatter.functions.join(REGION), stranger)
+    assert e.value.reason == "AlreadySubscribed"
+    with pytest.raises(RevertError, match="Ownable"):
+        chain.send(router.functions.removeSubscriber(REGION, squatter.address), stranger)
+    receipt = chain.send(router.functions.removeSubscriber(REGION, squatter.address), owner)
+    assert chain.events(router, "Unsubscribed", receipt) == [
+        {"subject": REGION, "consumer": squatter.address}
+    ]
+    chain.submit(drought(1))
+    assert squatter.functions.calls().call() == 0

@@ -7,7 +7,13 @@ import {IOracleRouter, IReportSubscriber, Report} from "../interfaces/IOracleRou
 contract GasHogSubscriber is IReportSubscriber {
     uint256 public counter;
 
-    constructor(IOracleRouter router, bytes32 subject) {
+    IOracleRouter public immutable router;
+
+    constructor(IOracleRouter router_) {
+        router = router_;
+    }
+
+    function join(bytes32 subject) external {
         router.subscribe(subject);
     }
 

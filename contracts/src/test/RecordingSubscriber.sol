@@ -10,9 +10,12 @@ contract RecordingSubscriber is IReportSubscriber {
     int256 public lastValue;
     uint64 public lastEpoch;
 
-    constructor(IOracleRouter router_, bytes32 subject) {
+    constructor(IOracleRouter router_) {
         router = router_;
-        router_.subscribe(subject);
+    }
+
+    function join(bytes32 subject) external {
+        router.subscribe(subject);
     }
 
     /// @notice Leave the subject's subscriber list (tests unsubscribe).

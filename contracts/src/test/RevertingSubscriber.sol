@@ -5,7 +5,13 @@ import {IOracleRouter, IReportSubscriber, Report} from "../interfaces/IOracleRou
 
 /// @notice Test helper: a subscriber whose onReport always reverts.
 contract RevertingSubscriber is IReportSubscriber {
-    constructor(IOracleRouter router, bytes32 subject) {
+    IOracleRouter public immutable router;
+
+    constructor(IOracleRouter router_) {
+        router = router_;
+    }
+
+    function join(bytes32 subject) external {
         router.subscribe(subject);
     }
 
