@@ -116,7 +116,7 @@ def generate_keystore(out_dir: Path) -> KeygenResult:
     _write_secret(targets[0], json.dumps(keystore, indent=2) + "\n")
     _write_secret(targets[2], secrets.token_urlsafe(32) + "\n")
     address = str(to_checksum_address(account.address))
-    logger.info("generated signer key address=%s dir=%s", address, out_dir)
+    logger.debug("generated signer key address=%s dir=%s", address, out_dir)
     return KeygenResult(
         address=address, keystore=targets[0], passphrase_file=targets[1], token_file=targets[2]
     )

@@ -21,6 +21,7 @@ reason                    status  meaning
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -236,9 +237,15 @@ class RateLimiter:
     clock: Callable[[], float] = time.monotonic
     _global: TokenBucket | None = None
     _subjects: dict[bytes, TokenBucket] = field(default_factory=dict)
+    # The HTTP service signs from a thread pool; bucket arithmetic must not interleave.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def take(self, subject: bytes) -> None:
         """Spend a token from the subject's and the global bucket; else ``SigningRefused(rate_limited)``."""
+        with self._lock:
+            self._take(subject)
+
+    def _take(self, subject: bytes) -> None:
         now = self.clock()
         lim = self.limits
         if self._global is None:

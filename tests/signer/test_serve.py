@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -10,7 +11,7 @@ from eth_account import Account
 
 from oracle.errors import SignerError
 from oracle.reports import ReportKind, Verdict, report_digest
-from oracle.signer import HttpSigner, SignerUnavailable, SigningRefused, recover_signer
+from oracle.signer import HttpSigner, SignedReport, SignerUnavailable, SigningRefused, recover_signer
 from tests.signer.conftest import (
     CHAIN_ID,
     OTHER_ROUTER,
@@ -256,3 +257,26 @@ def test_restart_remembers_epochs_and_global_limit_applies(
         assert "global" in str(err)
     finally:
         proc.stop()
+
+
+def test_concurrent_requests_for_one_epoch_yield_one_signed_report(
+    client: HttpSigner, signer_keys: SignerKeys
+) -> None:
+    """Racing requests for the same subject and epoch: exactly one report wins, the rest are conflicts."""
+    subject = fresh_subject()
+    reports = [make_report(subject, 1)] * 3 + [make_report(subject, 1, value=v) for v in (1, 2)]
+    signers = [HttpSigner(client.url, token) for token in [signer_keys.token] * len(reports)]
+
+    def attempt(i: int) -> SignedReport | str:
+        try:
+            return signers[i].sign(reports[i], chain_id=CHAIN_ID, router=ROUTER)
+        except SigningRefused as e:
+            return e.reason
+
+    with ThreadPoolExecutor(max_workers=len(reports)) as pool:
+        results = list(pool.map(attempt, range(len(reports))))
+    signed = [r for r in results if isinstance(r, SignedReport)]
+    assert len({s.digest for s in signed}) == 1
+    assert len({s.signature for s in signed}) == 1
+    assert all(r == "epoch_conflict" for r in results if isinstance(r, str))
+    assert len(signed) in (1, 3)  # the three identical requests win or lose together
