@@ -13,7 +13,8 @@ from typing import Annotated
 import typer
 
 from oracle import __version__
-from oracle.errors import OracleError
+from oracle.config import Settings
+from oracle.errors import ConfigError, OracleError
 
 app = typer.Typer(
     name="oracle",
@@ -26,6 +27,10 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 chain_app = typer.Typer(help="Local chain and contract deployments.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(chain_app, name="chain")
+outbox_app = typer.Typer(help="The durable transaction outbox.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+report_app = typer.Typer(help="Attested reports.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +105,63 @@ def run(
     settings = load_settings()
     configure_logging(settings.log_level)
     serve(settings, demo=demo, port=port)
+
+
+@outbox_app.command("pump")
+def outbox_pump(
+    until_settled: Annotated[bool, typer.Option(help="exit once no transaction is open")] = False,
+    timeout: Annotated[float, typer.Option(help="with --until-settled: give up after SECONDS")] = 300.0,
+    interval: Annotated[float, typer.Option(help="seconds between passes")] = 0.2,
+) -> None:
+    """Post queued transactions (what `oracle run` does in the background), as a standalone worker."""
+    import time
+
+    from oracle.config import load_settings
+    from oracle.context import open_context
+    from oracle.localchain import load_or_create_transmitter
+    from oracle.service import make_poster
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    ctx = open_context(settings)
+    ctx.chain_rpc_url = _chain_url(settings)
+    poster = make_poster(ctx, load_or_create_transmitter(settings))
+    deadline = time.monotonic() + timeout
+    while True:
+        result = poster.pump()
+        if until_settled and result.open == 0:
+            typer.echo("outbox settled")
+            return
+        if until_settled and time.monotonic() > deadline:
+            typer.echo(f"error: {result.open} transactions still open after {timeout:.0f}s", err=True)
+            raise typer.Exit(1)
+        time.sleep(interval)
+
+
+@outbox_app.command("status")
+def outbox_status() -> None:
+    """Count outbox rows by state and show the ones that need attention."""
+    from sqlalchemy import func, select
+
+    from oracle.config import load_settings
+    from oracle.context import open_context
+    from oracle.storage.tables import OutboxRow
+
+    ctx = open_context(load_settings())
+    with ctx.sessions() as s:
+        for status, n in s.execute(select(OutboxRow.status, func.count()).group_by(OutboxRow.status)):
+            typer.echo(f"{status:10} {n}")
+        for row in s.scalars(select(OutboxRow).where(OutboxRow.status == "reverted").limit(20)):
+            typer.echo(f"reverted   {row.key}: {row.revert_reason}")
+
+
+def _chain_url(settings: Settings) -> str:
+    from oracle.localchain import running_chain_url
+
+    url = settings.chain_rpc_url or running_chain_url(settings)
+    if not url:
+        raise ConfigError("ORACLE_CHAIN_RPC_URL is not set and no local chain is up (`oracle chain up`)")
+    return url
 
 
 def _redact_url(url: str) -> str:

@@ -18,10 +18,17 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from oracle.config import Settings
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+    from oracle.chain.deploy import Deployment
+    from oracle.chain.outbox import OutboxPoster
 from oracle.context import Context, open_context
 from oracle.errors import ConfigError, ToolError
 
@@ -198,29 +205,40 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-def _workers(ctx: Context, deployment: object) -> list[Worker]:
+def make_poster(ctx: Context, transmitter: LocalAccount) -> OutboxPoster:
     from oracle.chain.client import connect
     from oracle.chain.outbox import OutboxPoster
-    from oracle.localchain import load_or_create_transmitter
 
-    poster = OutboxPoster(
+    return OutboxPoster(
         ctx.sessions,
         connect(ctx.chain_rpc_url),
-        load_or_create_transmitter(ctx.settings),
+        transmitter,
         confirmations=ctx.settings.chain_confirmations,
-        abis=_router_abis(),
+        abis=contract_abis(),
+    )
+
+
+def _workers(ctx: Context, deployment: Deployment) -> list[Worker]:
+    from oracle.chain.client import connect
+    from oracle.chain.listener import ChainListener
+    from oracle.localchain import load_or_create_transmitter
+
+    poster = make_poster(ctx, load_or_create_transmitter(ctx.settings))
+    listener = ChainListener(
+        ctx.sessions, connect(ctx.chain_rpc_url), deployment, confirmations=ctx.settings.chain_confirmations
     )
     ctx.extras["poster"] = poster
-    return [Worker("outbox", poster.pump, 0.5)]
+    return [Worker("outbox", poster.pump, 0.5), Worker("listener", listener.poll, 1.0)]
 
 
-def _router_abis() -> list[list[dict[str, object]]]:
+def contract_abis() -> list[list[dict[str, object]]]:
+    """Every compiled ABI, so revert data from any of our contracts decodes to a named error."""
     from oracle.chain.artifacts import artifact_names, load_artifact
 
     return [list(load_artifact(n).abi) for n in artifact_names()]
 
 
-def _announce(ctx: Context, deployment: object, config: uvicorn.Config, *, demo: bool) -> None:
+def _announce(ctx: Context, deployment: Deployment, config: uvicorn.Config, *, demo: bool) -> None:
     lines = [
         "oracle is starting",
         f"  API        http://{config.host}:{config.port}  (/healthz, /readyz, /docs)",
