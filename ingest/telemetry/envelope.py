@@ -44,6 +44,10 @@ LAT_RANGE = (-90.0, 90.0)
 LON_RANGE = (-180.0, 180.0)
 
 _MAX_INT = 2**63 - 1
+MAX_NESTING = 8
+"""An envelope nests 3 deep (envelope, body array, reading). Deeper JSON is refused before parsing: the C
+JSON decoder recurses per level and a few hundred thousand ``[`` can overflow the C stack."""
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _REQUIRED = ("seq", "ts", "temp_c")
 _OPTIONAL_NUMBERS = ("humidity_pct", "battery_pct", "lat", "lon")
 _FIELDS = frozenset((*_REQUIRED, *_OPTIONAL_NUMBERS, "door_open"))
@@ -116,12 +120,25 @@ def _refuse_constant(name: str) -> Any:
     raise EnvelopeError(f"{name} is not a JSON number the oracle accepts", RejectReason.MALFORMED)
 
 
+def _check_nesting(payload: bytes) -> None:
+    # Brackets inside strings are counted too: harmless, since the schema has no string values.
+    brackets = payload.translate(None, _NOT_BRACKETS)
+    if brackets.count(b"[") + brackets.count(b"{") <= MAX_NESTING:
+        return
+    depth = 0
+    for b in brackets:
+        depth += 1 if b in b"[{" else -1
+        if depth > MAX_NESTING:
+            raise EnvelopeError(f"payload nests deeper than {MAX_NESTING} levels", RejectReason.MALFORMED)
+
+
 def parse_envelope(payload: bytes) -> Envelope:
     """Decode the outer envelope. Raises EnvelopeError (malformed / too_large); checks no signature."""
     if len(payload) > MAX_ENVELOPE_BYTES:
         raise EnvelopeError(
             f"payload of {len(payload)} bytes exceeds {MAX_ENVELOPE_BYTES}", RejectReason.TOO_LARGE
         )
+    _check_nesting(payload)
     try:
         text = payload.decode("utf-8")
         doc = json.loads(text, parse_constant=_refuse_constant)
