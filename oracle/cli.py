@@ -173,11 +173,30 @@ def _redact_url(url: str) -> str:
         return url.split("@")[-1]
 
 
+_registered = False
+
+
 def _register_optional(app_: typer.Typer) -> None:
-    """Mount the command groups that live beside their domain code."""
+    """Mount the command groups that live beside their domain code (once)."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    from oracle.commands.coldchain import mkt_command, train_coldchain_command
+    from oracle.commands.drought import spi_command, train_drought_command
     from oracle.signer.cli import app as signer_app
 
     app_.add_typer(signer_app, name="signer")
+    indices_app = typer.Typer(help="Drought and cold-chain indices from CSV files.", no_args_is_help=True)
+    indices_app.command("spi", help="Standardized Precipitation Index from monthly totals.")(spi_command)
+    indices_app.command("mkt", help="Mean kinetic temperature (USP <1160>) of a log.")(mkt_command)
+    app_.add_typer(indices_app, name="indices")
+    models_app = typer.Typer(help="Model training and the model registry.", no_args_is_help=True)
+    train_app = typer.Typer(help="Train a model; its artifact hash is the modelId.", no_args_is_help=True)
+    train_app.command("drought", help="Train the drought severity model.")(train_drought_command)
+    train_app.command("coldchain", help="Train the cold-chain breach model.")(train_coldchain_command)
+    models_app.add_typer(train_app, name="train")
+    app_.add_typer(models_app, name="models")
 
 
 def main(argv: list[str] | None = None) -> None:
