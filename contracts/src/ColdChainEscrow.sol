@@ -9,7 +9,10 @@ import {IOracleRouter, IReportSubscriber, Report, ReportKinds} from "./interface
 /// @notice A buyer escrows payment for a temperature-controlled shipment. The shipment's
 ///         COLDCHAIN_VERDICT report settles it: 1 (BREACH) refunds the buyer, 2 (DELIVERED) pays the
 ///         seller, 0 (no decision) changes nothing. After the deadline the buyer can reclaim an open
-///         shipment, so funds are never locked forever. Each shipment settles exactly once.
+///         shipment, so funds are never locked forever. Each shipment settles exactly once: whichever
+///         comes first, a verdict (even one accepted after the deadline) or the buyer's reclaim.
+/// @dev Shipment ids are global: whoever registers an id first owns it. Name shipments so that ids
+///      are not guessable before registration (e.g. include the buyer) to avoid front-running.
 contract ColdChainEscrow is IReportSubscriber {
     using SafeERC20 for IERC20;
 

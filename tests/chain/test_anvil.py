@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from eth_abi.abi import encode
 from eth_account import Account
-from eth_utils import keccak
 from eth_utils.abi import function_signature_to_4byte_selector
+from eth_utils.crypto import keccak
 from web3 import Web3
 
 from oracle.chain.anvil import DEFAULT_CHAIN_ID, dev_accounts, free_port, start_anvil

@@ -28,7 +28,7 @@ def test_deploy_all_with_chainlink_contracts(w3: Web3, accounts: Accounts, tmp_p
         "Operator",
     }
     for address in dep.addresses.values():
-        assert len(w3.eth.get_code(address)) > 0
+        assert len(w3.eth.get_code(Web3.to_checksum_address(address))) > 0
     router = dep.contract(w3, "OracleRouter")
     assert sorted(router.functions.signers().call()) == sorted(signers)
     assert router.functions.threshold().call() == 2

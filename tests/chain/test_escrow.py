@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from oracle.errors import RevertError
-from oracle.reports import ReportKind, Verdict, subject_id
+from oracle.reports import Report, ReportKind, Verdict, subject_id
 from tests.fixtures.chain import ChainKit, make_report
 
 pytestmark = pytest.mark.chain
@@ -33,7 +33,7 @@ def open_shipment(chain: ChainKit, name: str, *, deadline_in: int = 86_400) -> t
     return shipment, deadline
 
 
-def verdict(shipment: bytes, epoch: int, value: Verdict) -> object:
+def verdict(shipment: bytes, epoch: int, value: Verdict) -> Report:
     return make_report(shipment, kind=ReportKind.COLDCHAIN_VERDICT, value=int(value), epoch=epoch)
 
 

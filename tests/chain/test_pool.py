@@ -14,7 +14,7 @@ from web3.contract import Contract
 from models.payout import INT64_MAX, drought_payout
 from oracle.chain.deploy import deploy_contract
 from oracle.errors import RevertError
-from oracle.reports import ReportKind, subject_id
+from oracle.reports import Report, ReportKind, subject_id
 from tests.fixtures.chain import Accounts, ChainKit, make_report
 
 pytestmark = pytest.mark.chain
@@ -41,7 +41,7 @@ def create_policy(
     return int(event["policyId"])
 
 
-def severity(epoch: int, value: int, observed_at: int = END - 86_400) -> object:
+def severity(epoch: int, value: int, observed_at: int = END - 86_400) -> Report:
     return make_report(
         REGION, kind=ReportKind.DROUGHT_SEVERITY, value=value, epoch=epoch, observed_at=observed_at
     )
@@ -194,6 +194,9 @@ INT64 = st.integers(min_value=-(2**63), max_value=INT64_MAX)
 @example(trigger=0, width=1, limit=2**128 - 1, offset=0)
 @example(trigger=2_000_000, width=2_000_000, limit=1, offset=1_999_999)
 @example(trigger=INT64_MAX - 1, width=1, limit=5, offset=1)
+@example(trigger=-5, width=10, limit=10**18, offset=10)  # value == exit
+@example(trigger=7, width=3, limit=10**6, offset=2)  # value == exit - 1
+@example(trigger=7, width=3, limit=10**6, offset=-(2**65))  # far below the trigger
 def test_on_chain_payout_equals_python_reference(
     payout_pool: Contract, trigger: int, width: int, limit: int, offset: int
 ) -> None:

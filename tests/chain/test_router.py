@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from eth_account import Account
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from oracle.chain.client import transact
 from oracle.errors import RevertError
-from oracle.reports import REPORT_TYPE, ReportKind, Verdict, report_digest, subject_id
+from oracle.reports import REPORT_TYPE, Report, ReportKind, Verdict, report_digest, subject_id
 from tests.fixtures.chain import ChainKit, make_report
 
 pytestmark = pytest.mark.chain
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.chain
 REGION = subject_id("region", "test-router")
 
 
-def drought(epoch: int, value: int = 2_500_000) -> object:
+def drought(epoch: int, value: int = 2_500_000) -> Report:
     return make_report(REGION, kind=ReportKind.DROUGHT_SEVERITY, value=value, epoch=epoch)
 
 
