@@ -66,10 +66,13 @@ def parse_regions(data: bytes | str | Mapping[str, Any]) -> tuple[Region, ...]:
 def regions_fingerprint(regions: Sequence[Region]) -> str:
     """SHA-256 over ids and geometry WKB, in order: the region half of the zonal-weights cache key."""
     digest = hashlib.sha256()
-    for region in regions:
+    wkbs = shapely.to_wkb(
+        np.array([r.geometry for r in regions], dtype=object), hex=False, output_dimension=2
+    )
+    for region, wkb in zip(regions, wkbs, strict=True):
         digest.update(region.region_id.encode())
         digest.update(b"\x00")
-        digest.update(shapely.to_wkb(region.geometry, hex=False, output_dimension=2))
+        digest.update(wkb)
     return digest.hexdigest()
 
 

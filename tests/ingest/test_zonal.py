@@ -134,6 +134,9 @@ def test_weights_are_built_once_per_region_set_and_grid(
         days.append(read_raster(path.read_bytes(), variable="ndvi"))
     results = [zonal_means(g, regions, cache=cache) for g in days]
     assert (cache.builds, cache.hits) == (1, 4)
+    # An equal region set in another container is the same key (the fingerprint is by content).
+    zonal_means(days[0], list(_regions()), cache=cache)
+    assert (cache.builds, cache.hits) == (1, 5)
     # +1 count per day is +0.0001 NDVI everywhere that is valid.
     assert results[4].means - results[0].means == pytest.approx(np.full(len(regions), 0.0004), abs=1e-12)
     shifted = GridSpec("EPSG:4326", Affine(0.05, 0.0, 37.0, 0.0, -0.05, 1.0), (ROWS, COLS))
