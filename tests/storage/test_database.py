@@ -8,8 +8,9 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from oracle.errors import StorageError
 from oracle.storage import migrate
+from oracle.storage.all_tables import Base
 from oracle.storage.db import make_engine, ping, session_factory, transaction
-from oracle.storage.tables import Base, Blob, Observation, OutboxRow, ReportRow
+from oracle.storage.tables import Blob, Observation, OutboxRow, ReportRow
 
 
 def test_upgrade_creates_every_table_at_head(database_url: str) -> None:

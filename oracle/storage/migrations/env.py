@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
+from oracle.storage.all_tables import Base
 from oracle.storage.db import make_engine
-from oracle.storage.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

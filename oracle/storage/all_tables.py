@@ -1,0 +1,8 @@
+"""Imports every module that defines tables, so ``Base.metadata`` is complete for Alembic and tests."""
+
+from __future__ import annotations
+
+from oracle.storage import decision_tables, tables
+from oracle.storage.tables import Base
+
+__all__ = ["Base", "decision_tables", "tables"]
