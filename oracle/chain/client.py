@@ -1,5 +1,5 @@
-"""web3 at the boundary: connect with a timeout, send signed transactions, and turn web3's many
-exceptions into ``ChainError`` / ``RevertError`` with decoded revert reasons.
+"""web3 at the boundary: connect with a timeout, sign / broadcast / await transactions, and turn web3's
+many exceptions into ``ChainError`` / ``RevertError`` with decoded revert reasons.
 
 Also the router's signature wire format (``encode_signatures``): 64-byte EIP-2098 compact signatures,
 concatenated, ordered by ascending signer address.
@@ -11,12 +11,14 @@ import contextlib
 import functools
 import itertools
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import requests
 from eth_abi.abi import decode as abi_decode
 from eth_utils.abi import function_signature_to_4byte_selector
 from eth_utils.address import to_checksum_address
+from hexbytes import HexBytes
 from web3 import Web3
 from web3 import exceptions as w3e
 
@@ -130,6 +132,94 @@ def translate_errors(action: str) -> Iterator[None]:
         raise ChainError(f"{action}: {e}") from e
 
 
+@dataclass(frozen=True, slots=True)
+class SignedTx:
+    """A signed transaction ready to broadcast. Persist ``raw`` before sending: re-sending the same bytes
+    is safe (same hash, same nonce), so a retry can never execute twice."""
+
+    raw: bytes
+    tx_hash: bytes
+    sender: str
+    nonce: int
+    gas: int
+
+
+def sign_call(
+    w3: Web3,
+    call: ContractFunction | ContractConstructor,
+    *,
+    sender: LocalAccount,
+    nonce: int | None = None,
+    gas: int | None = None,
+    value: int = 0,
+) -> SignedTx:
+    """Build and sign ``call`` without sending it.
+
+    ``nonce`` defaults to the sender's pending count; ``gas`` is estimated when not given, so a call
+    that would revert raises ``RevertError`` here. Fees come from the node (EIP-1559 when supported).
+    """
+    label = f"{getattr(call, 'fn_name', 'constructor')} from {sender.address}"
+    with translate_errors(label):
+        params: dict[str, Any] = {
+            "from": sender.address,
+            "nonce": w3.eth.get_transaction_count(sender.address, "pending") if nonce is None else nonce,
+            "chainId": w3.eth.chain_id,
+            "value": value,
+        }
+        if gas is not None:
+            params["gas"] = gas
+        tx: dict[str, Any] = dict(call.build_transaction(params))  # type: ignore[arg-type]
+    signed = sender.sign_transaction(tx)
+    return SignedTx(
+        raw=bytes(signed.raw_transaction),
+        tx_hash=bytes(signed.hash),
+        sender=sender.address,
+        nonce=int(tx["nonce"]),
+        gas=int(tx["gas"]),
+    )
+
+
+def broadcast(w3: Web3, raw: bytes) -> bytes:
+    """Send a signed transaction's bytes; returns its hash.
+
+    Idempotent: when the node refuses the bytes because it already has that transaction (pending or
+    mined, e.g. "already known" or "nonce too low" on a retry), the hash is returned as a success.
+    """
+    from eth_utils.crypto import keccak
+
+    tx_hash = bytes(keccak(raw))
+    try:
+        with translate_errors("broadcast transaction"):
+            return bytes(w3.eth.send_raw_transaction(raw))
+    except ChainError:
+        if _node_has_transaction(w3, tx_hash):
+            return tx_hash
+        raise
+
+
+def _node_has_transaction(w3: Web3, tx_hash: bytes) -> bool:
+    try:
+        with translate_errors("look up transaction"):
+            w3.eth.get_transaction(HexBytes(tx_hash))
+    except ChainError:
+        return False
+    return True
+
+
+def wait_receipt(w3: Web3, tx_hash: bytes, *, timeout: float = 30.0) -> TxReceipt:
+    """Wait up to ``timeout`` seconds for the receipt; ``ChainError`` on timeout.
+
+    A mined transaction with status 0 is replayed with ``eth_call`` on its parent block to decode the
+    reason and raised as ``RevertError`` (``reason`` = custom error name or revert string).
+    """
+    label = f"transaction 0x{tx_hash.hex()}"
+    with translate_errors(label):
+        receipt = w3.eth.wait_for_transaction_receipt(HexBytes(tx_hash), timeout=timeout)
+    if receipt["status"] != 1:
+        _raise_mined_revert(w3, receipt, label)
+    return receipt
+
+
 def transact(
     w3: Web3,
     call: ContractFunction | ContractConstructor,
@@ -139,34 +229,22 @@ def transact(
     value: int = 0,
     timeout: float = 30.0,
 ) -> TxReceipt:
-    """Sign ``call`` with ``sender``, send it and wait for the receipt.
+    """Sign ``call`` with ``sender``, send it and wait for the receipt (``sign_call`` + ``broadcast`` +
+    ``wait_receipt``). Raises ``RevertError`` or ``ChainError``."""
+    signed = sign_call(w3, call, sender=sender, gas=gas, value=value)
+    return wait_receipt(w3, broadcast(w3, signed.raw), timeout=timeout)
 
-    Gas is estimated when not given (a reverting call raises ``RevertError`` before sending). A mined
-    transaction with status 0 is replayed with ``eth_call`` on its parent block to decode the reason.
-    Raises ``RevertError`` (``reason`` = custom error name or revert string) or ``ChainError``.
-    """
-    label = f"{getattr(call, 'fn_name', 'constructor')} from {sender.address}"
+
+def _raise_mined_revert(w3: Web3, receipt: TxReceipt, label: str) -> None:
     with translate_errors(label):
-        params: dict[str, Any] = {
-            "from": sender.address,
-            "nonce": w3.eth.get_transaction_count(sender.address, "pending"),
-            "chainId": w3.eth.chain_id,
-            "value": value,
+        tx = w3.eth.get_transaction(receipt["transactionHash"])
+        replay = {
+            "from": tx["from"],
+            "to": tx.get("to"),
+            "data": tx["input"],
+            "value": tx["value"],
+            "gas": tx["gas"],
         }
-        if gas is not None:
-            params["gas"] = gas
-        tx: dict[str, Any] = dict(call.build_transaction(params))  # type: ignore[arg-type]
-        signed = sender.sign_transaction(tx)
-        tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
-        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout)
-    if receipt["status"] != 1:
-        _raise_mined_revert(w3, tx, receipt, label)
-    return receipt
-
-
-def _raise_mined_revert(w3: Web3, tx: dict[str, Any], receipt: TxReceipt, label: str) -> None:
-    replay = {k: tx[k] for k in ("from", "to", "data", "value", "gas") if k in tx}
-    with translate_errors(label):
         # Replay on the state the transaction saw: the parent of the block that mined it.
         w3.eth.call(replay, max(receipt["blockNumber"] - 1, 0))  # type: ignore[arg-type]
     raise RevertError(

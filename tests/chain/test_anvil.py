@@ -13,7 +13,16 @@ from eth_utils.crypto import keccak
 from web3 import Web3
 
 from oracle.chain.anvil import DEFAULT_CHAIN_ID, dev_accounts, free_port, start_anvil
-from oracle.chain.client import compact_signature, connect, decode_revert, encode_signatures, transact
+from oracle.chain.client import (
+    broadcast,
+    compact_signature,
+    connect,
+    decode_revert,
+    encode_signatures,
+    sign_call,
+    transact,
+    wait_receipt,
+)
 from oracle.chain.deploy import Deployment, deploy_all
 from oracle.errors import ChainError, RevertError, ToolError, ValidationError
 
@@ -103,3 +112,20 @@ def test_signature_encoding_sorts_signers_and_refuses_bad_input() -> None:
     high_s = sigs[0][1][:32] + (2**256 - 1).to_bytes(32, "big") + b"\x1b"
     with pytest.raises(ValidationError, match="high s"):
         compact_signature(high_s)
+
+
+def test_signed_bytes_can_be_resent_and_execute_once(w3: Web3) -> None:
+    deployer, receiver = dev_accounts(2)
+    dep = deploy_all(w3, deployer=deployer, signers=[deployer.address], threshold=1, chainlink=False)
+    coin = dep.contract(w3, "TestStablecoin")
+    signed = sign_call(w3, coin.functions.mint(receiver.address, 7), sender=deployer)
+    before = coin.functions.balanceOf(receiver.address).call()
+    assert broadcast(w3, signed.raw) == signed.tx_hash
+    receipt = wait_receipt(w3, signed.tx_hash)
+    assert receipt["status"] == 1
+    # A retry after the transaction was mined re-sends the same bytes: same hash, no second mint.
+    assert broadcast(w3, signed.raw) == signed.tx_hash
+    assert coin.functions.balanceOf(receiver.address).call() - before == 7
+    stale = sign_call(w3, coin.functions.mint(receiver.address, 1), sender=deployer, nonce=signed.nonce)
+    with pytest.raises(ChainError, match="nonce"):
+        broadcast(w3, stale.raw)
