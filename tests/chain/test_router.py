@@ -8,7 +8,7 @@ from eth_utils.crypto import keccak
 
 from oracle.chain.client import transact
 from oracle.errors import RevertError
-from oracle.reports import REPORT_TYPE, Report, ReportKind, Verdict, report_digest, subject_id
+from oracle.reports import REPORT_TYPE, VALUE_RANGE, Report, ReportKind, Verdict, report_digest, subject_id
 from tests.fixtures.chain import ChainKit, make_report
 
 pytestmark = pytest.mark.chain
@@ -253,3 +253,17 @@ def test_only_approved_consumers_may_subscribe_and_the_owner_can_remove_them(cha
     ]
     chain.submit(drought(1))
     assert squatter.functions.calls().call() == 0
+
+
+@pytest.mark.parametrize("kind", list(ReportKind))
+def test_on_chain_value_range_equals_the_signers_range(chain: ChainKit, kind: ReportKind) -> None:
+    lo, hi = VALUE_RANGE[kind]
+    subject = subject_id("region", f"range-{kind.name}")
+    for epoch, value in enumerate((lo, hi), start=1):
+        chain.submit(make_report(subject, kind=kind, value=value, epoch=epoch))
+        assert chain.router.functions.latest(subject).call()[2] == value
+    for value in (lo - 1, hi + 1):
+        report = make_report(subject, kind=kind, value=value, epoch=9)
+        with pytest.raises(RevertError) as e:
+            chain.submit(report)
+        assert e.value.reason == "ValueOutOfRange"
