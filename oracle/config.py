@@ -66,8 +66,9 @@ class Settings(BaseSettings):
     )
     mqtt_share_group: str = Field(
         "oracle-ingest",
-        pattern=r"^[A-Za-z0-9_-]{1,64}$",
-        description="shared-subscription group: workers in one group split the telemetry stream",
+        pattern=r"^[A-Za-z0-9_-]{0,64}$",
+        description="shared-subscription group: workers in one group split the telemetry stream; empty = "
+        "a plain subscription (one worker; mosquitto 2.0 keeps its queue across a broker restart)",
     )
     mqtt_session_expiry_s: int = Field(
         7 * 24 * 3600,

@@ -56,7 +56,8 @@ class WorkerConfig:
 
     @property
     def subscription(self) -> str:
-        return f"$share/{self.share_group}/{TOPIC_FILTER}"
+        """``$share/<group>/oracle/v1/telemetry/+``; the plain filter when ``share_group`` is empty."""
+        return f"$share/{self.share_group}/{TOPIC_FILTER}" if self.share_group else TOPIC_FILTER
 
 
 @dataclass(frozen=True)

@@ -246,7 +246,7 @@ def worker_config(
         host=host or "127.0.0.1",
         port=port or (8883 if tls else 1883),
         client_id=client_id or settings.mqtt_client_id,
-        share_group=group or settings.mqtt_share_group,
+        share_group=settings.mqtt_share_group if group is None else group,
         session_expiry_s=settings.mqtt_session_expiry_s,
         receive_maximum=settings.mqtt_receive_maximum,
         batch_size=settings.telemetry_batch_size,

@@ -1,0 +1,135 @@
+"""Publishing signed readings to a real broker, and running the ingest worker as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from ingest.telemetry import sign_envelope
+from ingest.telemetry.worker import telemetry_topic
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def publisher(host: str, port: int, client_id: str) -> mqtt.Client:
+    """A QoS 1 publisher with a persistent session of its own: unacknowledged publishes survive a
+    reconnect (paho re-sends them)."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.max_inflight_messages_set(200)
+    c.max_queued_messages_set(0)
+    c.reconnect_delay_set(0.2, 1)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 600
+    c.connect(host, port, clean_start=False, properties=props)
+    c.loop_start()
+    return c
+
+
+def envelopes(
+    device: str, secret: bytes, *, start_seq: int, count: int, per_msg: int, t0: int
+) -> list[bytes]:
+    out = []
+    for first in range(start_seq, start_seq + count, per_msg):
+        body = [
+            {"seq": s, "ts": t0 + s * 1000, "temp_c": round(2.0 + (s % 60) / 10, 1)}
+            for s in range(first, min(first + per_msg, start_seq + count))
+        ]
+        out.append(json.dumps(sign_envelope(body, secret)).encode())
+    return out
+
+
+def publish_all(
+    client: mqtt.Client, device: str, payloads: list[bytes], *, rate_per_s: float | None = None
+) -> None:
+    """Publish at QoS 1 and wait until the broker acknowledged every message; re-publish a message whose
+    publish call failed (broker down): a duplicate is harmless, the worker is idempotent."""
+    infos: list[Any] = []
+    started = time.monotonic()
+    for i, p in enumerate(payloads):
+        while True:
+            info = client.publish(telemetry_topic(device), p, qos=1)
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                infos.append(info)
+                break
+            time.sleep(0.05)
+        if rate_per_s:
+            ahead = started + (i + 1) / rate_per_s - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+    deadline = time.monotonic() + 120
+    for info in infos:
+        while not info.is_published():
+            assert time.monotonic() < deadline, "broker never acknowledged the publishes"
+            time.sleep(0.01)
+
+
+class WorkerProcess:
+    """``python -m oracle.commands.telemetry ingest telemetry`` with the given environment."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = {**os.environ, **env}
+        self.log_dir = log_dir
+        self.runs = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log: Path | None = None
+
+    def start(self) -> None:
+        self.runs += 1
+        self.log = self.log_dir / f"worker-{self.runs}.log"
+        with self.log.open("wb") as f:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "oracle.commands.telemetry", "ingest", "telemetry"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_subscribed(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            assert self.log is not None
+            if b"subscribed to" in self.log.read_bytes():
+                return
+            assert self.proc.poll() is None, self.log.read_text()
+            time.sleep(0.05)
+        raise AssertionError("worker did not subscribe in time")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.terminate()
+        return self.proc.wait(30)
+
+
+def background(fn: Any, *args: Any, **kw: Any) -> threading.Thread:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn(*args, **kw)
+        except BaseException as e:
+            errors.append(e)
+            raise
+
+    t = threading.Thread(target=run, daemon=True)
+    t.errors = errors  # type: ignore[attr-defined]
+    t.start()
+    return t
