@@ -214,7 +214,6 @@ def make_poster(ctx: Context, transmitter: LocalAccount) -> OutboxPoster:
         connect(ctx.chain_rpc_url),
         transmitter,
         confirmations=ctx.settings.chain_confirmations,
-        abis=contract_abis(),
     )
 
 
@@ -229,13 +228,6 @@ def _workers(ctx: Context, deployment: Deployment) -> list[Worker]:
     )
     ctx.extras["poster"] = poster
     return [Worker("outbox", poster.pump, 0.5), Worker("listener", listener.poll, 1.0)]
-
-
-def contract_abis() -> list[list[dict[str, object]]]:
-    """Every compiled ABI, so revert data from any of our contracts decodes to a named error."""
-    from oracle.chain.artifacts import artifact_names, load_artifact
-
-    return [list(load_artifact(n).abi) for n in artifact_names()]
 
 
 def _announce(ctx: Context, deployment: Deployment, config: uvicorn.Config, *, demo: bool) -> None:

@@ -70,8 +70,11 @@ def region_features(obs: RegionObservations, *, calibration: Calibration = None)
         )
         for scale in (1, 3, 6)
     }
-    vci = vegetation_condition_index(obs.ndvi, np.nanmin(ndvi_past), np.nanmax(ndvi_past))
-    tci = temperature_condition_index(obs.lst_c, np.nanmin(lst_past), np.nanmax(lst_past))
+    # Kogan's extremes are over the whole record, the scored year included, so VCI and TCI stay in 0…100.
+    ndvi_all = np.append(ndvi_past, obs.ndvi)
+    lst_all = np.append(lst_past, obs.lst_c)
+    vci = vegetation_condition_index(obs.ndvi, np.nanmin(ndvi_all), np.nanmax(ndvi_all))
+    tci = temperature_condition_index(obs.lst_c, np.nanmin(lst_all), np.nanmax(lst_all))
     month = (obs.start_month - 1 + precip.size - 1) % 12 + 1
     row = {
         "spi_1": spis[1],

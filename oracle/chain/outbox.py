@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +48,7 @@ from web3.exceptions import (
     Web3RPCError,
 )
 
-from oracle.chain.revert import decode_revert
+from oracle.chain.client import decode_revert
 from oracle.storage.tables import NonceRow, OutboxRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,6 @@ class OutboxPoster:
         *,
         confirmations: int = 1,
         fees: FeePolicy | None = None,
-        abis: Sequence[Sequence[dict[str, Any]]] = (),
         clock: Callable[[], float] = time.time,
         hook: Callable[[str, OutboxRow], None] | None = None,
     ) -> None:
@@ -162,7 +161,6 @@ class OutboxPoster:
         self.account = account
         self.confirmations = max(1, confirmations)
         self.fees = fees or FeePolicy()
-        self.abis = abis
         self.clock = clock
         # Test seam: called at each step boundary ("signed", "sent", ...) so a harness can crash there.
         self.hook = hook
@@ -230,11 +228,11 @@ class OutboxPoster:
                 self.w3.eth.estimate_gas({"from": sender, "to": row.to_address, "data": row.calldata})
             )
         except (ContractLogicError, ContractCustomError, ContractPanicError) as e:
-            self._mark_reverted(s, row, decode_revert(_revert_data(e), self.abis), result)
+            self._mark_reverted(s, row, _reason(e), result)
             return
         except Web3RPCError as e:
             if _is_revert_rpc_error(e):
-                self._mark_reverted(s, row, decode_revert(_revert_data(e), self.abis), result)
+                self._mark_reverted(s, row, _reason(e), result)
                 return
             raise ConnectionError(str(e)) from e
         gas_limit = max(row.gas_limit, estimate * 5 // 4 + 20_000)
@@ -396,7 +394,7 @@ class OutboxPoster:
                 block_identifier=max(0, row.block_number - 1),
             )
         except (ContractLogicError, ContractCustomError, ContractPanicError, Web3RPCError) as e:
-            return decode_revert(_revert_data(e), self.abis)
+            return _reason(e)
         return "reverted on-chain (likely out of gas; the replay at the parent block succeeds)"
 
     def _mark_reverted(self, s: Session, row: OutboxRow, reason: str, result: PumpResult) -> None:
@@ -450,6 +448,16 @@ def _revert_data(e: BaseException) -> bytes:
     if isinstance(data, bytes):
         return data
     return str(e).encode()
+
+
+def _reason(e: BaseException) -> str:
+    """A readable revert reason: a custom error with its arguments, an Error(string) or a Panic."""
+    data = _revert_data(e)
+    name, args = decode_revert(data)
+    if name.startswith("unknown(") and not data.startswith(b"\x00") and data.isascii():
+        return data.decode()  # the node sent a text message instead of revert data
+    shown = ", ".join("0x" + a.hex() if isinstance(a, bytes) else str(a) for a in args)
+    return f"{name}({shown})" if args else name
 
 
 def _is_revert_rpc_error(e: Web3RPCError) -> bool:

@@ -9,7 +9,6 @@ from eth_account.signers.local import LocalAccount
 from sqlalchemy.orm import Session, sessionmaker
 
 from oracle.attest import Attestation, attest
-from oracle.chain.artifacts import artifact_names, load_artifact
 from oracle.reports import Report, ReportKind, subject_id, to_fixed
 from oracle.signer.client import LocalSigner
 from oracle.storage import migrate
@@ -27,10 +26,6 @@ def open_db(url: str) -> sessionmaker[Session]:
 
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'oracle.sqlite3'}"
-
-
-def all_abis() -> list[list[dict[str, object]]]:
-    return [list(load_artifact(n).abi) for n in artifact_names()]
 
 
 def local_signers(keys: Sequence[LocalAccount]) -> list[LocalSigner]:

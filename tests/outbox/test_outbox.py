@@ -16,7 +16,6 @@ from oracle.storage.tables import ChainEvent, OutboxRow, Payout, Policy, ReportR
 from tests.fixtures.chain import ChainKit
 from tests.outbox.helpers import (
     LIMIT,
-    all_abis,
     create_policy,
     drought_report,
     open_db,
@@ -28,7 +27,7 @@ pytestmark = pytest.mark.chain
 
 
 def _poster(sessions, chain: ChainKit, **kw) -> OutboxPoster:  # type: ignore[no-untyped-def]
-    return OutboxPoster(sessions, chain.w3, chain.accounts.relayer, abis=all_abis(), **kw)
+    return OutboxPoster(sessions, chain.w3, chain.accounts.relayer, **kw)
 
 
 def test_report_pays_out_once_and_listener_records_it(chain: ChainKit, database_url: str) -> None:
@@ -129,7 +128,7 @@ def test_unreachable_rpc_loses_nothing(chain: ChainKit, tmp_path: Path) -> None:
     sessions = open_db(sqlite_url(tmp_path))
     att = post(sessions, chain, drought_report("KE-06", epoch=1, severity=1.0))
     dead = Web3(Web3.HTTPProvider("http://127.0.0.1:9", request_kwargs={"timeout": 1}))
-    result = OutboxPoster(sessions, dead, chain.accounts.relayer, abis=all_abis()).pump()
+    result = OutboxPoster(sessions, dead, chain.accounts.relayer).pump()
     assert result.transient_errors == 1
     with sessions() as s:
         row = s.get(OutboxRow, att.outbox_id)

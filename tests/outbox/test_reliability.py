@@ -29,7 +29,7 @@ from oracle.config import load_settings
 from oracle.localchain import load_or_create_transmitter, transact_value
 from oracle.storage.tables import OutboxRow
 from tests.fixtures.chain import ChainKit
-from tests.outbox.helpers import all_abis, create_policy, drought_report, open_db, post, sqlite_url
+from tests.outbox.helpers import create_policy, drought_report, open_db, post, sqlite_url
 
 pytestmark = [pytest.mark.chain, pytest.mark.slow]
 
@@ -140,7 +140,7 @@ def test_anvil_down_30s_then_every_report_lands(
         create_policy(kit, r.subject, chain.accounts.insured.address)
     for r in reports[:5]:
         post(sessions, kit, r)
-    poster = OutboxPoster(sessions, w3, relayer, abis=all_abis())
+    poster = OutboxPoster(sessions, w3, relayer)
     poster.run_until_settled(timeout=30)
 
     for r in reports[5:]:
