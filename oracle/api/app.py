@@ -1,4 +1,10 @@
-"""The FastAPI application: built by :func:`create_app` from a :class:`~oracle.context.Context`."""
+"""The FastAPI application: built by :func:`create_app` from a :class:`~oracle.context.Context`.
+
+Unauthenticated: ``/healthz``, ``/readyz``, ``/metrics``, ``/docs``, ``/openapi.json``. Everything under
+``/v1`` needs an API key (see :mod:`oracle.api.auth`); errors are problem+json (:mod:`oracle.api.problems`).
+To add a resource, write a router with the dependencies in :mod:`oracle.api.deps` and list it in
+:data:`ROUTERS`.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +13,59 @@ import time
 from typing import Any
 from urllib.parse import urlparse
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from oracle import __version__
+from oracle.api.limits import ApiLimits, BodySizeLimit, TokenBuckets
+from oracle.api.metrics import DatabaseCollector, HttpMetrics
+from oracle.api.openapi import problem_openapi
+from oracle.api.problems import install_problem_handlers
+from oracle.api.routes import admin, attestations, contracts, inputs, models, outbox
 from oracle.context import Context
 from oracle.errors import OracleError
 from oracle.storage.db import ping
 
+#: Every resource router, in the order they appear in /docs. Adding a resource = one line here.
+ROUTERS: list[APIRouter] = [
+    attestations.router,
+    outbox.router,
+    contracts.router,
+    inputs.router,
+    models.router,
+    admin.router,
+]
 
-def create_app(ctx: Context) -> FastAPI:
+
+def create_app(ctx: Context, *, limits: ApiLimits | None = None) -> FastAPI:
+    """The API over ``ctx``. ``limits`` (else ``ctx.extras["api_limits"]``, else defaults) sets the
+    per-key rate limit and the request-body cap."""
+    if limits is None:
+        found = ctx.extras.get("api_limits")
+        limits = found if isinstance(found, ApiLimits) else ApiLimits()
     app = FastAPI(
         title="Parametric oracle",
         version=__version__,
-        description="Signed drought and cold-chain reports for smart contracts.",
+        description=(
+            "Signed drought and cold-chain reports for smart contracts. Authenticate with "
+            "`Authorization: Bearer <key>` or `X-API-Key: <key>` (keys: `oracle apikeys create --role ...`). "
+            "Errors are `application/problem+json` (RFC 9457)."
+        ),
     )
     app.state.ctx = ctx
+    app.state.limits = limits
+    app.state.rate_buckets = TokenBuckets(rate_per_s=limits.rate_per_s, burst=limits.burst)
+    registry = CollectorRegistry()
+    registry.register(DatabaseCollector(ctx.sessions))
+    app.state.metrics_registry = registry
+    install_problem_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    # Outermost first at runtime: metrics see every answer, including 413s from the size limit.
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(HttpMetrics, registry=registry)
+    app.openapi = problem_openapi(app)  # type: ignore[method-assign]
     started = time.monotonic()
 
     @app.get("/healthz", tags=["health"])
@@ -40,7 +82,8 @@ def create_app(ctx: Context) -> FastAPI:
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+        text = generate_latest().decode() + generate_latest(registry).decode()
+        return PlainTextResponse(text, media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oracle.storage import decision_tables, tables
+from oracle.storage import api_tables, decision_tables, tables  # noqa: F401 - api_tables registers its tables
 from oracle.storage.tables import Base
 
 __all__ = ["Base", "decision_tables", "tables"]

@@ -1,0 +1,1 @@
+"""One router per resource. Each is listed once in ``oracle/api/app.py`` (``ROUTERS``)."""
