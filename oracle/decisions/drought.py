@@ -39,12 +39,13 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from oracle.decisions.trace import Step, Trace, canonical_json, save_steps
+from oracle.decisions.record import DecisionOutcome, record_decision
+from oracle.decisions.trace import Trace
 from oracle.errors import NotFound, ValidationError
 from oracle.provenance import merkle_root
 from oracle.reports import Report, ReportKind, subject_id, to_fixed
 from oracle.storage.blobs import BlobStore
-from oracle.storage.decision_tables import Decision, Region
+from oracle.storage.decision_tables import Region
 from oracle.storage.tables import Observation
 
 log = logging.getLogger(__name__)
@@ -60,18 +61,6 @@ class DroughtTerms:
     min_precip_months: int = 36
     min_history_years: int = 2
     calibration: tuple[int, int] | None = None
-
-
-@dataclass(frozen=True)
-class DecisionOutcome:
-    decision_id: int
-    status: str
-    reason: str
-    report: Report | None
-    score: float | None
-    factors: list[dict[str, Any]]
-    manifest_cid: str
-    steps: list[Step] = field(default_factory=list)
 
 
 def parse_period(period: str) -> tuple[int, int]:
@@ -387,59 +376,22 @@ def _record(
     scored: dict[str, Any] | None = None,
     model_cid: str | None = None,
 ) -> DecisionOutcome:
-    manifest = {
-        "kind": "drought",
-        "region_id": region_id,
-        "period": period,
-        "status": status,
-        "reason": reason,
-        "inputs": raw_inputs,
-        "model": model_cid,
-        "steps": [s.to_json() for s in trace.steps],
-        "report": fields,
-    }
-    manifest_cid = trace.blobs.put(canonical_json(manifest))
-    with sessions() as s:
-        existing = s.scalar(
-            select(Decision).where(
-                Decision.kind == "drought",
-                Decision.subject_name == region_id,
-                Decision.period == period,
-                Decision.manifest_cid == manifest_cid,
-            )
-        )
-        if existing is None:
-            revision = len(
-                s.scalars(
-                    select(Decision.id).where(
-                        Decision.kind == "drought",
-                        Decision.subject_name == region_id,
-                        Decision.period == period,
-                        Decision.status == "complete",
-                    )
-                ).all()
-            )
-            existing = Decision(
-                kind="drought",
-                subject_name=region_id,
-                subject=subject,
-                period=period,
-                status=status,
-                reason=reason,
-                value=fields["value"] if fields else None,
-                confidence=max(scored["probabilities"].values()) if scored else None,
-                factors=scored["factors"] if scored else [],
-                model_id=fields["modelId"] if fields else "",
-                inputs_root=fields["inputsRoot"] if fields else "",
-                manifest_cid=manifest_cid,
-                flags=[{"revision": revision}] if status == "complete" else [],
-            )
-            s.add(existing)
-            s.flush()
-            save_steps(s, trace.steps, decision_id=existing.id)
-            s.commit()
-        decision_id = existing.id
-        revision = int(existing.flags[0]["revision"]) if existing.flags else 0
+    decision_id, revision, manifest_cid = record_decision(
+        sessions,
+        trace,
+        kind="drought",
+        subject_name=region_id,
+        subject=subject,
+        period=period,
+        raw_inputs=raw_inputs,
+        model_cid=model_cid,
+        status=status,
+        reason=reason,
+        fields=fields,
+        confidence=max(scored["probabilities"].values()) if scored else None,
+        factors=scored["factors"] if scored else [],
+        manifest_extra={"region_id": region_id},
+    )
     report = None
     if status == "complete" and fields is not None:
         year, month = parse_period(period)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session, sessionmaker
 
 from oracle.attest import Attestation, attest
-from oracle.decisions.drought import DecisionOutcome
+from oracle.decisions.record import DecisionOutcome
 from oracle.errors import ValidationError
 from oracle.signer.client import Signer
 from oracle.storage.decision_tables import Decision
