@@ -1,0 +1,404 @@
+"""Cold-chain evaluation of one shipment: signed telemetry batches → readings → rules (the on-chain
+verdict) and the breach model (alerts), every step recorded like a drought decision.
+
+Inputs: the content-store batches that carried the shipment's accepted readings (signed envelopes), the
+product profile's YAML, and — once the shipment is handed over — the delivery confirmation. The verdict
+is the deterministic rule engine's: BREACH voids the escrow and refunds the buyer; DELIVERED without a
+breach releases payment to the seller; otherwise no report is posted (the shipment is still travelling
+and fine). The model's probabilities raise alerts; they void a shipment only when its terms say so
+(``model_void_threshold``), never by default.
+
+Report: subject ``shipment:<id>``, kind COLDCHAIN_VERDICT, value 1 (BREACH) or 2 (DELIVERED),
+observedAt = the evaluation time (the last reading's time, or the delivery time), epoch = 1 + revision.
+``modelId`` is the breach model artifact pinned for the decision.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cbor2
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from oracle.decisions.record import DecisionOutcome, record_decision
+from oracle.decisions.trace import Trace, canonical_json
+from oracle.errors import NotFound, ValidationError
+from oracle.provenance import merkle_root
+from oracle.reports import Report, ReportKind, Verdict, subject_id
+from oracle.storage.blobs import BlobStore
+from oracle.storage.tables import Blob, DeviceBinding, Observation, Shipment, TelemetryReading
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShipmentTerms:
+    """Off-chain terms of a shipment. ``model_void_threshold``: void on the model's probability alone
+    when it reaches this value (None: the rules decide, the model only alerts)."""
+
+    profile: str | None = None
+    model_void_threshold: float | None = None
+    alert_threshold: float = 0.5
+
+
+def profile_name(profile: bytes) -> str:
+    """The profile name from the escrow's bytes32 (ASCII, right-padded with zeros)."""
+    name = profile.rstrip(b"\x00").decode("ascii", errors="replace")
+    if not name.isidentifier():
+        raise ValidationError(
+            f"shipment profile {profile.hex()} is not a known profile name", reason="bad_profile"
+        )
+    return name
+
+
+def profile_bytes32(name: str) -> bytes:
+    raw = name.encode("ascii")
+    if len(raw) > 32:
+        raise ValidationError(f"profile name {name!r} longer than 32 bytes", reason="bad_profile")
+    return raw.ljust(32, b"\x00")
+
+
+# -- pure steps ----------------------------------------------------------------------------------------
+
+
+def readings_step(batches: list[bytes], params: dict[str, Any]) -> dict[str, Any]:
+    """The shipment's readings, taken from the signed batches: readings of its devices inside their binding
+    windows, minus the ones refused at ingest (``excluded``), first occurrence of each (device, seq)."""
+    from ingest.telemetry.envelope import parse_envelope, validate_reading
+
+    windows = {d: (int(w[0]), None if w[1] is None else int(w[1])) for d, w in params["devices"].items()}
+    excluded = {(d, int(q)) for d, q in params["excluded"]}
+    seen: set[tuple[str, int]] = set()
+    rows: list[dict[str, Any]] = []
+    for batch in batches:
+        for message in cbor2.loads(batch):
+            device = str(message["device"])
+            if device not in windows:
+                continue
+            try:
+                envelope = parse_envelope(bytes(message["payload"]))
+            except ValidationError:
+                continue
+            start, end = windows[device]
+            for item in envelope.items:
+                try:
+                    r = validate_reading(item)
+                except ValidationError:
+                    continue
+                key = (device, int(r.seq))
+                if key in seen or key in excluded or r.ts_ms < start or (end is not None and r.ts_ms >= end):
+                    continue
+                seen.add(key)
+                rows.append(
+                    {
+                        "device": device,
+                        "seq": int(r.seq),
+                        "ts_ms": int(r.ts_ms),
+                        "temp_c": float(r.temp_c),
+                        "door_open": bool(r.door_open) if r.door_open is not None else None,
+                        "battery_pct": float(r.battery_pct) if r.battery_pct is not None else None,
+                    }
+                )
+    rows.sort(key=lambda r: (r["ts_ms"], r["device"], r["seq"]))
+    return {"shipment": params["shipment"], "readings": rows}
+
+
+def _readings_arrays(readings: dict[str, Any]) -> Any:
+    import numpy as np
+
+    from models.coldchain.readings import make_readings
+
+    rows = readings["readings"]
+    if not rows:
+        raise ValidationError("no readings for this shipment yet", reason="no_readings")
+    # Two devices may report the same second; the rule engine wants strictly increasing times.
+    by_second: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        by_second.setdefault(r["ts_ms"] // 1000, r)
+    ts = np.array(sorted(by_second), dtype=np.int64)
+    return make_readings(
+        ts,
+        [by_second[t]["temp_c"] for t in ts],
+        door_open=[1.0 if by_second[t]["door_open"] else 0.0 for t in ts],
+        battery=[np.nan if by_second[t]["battery_pct"] is None else by_second[t]["battery_pct"] for t in ts],
+    )
+
+
+def rules_step(readings: dict[str, Any], profile_yaml: bytes, params: dict[str, Any]) -> dict[str, Any]:
+    from models.coldchain.profiles import parse_profile
+    from models.coldchain.rules import evaluate_rules
+
+    profile = parse_profile(profile_yaml.decode())
+    arrays = _readings_arrays(readings)
+    now = params.get("now")
+    if now is not None:
+        now = max(int(now), int(arrays.ts_s[-1]))
+    v = evaluate_rules(arrays, profile, now=now, delivered=bool(params["delivered"]))
+    return {
+        "verdict": int(v.verdict),
+        "breaches": [
+            {
+                "kind": b.kind.value,
+                "rule": b.rule,
+                "start_s": int(b.start_s),
+                "end_s": int(b.end_s),
+                "at_s": int(b.at_s),
+                "measured": float(b.measured),
+                "limit": float(b.limit),
+                "unit": b.unit,
+            }
+            for b in v.breaches
+        ],
+        "time_out_of_range_s": float(v.time_out_of_range_s),
+        "mkt_c": float(v.mkt_c),
+        "max_window_mkt_c": None if v.max_window_mkt_c is None else float(v.max_window_mkt_c),
+        "budget_used": float(v.budget_used),
+        "first_breach_s": v.first_breach_s,
+        "evaluated_until_s": int(v.evaluated_until_s),
+    }
+
+
+def model_step(readings: dict[str, Any], profile_yaml: bytes, artifact: bytes) -> dict[str, Any]:
+    from models.coldchain.breach_model import load_breach_model, score
+    from models.coldchain.profiles import parse_profile
+
+    s = score(load_breach_model(artifact), _readings_arrays(readings), parse_profile(profile_yaml.decode()))
+
+    def factors(fs: Any) -> list[dict[str, Any]]:
+        return [
+            {"feature": f.feature, "value": float(f.value), "contribution": float(f.contribution)} for f in fs
+        ]
+
+    return {
+        "p_compromised": s.p_compromised,
+        "p_breach_2h": s.p_breach_2h,
+        "warning": bool(s.warning),
+        "compromised_factors": factors(s.compromised_factors),
+        "warning_factors": factors(s.warning_factors),
+    }
+
+
+def verdict_report_step(
+    rules: dict[str, Any], model: dict[str, Any], params: dict[str, Any]
+) -> dict[str, Any]:
+    verdict = int(rules["verdict"])
+    threshold = params.get("model_void_threshold")
+    if verdict == int(Verdict.NO_DECISION) and threshold is not None and model["p_compromised"] >= threshold:
+        verdict = int(Verdict.BREACH)
+    return {
+        "subject": "0x" + subject_id("shipment", params["shipment"]).hex(),
+        "kind": int(ReportKind.COLDCHAIN_VERDICT),
+        "value": str(verdict),
+        "observedAt": int(params["observed_at"]),
+        "inputsRoot": params["inputs_root"],
+        "modelId": params["model_id"],
+    }
+
+
+# -- the evaluation -------------------------------------------------------------------------------------
+
+
+def mark_delivered(
+    sessions: sessionmaker[Session], blobs: BlobStore, shipment_id: str, *, delivered_at: dt.datetime, by: str
+) -> str:
+    """Record the hand-over as an input (a small JSON document in the content store); returns its CID."""
+    doc = {"shipment": shipment_id, "delivered_at": delivered_at.astimezone(dt.UTC).isoformat(), "by": by}
+    raw = canonical_json(doc)
+    cid = blobs.put(raw)
+    with sessions() as s:
+        if s.get(Blob, cid) is None:
+            s.add(Blob(cid=cid, size=len(raw), media_type="application/json"))
+            s.flush()
+        if (
+            s.scalar(select(Observation.id).where(Observation.kind == "delivery", Observation.cid == cid))
+            is None
+        ):
+            s.add(
+                Observation(
+                    kind="delivery",
+                    variable="delivery",
+                    subject=shipment_id,
+                    cid=cid,
+                    source=by,
+                    observed_at=delivered_at,
+                    meta=doc,
+                )
+            )
+        s.commit()
+    return cid
+
+
+def _ms(t: dt.datetime | None) -> int | None:
+    if t is None:
+        return None
+    t = t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+    return int(t.timestamp() * 1000)
+
+
+def evaluate_shipment(
+    sessions: sessionmaker[Session],
+    blobs: BlobStore,
+    *,
+    shipment_id: str,
+    terms: ShipmentTerms | None = None,
+    model_dir: Path | None = None,
+    now: int | None = None,
+) -> DecisionOutcome:
+    """Evaluate ``shipment_id`` and record the decision; does not post anything.
+
+    ``now`` (UNIX seconds) bounds the data-gap rule: a logger silent since its last reading until ``now``
+    is a gap (missing data is not safe). Without it the record is treated as closed at its last reading.
+    """
+    from models.coldchain.breach_model import DEFAULT_ARTIFACT_DIR
+    from models.coldchain.profiles import PROFILE_DIR
+    from models.registry import list_models, load_model, model_id_for
+
+    terms = terms or ShipmentTerms()
+    subject = "0x" + subject_id("shipment", shipment_id).hex()
+    with sessions() as s:
+        on_chain = s.get(Shipment, subject)
+        name = terms.profile or (profile_name(bytes.fromhex(on_chain.profile[2:])) if on_chain else None)
+        if name is None:
+            raise NotFound(f"shipment {shipment_id!r} is not registered on-chain and no profile was given")
+        bindings = s.scalars(select(DeviceBinding).where(DeviceBinding.shipment_id == shipment_id)).all()
+        if not bindings:
+            raise NotFound(
+                f"no device is bound to shipment {shipment_id!r} (oracle devices add … --shipment)"
+            )
+        devices = {b.device_id: [_ms(b.valid_from), _ms(b.valid_to)] for b in bindings}
+        stored = s.execute(
+            select(TelemetryReading.device_id, TelemetryReading.seq, TelemetryReading.batch_cid).where(
+                TelemetryReading.shipment_id == shipment_id
+            )
+        ).all()
+        delivery = s.scalars(
+            select(Observation)
+            .where(Observation.kind == "delivery", Observation.subject == shipment_id)
+            .order_by(Observation.observed_at, Observation.id)
+        ).first()
+    batch_cids = sorted({row.batch_cid for row in stored})
+    accepted = {(row.device_id, int(row.seq)) for row in stored}
+    profile_yaml = (PROFILE_DIR / f"{name}.yaml").read_bytes()
+    profile_cid = blobs.put(profile_yaml)
+    batches = [blobs.get(c) for c in batch_cids]
+
+    trace = Trace(blobs)
+    # Readings present in the batches but refused at ingest (bad signature, replay, sensor fault) are
+    # listed so the step reproduces exactly what was accepted.
+    everything = readings_step(batches, {"shipment": shipment_id, "devices": devices, "excluded": []})
+    excluded = sorted(
+        [r["device"], r["seq"]] for r in everything["readings"] if (r["device"], r["seq"]) not in accepted
+    )
+    readings_params = {"shipment": shipment_id, "devices": devices, "excluded": excluded}
+    readings = readings_step(batches, readings_params)
+    readings_cid = trace.record("readings", inputs=batch_cids, output=readings, params=readings_params)
+
+    raw_inputs = sorted({*batch_cids, profile_cid, *([delivery.cid] if delivery else [])})
+    if not readings["readings"]:
+        _, _, manifest_cid = record_decision(
+            sessions,
+            trace,
+            kind="coldchain",
+            subject_name=shipment_id,
+            subject=subject,
+            period="",
+            raw_inputs=raw_inputs,
+            model_cid=None,
+            status="incomplete",
+            reason="no readings yet",
+            fields=None,
+            confidence=None,
+            factors=[],
+        )
+        return DecisionOutcome(
+            0, "incomplete", "no readings yet", None, None, [], manifest_cid, list(trace.steps)
+        )
+
+    delivered_at = delivery.observed_at if delivery is not None else None
+    delivered_s = int(delivered_at.replace(tzinfo=dt.UTC).timestamp()) if delivered_at is not None else None
+    last_s = int(readings["readings"][-1]["ts_ms"] // 1000)
+    rules_params = {"profile": name, "delivered": delivery is not None, "now": delivered_s or now}
+    rules = rules_step(readings, profile_yaml, rules_params)
+    rules_inputs = [readings_cid, profile_cid, *([delivery.cid] if delivery else [])]
+    rules_cid = trace.record("rules", inputs=rules_inputs, output=rules, params=rules_params)
+
+    directory = model_dir or DEFAULT_ARTIFACT_DIR
+    cards = list_models(directory)
+    if not cards:
+        raise NotFound(f"no cold-chain model in {directory}; run `oracle models train coldchain`")
+    card = sorted(cards, key=lambda c: (c.approval == "approved", c.created_at, c.model_id_hex))[-1]
+    artifact, _ = load_model(directory, card.model_id_hex)
+    model_cid = blobs.put(artifact)
+    scored = model_step(readings, profile_yaml, artifact)
+    model_out_cid = trace.record("breach_model", inputs=[readings_cid, profile_cid, model_cid], output=scored)
+
+    report_params = {
+        "shipment": shipment_id,
+        "observed_at": max(last_s, delivered_s or 0, rules["evaluated_until_s"]),
+        "inputs_root": "0x" + merkle_root(raw_inputs).hex(),
+        "model_id": "0x" + model_id_for(artifact).hex(),
+        "model_void_threshold": terms.model_void_threshold,
+    }
+    fields = verdict_report_step(rules, scored, report_params)
+    trace.record("verdict", inputs=[rules_cid, model_out_cid], output=fields, params=report_params)
+    verdict = Verdict(int(fields["value"]))
+    flags: list[dict[str, Any]] = []
+    if scored["p_compromised"] >= terms.alert_threshold or scored["warning"]:
+        flags.append(
+            {"alert": "model", "p_compromised": scored["p_compromised"], "p_breach_2h": scored["p_breach_2h"]}
+        )
+    status = "complete" if verdict != Verdict.NO_DECISION else "no_decision"
+    reason = "" if status == "complete" else "in transit, no breach so far"
+    factors = scored["compromised_factors"]
+    decision_id, revision, manifest_cid = record_decision(
+        sessions,
+        trace,
+        kind="coldchain",
+        subject_name=shipment_id,
+        subject=subject,
+        period="",
+        raw_inputs=raw_inputs,
+        model_cid=model_cid,
+        status=status,
+        reason=reason,
+        fields=fields if status == "complete" else None,
+        confidence=scored["p_compromised"],
+        factors=factors,
+        flags=flags,
+    )
+    report = None
+    if status == "complete":
+        report = Report(
+            subject=bytes.fromhex(subject[2:]),
+            kind=ReportKind.COLDCHAIN_VERDICT,
+            value=int(verdict),
+            epoch=1 + revision,
+            observed_at=int(fields["observedAt"]),
+            inputs_root=bytes.fromhex(fields["inputsRoot"][2:]),
+            model_id=bytes.fromhex(fields["modelId"][2:]),
+        )
+    log.info(
+        "coldchain decision shipment=%s verdict=%s breaches=%d",
+        shipment_id,
+        verdict.name,
+        len(rules["breaches"]),
+    )
+    return DecisionOutcome(
+        decision_id=decision_id,
+        status=status,
+        reason=reason,
+        report=report,
+        score=scored["p_compromised"],
+        factors=factors,
+        manifest_cid=manifest_cid,
+        steps=list(trace.steps),
+        flags=flags,
+    )
+
+
+__all__ = ["ShipmentTerms", "evaluate_shipment", "mark_delivered", "profile_bytes32", "profile_name"]

@@ -1,0 +1,85 @@
+"""Shipments with real devices, signed envelopes through the real ingest pipeline, and escrows on anvil."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+
+from ingest.telemetry.envelope import sign_envelope
+from ingest.telemetry.pipeline import IncomingMessage, TelemetryIngest
+from oracle.decisions.coldchain import profile_bytes32
+from oracle.devices import Kek, register_device
+from oracle.reports import subject_id
+from tests.fixtures.chain import ChainKit
+
+AMOUNT = 2_500 * 10**6
+STEP_S = 600
+
+
+def temperatures(
+    hours: float, *, base: float = 5.0, excursion: tuple[float, float, float] | None = None
+) -> list[float]:
+    """10-minute series; ``excursion`` = (start hour, duration hours, temperature)."""
+    out = []
+    for i in range(int(hours * 3600 / STEP_S)):
+        h = i * STEP_S / 3600
+        t = base + 0.3 * ((i * 7) % 5 - 2) / 2
+        if excursion and excursion[0] <= h < excursion[0] + excursion[1]:
+            t = excursion[2]
+        out.append(round(t, 2))
+    return out
+
+
+class Fleet:
+    """Devices bound to shipments, publishing through the same ingest code path the MQTT worker uses."""
+
+    def __init__(self, sessions: object, blobs: object) -> None:
+        self.kek = Kek.from_bytes(os.urandom(32))
+        self.ingest = TelemetryIngest(sessions=sessions, blobs=blobs, kek=self.kek)  # type: ignore[arg-type]
+        self.sessions = sessions
+        self.secrets: dict[str, bytes] = {}
+
+    def add(self, device: str, shipment: str, *, start_s: int) -> None:
+        import datetime as dt
+
+        self.secrets[device] = register_device(
+            self.sessions,  # type: ignore[arg-type]
+            self.kek,
+            device_id=device,
+            shipment_id=shipment,
+            valid_from=dt.datetime.fromtimestamp(start_s - 60, dt.UTC),
+        )
+
+    def publish(self, device: str, temps: Sequence[float], *, start_s: int, batch: int = 36) -> int:
+        accepted = 0
+        for first in range(0, len(temps), batch):
+            body = [
+                {"seq": i, "ts": (start_s + i * STEP_S) * 1000, "temp_c": temps[i], "battery_pct": 90.0}
+                for i in range(first, min(first + batch, len(temps)))
+            ]
+            payload = json.dumps(sign_envelope(body, self.secrets[device])).encode()
+            accepted += self.ingest.process(
+                [IncomingMessage(device_id=device, payload=payload, source="http")]
+            ).accepted
+        return accepted
+
+
+def open_escrow(chain: ChainKit, shipment: str, *, profile: str = "refrigerated") -> bytes:
+    sid = subject_id("shipment", shipment)
+    buyer = chain.accounts.buyer
+    chain.send(chain.coin.functions.mint(buyer.address, AMOUNT))
+    chain.send(chain.coin.functions.approve(chain.escrow.address, AMOUNT), buyer)
+    deadline = chain.now() + 30 * 86_400
+    chain.send(
+        chain.escrow.functions.createShipment(
+            sid, chain.accounts.seller.address, chain.coin.address, AMOUNT, profile_bytes32(profile), deadline
+        ),
+        buyer,
+    )
+    return sid
+
+
+def day_ago() -> int:
+    return int(time.time()) - 86_400

@@ -1,0 +1,123 @@
+"""Cold chain end to end on real parts: signed telemetry → ingest → rules and model → signed verdict →
+outbox → router → the escrow voids a breached shipment (buyer refunded) and releases a clean delivered one."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from oracle.chain.listener import ChainListener
+from oracle.chain.outbox import OutboxPoster
+from oracle.decisions.coldchain import ShipmentTerms, evaluate_shipment, mark_delivered
+from oracle.decisions.post import post_decision
+from oracle.errors import NotFound
+from oracle.reports import ReportKind, Verdict
+from oracle.storage.blobs import FilesystemBlobStore
+from oracle.storage.tables import Shipment
+from tests.coldchain.helpers import AMOUNT, Fleet, day_ago, open_escrow, temperatures
+from tests.fixtures.chain import ChainKit
+from tests.outbox.helpers import local_signers, open_db, sqlite_url
+
+
+@pytest.fixture
+def stores(tmp_path: Path):  # type: ignore[no-untyped-def]
+    return open_db(sqlite_url(tmp_path)), FilesystemBlobStore(tmp_path / "blobs")
+
+
+def test_rules_decide_and_the_model_only_alerts(stores) -> None:  # type: ignore[no-untyped-def]
+    sessions, blobs = stores
+    fleet = Fleet(sessions, blobs)
+    start = day_ago()
+    fleet.add("logger-hot", "SHP-HOT", start_s=start)
+    fleet.add("logger-cool", "SHP-COOL", start_s=start)
+    assert fleet.publish("logger-hot", temperatures(20, excursion=(6, 2, 46.0)), start_s=start) == 120
+    assert fleet.publish("logger-cool", temperatures(20), start_s=start) == 120
+
+    hot = evaluate_shipment(
+        sessions, blobs, shipment_id="SHP-HOT", terms=ShipmentTerms(profile="refrigerated")
+    )
+    assert hot.status == "complete"
+    assert hot.report is not None
+    assert hot.report.kind == ReportKind.COLDCHAIN_VERDICT
+    assert hot.report.value == int(Verdict.BREACH)
+    assert len(hot.factors) == 3
+    again = evaluate_shipment(
+        sessions, blobs, shipment_id="SHP-HOT", terms=ShipmentTerms(profile="refrigerated")
+    )
+    assert (again.report, again.manifest_cid) == (hot.report, hot.manifest_cid)  # bit-identical
+
+    cool = evaluate_shipment(
+        sessions, blobs, shipment_id="SHP-COOL", terms=ShipmentTerms(profile="refrigerated")
+    )
+    assert cool.status == "no_decision"  # in transit and fine: nothing to post
+    assert cool.report is None
+    with pytest.raises(NotFound):
+        evaluate_shipment(
+            sessions, blobs, shipment_id="SHP-NONE", terms=ShipmentTerms(profile="refrigerated")
+        )
+
+
+def test_silent_logger_is_a_gap_breach(stores) -> None:  # type: ignore[no-untyped-def]
+    sessions, blobs = stores
+    fleet = Fleet(sessions, blobs)
+    start = day_ago()
+    fleet.add("logger-quiet", "SHP-QUIET", start_s=start)
+    fleet.publish("logger-quiet", temperatures(6), start_s=start)
+    outcome = evaluate_shipment(
+        sessions,
+        blobs,
+        shipment_id="SHP-QUIET",
+        terms=ShipmentTerms(profile="refrigerated"),
+        now=start + 12 * 3600,
+    )
+    assert outcome.report is not None
+    assert outcome.report.value == int(Verdict.BREACH)  # unknown is not safe
+
+
+@pytest.mark.chain
+def test_breach_voids_and_refunds_clean_delivery_releases(stores, chain: ChainKit) -> None:  # type: ignore[no-untyped-def]
+    sessions, blobs = stores
+    buyer, seller = chain.accounts.buyer.address, chain.accounts.seller.address
+    open_escrow(chain, "SHP-A")
+    open_escrow(chain, "SHP-B")
+    ChainListener(sessions, chain.w3, chain.deployment, confirmations=0).poll()
+    with sessions() as s:
+        assert len(s.scalars(select(Shipment)).all()) == 2  # the registered escrows, with their profiles
+
+    fleet = Fleet(sessions, blobs)
+    start = day_ago()
+    fleet.add("logger-a", "SHP-A", start_s=start)
+    fleet.add("logger-b", "SHP-B", start_s=start)
+    fleet.publish("logger-a", temperatures(20, excursion=(3, 2, 46.0)), start_s=start)
+    fleet.publish("logger-b", temperatures(20), start_s=start)
+    mark_delivered(
+        sessions,
+        blobs,
+        "SHP-B",
+        delivered_at=dt.datetime.fromtimestamp(start + 20 * 3600, dt.UTC),
+        by="consignee",
+    )
+    buyer_before, seller_before = chain.balance(buyer), chain.balance(seller)
+
+    for shipment in ("SHP-A", "SHP-B"):
+        outcome = evaluate_shipment(sessions, blobs, shipment_id=shipment)  # profile read from the escrow
+        assert outcome.status == "complete", outcome.reason
+        post_decision(
+            sessions,
+            outcome,
+            subject_name=shipment,
+            signers=local_signers(chain.keys),
+            threshold=2,
+            chain_id=chain.deployment.chain_id,
+            router=chain.router.address,
+        )
+    OutboxPoster(sessions, chain.w3, chain.accounts.relayer).run_until_settled(timeout=60)
+    assert chain.balance(buyer) - buyer_before == AMOUNT  # SHP-A voided: the buyer is refunded
+    assert chain.balance(seller) - seller_before == AMOUNT  # SHP-B delivered clean: the seller is paid
+    ChainListener(sessions, chain.w3, chain.deployment, confirmations=0).poll()
+    with sessions() as s:
+        states = {row.subject: row.status for row in s.scalars(select(Shipment))}
+    assert sorted(states.values()) == ["released", "voided"]
