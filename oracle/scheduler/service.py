@@ -1,0 +1,271 @@
+"""The scheduler of ``oracle run``: APScheduler 3 on a database job store, active on one replica only.
+
+Every replica starts an APScheduler ``BackgroundScheduler`` *paused* on the shared job store (table
+``options.jobs_table``, created by APScheduler itself on SQLite and PostgreSQL), plus a
+:class:`~oracle.scheduler.leader.LeaderElection` thread. A paused scheduler runs nothing but can still
+write jobs, so any replica may react to a subscription; only the leader resumes and runs them. On
+election the leader reconciles the subject jobs with the database, adds its process-local jobs (outbox
+pump, chain listener, STAC polling, periodic reconcile) and resumes; on losing the lock it pauses and drops
+them. Jobs overdue at a fail-over run according to their misfire policy (:mod:`oracle.scheduler.options`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from oracle.chain.listener import DecodedEvent
+from oracle.context import Context
+from oracle.scheduler import runtime as runtimes
+from oracle.scheduler.leader import LeaderElection, Lease, lease_for
+from oracle.scheduler.options import SchedulerOptions, policies
+from oracle.scheduler.subjects import STORE, SubjectJobs
+from oracle.storage.db import make_engine
+
+log = logging.getLogger(__name__)
+
+LOCAL = "local"
+CONTEXT_KEY = "scheduler"
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A scheduled job as operators see it; ``next_run`` is UTC, ``None`` when paused."""
+
+    id: str
+    name: str
+    store: str
+    trigger: str
+    next_run: dt.datetime | None
+    misfire_grace_time: int | None
+    coalesce: bool
+    max_instances: int
+
+
+def _job_info(job: Any, store: str) -> JobInfo:
+    return JobInfo(
+        id=job.id,
+        name=job.name,
+        store=store,
+        trigger=str(job.trigger),
+        next_run=getattr(job, "next_run_time", None),
+        misfire_grace_time=job.misfire_grace_time,
+        coalesce=job.coalesce,
+        max_instances=job.max_instances,
+    )
+
+
+def make_scheduler(ctx: Context, options: SchedulerOptions) -> Any:
+    """An APScheduler instance on the shared job store (its own engine: the store disposes it on
+    shutdown), not started."""
+    store = SQLAlchemyJobStore(
+        engine=make_engine(ctx.settings.resolved_database_url), tablename=options.jobs_table
+    )
+    return BackgroundScheduler(
+        jobstores={STORE: store, LOCAL: MemoryJobStore()},
+        executors={"default": ThreadPoolExecutor(max_workers=options.worker_threads)},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+        timezone=dt.UTC,
+    )
+
+
+def _start_paused(scheduler: Any, attempts: int = 5) -> None:
+    """Start without processing. Two replicas starting at once may race to create the jobs table
+    (``CREATE TABLE`` is not idempotent across sessions); the loser retries and finds it."""
+    for attempt in range(attempts):
+        try:
+            scheduler.start(paused=True)
+            return
+        except Exception as e:
+            if attempt == attempts - 1:
+                raise
+            log.info("scheduler job store not ready (%s); retrying", type(e).__name__)
+            time.sleep(0.2 * (attempt + 1))
+
+
+class SchedulerHandle:
+    """A running scheduler replica. :meth:`stop` is idempotent; :attr:`is_leader` tells whether this
+    replica runs the jobs right now."""
+
+    def __init__(self, ctx: Context, options: SchedulerOptions, scheduler: Any, lease: Lease) -> None:
+        self.ctx = ctx
+        self.options = options
+        self.scheduler = scheduler
+        self.subjects = SubjectJobs(scheduler, options)
+        self.runtime = runtimes.Runtime(ctx=ctx, options=options, scheduler=scheduler)
+        self.policies = policies(options)
+        self.local_jobs: dict[str, tuple[Callable[[], object], float]] = {}
+        self._lock = threading.Lock()
+        self._stopped = False
+        self.election = LeaderElection(
+            lease,
+            poll_s=options.leader_poll_s,
+            on_elected=self._on_elected,
+            on_deposed=self._on_deposed,
+            name=f"scheduler-leader-{options.name}",
+        )
+
+    @property
+    def is_leader(self) -> bool:
+        return self.election.is_leader.is_set()
+
+    def wait_until_leader(self, timeout: float) -> bool:
+        return self.election.is_leader.wait(timeout)
+
+    def jobs(self) -> list[JobInfo]:
+        """Every job in both stores, subject jobs first, each sorted by id."""
+        out = [_job_info(j, STORE) for j in self.scheduler.get_jobs(STORE)]
+        out += [_job_info(j, LOCAL) for j in self.scheduler.get_jobs(LOCAL)]
+        return sorted(out, key=lambda j: (j.store != STORE, j.id))
+
+    def reconcile(self) -> None:
+        with self.ctx.sessions() as s:
+            self.subjects.reconcile(s, catch_up=self.options.catch_up)
+
+    def add_local_job(self, job_id: str, func: Callable[[], object], every_s: float) -> None:
+        """A process-local interval job (kept in memory, run only while leader)."""
+        self.local_jobs[job_id] = (func, every_s)
+        if self.is_leader:
+            self._add_local(job_id, func, every_s)
+
+    def _add_local(self, job_id: str, func: Callable[[], object], every_s: float) -> None:
+        policy = self.policies.get(job_id, self.policies["outbox"])
+        self.scheduler.add_job(
+            func,
+            IntervalTrigger(seconds=every_s, timezone=dt.UTC),
+            id=job_id,
+            name=job_id,
+            jobstore=LOCAL,
+            replace_existing=True,
+            # The election just reconciled; everything else starts at once.
+            **({} if job_id == "reconcile" else {"next_run_time": dt.datetime.now(dt.UTC)}),
+            **policy.kwargs(),
+        )
+
+    def _on_elected(self) -> None:
+        with self._lock:
+            runtimes.register(self.runtime)
+            self.reconcile()
+            for job_id, (func, every_s) in self.local_jobs.items():
+                self._add_local(job_id, func, every_s)
+            self.scheduler.resume()
+        log.info("scheduler %s is the active leader with %d jobs", self.options.name, len(self.jobs()))
+
+    def _on_deposed(self) -> None:
+        with self._lock:
+            with contextlib.suppress(Exception):
+                self.scheduler.pause()
+            with contextlib.suppress(Exception):
+                self.scheduler.remove_all_jobs(LOCAL)
+            runtimes.unregister(self.options.name, self.runtime)
+        log.info("scheduler %s stood down", self.options.name)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stand down (the lock is released at once, so a standby takes over on its next poll) and
+        shut the scheduler down, waiting up to ``timeout`` for the election thread."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self.election.stop(timeout)
+        with contextlib.suppress(Exception):
+            self.scheduler.shutdown(wait=False)
+        if self.ctx.extras.get(CONTEXT_KEY) is self:
+            del self.ctx.extras[CONTEXT_KEY]
+
+
+def start_scheduler(ctx: Context, options: SchedulerOptions | None = None) -> SchedulerHandle:
+    """Start this replica's scheduler: paused on the shared job store, electing a leader in the
+    background. Puts the handle in ``ctx.extras["scheduler"]`` so the ingest hooks find it.
+
+    The leader runs, besides the subject jobs: the outbox pump and chain listener when the context has
+    a chain (``ctx.chain_rpc_url`` and ``ctx.extras["deployment"]``; a poster already built by the
+    service in ``ctx.extras["poster"]`` is reused), STAC polling when catalogs are configured
+    (``options.stac_catalogs`` or ``ctx.extras["stac_catalogs"]``) and a periodic reconcile.
+    """
+    from oracle.scheduler.stac import catalogs_of, poll_stac
+
+    options = options or _options_from(ctx)
+    scheduler = make_scheduler(ctx, options)
+    _start_paused(scheduler)
+    lease = lease_for(ctx.settings.resolved_database_url, name=options.name, data_dir=ctx.settings.data_dir)
+    handle = SchedulerHandle(ctx, options, scheduler, lease)
+    handle.add_local_job("reconcile", handle.reconcile, options.reconcile_every_s)
+    handle.add_local_job("wake", _wake, options.store_poll_s)
+    if catalogs_of(ctx, options):
+        handle.add_local_job("stac", lambda: poll_stac(ctx, options=options), options.stac_every_s)
+    if options.chain_jobs:
+        _add_chain_jobs(handle)
+    ctx.extras[CONTEXT_KEY] = handle
+    handle.election.start()
+    return handle
+
+
+def _options_from(ctx: Context) -> SchedulerOptions:
+    given = ctx.extras.get("scheduler_options")
+    return given if isinstance(given, SchedulerOptions) else SchedulerOptions()
+
+
+def _wake() -> None:
+    """No work: its tick makes the leader look at the shared job store for jobs other processes
+    added (APScheduler only re-reads a store when it wakes)."""
+
+
+def _add_chain_jobs(handle: SchedulerHandle) -> None:
+    from oracle.chain.deploy import Deployment
+
+    ctx = handle.ctx
+    deployment = ctx.extras.get("deployment")
+    if not ctx.chain_rpc_url or not isinstance(deployment, Deployment):
+        log.info("no chain configured: the scheduler runs without the outbox pump and chain listener")
+        return
+    from oracle.chain.client import connect
+    from oracle.chain.listener import ChainListener
+    from oracle.chain.outbox import OutboxPoster
+
+    poster = ctx.extras.get("poster")
+    if not isinstance(poster, OutboxPoster):
+        from oracle.localchain import load_or_create_transmitter
+        from oracle.service import make_poster
+
+        poster = make_poster(ctx, load_or_create_transmitter(ctx.settings))
+        ctx.extras["poster"] = poster
+    listener = ChainListener(
+        ctx.sessions,
+        connect(ctx.chain_rpc_url),
+        deployment,
+        confirmations=ctx.settings.chain_confirmations,
+        on_event=lambda event: handle_event(handle, event),
+    )
+    handle.add_local_job("outbox", poster.pump, handle.options.outbox_every_s)
+    handle.add_local_job("listener", listener.poll, handle.options.listener_every_s)
+
+
+def handle_event(scheduler_handle: SchedulerHandle, event: DecodedEvent) -> None:
+    """The chain listener's ``on_event`` callback: create or remove the jobs of the event's subject.
+
+    Called after the listener committed the event's projection, so the tables already say what the
+    subject needs. Never raises: a failure is logged and the next reconcile repairs it.
+    """
+    try:
+        with scheduler_handle.ctx.sessions() as s:
+            scheduler_handle.subjects.on_event(s, event)
+    except Exception:
+        log.exception(
+            "scheduler could not apply event %s.%s tx=%s; the next reconcile will",
+            event.contract,
+            event.name,
+            event.tx_hash,
+        )
