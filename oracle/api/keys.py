@@ -83,14 +83,19 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _utc(t: dt.datetime) -> dt.datetime:
+    # SQLite returns naive datetimes (written as UTC); PostgreSQL returns aware ones.
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
+
+
 def _public(row: ApiKeyRow) -> ApiKey:
     return ApiKey(
         id=row.id,
         name=row.name,
         prefix=row.prefix,
         role=Role(row.role),
-        created_at=row.created_at,
-        revoked_at=row.revoked_at,
+        created_at=_utc(row.created_at),
+        revoked_at=None if row.revoked_at is None else _utc(row.revoked_at),
     )
 
 
