@@ -1,0 +1,225 @@
+"""Chainlink external adapter: ``POST /adapter`` answers a Chainlink node's bridge task.
+
+Request (the job's ``requestData``)::
+
+    {"id": "<job run id>", "data": {"task": "drought-severity", "region": "dry", "period": "2026-06",
+     "times": 10000}, "meta": {...}, "responseURL": "http://node/v2/resume/<run id>"}
+
+Success (HTTP 200)::
+
+    {"jobRunID": "<id>", "data": {"result": 36626, "score": 3.66, "attestationId": 7, "factors": [...]},
+     "result": 36626, "statusCode": 200, "providerStatusCode": 200}
+
+Failure (HTTP status = ``statusCode``; never an HTML error page)::
+
+    {"jobRunID": "<id>", "status": "errored", "statusCode": 400|401|404|422|500|501|504,
+     "error": {"name": "<reason>", "message": "..."}}
+
+400 bad request (malformed JSON, unknown task, bad period or times), 401 missing/wrong bearer token (when
+``ORACLE_CHAINLINK_BRIDGE_TOKEN`` is set), 404 unknown region or shipment, 422 no answer yet (the decision
+is incomplete), 500 evaluation failed, 501 task not available here, 504 evaluation slower than the timeout.
+
+Async: with a ``responseURL``, an evaluation still running after ``AdapterOptions.sync_wait_s`` is answered
+``{"pending": true}`` and its result is later PATCHed to ``responseURL`` as ``{"data": ...}`` or
+``{"error": ...}`` from a worker thread (bearer ``AdapterOptions.response_token`` when set: the node
+authenticates resumes with the bridge's incoming token).
+
+Options come from ``ctx.extras["chainlink_adapter"]`` (an :class:`AdapterOptions`), else defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from oracle.chainlink.tasks import (
+    TaskAnswer,
+    TaskRequest,
+    Unsupported,
+    answer_task,
+    not_found_reason,
+    parse_task,
+)
+from oracle.context import Context
+from oracle.errors import NotFound, OracleError, ValidationError
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["chainlink"])
+
+#: Evaluations run here, off the event loop; bounded so a burst of bridge calls cannot exhaust threads.
+_EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="chainlink-adapter")
+MAX_JOB_RUN_ID = 200
+
+
+@dataclass(frozen=True)
+class AdapterOptions:
+    """``timeout_s``: longest synchronous evaluation before a 504; ``sync_wait_s``: with a responseURL,
+    how long to wait before answering pending; ``callback_timeout_s``: the PATCH's own timeout."""
+
+    timeout_s: float = 25.0
+    sync_wait_s: float = 2.0
+    callback_timeout_s: float = 10.0
+    response_token: str | None = None
+
+
+class AdapterError(Exception):
+    """An answer in the bridge's error shape."""
+
+    def __init__(self, status: int, name: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.name, self.message = status, name, message
+
+
+def errored(job_run_id: str, status: int, name: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        {
+            "jobRunID": job_run_id,
+            "status": "errored",
+            "statusCode": status,
+            "error": {"name": name, "message": message},
+        },
+        status_code=status,
+    )
+
+
+def success_body(job_run_id: str, answer: TaskAnswer) -> dict[str, Any]:
+    data = {
+        "result": answer.result,
+        "score": answer.score,
+        "attestationId": answer.attestation_id,
+        "decisionId": answer.decision_id,
+        "reportId": answer.report_id,
+        "factors": answer.factors,
+    }
+    return {
+        "jobRunID": job_run_id,
+        "data": data,
+        "result": answer.result,
+        "statusCode": 200,
+        "providerStatusCode": 200,
+    }
+
+
+def _options(ctx: Context) -> AdapterOptions:
+    found = ctx.extras.get("chainlink_adapter")
+    return found if isinstance(found, AdapterOptions) else AdapterOptions()
+
+
+def _check_token(ctx: Context, request: Request) -> None:
+    secret = ctx.settings.chainlink_bridge_token
+    if secret is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    expected = secret.get_secret_value()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise AdapterError(401, "unauthorized", "missing or wrong bearer token")
+
+
+def _parse_body(raw: bytes) -> tuple[str, dict[str, Any], str | None]:
+    """(job run id, data, responseURL) or ``AdapterError`` 400."""
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AdapterError(400, "bad_request", f"body is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise AdapterError(400, "bad_request", "body must be a JSON object")
+    job_run_id = body.get("id", "1")
+    if not isinstance(job_run_id, str | int) or isinstance(job_run_id, bool):
+        raise AdapterError(400, "bad_request", "id must be a string or an integer")
+    job_run_id = str(job_run_id)[:MAX_JOB_RUN_ID]
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise AdapterError(400, "bad_request", "data must be a JSON object")
+    url = body.get("responseURL")
+    if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
+        raise AdapterError(400, "bad_request", "responseURL must be an http(s) URL")
+    return job_run_id, data, url
+
+
+def _evaluate(ctx: Context, task: TaskRequest) -> TaskAnswer | AdapterError:
+    """Runs in a worker thread; domain errors become the bridge's error names and codes (returned, not
+    raised, so an abandoned future never carries an unretrieved exception)."""
+    try:
+        return answer_task(ctx.sessions, ctx.blobs, task)
+    except NotFound as e:
+        return AdapterError(404, not_found_reason(task.task), str(e))
+    except Unsupported as e:
+        return AdapterError(501, "unsupported_task", str(e))
+    except ValidationError as e:
+        status = 422 if e.reason == "incomplete" else 400
+        return AdapterError(status, e.reason, str(e))
+    except OracleError as e:
+        log.warning("chainlink adapter evaluation failed task=%s subject=%s: %s", task.task, task.subject, e)
+        return AdapterError(500, "evaluation_failed", str(e))
+    except Exception:  # any crash must still answer in the bridge's error shape
+        log.exception("chainlink adapter evaluation crashed task=%s subject=%s", task.task, task.subject)
+        return AdapterError(500, "internal_error", "the evaluation failed unexpectedly")
+
+
+def _result_of(job_run_id: str, future: Future[TaskAnswer | AdapterError]) -> tuple[int, dict[str, Any]]:
+    answer = future.result()
+    if isinstance(answer, AdapterError):
+        e = answer
+        body = {
+            "jobRunID": job_run_id,
+            "status": "errored",
+            "statusCode": e.status,
+            "error": {"name": e.name, "message": e.message},
+        }
+        return e.status, body
+    return 200, success_body(job_run_id, answer)
+
+
+def deliver(
+    url: str, job_run_id: str, future: Future[TaskAnswer | AdapterError], options: AdapterOptions
+) -> None:
+    """PATCH the finished evaluation to the node's ``responseURL``. Failures are logged, not raised: the
+    node times the run out by itself when nothing arrives."""
+    status, body = _result_of(job_run_id, future)
+    payload = {"data": body["data"]} if status == 200 else {"error": body["error"]}
+    headers = {"Authorization": f"Bearer {options.response_token}"} if options.response_token else {}
+    try:
+        r = httpx.patch(url, json=payload, headers=headers, timeout=options.callback_timeout_s)
+        if r.status_code >= 300:
+            log.warning("chainlink responseURL refused job_run=%s status=%s", job_run_id, r.status_code)
+    except httpx.HTTPError as e:
+        log.warning("chainlink responseURL unreachable job_run=%s: %s", job_run_id, type(e).__name__)
+
+
+@router.post("/adapter", summary="Chainlink external adapter (bridge) endpoint")
+async def adapter(request: Request) -> JSONResponse:
+    """Answer a Chainlink bridge task; see the module docstring for the shapes and status codes."""
+    ctx: Context = request.app.state.ctx
+    options = _options(ctx)
+    job_run_id = "1"
+    try:
+        _check_token(ctx, request)
+        job_run_id, data, response_url = _parse_body(await request.body())
+        try:
+            task = parse_task(data)
+        except ValidationError as e:
+            raise AdapterError(400, e.reason, str(e)) from None
+        future = _EXECUTOR.submit(_evaluate, ctx, task)
+        wait = options.sync_wait_s if response_url else options.timeout_s
+        done, _ = await asyncio.wait([asyncio.wrap_future(future)], timeout=wait)
+        if not done:
+            if response_url:
+                future.add_done_callback(lambda f: deliver(response_url, job_run_id, f, options))
+                log.info("chainlink adapter pending job_run=%s subject=%s", job_run_id, task.subject)
+                return JSONResponse({"jobRunID": job_run_id, "pending": True}, status_code=200)
+            raise AdapterError(504, "timeout", f"evaluation took longer than {options.timeout_s:g}s")
+        status, body = _result_of(job_run_id, future)
+        return JSONResponse(body, status_code=status)
+    except AdapterError as e:
+        return errored(job_run_id, e.status, e.name, e.message)
