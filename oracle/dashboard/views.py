@@ -1,0 +1,265 @@
+"""The dashboard's overview: regions with their current drought severity, policies, payouts, the
+attestation log and rejected inputs, as plain JSON-ready dicts.
+
+Everything here is read-only and bounded (at most ``limit`` rows per list), so a poll every few seconds
+stays cheap. Internal columns that may hold secrets or noise (raw transactions, RPC error texts) are never
+read into a view.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from oracle.reports import VALUE_SCALE, ReportKind, Verdict
+from oracle.storage.decision_tables import Decision, Region
+from oracle.storage.tables import (
+    OutboxRow,
+    Payout,
+    Policy,
+    Reject,
+    ReportRow,
+    Shipment,
+    TelemetryReading,
+)
+
+#: US Drought Monitor classes by severity level 0…5 (the DROUGHT_SEVERITY value rounds down to one).
+SEVERITY_CLASSES: tuple[str, ...] = ("none", "D0", "D1", "D2", "D3", "D4")
+
+
+def fixed_to_float(value: str | None) -> float | None:
+    """A stored fixed-point decimal string (× ``VALUE_SCALE``) as a float; None when absent or garbled."""
+    if value is None:
+        return None
+    try:
+        return float(int(value) / VALUE_SCALE)
+    except ValueError:
+        return None
+
+
+def severity_class(severity: float | None) -> str:
+    """``none``/``D0``…``D4`` for a severity 0…5; ``unknown`` when there is none."""
+    if severity is None:
+        return "unknown"
+    level = min(len(SEVERITY_CLASSES) - 1, max(0, int(severity)))
+    return SEVERITY_CLASSES[level]
+
+
+def _iso(t: dt.datetime | None) -> str | None:
+    if t is None:
+        return None
+    if t.tzinfo is None:  # SQLite hands back naive datetimes that were written as UTC
+        t = t.replace(tzinfo=dt.UTC)
+    return t.isoformat()
+
+
+def top_factors(raw: Any, n: int = 3) -> list[dict[str, Any]]:
+    """The first ``n`` explanation factors as ``{"name", "value", "contribution"}``.
+
+    Decisions store ``{"feature", "value", "contribution"}``; older or manual reports may use
+    ``{"name", "weight"}``. Anything else is skipped rather than shown half-parsed."""
+    out: list[dict[str, Any]] = []
+    if not isinstance(raw, list):
+        return out
+    for f in raw:
+        if not isinstance(f, dict):
+            continue
+        name = f.get("feature", f.get("name"))
+        if not isinstance(name, str):
+            continue
+        contribution = f.get("contribution", f.get("weight"))
+        value = f.get("value")
+        out.append(
+            {
+                "name": name,
+                "value": value if isinstance(value, int | float) else None,
+                "contribution": contribution if isinstance(contribution, int | float) else None,
+            }
+        )
+        if len(out) == n:
+            break
+    return out
+
+
+def regions_view(s: Session) -> list[dict[str, Any]]:
+    """Every region with its geometry and its latest complete decision (the current severity)."""
+    regions = s.scalars(select(Region).order_by(Region.region_id)).all()
+    latest: dict[str, Decision] = {}
+    decisions = s.scalars(
+        select(Decision).where(Decision.kind == "drought").order_by(Decision.period, Decision.id)
+    ).all()
+    last_any: dict[str, Decision] = {}
+    for dec in decisions:
+        last_any[dec.subject_name] = dec
+        if dec.status == "complete":
+            latest[dec.subject_name] = dec
+    out = []
+    for r in regions:
+        d: Decision | None = latest.get(r.region_id)
+        severity = fixed_to_float(d.value) if d is not None else None
+        newest = last_any.get(r.region_id)
+        out.append(
+            {
+                "region_id": r.region_id,
+                "name": r.name or r.region_id,
+                "subject": r.subject,
+                "geometry": r.geometry,
+                "severity": severity,
+                "class": severity_class(severity),
+                "period": d.period if d is not None else None,
+                "confidence": d.confidence if d is not None else None,
+                "factors": top_factors(d.factors) if d is not None else [],
+                "latest_status": newest.status if newest is not None else None,
+                "latest_reason": newest.reason if newest is not None else "",
+            }
+        )
+    return out
+
+
+def policies_view(s: Session, *, limit: int = 200) -> list[dict[str, Any]]:
+    """Policies with their terms as severities, the insured region's name and the payout, if any."""
+    names = {r.subject: r.name or r.region_id for r in s.scalars(select(Region))}
+    payouts = {(p.pool, p.policy_id): p for p in s.scalars(select(Payout))}
+    out = []
+    for p in s.scalars(select(Policy).order_by(Policy.pool, Policy.policy_id).limit(limit)):
+        paid = payouts.get((p.pool, p.policy_id))
+        out.append(
+            {
+                "pool": p.pool,
+                "policy_id": p.policy_id,
+                "insured": p.insured,
+                "region": names.get(p.region_subject, p.region_subject),
+                "coverage_start": p.coverage_start,
+                "coverage_end": p.coverage_end,
+                "trigger": fixed_to_float(p.trigger),
+                "exit": fixed_to_float(p.exit),
+                "limit": p.limit,
+                "status": p.status,
+                "payout": paid.amount if paid is not None else None,
+                "payout_tx": paid.tx_hash if paid is not None else None,
+            }
+        )
+    return out
+
+
+def payouts_view(s: Session, *, limit: int = 200) -> list[dict[str, Any]]:
+    rows = s.scalars(select(Payout).order_by(Payout.block_number.desc(), Payout.id.desc()).limit(limit))
+    return [
+        {
+            "pool": p.pool,
+            "policy_id": p.policy_id,
+            "insured": p.insured,
+            "amount": p.amount,
+            "tx_hash": p.tx_hash,
+            "block_number": p.block_number,
+        }
+        for p in rows
+    ]
+
+
+def _display_value(kind: int, value: str) -> str:
+    if kind == int(ReportKind.DROUGHT_SEVERITY):
+        f = fixed_to_float(value)
+        return f"{f:.3f}" if f is not None else value
+    if kind == int(ReportKind.COLDCHAIN_VERDICT):
+        try:
+            return Verdict(int(value)).name
+        except ValueError:
+            return value
+    return value
+
+
+def attestations_view(s: Session, *, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest reports with their transaction (hash, status, block, gas) and top-3 factors."""
+    reports = s.scalars(select(ReportRow).order_by(ReportRow.id.desc()).limit(limit)).all()
+    ids = [r.id for r in reports]
+    txs = {
+        o.report_id: o
+        for o in s.scalars(select(OutboxRow).where(OutboxRow.report_id.in_(ids)).order_by(OutboxRow.id)).all()
+    }
+    out = []
+    for r in reports:
+        tx = txs.get(r.id)
+        kind_name = ReportKind(r.kind).name if r.kind in ReportKind._value2member_map_ else str(r.kind)
+        out.append(
+            {
+                "id": r.id,
+                "subject": r.subject,
+                "subject_name": r.subject_name,
+                "kind": kind_name,
+                "value": r.value,
+                "display_value": _display_value(r.kind, r.value),
+                "epoch": r.epoch,
+                "observed_at": r.observed_at,
+                "inputs_root": r.inputs_root,
+                "model_id": r.model_id,
+                "status": r.status,
+                "created_at": _iso(r.created_at),
+                "factors": top_factors(r.detail.get("factors")),
+                "signers": [x for x in r.detail.get("signers", []) if isinstance(x, str)],
+                "manifest_cid": r.detail.get("manifest_cid")
+                if isinstance(r.detail.get("manifest_cid"), str)
+                else None,
+                "tx_hash": tx.tx_hash if tx is not None else None,
+                "tx_status": tx.status if tx is not None else None,
+                "block_number": tx.block_number if tx is not None else None,
+                "gas_used": tx.gas_used if tx is not None else None,
+                "revert_reason": tx.revert_reason if tx is not None else None,
+            }
+        )
+    return out
+
+
+def rejects_view(s: Session, *, limit: int = 100) -> list[dict[str, Any]]:
+    rows = s.scalars(select(Reject).order_by(Reject.id.desc()).limit(limit))
+    return [
+        {
+            "id": r.id,
+            "source": r.source,
+            "reason": r.reason,
+            "message": r.message,
+            "subject": r.subject,
+            "cid": r.cid,
+            "received_at": _iso(r.received_at),
+        }
+        for r in rows
+    ]
+
+
+def change_cursor(s: Session) -> str:
+    """A short token that changes whenever anything the dashboard shows changes: the page polls it and
+    re-fetches only when it moves."""
+    parts = [
+        s.scalar(select(func.max(ReportRow.id))),
+        s.scalar(select(func.count(ReportRow.id)).where(ReportRow.status == "confirmed")),
+        s.scalar(select(func.max(OutboxRow.updated_at))),
+        s.scalar(select(func.count(OutboxRow.id)).where(OutboxRow.tx_hash.is_not(None))),
+        s.scalar(select(func.max(Decision.id))),
+        s.scalar(select(func.count(Region.region_id))),
+        s.scalar(select(func.count(Policy.policy_id))),
+        s.scalar(select(func.count(Policy.policy_id)).where(Policy.status != "active")),
+        s.scalar(select(func.max(Payout.id))),
+        s.scalar(select(func.count(Shipment.subject))),
+        s.scalar(select(func.count(Shipment.subject)).where(Shipment.status != "open")),
+        s.scalar(select(func.max(TelemetryReading.id))),
+        s.scalar(select(func.max(Reject.id))),
+    ]
+    return ".".join("" if p is None else str(p) for p in parts)
+
+
+def overview(s: Session) -> dict[str, Any]:
+    """Everything the page's panels list, in one answer."""
+    from oracle.dashboard.shipments import shipments_view
+
+    return {
+        "cursor": change_cursor(s),
+        "regions": regions_view(s),
+        "policies": policies_view(s),
+        "payouts": payouts_view(s),
+        "shipments": shipments_view(s),
+        "attestations": attestations_view(s),
+        "rejects": rejects_view(s),
+    }

@@ -1,0 +1,136 @@
+"""The dashboard in real headless Chromium over a uvicorn server and a world seeded through the real
+pipeline and a real chain: click a region, a shipment and an attestation, see a live update arrive, and
+check that hostile strings are shown as text. Fails (never skips) when Chromium is missing."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from oracle.context import Context
+from tests.dashboard.conftest import HOSTILE, SHIPMENT, post_new_attestation, seed_world
+from tests.fixtures.chain import ChainKit
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    assert shutil.which(CHROMIUM) or Path(CHROMIUM).exists(), (
+        f"{CHROMIUM} is missing: apt-get install chromium"
+    )
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def _open(browser: Browser, base: str, key: str) -> tuple[Page, list[str], list[str]]:
+    page = browser.new_page(viewport={"width": 1400, "height": 1700})
+    errors: list[str] = []
+    outside: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(base) else None)
+    page.goto(f"{base}/#key={key}")
+    return page, errors, outside
+
+
+@pytest.mark.chain
+def test_operator_clicks_through_and_sees_live_updates(
+    browser: Browser, server: str, ctx: Context, viewer_key: str, chain: ChainKit, tmp_path: Path
+) -> None:
+    seeded = seed_world(ctx, chain, tmp_path)
+    page, errors, outside = _open(browser, server, viewer_key)
+    expect(page.get_by_test_id("live")).to_have_text(re.compile("^live"), timeout=10_000)
+    assert "key=" not in page.url  # the key left the address bar
+
+    # Region: both shapes drawn, click the dry one, its severity, factors and SPI history appear.
+    expect(page.locator('[data-testid="region-shape"]')).to_have_count(2)
+    page.locator('[data-region="dry"]').click()
+    expect(page.get_by_test_id("region-name")).to_have_text("dry")
+    expect(page.get_by_test_id("region-severity")).to_have_text(f"{seeded.dry_severity:.3f}")
+    assert seeded.dry_severity > 2.0
+    region = page.get_by_test_id("region-panel")
+    expect(region.get_by_test_id("factor")).to_have_count(3)
+    spi = region.get_by_test_id("spi-chart")
+    expect(spi.locator('[data-testid="spi-line-spi_3"]')).to_have_count(1)
+    expect(spi.locator("text", has_text="2026-06")).to_have_count(1)
+    expect(spi.locator("rect.sev")).to_have_count(3)
+    expect(region.get_by_text("ndvi for 2026-05")).to_be_visible()  # the incomplete decision's reason
+
+    # Shipment: chart with the 2-8 °C band, a breach marker and an early warning before it.
+    page.get_by_test_id("shipment-row").filter(has_text=SHIPMENT).click()
+    expect(page.get_by_test_id("shipment-name")).to_have_text(SHIPMENT)
+    chart = page.get_by_test_id("shipment-chart")
+    expect(chart.get_by_test_id("chart-band")).to_have_count(1)
+    expect(chart.get_by_test_id("chart-line")).to_have_count(1)
+    assert chart.get_by_test_id("marker-breach").count() >= 1
+    assert chart.get_by_test_id("marker-warning").count() >= 1
+    expect(page.get_by_test_id("shipment-panel")).to_contain_text("refrigerated (2–8 °C)")
+    expect(page.get_by_test_id("shipment-row").filter(has_text=SHIPMENT)).to_contain_text("voided")
+
+    # Attestation: the confirmed dry-region report shows its tx hash and top-3 factors.
+    dry_row = page.get_by_test_id("attestation-row").filter(has_text="dry").first
+    dry_row.click()
+    detail = page.get_by_test_id("attestation-detail")
+    tx = detail.get_by_test_id("tx-hash")
+    expect(tx).to_have_text(re.compile(r"^0x[0-9a-f]{64}$"))
+    expect(detail.get_by_test_id("factor")).to_have_count(3)
+    expect(detail).to_contain_text("confirmed")
+
+    # Policies and payouts came back from chain events; the dry policy was paid.
+    expect(page.get_by_test_id("policy-row")).to_have_count(2)
+    expect(page.get_by_test_id("policy-row").filter(has_text="dry")).to_contain_text("paid")
+
+    # Hostile markup in a reject is shown as text and never runs.
+    expect(page.get_by_test_id("rejects")).to_contain_text(HOSTILE)
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("#rejects img").count() == 0
+
+    # Live: a new attestation confirmed on-chain appears without a reload.
+    before = page.get_by_test_id("attestation-row").count()
+    marker = page.evaluate("() => { window.__noReload = 1; return 1; }")
+    new_tx = post_new_attestation(ctx, chain, region="wet", severity=0.75)
+    expect(page.get_by_test_id("attestation-row")).to_have_count(before + 1, timeout=15_000)
+    expect(page.get_by_test_id("attestation-table")).to_contain_text(new_tx[:10])
+    assert page.evaluate("window.__noReload") == marker
+
+    page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+    assert (tmp_path / "dashboard.png").stat().st_size > 20_000
+    assert outside == [], f"the page fetched from elsewhere: {outside}"
+    assert errors == [], errors
+
+
+def test_empty_database_and_refused_key(
+    browser: Browser, server: str, viewer_key: str, tmp_path: Path
+) -> None:
+    page, errors, outside = _open(browser, server, viewer_key)
+    expect(page.get_by_test_id("live")).to_have_text(re.compile("^live"), timeout=10_000)
+    expect(page.get_by_test_id("attestations")).to_have_text("No attestations yet.")
+    expect(page.get_by_test_id("shipments")).to_have_text("No shipments yet.")
+    expect(page.get_by_test_id("policies")).to_have_text("No policies yet.")
+    expect(page.get_by_test_id("rejects")).to_have_text("No rejected inputs.")
+    expect(page.locator('[data-testid="region-shape"]')).to_have_count(0)
+    page.screenshot(path=str(tmp_path / "empty.png"), full_page=True)
+    assert errors == [], errors
+    assert outside == []
+
+    bad, _, _ = _open(browser, server, "ok_nope_wrong")
+    expect(bad.locator("#key-error")).to_contain_text("refused", timeout=10_000)
+    expect(bad.get_by_test_id("live")).to_have_text("not connected")
