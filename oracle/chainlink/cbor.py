@@ -7,6 +7,7 @@ bytes in an indefinite-length map (``0xbf`` … ``0xff``) makes them a standard 
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import cbor2
@@ -27,12 +28,17 @@ def decode_request_data(data: bytes) -> dict[str, Any]:
         raise ValidationError(
             f"request data is {len(data)} bytes (at most {MAX_REQUEST_BYTES})", reason="bad_request_data"
         )
+    wrapped = b"\xbf" + bytes(data) + b"\xff"
+    stream = io.BytesIO(wrapped)
     try:
-        decoded = cbor2.loads(b"\xbf" + bytes(data) + b"\xff")
+        decoded = cbor2.CBORDecoder(stream).decode()
     except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError) as e:
         raise ValidationError(
             f"request data is not CBOR key/value pairs: {e}", reason="bad_request_data"
         ) from None
+    if stream.tell() != len(wrapped):
+        # Trailing bytes mean the pairs closed the map early: not what ChainlinkClient writes.
+        raise ValidationError("request data has bytes after its key/value pairs", reason="bad_request_data")
     if not isinstance(decoded, dict) or not all(isinstance(k, str) for k in decoded):
         raise ValidationError("request data keys must be text strings", reason="bad_request_data")
     return dict(decoded)
