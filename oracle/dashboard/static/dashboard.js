@@ -317,7 +317,7 @@
     if (!rejects.length) { target.append(emptyNote("No rejected inputs.")); return; }
     target.append(table(["when", "source", "reason", "subject", "message"], rejects.map((r) =>
       el("tr", { "data-testid": "reject-row" }, el("td", { text: r.received_at ? r.received_at.slice(0, 19).replace("T", " ") : "—" }), el("td", { text: r.source }),
-        el("td", {}, badge(r.reason)), el("td", { text: r.subject || "—" }), el("td", { class: "wrap", text: r.message })))));
+        el("td", {}, badge(r.reason)), el("td", { class: "wrap", text: r.subject || "—" }), el("td", { class: "wrap", text: r.message })))));
   }
 
   async function refresh() {

@@ -1,0 +1,203 @@
+"""The dashboard's JSON views and static routes through the app (Starlette TestClient, real SQLite)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from oracle.context import Context
+from oracle.dashboard.build import stale_files
+from oracle.dashboard.shipments import profile_name
+from oracle.dashboard.views import fixed_to_float, severity_class, top_factors
+from oracle.reports import subject_id
+from oracle.storage.decision_tables import Region
+from oracle.storage.tables import Shipment, TelemetryReading
+from tests.api.conftest import seed
+from tests.dashboard.conftest import make_app, readings_with_excursion
+
+
+@pytest.fixture
+def client(ctx: Context) -> Iterator[TestClient]:
+    with TestClient(make_app(ctx)) as c:
+        yield c
+
+
+def test_views_need_a_key_and_the_page_does_not(client: TestClient) -> None:
+    for path in ("/v1/dashboard/overview", "/v1/dashboard/cursor", "/v1/dashboard/regions/x"):
+        r = client.get(path)
+        assert r.status_code == 401
+        assert r.headers["content-type"].startswith("application/problem+json")
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert "http://" not in page.text
+    assert "https://" not in page.text
+    assert client.get("/dashboard/static/vendor/leaflet/leaflet.js").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["../routes.py", "..%2Froutes.py", "vendor/../../build.py", "nope.js", "index.html"]
+)
+def test_static_route_serves_only_its_own_files(client: TestClient, path: str) -> None:
+    assert client.get(f"/dashboard/static/{path}").status_code == 404
+
+
+def test_empty_database_gives_empty_lists(client: TestClient, viewer_key: str) -> None:
+    h = {"X-API-Key": viewer_key}
+    body = client.get("/v1/dashboard/overview", headers=h).json()
+    for name in ("regions", "policies", "payouts", "shipments", "attestations", "rejects"):
+        assert body[name] == [], name
+    assert client.get("/v1/dashboard/regions/none", headers=h).status_code == 404
+    assert client.get("/v1/dashboard/shipments/none", headers=h).status_code == 404
+
+
+def test_overview_of_seeded_rows_hides_internal_columns(
+    client: TestClient, ctx: Context, viewer_key: str
+) -> None:
+    seed(ctx)
+    h = {"X-API-Key": viewer_key}
+    before = client.get("/v1/dashboard/cursor", headers=h).json()["cursor"]
+    body = client.get("/v1/dashboard/overview", headers=h).json()
+    assert body["cursor"] == before
+    first = next(a for a in body["attestations"] if a["id"] == 1)
+    assert first["tx_hash"] == "0x" + "ab" * 32
+    assert first["display_value"] == "1.250"
+    assert [f["name"] for f in first["factors"]] == ["f0", "f1", "f2"]
+    assert {a["kind"] for a in body["attestations"]} == {"DROUGHT_SEVERITY", "COLDCHAIN_VERDICT"}
+    text = client.get("/v1/dashboard/overview", headers=h).text
+    assert "apikey" not in text
+    assert "secret-ish" not in text
+    assert [p["status"] for p in body["policies"]] == ["paid", "active", "active"]
+    assert body["policies"][0]["payout"] == "125000000"
+    assert body["policies"][0]["trigger"] == 1.0
+    assert {r["reason"] for r in body["rejects"]} == {"bad_signature", "malformed"}
+    (ship,) = body["shipments"]
+    assert ship["status"] == "voided"
+    assert ship["profile"] is None  # the seeded hash names no shipped profile
+    with ctx.sessions() as s:
+        s.add(
+            TelemetryReading(
+                device_id="d",
+                seq=1,
+                ts_ms=1,
+                shipment_id="S",
+                temp_c=4.0,
+                digest="0",
+                batch_cid="b",
+                source="http",
+                received_ms=2,
+            )
+        )
+        s.commit()
+    assert client.get("/v1/dashboard/cursor", headers=h).json()["cursor"] != before
+
+
+def test_shipment_detail_band_and_markers(client: TestClient, ctx: Context, viewer_key: str) -> None:
+    subject = "0x" + subject_id("shipment", "SHP-9").hex()
+    with ctx.sessions() as s:
+        s.add(
+            Shipment(
+                subject=subject,
+                escrow="0x" + "11" * 20,
+                buyer="0x" + "22" * 20,
+                seller="0x" + "33" * 20,
+                amount="1",
+                profile="0x" + subject_id("profile", "refrigerated").hex(),
+                deadline=2_000_000_000,
+            )
+        )
+        for seq, (t, temp) in enumerate(readings_with_excursion(1_780_000_000)):
+            s.add(
+                TelemetryReading(
+                    device_id="d1",
+                    seq=seq,
+                    ts_ms=t * 1000,
+                    shipment_id="SHP-9",
+                    temp_c=temp,
+                    digest=str(seq),
+                    batch_cid="b",
+                    source="mqtt",
+                    received_ms=t * 1000,
+                )
+            )
+            # A second logger in the same box stamping the same instants must not break the rules.
+            s.add(
+                TelemetryReading(
+                    device_id="d2",
+                    seq=seq,
+                    ts_ms=t * 1000 + 300,
+                    shipment_id="SHP-9",
+                    temp_c=temp,
+                    digest=str(seq),
+                    batch_cid="b",
+                    source="mqtt",
+                    received_ms=t * 1000,
+                )
+            )
+        s.commit()
+    h = {"X-API-Key": viewer_key}
+    for key in (subject, "SHP-9"):
+        d = client.get(f"/v1/dashboard/shipments/{key}", headers=h).json()
+        assert d["profile"] == "refrigerated"
+        assert d["band"] == {"low_c": 2.0, "high_c": 8.0}
+        assert len(d["series"]["t"]) == 72
+        kinds = [(m["type"], m["kind"]) for m in d["markers"]]
+        assert kinds[0] == ("warning", "excursion")
+        assert ("breach", "hard_limit") in kinds
+        first_breach = min(m["at_s"] for m in d["markers"] if m["type"] == "breach")
+        assert all(m["at_s"] < first_breach for m in d["markers"] if m["type"] == "warning")
+        assert d["rules_verdict"] == "BREACH"
+    assert profile_name("0x" + "44" * 32) is None
+
+
+def test_region_without_decisions(client: TestClient, ctx: Context, viewer_key: str) -> None:
+    with ctx.sessions() as s:
+        s.add(
+            Region(
+                region_id="r1",
+                subject="0x" + subject_id("region", "r1").hex(),
+                name="<b>R1</b>",
+                geometry={"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]},
+                cid="c",
+            )
+        )
+        s.commit()
+    h = {"X-API-Key": viewer_key}
+    d = client.get("/v1/dashboard/regions/r1", headers=h).json()
+    assert d["name"] == "<b>R1</b>"  # escaping is the page's job: data stays data
+    assert d["severity"] is None
+    assert d["class"] == "unknown"
+    assert d["history"] == []
+    (r,) = client.get("/v1/dashboard/overview", headers=h).json()["regions"]
+    assert r["geometry"]["type"] == "Polygon"
+
+
+def test_value_helpers() -> None:
+    assert fixed_to_float("3662639") == pytest.approx(3.662639)
+    assert fixed_to_float("x") is None
+    assert fixed_to_float(None) is None
+    assert [severity_class(v) for v in (None, 0.2, 1.0, 3.66, 5.0, 9.0)] == [
+        "unknown",
+        "none",
+        "D0",
+        "D2",
+        "D4",
+        "D4",
+    ]
+    raw = [
+        {"feature": "spi_3", "value": -2.0, "contribution": 0.5},
+        {"name": "w", "weight": 2},
+        "junk",
+        {"x": 1},
+        {"feature": "a"},
+        {"feature": "b"},
+    ]
+    assert [f["name"] for f in top_factors(raw)] == ["spi_3", "w", "a"]
+    assert top_factors(None) == []
+
+
+def test_vendored_leaflet_matches_node_modules() -> None:
+    # An npm upgrade of leaflet without `python -m oracle.dashboard.build` fails here.
+    assert stale_files() == []
