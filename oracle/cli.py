@@ -14,7 +14,7 @@ import typer
 
 from oracle import __version__
 from oracle.config import Settings
-from oracle.errors import ConfigError, OracleError
+from oracle.errors import ConfigError, OracleError, ValidationError
 
 app = typer.Typer(
     name="oracle",
@@ -155,6 +155,77 @@ def outbox_status() -> None:
             typer.echo(f"reverted   {row.key}: {row.revert_reason}")
 
 
+@report_app.command("post")
+def report_post(
+    subject: Annotated[str, typer.Option(help="NAMESPACE:NAME, e.g. region:KE-01 or shipment:SHP-7")],
+    kind: Annotated[str, typer.Option(help="drought or coldchain")],
+    value: Annotated[str, typer.Option(help="drought: severity 0..5; coldchain: breach or delivered")],
+    epoch: Annotated[int | None, typer.Option(help="default: one above the highest known")] = None,
+    model_id: Annotated[str | None, typer.Option(help="0x… (default: the shipped model of the kind)")] = None,
+) -> None:
+    """Post a manual operator report through the signer and the outbox (no inputs: inputsRoot is zero)."""
+    import time
+
+    from oracle.attest import attest, next_epoch
+    from oracle.chain.deploy import Deployment
+    from oracle.commands.pipeline import signers_from
+    from oracle.config import load_settings
+    from oracle.context import open_context
+    from oracle.provenance import EMPTY_ROOT
+    from oracle.reports import Report, ReportKind, Verdict, subject_id, to_fixed
+
+    settings = load_settings()
+    namespace, _, name = subject.partition(":")
+    sid = subject_id(namespace, name)
+    if kind == "drought":
+        report_kind, fixed = ReportKind.DROUGHT_SEVERITY, int(to_fixed(value))
+    elif kind == "coldchain":
+        verdicts = {"breach": Verdict.BREACH, "delivered": Verdict.DELIVERED}
+        if value.lower() not in verdicts:
+            raise ValidationError("--value for coldchain is breach or delivered", reason="bad_value")
+        report_kind, fixed = ReportKind.COLDCHAIN_VERDICT, int(verdicts[value.lower()])
+    else:
+        raise ValidationError("--kind is drought or coldchain", reason="unknown_kind")
+    ctx = open_context(settings)
+    deployment = Deployment.load(settings.deployment_file)
+    with ctx.sessions() as s:
+        chosen_epoch = epoch or next_epoch(s, sid)
+    report = Report(
+        subject=sid,
+        kind=report_kind,
+        value=fixed,
+        epoch=chosen_epoch,
+        observed_at=int(time.time()),
+        inputs_root=EMPTY_ROOT,
+        model_id=bytes.fromhex((model_id or _shipped_model_id(report_kind)).removeprefix("0x")),
+    )
+    signers, threshold = signers_from(settings)
+    att = attest(
+        ctx.sessions,
+        report,
+        signers=signers,  # type: ignore[arg-type]
+        threshold=threshold,
+        chain_id=deployment.chain_id,
+        router=deployment.address("OracleRouter"),
+        subject_name=subject,
+        detail={"manual": True},
+    )
+    typer.echo(f"queued {att.outbox_key} (report {att.report_id}, epoch {chosen_epoch})")
+
+
+def _shipped_model_id(kind: int) -> str:
+    from models.registry import list_models
+
+    if kind == 1:
+        from models.drought.severity import DEFAULT_MODEL_DIRECTORY as directory
+    else:
+        from models.coldchain.breach_model import DEFAULT_ARTIFACT_DIR as directory
+    cards = sorted(list_models(directory), key=lambda c: c.created_at)
+    if not cards:
+        raise ConfigError(f"no shipped model in {directory}; pass --model-id")
+    return cards[-1].model_id_hex
+
+
 def _chain_url(settings: Settings) -> str:
     from oracle.localchain import running_chain_url
 
@@ -182,11 +253,21 @@ def _register_optional(app_: typer.Typer) -> None:
     if _registered:
         return
     _registered = True
+    from oracle.commands import pipeline
     from oracle.commands.coldchain import mkt_command, train_coldchain_command
     from oracle.commands.drought import spi_command, train_drought_command
+    from oracle.commands.telemetry import devices_app, ingest_app
     from oracle.signer.cli import app as signer_app
 
     app_.add_typer(signer_app, name="signer")
+    app_.add_typer(pipeline.regions_app, name="regions")
+    app_.add_typer(pipeline.evaluate_app, name="evaluate")
+    app_.add_typer(pipeline.shipments_app, name="shipments")
+    app_.add_typer(devices_app, name="devices")
+    ingest_app.command("raster")(pipeline.ingest_raster_command)
+    ingest_app.command("weather")(pipeline.ingest_weather_command)
+    app_.add_typer(ingest_app, name="ingest")
+    app_.command("zonal")(pipeline.zonal_command)
     indices_app = typer.Typer(help="Drought and cold-chain indices from CSV files.", no_args_is_help=True)
     indices_app.command("spi", help="Standardized Precipitation Index from monthly totals.")(spi_command)
     indices_app.command("mkt", help="Mean kinetic temperature (USP <1160>) of a log.")(mkt_command)

@@ -28,6 +28,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from models.paths import COLDCHAIN_MODEL_DIR
 from oracle.errors import ValidationError
 
 from .. import registry
@@ -41,7 +42,7 @@ HORIZON_S = 7200
 THRESHOLD = 0.5
 MODEL_NAME = "coldchain-breach"
 ARTIFACT_FORMAT = "coldchain-breach/1"
-DEFAULT_ARTIFACT_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "coldchain"
+DEFAULT_ARTIFACT_DIR = COLDCHAIN_MODEL_DIR
 PARAMS: dict[str, Any] = {
     "objective": "binary",
     "learning_rate": 0.08,

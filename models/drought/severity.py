@@ -28,13 +28,14 @@ import numpy as np
 import pandas as pd
 
 from models.drought.features import CLASSES, FEATURES, feature_matrix
+from models.paths import DROUGHT_MODEL_DIR
 from models.registry import ModelCard, list_models, load_model
 from oracle.errors import NotFound, ValidationError
 
 TOP_FACTORS = 3
 
 #: Where the shipped drought model and its card live (``models/artifacts/drought``).
-DEFAULT_MODEL_DIRECTORY = Path(__file__).resolve().parent.parent / "artifacts" / "drought"
+DEFAULT_MODEL_DIRECTORY = DROUGHT_MODEL_DIR
 MODEL_NAME = "drought-severity"
 
 

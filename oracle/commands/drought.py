@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import typer
 
-from models.drought.severity import DEFAULT_MODEL_DIRECTORY
 from models.drought.spi import spi
+from models.paths import DROUGHT_MODEL_DIR as DEFAULT_MODEL_DIRECTORY
 from oracle.errors import OracleError, ValidationError
 
 #: More than this in one month has never been observed anywhere (the wettest months on record are

@@ -1,0 +1,232 @@
+"""Operator commands for the data pipeline: regions, ingest, zonal statistics, evaluations, reports."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from oracle.config import Settings, load_settings
+from oracle.context import Context, open_context
+from oracle.errors import ConfigError, ValidationError
+
+regions_app = typer.Typer(help="Insured regions (GeoJSON polygons).", no_args_is_help=True)
+evaluate_app = typer.Typer(help="Run one evaluation now.", no_args_is_help=True)
+shipments_app = typer.Typer(help="Shipments under escrow.", no_args_is_help=True)
+
+
+def _ctx() -> Context:
+    return open_context(load_settings())
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ValidationError(f"cannot read {path}: {e.strerror}", reason="unreadable_file") from None
+
+
+@regions_app.command("add")
+def regions_add(
+    file: Annotated[Path, typer.Argument(help="GeoJSON FeatureCollection with region_id properties")],
+) -> None:
+    """Register regions; each region's geometry is stored in the content store."""
+    from ingest.observations import add_regions
+
+    ctx = _ctx()
+    for region_id in add_regions(ctx.sessions, ctx.blobs, _read(file)):
+        typer.echo(region_id)
+
+
+@regions_app.command("list")
+def regions_list() -> None:
+    """List registered regions with their on-chain subject."""
+    from sqlalchemy import select
+
+    from oracle.storage.decision_tables import Region
+
+    ctx = _ctx()
+    with ctx.sessions() as s:
+        for r in s.scalars(select(Region).order_by(Region.region_id)):
+            typer.echo(f"{r.region_id}\t{r.subject}\t{r.name}")
+
+
+def zonal_command(
+    raster: Annotated[Path, typer.Option("--raster", help="GeoTIFF, COG or NetCDF file")],
+    regions: Annotated[Path, typer.Option("--regions", help="GeoJSON FeatureCollection with region_id")],
+    variable: Annotated[str, typer.Option(help="ndvi, lst, soil_moisture or precip")] = "precip",
+    units: Annotated[str | None, typer.Option(help="override the file's units (e.g. mm)")] = None,
+) -> None:
+    """Exact area-weighted mean per region: CSV region_id,mean,valid_fraction on stdout ("" = no data)."""
+    from ingest.raster import read_raster
+    from ingest.regions import parse_regions
+    from ingest.zonal import zonal_means
+
+    grid = read_raster(_read(raster), variable=variable, name=raster.name, units=units)
+    stats = zonal_means(grid, parse_regions(_read(regions)))
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(["region_id", "mean", "valid_fraction"])
+    for rid, mean, fraction in zip(stats.region_ids, stats.means, stats.valid_fraction, strict=True):
+        out.writerow([rid, "" if mean != mean else f"{mean:.6f}", f"{fraction:.6f}"])
+
+
+def ingest_raster_command(
+    file: Annotated[Path, typer.Argument(help="GeoTIFF, COG or NetCDF file")],
+    variable: Annotated[str, typer.Option(help="ndvi, lst, soil_moisture or precip")],
+    cadence: Annotated[str, typer.Option(help="monthly or daily (precipitation)")] = "monthly",
+    units: Annotated[str | None, typer.Option(help="override the file's units (e.g. mm)")] = None,
+    observed_at: Annotated[
+        str | None, typer.Option(help="YYYY-MM-DD when the file has no time stamp")
+    ] = None,
+    source: Annotated[str, typer.Option(help="where the file came from")] = "",
+) -> None:
+    """Store, validate and record one raster; a refused file is quarantined with its reason (exit 1)."""
+    from ingest.observations import ingest_raster
+
+    if cadence not in ("monthly", "daily"):
+        raise ValidationError("--cadence must be monthly or daily", reason="bad_cadence")
+    when = dt.datetime.fromisoformat(observed_at).replace(tzinfo=dt.UTC) if observed_at else None
+    ctx = _ctx()
+    out = ingest_raster(
+        ctx.sessions,
+        ctx.blobs,
+        _read(file),
+        variable=variable,
+        source=source or str(file),
+        name=file.name,
+        units=units,
+        cadence="daily" if cadence == "daily" else "monthly",
+        observed_at=when,
+    )
+    _report_ingest(out)
+
+
+def ingest_weather_command(
+    file: Annotated[Path, typer.Argument(help="CSV or JSON weather feed")],
+    variable: Annotated[str, typer.Option(help="precip or air_temperature")] = "precip",
+    units: Annotated[str | None, typer.Option(help="units when the feed does not say")] = None,
+    source: Annotated[str, typer.Option(help="where the feed came from")] = "",
+) -> None:
+    """Store, validate and record a weather feed; a refused feed is quarantined with its reason (exit 1)."""
+    from ingest.observations import ingest_weather
+
+    ctx = _ctx()
+    out = ingest_weather(
+        ctx.sessions, ctx.blobs, _read(file), variable=variable, source=source or str(file), units=units
+    )
+    _report_ingest(out)
+
+
+def _report_ingest(out: object) -> None:
+    from ingest.observations import IngestOutcome
+
+    assert isinstance(out, IngestOutcome)
+    if out.accepted:
+        typer.echo(f"{'already stored' if out.duplicate else 'accepted'} {out.cid}")
+        return
+    typer.echo(f"quarantined {out.cid}: {out.reason}: {out.message}", err=True)
+    raise typer.Exit(1)
+
+
+def signers_from(settings: Settings) -> tuple[list[object], int]:
+    """The signer clients: the configured URL, or the local signer that `oracle run` started."""
+    from oracle.signer.client import HttpSigner
+
+    if settings.signer_url:
+        if settings.signer_token is None:
+            raise ConfigError("ORACLE_SIGNER_TOKEN: required with ORACLE_SIGNER_URL")
+        return [HttpSigner(settings.signer_url, settings.signer_token.get_secret_value())], 1
+    d = settings.data_dir / "signer"
+    if not (d / "url").exists():
+        raise ConfigError(
+            "no signer is running: start `oracle run` (or `oracle signer serve`) or set ORACLE_SIGNER_URL"
+        )
+    return [HttpSigner((d / "url").read_text().strip(), (d / "token").read_text().strip())], 1
+
+
+def _post(ctx: Context, outcome: object, subject_name: str) -> None:
+    from oracle.chain.deploy import Deployment
+    from oracle.decisions.post import post_decision
+    from oracle.decisions.record import DecisionOutcome
+
+    assert isinstance(outcome, DecisionOutcome)
+    deployment = Deployment.load(ctx.settings.deployment_file)
+    signers, threshold = signers_from(ctx.settings)
+    att = post_decision(
+        ctx.sessions,
+        outcome,
+        subject_name=subject_name,
+        signers=signers,  # type: ignore[arg-type]
+        threshold=threshold,
+        chain_id=deployment.chain_id,
+        router=deployment.address("OracleRouter"),
+    )
+    typer.echo(f"queued {att.outbox_key} (report {att.report_id}); the running service posts it")
+
+
+@evaluate_app.command("drought")
+def evaluate_drought_command(
+    region: Annotated[str, typer.Option(help="region_id")],
+    period: Annotated[str, typer.Option(help="YYYY-MM")],
+    post: Annotated[bool, typer.Option("--post/--no-post", help="attest and queue the report")] = False,
+) -> None:
+    """Evaluate one region-month; prints the decision, its score and top-3 factors."""
+    from oracle.decisions.drought import evaluate_drought
+
+    ctx = _ctx()
+    outcome = evaluate_drought(ctx.sessions, ctx.blobs, region_id=region, period=period)
+    typer.echo(f"decision {outcome.decision_id}: {outcome.status} {outcome.reason}".rstrip())
+    if outcome.report is not None:
+        typer.echo(
+            f"severity {outcome.score:.4f} (value {outcome.report.value}, epoch {outcome.report.epoch})"
+        )
+        for f in outcome.factors:
+            typer.echo(f"  {f['feature']:16} {f['value']:>10.3f}  contribution {f['contribution']:+.3f}")
+        if post:
+            _post(ctx, outcome, region)
+    elif post:
+        raise typer.Exit(1)
+
+
+@evaluate_app.command("shipment")
+def evaluate_shipment_command(
+    shipment: Annotated[str, typer.Argument(help="shipment id")],
+    profile: Annotated[str | None, typer.Option(help="product profile when not registered on-chain")] = None,
+    post: Annotated[bool, typer.Option("--post/--no-post", help="attest and queue the verdict")] = False,
+) -> None:
+    """Evaluate one shipment: rule verdict, breaches, and the model's probabilities."""
+    from oracle.decisions.coldchain import ShipmentTerms, evaluate_shipment
+
+    ctx = _ctx()
+    outcome = evaluate_shipment(
+        ctx.sessions, ctx.blobs, shipment_id=shipment, terms=ShipmentTerms(profile=profile), now=None
+    )
+    typer.echo(f"decision {outcome.decision_id}: {outcome.status} {outcome.reason}".rstrip())
+    if outcome.report is not None:
+        typer.echo(
+            f"verdict {outcome.report.value} (1 = BREACH, 2 = DELIVERED), epoch {outcome.report.epoch}"
+        )
+    typer.echo(f"p(compromised) {outcome.score:.3f}" if outcome.score is not None else "no readings yet")
+    for flag in outcome.flags:
+        typer.echo(f"  alert: {flag}")
+    if post and outcome.report is not None:
+        _post(ctx, outcome, shipment)
+
+
+@shipments_app.command("deliver")
+def shipments_deliver(
+    shipment: Annotated[str, typer.Argument(help="shipment id")],
+    at: Annotated[str | None, typer.Option(help="ISO-8601 delivery time (default: now)")] = None,
+    by: Annotated[str, typer.Option(help="who confirms the hand-over")] = "operator",
+) -> None:
+    """Record the hand-over to the consignee; the next evaluation can release the payment."""
+    from oracle.decisions.coldchain import mark_delivered
+
+    when = dt.datetime.fromisoformat(at) if at else dt.datetime.now(dt.UTC)
+    when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    ctx = _ctx()
+    typer.echo(mark_delivered(ctx.sessions, ctx.blobs, shipment, delivered_at=when, by=by))
