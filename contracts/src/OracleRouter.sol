@@ -11,7 +11,15 @@ import {IOracleRouter, IReportSubscriber, Report, ReportKinds} from "./interface
 /// @dev Signatures are EIP-2098 compact (r ‖ yParityAndS, 64 bytes each), concatenated, ordered by
 ///      strictly ascending signer address: the ordering makes "distinct signers" a single comparison.
 ///      Gas matters on the hot path (`submit`): the latest epoch, observedAt, value, kind and the
-///      subscriber count share one storage slot, the report hash a second one.
+///      subscriber count share one storage slot, the report hash a second one; the model allowlist
+///      costs one more cold read.
+///
+///      Model governance: a report is accepted only when its `modelId` is approved for its kind.
+///      Approving or replacing a model is scheduled by the owner and takes effect after `modelDelay`
+///      (a timelock, so insured parties see a model change before it can touch them); anyone may then
+///      call `activateModel`. Revoking is immediate (a broken model must stop at once). While
+///      `modelDelay` is 0 (a fresh router, before `setModelDelay` arms the timelock) a scheduled model
+///      is active at once: deployment approves its initial models this way, then arms the delay.
 contract OracleRouter is IOracleRouter, Ownable, EIP712 {
     /// @dev Must equal `oracle.reports.REPORT_TYPE`; a Python test compares them.
     bytes32 public constant REPORT_TYPEHASH = keccak256(
@@ -31,6 +39,8 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
     uint256 private constant S_MASK = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF;
     int256 private constant MAX_DROUGHT_VALUE = 5_000_000;
     int256 private constant MAX_VERDICT = 2;
+    /// @notice Longest model timelock the owner may set (so a typo cannot freeze governance for ages).
+    uint64 public constant MAX_MODEL_DELAY = 30 days;
 
     /// @notice Signatures needed to accept a report (k of k-of-n).
     uint8 public threshold;
@@ -53,6 +63,20 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
     ///         MAX_SUBSCRIBERS slots ahead of the pool or escrow and lock them out.
     mapping(address => bool) public approvedConsumer;
 
+    /// @notice Seconds between scheduling a model and the earliest `activateModel` (0 = not armed).
+    uint64 public modelDelay;
+    /// @dev A lower delay waits out the current one, else lowering it would defeat the timelock.
+    uint64 private _pendingDelay;
+    uint64 private _pendingDelayAt;
+    /// @dev kind => modelId => time it became active (0 = not approved). The only read on `submit`.
+    mapping(uint8 => mapping(bytes32 => uint256)) private _modelActiveSince;
+    struct PendingModel {
+        uint64 activatesAt;
+        bytes32 replaces;
+    }
+    /// @dev kind => modelId => scheduled change (activatesAt 0 = nothing scheduled).
+    mapping(uint8 => mapping(bytes32 => PendingModel)) private _pendingModel;
+
     event SignerAdded(address indexed signer);
     event SignerRemoved(address indexed signer);
     event ThresholdChanged(uint8 previous, uint8 current);
@@ -70,6 +94,12 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
         bytes32 reportHash
     );
     event SubscriberFailed(bytes32 indexed subject, address indexed consumer, bytes reason);
+    event ModelScheduled(uint8 indexed kind, bytes32 indexed modelId, bytes32 replaces, uint64 activatesAt);
+    event ModelActivated(uint8 indexed kind, bytes32 indexed modelId, bytes32 replaced);
+    event ModelCancelled(uint8 indexed kind, bytes32 indexed modelId);
+    event ModelRevoked(uint8 indexed kind, bytes32 indexed modelId);
+    event ModelDelayScheduled(uint64 delay, uint64 effectiveAt);
+    event ModelDelayChanged(uint64 previous, uint64 current);
 
     error StaleEpoch(bytes32 subject, uint64 latest, uint64 given);
     error UnknownKind(uint8 kind);
@@ -89,6 +119,14 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
     error ConsumerNotApproved(address consumer);
     error TooManySubscribers(bytes32 subject);
     error InsufficientGasForSubscribers(uint256 needed, uint256 left);
+    error ModelNotApproved(uint8 kind, bytes32 modelId);
+    error ModelAlreadyApproved(uint8 kind, bytes32 modelId);
+    error ModelNotScheduled(uint8 kind, bytes32 modelId);
+    error ModelAlreadyScheduled(uint8 kind, bytes32 modelId);
+    error TimelockNotExpired(uint64 activatesAt, uint64 now_);
+    error InvalidModelId();
+    error ModelDelayTooLong(uint64 delay, uint64 max);
+    error NoPendingDelay();
 
     constructor(address[] memory signers_, uint8 threshold_) EIP712("ParametricOracle", "1") {
         for (uint256 i = 0; i < signers_.length; ++i) {
@@ -173,6 +211,9 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
         uint256 state = _state[subject];
         uint64 latestEpoch = uint64(state);
         if (report.epoch <= latestEpoch) revert StaleEpoch(subject, latestEpoch, report.epoch);
+        if (_modelActiveSince[report.kind][report.modelId] == 0) {
+            revert ModelNotApproved(report.kind, report.modelId);
+        }
 
         bytes32 digest = reportDigest(report);
         _verify(digest, signatures);
@@ -249,6 +290,124 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
         return uint256(report.epoch) | (uint256(report.observedAt) << 64)
             | (uint256(uint96(int96(report.value))) << 128) | (uint256(report.kind) << 224)
             | (subscriberCount << 240);
+    }
+
+    // ------------------------------------------------------------------ model governance
+
+    /// @notice Schedule `modelId` for `kind`, optionally replacing `replaces` (0 = a plain addition).
+    ///         It can be activated `modelDelay` seconds from now; with no delay it is active at once.
+    ///         The replaced model stays valid until the new one activates, so reports never stop.
+    function scheduleModel(uint8 kind, bytes32 modelId, bytes32 replaces) external onlyOwner {
+        _checkKind(kind);
+        if (modelId == bytes32(0) || modelId == replaces) revert InvalidModelId();
+        if (_modelActiveSince[kind][modelId] != 0) revert ModelAlreadyApproved(kind, modelId);
+        if (_pendingModel[kind][modelId].activatesAt != 0) revert ModelAlreadyScheduled(kind, modelId);
+        if (replaces != bytes32(0) && _modelActiveSince[kind][replaces] == 0) {
+            revert ModelNotApproved(kind, replaces);
+        }
+        uint64 delay = modelDelay;
+        uint64 activatesAt = uint64(block.timestamp) + delay;
+        emit ModelScheduled(kind, modelId, replaces, activatesAt);
+        if (delay == 0) {
+            _activate(kind, modelId, replaces);
+        } else {
+            _pendingModel[kind][modelId] = PendingModel(activatesAt, replaces);
+        }
+    }
+
+    /// @notice Make a scheduled model effective once its timelock has passed. Anyone may call it.
+    function activateModel(uint8 kind, bytes32 modelId) external {
+        PendingModel memory p = _pendingModel[kind][modelId];
+        if (p.activatesAt == 0) revert ModelNotScheduled(kind, modelId);
+        if (block.timestamp < p.activatesAt) revert TimelockNotExpired(p.activatesAt, uint64(block.timestamp));
+        delete _pendingModel[kind][modelId];
+        _activate(kind, modelId, p.replaces);
+    }
+
+    /// @notice Drop a scheduled, not yet active model (owner only).
+    function cancelModel(uint8 kind, bytes32 modelId) external onlyOwner {
+        if (_pendingModel[kind][modelId].activatesAt == 0) revert ModelNotScheduled(kind, modelId);
+        delete _pendingModel[kind][modelId];
+        emit ModelCancelled(kind, modelId);
+    }
+
+    /// @notice Stop accepting reports from `modelId` at once (owner only). No timelock: removing a model
+    ///         can only stop reports, never change what an accepted report says.
+    function revokeModel(uint8 kind, bytes32 modelId) external onlyOwner {
+        if (_modelActiveSince[kind][modelId] == 0) revert ModelNotApproved(kind, modelId);
+        delete _modelActiveSince[kind][modelId];
+        emit ModelRevoked(kind, modelId);
+    }
+
+    /// @notice Set the model timelock in seconds (owner only, at most MAX_MODEL_DELAY). A longer delay
+    ///         applies at once; a shorter one only after the current delay (`applyModelDelay`).
+    function setModelDelay(uint64 delay) external onlyOwner {
+        if (delay > MAX_MODEL_DELAY) revert ModelDelayTooLong(delay, MAX_MODEL_DELAY);
+        uint64 current = modelDelay;
+        delete _pendingDelay;
+        delete _pendingDelayAt;
+        if (delay >= current) {
+            modelDelay = delay;
+            emit ModelDelayChanged(current, delay);
+        } else {
+            uint64 effectiveAt = uint64(block.timestamp) + current;
+            _pendingDelay = delay;
+            _pendingDelayAt = effectiveAt;
+            emit ModelDelayScheduled(delay, effectiveAt);
+        }
+    }
+
+    /// @notice Apply a scheduled shorter delay once its wait is over. Anyone may call it.
+    function applyModelDelay() external {
+        if (_pendingDelayAt == 0) revert NoPendingDelay();
+        if (block.timestamp < _pendingDelayAt) {
+            revert TimelockNotExpired(_pendingDelayAt, uint64(block.timestamp));
+        }
+        uint64 previous = modelDelay;
+        modelDelay = _pendingDelay;
+        delete _pendingDelay;
+        delete _pendingDelayAt;
+        emit ModelDelayChanged(previous, modelDelay);
+    }
+
+    /// @notice A scheduled shorter delay and when it may be applied (0, 0 when none).
+    function pendingModelDelay() external view returns (uint64 delay, uint64 effectiveAt) {
+        return (_pendingDelay, _pendingDelayAt);
+    }
+
+    /// @notice Whether reports of `kind` from `modelId` are accepted now.
+    function isModelApproved(uint8 kind, bytes32 modelId) external view returns (bool) {
+        return _modelActiveSince[kind][modelId] != 0;
+    }
+
+    /// @notice When `modelId` became active for `kind` (0 = not approved).
+    function modelActiveSince(uint8 kind, bytes32 modelId) external view returns (uint64) {
+        return uint64(_modelActiveSince[kind][modelId]);
+    }
+
+    /// @notice A scheduled model change: earliest activation time (0 = none) and the model it replaces.
+    function pendingModel(uint8 kind, bytes32 modelId)
+        external
+        view
+        returns (uint64 activatesAt, bytes32 replaces)
+    {
+        PendingModel memory p = _pendingModel[kind][modelId];
+        return (p.activatesAt, p.replaces);
+    }
+
+    function _activate(uint8 kind, bytes32 modelId, bytes32 replaces) private {
+        _modelActiveSince[kind][modelId] = block.timestamp;
+        if (replaces != bytes32(0) && _modelActiveSince[kind][replaces] != 0) {
+            delete _modelActiveSince[kind][replaces];
+            emit ModelRevoked(kind, replaces);
+        }
+        emit ModelActivated(kind, modelId, replaces);
+    }
+
+    function _checkKind(uint8 kind) private pure {
+        if (kind != ReportKinds.DROUGHT_SEVERITY && kind != ReportKinds.COLDCHAIN_VERDICT) {
+            revert UnknownKind(kind);
+        }
     }
 
     // ------------------------------------------------------------------ subscriptions

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 #: 1,000,000 tUSD (6 decimals): the pool's starting capital on a local chain.
 DEFAULT_POOL_FUNDING = 1_000_000 * 10**6
+#: The router's model timelock (seconds) armed by ``deploy_all``: 48 h between scheduling a model and its use.
+DEFAULT_MODEL_DELAY = 48 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +127,14 @@ def deploy_all(
     threshold: int,
     pool_funding: int = DEFAULT_POOL_FUNDING,
     chainlink: bool = True,
+    models: Sequence[tuple[int, bytes]] = (),
+    model_delay: int = DEFAULT_MODEL_DELAY,
 ) -> Deployment:
     """Deploy the full local contract set; the deployer owns the router, pool and stablecoin, and the
     router approves the pool and the escrow as consumers.
+
+    ``models`` are (report kind, 32-byte model id) pairs the router accepts from the start: approved
+    while its timelock is still unarmed, after which ``model_delay`` seconds arm it (0 leaves it unarmed).
 
     ``pool_funding`` (tUSD base units, 6 decimals) is minted to the pool. With ``chainlink`` also deploys
     Chainlink's LinkToken and an Operator owned by the deployer.
@@ -140,6 +147,10 @@ def deploy_all(
     escrow = deploy_contract(w3, "ColdChainEscrow", router.address, deployer=deployer)
     for consumer in (pool, escrow):
         transact(w3, router.functions.setConsumerApproval(consumer.address, True), sender=deployer)
+    for kind, model_id in models:
+        transact(w3, router.functions.scheduleModel(kind, model_id, bytes(32)), sender=deployer)
+    if model_delay:
+        transact(w3, router.functions.setModelDelay(model_delay), sender=deployer)
     if pool_funding:
         transact(w3, coin.functions.mint(pool.address, pool_funding), sender=deployer)
     addresses = {

@@ -28,7 +28,7 @@ from oracle.chain.outbox import OutboxPoster
 from oracle.config import load_settings
 from oracle.localchain import load_or_create_transmitter, transact_value
 from oracle.storage.tables import OutboxRow
-from tests.fixtures.chain import ChainKit
+from tests.fixtures.chain import TEST_MODELS, ChainKit
 from tests.outbox.helpers import create_policy, drought_report, open_db, post, sqlite_url
 
 pytestmark = [pytest.mark.chain, pytest.mark.slow]
@@ -131,7 +131,12 @@ def test_anvil_down_30s_then_every_report_lands(
     w3 = connect(anvil.url)
     deployer, relayer = chain.accounts.deployer, chain.accounts.relayer
     dep = deploy_all(
-        w3, deployer=deployer, signers=[k.address for k in chain.keys], threshold=2, chainlink=False
+        w3,
+        deployer=deployer,
+        signers=[k.address for k in chain.keys],
+        threshold=2,
+        chainlink=False,
+        models=TEST_MODELS,
     )
     kit = ChainKit(w3=w3, accounts=chain.accounts, keys=chain.keys, deployment=dep)
     sessions = open_db(sqlite_url(tmp_path))
