@@ -25,6 +25,8 @@ MAX_LIMIT = 500
 MAX_OFFSET = 10_000_000
 #: Largest integer any query parameter may carry: PostgreSQL BIGINT.
 MAX_INT = 2**63 - 1
+#: Largest row id: the ``id`` columns are 32-bit INTEGER on PostgreSQL.
+MAX_ID = 2**31 - 1
 
 T = TypeVar("T")
 

@@ -80,20 +80,27 @@ def test_manual_attestation_is_signed_queued_and_audited(
     assert resp.status_code == 201, resp.text
     made = resp.json()
     assert made["subject"] == "0x" + subject_id("region", "marsabit").hex()
-    assert made["value"] == "2500000" and made["epoch"] == 1 and made["manual"] is True
+    assert made["value"] == "2500000"
+    assert made["epoch"] == 1
+    assert made["manual"] is True
     assert made["signers"] == [Account.from_key(SIGNER_KEY).address]
     assert made["transaction"]["state"] == "pending"
     assert TOKEN not in resp.text
     with configured.sessions() as s:
         out = s.scalar(select(OutboxRow).where(OutboxRow.report_id == made["id"]))
-        assert out is not None and out.to_address == ROUTER and len(out.calldata) > 4
+        assert out is not None
+        assert out.to_address == ROUTER
+        assert len(out.calldata) > 4
         entries = list(s.scalars(select(AuditEntry).where(AuditEntry.resource == "attestations")))
     assert len(entries) == 1
-    assert entries[0].key_name == "test-operator" and entries[0].method == "POST"
-    assert entries[0].resource_id == str(made["id"]) and "marsabit" in entries[0].summary
+    assert entries[0].key_name == "test-operator"
+    assert entries[0].method == "POST"
+    assert entries[0].resource_id == str(made["id"])
+    assert "marsabit" in entries[0].summary
     # The next manual report for the subject gets the next epoch.
     again = client.post("/v1/attestations", json={**BODY, "value": 3}, headers=keys.header("operator"))
-    assert again.status_code == 201 and again.json()["epoch"] == 2
+    assert again.status_code == 201
+    assert again.json()["epoch"] == 2
     audit = client.get("/v1/audit", params={"resource": "attestations"}, headers=keys.header("admin")).json()
     assert audit["total"] == 2
 
@@ -104,7 +111,8 @@ def test_repeats_are_idempotent_and_conflicts_refused(
     body = {**BODY, "epoch": 7, "observed_at": 1_700_000_000}
     first = client.post("/v1/attestations", json=body, headers=keys.header("operator"))
     second = client.post("/v1/attestations", json=body, headers=keys.header("operator"))
-    assert first.status_code == 201 and second.status_code == 200
+    assert first.status_code == 201
+    assert second.status_code == 200
     assert first.json()["id"] == second.json()["id"]
     conflict = client.post("/v1/attestations", json={**body, "value": "1"}, headers=keys.header("operator"))
     assert_problem(conflict, 422, "epoch_conflict")
@@ -154,7 +162,8 @@ def test_an_unreachable_signer_is_503(ctx: Context, client: TestClient, keys: Ke
         dead = s.getsockname()[1]
     ctx.extras["signer"] = (f"http://127.0.0.1:{dead}", TOKEN)
     resp = client.post("/v1/attestations", json=BODY, headers=keys.header("operator"))
-    assert resp.status_code == 503 and resp.headers["content-type"] == "application/problem+json"
+    assert resp.status_code == 503
+    assert resp.headers["content-type"] == "application/problem+json"
     assert TOKEN not in resp.text
     with ctx.sessions() as s:
         assert s.scalar(select(OutboxRow)) is None

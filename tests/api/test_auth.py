@@ -26,7 +26,9 @@ def assert_problem(resp: object, status: int, reason: str) -> dict[str, object]:
     assert body["status"] == status
     assert body["reason"] == reason
     assert body["type"] == f"urn:oracle:problem:{reason}"
-    assert body["title"] and body["detail"] and body["instance"]
+    assert body["title"]
+    assert body["detail"]
+    assert body["instance"]
     return dict(body)
 
 
@@ -41,7 +43,8 @@ def test_missing_and_invalid_keys_are_401_with_a_bearer_challenge(client: TestCl
         resp = client.get("/v1/attestations", headers=headers)
         body = assert_problem(resp, 401, "unauthorized")
         assert resp.headers["www-authenticate"].startswith("Bearer")
-        assert keys.viewer not in resp.text and "nope" not in str(body)
+        assert keys.viewer not in resp.text
+        assert "nope" not in str(body)
 
 
 def test_both_headers_authenticate(client: TestClient, keys: Keys) -> None:
@@ -54,7 +57,8 @@ def test_roles_are_enforced_with_403(client: TestClient, keys: Keys) -> None:
     for role in ("viewer", "operator"):
         resp = client.post("/v1/apikeys", json=new_key, headers=keys.header(role))
         body = assert_problem(resp, 403, "forbidden")
-        assert role in str(body["detail"]) and "admin" in str(body["detail"])
+        assert role in str(body["detail"])
+        assert "admin" in str(body["detail"])
         assert_problem(client.get("/v1/audit", headers=keys.header(role)), 403, "forbidden")
     resp = client.post(
         "/v1/attestations",
@@ -73,15 +77,18 @@ def test_keys_are_stored_hashed_and_revocation_is_immediate(
     )
     secret = created.json()["secret_key"]
     key_id = created.json()["key"]["id"]
-    assert secret.startswith("ok_") and created.json()["key"]["role"] == "viewer"
+    assert secret.startswith("ok_")
+    assert created.json()["key"]["role"] == "viewer"
     with ctx.sessions() as s:
         stored = [(r.prefix, r.secret_sha256, r.name) for r in s.scalars(select(ApiKeyRow))]
     assert all(secret.split("_", 2)[2] not in "".join(row) for row in stored)
     listing = client.get("/v1/apikeys", headers=keys.header("admin"))
-    assert secret not in listing.text and listing.json()["total"] == 4
+    assert secret not in listing.text
+    assert listing.json()["total"] == 4
     assert client.get("/v1/models", headers={"X-API-Key": secret}).status_code == 200
     revoked = client.delete(f"/v1/apikeys/{key_id}", headers=keys.header("admin"))
-    assert revoked.status_code == 200 and revoked.json()["active"] is False
+    assert revoked.status_code == 200
+    assert revoked.json()["active"] is False
     assert_problem(client.get("/v1/models", headers={"X-API-Key": secret}), 401, "unauthorized")
     assert_problem(client.delete("/v1/apikeys/999", headers=keys.header("admin")), 404, "not_found")
 
@@ -126,7 +133,8 @@ def test_rate_limit_is_per_key_and_answers_429_with_retry_after(limited: TestCli
 def test_token_bucket_refills_at_the_configured_rate() -> None:
     now = [0.0]
     buckets = TokenBuckets(rate_per_s=2.0, burst=2, clock=lambda: now[0])
-    assert buckets.take(1) == 0.0 and buckets.take(1) == 0.0
+    assert buckets.take(1) == 0.0
+    assert buckets.take(1) == 0.0
     assert buckets.take(1) == pytest.approx(0.5)
     now[0] = 0.5
     assert buckets.take(1) == 0.0

@@ -24,15 +24,20 @@ def get(client: TestClient, keys: Keys, path: str, **params: object) -> dict[str
 
 def test_attestations_join_the_outbox_and_show_top_three_factors(client: TestClient, world: Keys) -> None:
     one = get(client, world, "/v1/attestations/1")
-    assert one["subject"] == SUBJECT_A and one["kind"] == "drought_severity"
-    assert one["value"] == "1250000" and one["value_display"] == "1.25"
+    assert one["subject"] == SUBJECT_A
+    assert one["kind"] == "drought_severity"
+    assert one["value"] == "1250000"
+    assert one["value_display"] == "1.25"
     assert one["signers"] == ["0x" + "33" * 20]
     assert [f["name"] for f in one["factors"]] == ["f0", "f1", "f2"]  # type: ignore[union-attr]
     tx = one["transaction"]
     assert isinstance(tx, dict)
-    assert tx["state"] == "confirmed" and tx["gas_used"] == 91_000 and tx["tx_hash"] == "0x" + "ab" * 32
+    assert tx["state"] == "confirmed"
+    assert tx["gas_used"] == 91_000
+    assert tx["tx_hash"] == "0x" + "ab" * 32
     verdict = get(client, world, "/v1/attestations/2")
-    assert verdict["kind"] == "coldchain_verdict" and verdict["value_display"] == "breach"
+    assert verdict["kind"] == "coldchain_verdict"
+    assert verdict["value_display"] == "breach"
     assert get(client, world, "/v1/attestations/3")["transaction"] is None
     assert_problem(client.get("/v1/attestations/99", headers=world.header("viewer")), 404, "not_found")
 
@@ -42,14 +47,16 @@ def test_pagination_walks_every_item_once(client: TestClient, world: Keys) -> No
     offset: object = 0
     while offset is not None:
         page = get(client, world, "/v1/attestations", limit=2, offset=offset)
-        assert page["total"] == 5 and page["limit"] == 2
+        assert page["total"] == 5
+        assert page["limit"] == 2
         seen += [i["id"] for i in page["items"]]  # type: ignore[attr-defined]
         offset = page["next_offset"]
     assert seen == [5, 4, 3, 2, 1]
     for bad in ({"limit": 0}, {"limit": 501}, {"offset": -1}, {"limit": "x"}):
         resp = client.get("/v1/attestations", params=bad, headers=world.header("viewer"))
         body = assert_problem(resp, 422, "invalid_request")
-        assert body["errors"] and str(next(iter(bad))) in str(body["errors"])
+        assert body["errors"]
+        assert str(next(iter(bad))) in str(body["errors"])
 
 
 def test_filters(client: TestClient, world: Keys) -> None:
@@ -89,8 +96,11 @@ def test_filters(client: TestClient, world: Keys) -> None:
 def test_internal_columns_and_urls_do_not_leak(client: TestClient, world: Keys) -> None:
     resp = client.get("/v1/outbox/1", headers=world.header("viewer"))
     body = resp.json()
-    assert "raw_tx" not in body and "calldata" not in body and "version" not in body
-    assert "apikey" not in resp.text and "rpc.example" not in resp.text
+    assert "raw_tx" not in body
+    assert "calldata" not in body
+    assert "version" not in body
+    assert "apikey" not in resp.text
+    assert "rpc.example" not in resp.text
     assert body["last_error"] == "rpc <url> failed"
 
 
@@ -101,7 +111,8 @@ def test_models_list_the_shipped_cards(client: TestClient, world: Keys) -> None:
     from oracle.api.routes.models import artifacts_dir
 
     on_disk = {json.loads(p.read_text())["model_id_hex"] for p in artifacts_dir().glob("*/*.card.json")}
-    assert on_disk and {m["model_id"][2:] for m in page["items"]} == on_disk  # type: ignore[attr-defined]
+    assert on_disk
+    assert {m["model_id"][2:] for m in page["items"]} == on_disk
     first = page["items"][0]  # type: ignore[index]
     assert get(client, world, f"/v1/models/{first['model_id']}")["name"] == first["name"]
     assert get(client, world, "/v1/models", kind=first["kind"])["total"] >= 1

@@ -11,7 +11,15 @@ from sqlalchemy import select
 
 from oracle.api.deps import AdminKey, AuditDep, CtxDep, PageDep, SessionDep
 from oracle.api.keys import NAME_PATTERN, ApiKey, Role, create_key, get_key, revoke_key
-from oracle.api.pagination import MAX_INT, Page, SinceQuery, UntilQuery, UtcDateTime, paginate, time_range
+from oracle.api.pagination import (
+    MAX_ID,
+    Page,
+    SinceQuery,
+    UntilQuery,
+    UtcDateTime,
+    paginate,
+    time_range,
+)
 from oracle.api.problems import ApiError, problem_responses
 from oracle.api.signing import signing_setup
 from oracle.storage.api_tables import ApiKeyRow, AuditEntry
@@ -87,7 +95,7 @@ def _row_public(row: ApiKeyRow) -> ApiKeyPublic:
     )
 
 
-KeyId = Annotated[int, Path(ge=1, le=MAX_INT)]
+KeyId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 @router.get("/v1/apikeys", response_model=Page[ApiKeyPublic])
@@ -155,7 +163,7 @@ def list_audit(
     page: PageDep,
     resource: Annotated[str | None, Query(pattern=r"^[a-z_]{1,40}$")] = None,
     resource_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9._:-]{1,200}$")] = None,
-    key_id: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
+    key_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     since: SinceQuery = None,
     until: UntilQuery = None,
 ) -> Page[AuditPublic]:

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from oracle.api.deps import AuditDep, CtxDep, OperatorKey, PageDep, SessionDep, ViewerKey
 from oracle.api.pagination import (
+    MAX_ID,
     MAX_INT,
     NAME_RE,
     Page,
@@ -192,7 +193,7 @@ def list_attestations(
 
 @router.get("/{attestation_id}", response_model=AttestationPublic, responses=problem_responses(404))
 def get_attestation(
-    attestation_id: Annotated[int, Path(ge=1, le=MAX_INT)], session: SessionDep, _: ViewerKey
+    attestation_id: Annotated[int, Path(ge=1, le=MAX_ID)], session: SessionDep, _: ViewerKey
 ) -> AttestationPublic:
     found = session.execute(_base_query().where(ReportRow.id == attestation_id)).first()
     if found is None:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from oracle.api.deps import PageDep, SessionDep, ViewerKey
 from oracle.api.pagination import (
-    MAX_INT,
+    MAX_ID,
     Page,
     SinceQuery,
     SubjectQuery,
@@ -85,7 +85,7 @@ def list_observations(
     "/v1/observations/{observation_id}", response_model=ObservationPublic, responses=problem_responses(404)
 )
 def get_observation(
-    observation_id: Annotated[int, Path(ge=1, le=MAX_INT)], session: SessionDep, _: ViewerKey
+    observation_id: Annotated[int, Path(ge=1, le=MAX_ID)], session: SessionDep, _: ViewerKey
 ) -> ObservationPublic:
     row = session.get(Observation, observation_id)
     if row is None:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from oracle.api.deps import PageDep, SessionDep, ViewerKey
 from oracle.api.pagination import (
-    MAX_INT,
+    MAX_ID,
     Page,
     SinceQuery,
     StatusQuery,
@@ -105,7 +105,7 @@ def list_outbox(
 
 @router.get("/{outbox_id}", response_model=OutboxPublic, responses=problem_responses(404))
 def get_outbox(
-    outbox_id: Annotated[int, Path(ge=1, le=MAX_INT)], session: SessionDep, _: ViewerKey
+    outbox_id: Annotated[int, Path(ge=1, le=MAX_ID)], session: SessionDep, _: ViewerKey
 ) -> OutboxPublic:
     row = session.get(OutboxRow, outbox_id)
     if row is None:
