@@ -15,17 +15,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from oracle.context import Context
-from oracle.decisions.drought import evaluate_drought
-from oracle.decisions.post import post_decision
-from oracle.decisions.record import DecisionOutcome
 from oracle.errors import ConfigError, NotFound
 from oracle.reports import subject_id
-from oracle.signer.client import HttpSigner, Signer
 from oracle.storage.tables import DeviceBinding
+
+if TYPE_CHECKING:
+    from oracle.decisions.record import DecisionOutcome
+    from oracle.signer.client import Signer
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class PostingSetup:
 def posting_setup(ctx: Context) -> PostingSetup:
     """The signers and router reports are posted with; :raises ConfigError: naming what is missing."""
     from oracle.chain.deploy import Deployment
+    from oracle.signer.client import HttpSigner, Signer
 
     deployment = ctx.extras.get("deployment")
     if not isinstance(deployment, Deployment):
@@ -72,6 +74,8 @@ def posting_setup(ctx: Context) -> PostingSetup:
 def post_outcome(ctx: Context, outcome: DecisionOutcome, *, subject_name: str) -> int | None:
     """Post a complete outcome's report; returns the outbox row id, or ``None`` when not posted
     (incomplete decision, or no signer/deployment configured — logged)."""
+    from oracle.decisions.post import post_decision
+
     if outcome.report is None:
         return None
     try:
@@ -95,6 +99,8 @@ def run_drought(
     ctx: Context, *, region_id: str, period: str, post: bool = True, model_dir: Path | None = None
 ) -> DecisionOutcome:
     """Evaluate one region-month and, when complete and ``post``, post its report."""
+    from oracle.decisions.drought import evaluate_drought
+
     if model_dir is None:
         configured = ctx.extras.get("drought_model_dir")
         model_dir = configured if isinstance(configured, Path) else None

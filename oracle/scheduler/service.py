@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
@@ -26,13 +26,15 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from oracle.chain.listener import DecodedEvent
 from oracle.context import Context
 from oracle.scheduler import runtime as runtimes
 from oracle.scheduler.leader import LeaderElection, Lease, lease_for
 from oracle.scheduler.options import SchedulerOptions, policies
 from oracle.scheduler.subjects import STORE, SubjectJobs
 from oracle.storage.db import make_engine
+
+if TYPE_CHECKING:
+    from oracle.chain.listener import DecodedEvent
 
 log = logging.getLogger(__name__)
 

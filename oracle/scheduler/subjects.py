@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
@@ -23,11 +23,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from oracle.chain.listener import DecodedEvent
 from oracle.scheduler.options import SchedulerOptions, policies
 from oracle.scheduler.periods import last_closed_period
 from oracle.storage.decision_tables import Decision, Region
 from oracle.storage.tables import Policy, Shipment, Subscription
+
+if TYPE_CHECKING:
+    from oracle.chain.listener import DecodedEvent
 
 log = logging.getLogger(__name__)
 
