@@ -109,6 +109,24 @@ def signer_address(settings: Settings) -> str:
     return "0x" + str(json.loads(keystore.read_text())["address"]).removeprefix("0x")
 
 
+def shipped_model_approvals() -> list[tuple[int, bytes]]:
+    """(report kind, model id) of every model artifact shipped in ``models/artifacts``: what a fresh local
+    deployment's router accepts from the start (later changes go through its timelock)."""
+    from models.paths import COLDCHAIN_MODEL_DIR, DROUGHT_MODEL_DIR
+    from models.registry import list_models
+    from oracle.reports import ReportKind
+
+    pairs = [
+        (int(kind), bytes.fromhex(card.model_id_hex))
+        for kind, directory in (
+            (ReportKind.DROUGHT_SEVERITY, DROUGHT_MODEL_DIR),
+            (ReportKind.COLDCHAIN_VERDICT, COLDCHAIN_MODEL_DIR),
+        )
+        for card in list_models(directory)
+    ]
+    return sorted(set(pairs))
+
+
 def ensure_deployment(settings: Settings, rpc_url: str) -> LocalChain:
     """Deploy the contracts unless the record in the data dir matches a live deployment on this chain."""
     from web3 import Web3
@@ -129,7 +147,13 @@ def ensure_deployment(settings: Settings, rpc_url: str) -> LocalChain:
             return LocalChain(rpc_url, chain_id, dict(dep.addresses), None)
         log.info("deployment record %s does not match the chain at %s; redeploying", record, rpc_url)
     deployer = dev_accounts(1)[0]
-    dep = deploy_all(w3, deployer=deployer, signers=[signer_address(settings)], threshold=1)
+    dep = deploy_all(
+        w3,
+        deployer=deployer,
+        signers=[signer_address(settings)],
+        threshold=1,
+        models=shipped_model_approvals(),
+    )
     transmitter = load_or_create_transmitter(settings)
     if w3.eth.get_balance(transmitter.address) < TRANSMITTER_FUNDING_WEI // 2:
         transact_value(w3, deployer, transmitter.address, TRANSMITTER_FUNDING_WEI)

@@ -174,6 +174,7 @@ def serve(settings: Settings, *, demo: bool, port: int | None = None) -> None:
         for worker in _workers(ctx, deployment):
             worker.start()
             stack.callback(worker.stop)
+        stack.callback(start_ingest_worker(ctx))
         app = create_app(ctx)
         config = uvicorn.Config(
             app,
@@ -184,6 +185,10 @@ def serve(settings: Settings, *, demo: bool, port: int | None = None) -> None:
         )
         server = _Server(config)
         _announce(ctx, deployment, config, demo=demo)
+        if demo:
+            from oracle.demo import start_demo
+
+            stack.callback(start_demo(ctx).stop.set)
         server.run()
     log.info("oracle stopped")
 
@@ -230,6 +235,31 @@ def _workers(ctx: Context, deployment: Deployment) -> list[Worker]:
     return [Worker("outbox", poster.pump, 0.5), Worker("listener", listener.poll, 1.0)]
 
 
+def start_ingest_worker(ctx: Context) -> Callable[[], None]:
+    """The MQTT telemetry worker in a thread (acks after commit); returns its stop function."""
+    from urllib.parse import urlparse
+
+    from ingest.telemetry.pipeline import TelemetryIngest
+    from ingest.telemetry.worker import IngestWorker
+    from oracle.commands.telemetry import worker_config
+    from oracle.devices import load_kek
+
+    u = urlparse(ctx.mqtt_url)
+    config = worker_config(ctx.settings, host=u.hostname, port=u.port, tls=u.scheme == "mqtts")
+    worker = IngestWorker(
+        TelemetryIngest(sessions=ctx.sessions, blobs=ctx.blobs, kek=load_kek(ctx.settings)), config
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), name="ingest", daemon=True)
+    thread.start()
+
+    def halt() -> None:
+        stop.set()
+        thread.join(timeout=10)
+
+    return halt
+
+
 def _announce(ctx: Context, deployment: Deployment, config: uvicorn.Config, *, demo: bool) -> None:
     lines = [
         "oracle is starting",
@@ -239,5 +269,5 @@ def _announce(ctx: Context, deployment: Deployment, config: uvicorn.Config, *, d
         f"  data dir   {ctx.settings.data_dir.resolve()}",
     ]
     if demo:
-        lines.append("  demo       not seeded yet in this version; starting clean")
+        lines.append("  demo       seeding the scenario (oracle run --no-demo starts clean)")
     print("\n".join(lines), flush=True)
