@@ -64,7 +64,8 @@ MAX_JOB_RUN_ID = 200
 @dataclass(frozen=True)
 class AdapterOptions:
     """``timeout_s``: longest synchronous evaluation before a 504; ``sync_wait_s``: with a responseURL,
-    how long to wait before answering pending; ``callback_timeout_s``: the PATCH's own timeout."""
+    how long to wait before answering pending (≤ 0: always pending); ``callback_timeout_s``: the PATCH's
+    own timeout; ``response_token``: bearer sent with the PATCH."""
 
     timeout_s: float = 25.0
     sync_wait_s: float = 2.0
@@ -212,8 +213,9 @@ async def adapter(request: Request) -> JSONResponse:
             raise AdapterError(400, e.reason, str(e)) from None
         future = _EXECUTOR.submit(_evaluate, ctx, task)
         wait = options.sync_wait_s if response_url else options.timeout_s
-        done, _ = await asyncio.wait([asyncio.wrap_future(future)], timeout=wait)
-        if not done:
+        # sync_wait_s <= 0 means "always answer pending": decided here, not by a race with the worker.
+        finished = wait > 0 and bool((await asyncio.wait([asyncio.wrap_future(future)], timeout=wait))[0])
+        if not finished:
             if response_url:
                 future.add_done_callback(lambda f: deliver(response_url, job_run_id, f, options))
                 log.info("chainlink adapter pending job_run=%s subject=%s", job_run_id, task.subject)
