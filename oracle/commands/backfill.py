@@ -68,6 +68,11 @@ def _posting(ctx: Context) -> None:
     ctx.extras["signer"] = (settings.signer_url, settings.signer_token.get_secret_value())
 
 
+@app.callback()
+def backfill() -> None:
+    """Evaluate past periods (a group, so that ``drought`` stays a sub-command)."""
+
+
 @app.command("drought")
 def drought(
     first: str = typer.Option(..., "--from", help="first period, YYYY-MM"),
