@@ -264,6 +264,9 @@ def _register_optional(app_: typer.Typer) -> None:
     app_.add_typer(pipeline.evaluate_app, name="evaluate")
     app_.add_typer(pipeline.shipments_app, name="shipments")
     app_.add_typer(devices_app, name="devices")
+    from oracle.commands.apikeys import app as apikeys_app
+
+    app_.add_typer(apikeys_app, name="apikeys")
     ingest_app.command("raster")(pipeline.ingest_raster_command)
     ingest_app.command("weather")(pipeline.ingest_weather_command)
     app_.add_typer(ingest_app, name="ingest")

@@ -18,12 +18,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from oracle import __version__
+from oracle import provenance_api as provenance_routes
+from oracle.api import telemetry as telemetry_routes
 from oracle.api.limits import ApiLimits, BodySizeLimit, TokenBuckets
 from oracle.api.metrics import DatabaseCollector, HttpMetrics
 from oracle.api.openapi import problem_openapi
 from oracle.api.problems import install_problem_handlers
 from oracle.api.routes import admin, attestations, contracts, inputs, models, outbox
+from oracle.chainlink import adapter as adapter_routes
 from oracle.context import Context
+from oracle.dashboard import routes as dashboard_routes
 from oracle.errors import OracleError
 from oracle.storage.db import ping
 
@@ -35,6 +39,10 @@ ROUTERS: list[APIRouter] = [
     inputs.router,
     models.router,
     admin.router,
+    telemetry_routes.router,
+    provenance_routes.router,
+    adapter_routes.router,
+    dashboard_routes.router,
 ]
 
 
