@@ -100,11 +100,13 @@ class Envelope:
     """The body's readings, still unvalidated (one per array element, or the single object)."""
 
 
+# One encoder and decoder for the process: json.dumps/loads with options build a new one per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def canonical_json(body: Any) -> bytes:
     """The bytes a device signs: sorted keys, no whitespace, UTF-8, no NaN/Infinity."""
-    return json.dumps(
-        body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
+    return _CANONICAL.encode(body).encode()
 
 
 def sign_body(body: Any, secret: bytes) -> str:
@@ -118,6 +120,9 @@ def sign_envelope(body: Any, secret: bytes) -> dict[str, Any]:
 
 def _refuse_constant(name: str) -> Any:
     raise EnvelopeError(f"{name} is not a JSON number the oracle accepts", RejectReason.MALFORMED)
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def _check_nesting(payload: bytes) -> None:
@@ -141,7 +146,7 @@ def parse_envelope(payload: bytes) -> Envelope:
     _check_nesting(payload)
     try:
         text = payload.decode("utf-8")
-        doc = json.loads(text, parse_constant=_refuse_constant)
+        doc = _DECODER.decode(text)
     except UnicodeDecodeError:
         raise EnvelopeError("payload is not UTF-8", RejectReason.MALFORMED) from None
     except json.JSONDecodeError as e:
@@ -188,6 +193,33 @@ def signature_ok(envelope: Envelope, secret: bytes) -> bool:
     return hmac.compare_digest(expected, envelope.sig)
 
 
+def canonical_items(envelope: Envelope) -> tuple[bytes, tuple[bytes, ...]] | None:
+    """The canonical JSON of the body and of each reading, serialising every reading only once.
+
+    A JSON array with no whitespace is ``[`` + the items joined by ``,`` + ``]``, so the body's bytes are
+    assembled from the items' bytes (identical to :func:`canonical_json` of the body). None when a value
+    cannot be re-serialised (a float that overflowed to inf while parsing): such a body cannot be verified.
+    """
+    try:
+        items = tuple(canonical_json(item) for item in envelope.items)
+    except ValueError:
+        return None
+    body = items[0] if isinstance(envelope.body, dict) else b"[" + b",".join(items) + b"]"
+    return body, items
+
+
+def mac_key(secret: bytes) -> hmac.HMAC:
+    """An HMAC-SHA256 object keyed with ``secret``, to be ``.copy()``-ed per message (skips re-keying)."""
+    return hmac.new(secret, digestmod=hashlib.sha256)
+
+
+def mac_ok(key: hmac.HMAC, body: bytes, sig: bytes) -> bool:
+    """Constant-time check of ``sig`` against HMAC(key, body); ``key`` from :func:`mac_key`."""
+    mac = key.copy()
+    mac.update(body)
+    return hmac.compare_digest(mac.digest(), sig)
+
+
 def _number(item: dict[str, Any], key: str, *, required: bool) -> float | None:
     v = item.get(key)
     if v is None:
@@ -219,8 +251,11 @@ def _in_range(name: str, value: float | None, bounds: tuple[float, float], unit:
         )
 
 
-def validate_reading(item: Any) -> Reading:
-    """Check one reading's schema (malformed) and physical plausibility (sensor_fault)."""
+def validate_reading(item: Any, canonical: bytes | None = None) -> Reading:
+    """Check one reading's schema (malformed) and physical plausibility (sensor_fault).
+
+    ``canonical``: the reading's :func:`canonical_json` when the caller already has it (saves a re-encode).
+    """
     if not isinstance(item, dict):
         raise EnvelopeError("a reading must be a JSON object", RejectReason.MALFORMED)
     unknown = set(item) - _FIELDS
@@ -244,5 +279,5 @@ def validate_reading(item: Any) -> Reading:
     _in_range("battery_pct", bat, PERCENT_RANGE, "%")
     _in_range("lat", lat, LAT_RANGE, "°")
     _in_range("lon", lon, LON_RANGE, "°")
-    digest = hashlib.sha256(canonical_json(item)).hexdigest()[:32]
+    digest = hashlib.sha256(canonical_json(item) if canonical is None else canonical).hexdigest()[:32]
     return Reading(seq, ts, temp, hum, door, bat, lat, lon, digest)
