@@ -36,7 +36,8 @@ def test_more_flags_never_raise_the_score(n: int, data: st.DataObject, half_life
     before = device_reputation([flag(s) for s in flagged], n, seqs=seqs, params=params)
     after = device_reputation([flag(s) for s in flagged | {extra}], n, seqs=seqs, params=params)
     assert 0.0 < after <= before < 1.0
-    if extra not in flagged:
+    if extra not in flagged and half_life is None:
+        # With decay a very old reading's weight can round to nothing, so strictness holds only without it.
         assert after < before
 
 
