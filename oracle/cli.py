@@ -79,6 +79,10 @@ def chain_up(
     for name, address in sorted(record.addresses.items()):
         typer.echo(f"  {name:24} {address}")
     typer.echo(f"deployment record: {settings.deployment_file}")
+    from oracle.localchain import chainlink_jobs
+
+    for job_id, task in sorted(chainlink_jobs(settings).items()):
+        typer.echo(f"  chainlink job {job_id} → {task}")
 
 
 @chain_app.command("down")
@@ -267,6 +271,17 @@ def _register_optional(app_: typer.Typer) -> None:
     from oracle.commands.apikeys import app as apikeys_app
 
     app_.add_typer(apikeys_app, name="apikeys")
+    from oracle.commands.backfill import app as backfill_app
+
+    app_.add_typer(backfill_app, name="backfill")
+    from oracle.commands.verify import export_command, verify_command
+
+    app_.command(
+        "verify", help="Recompute an attested decision from its inputs: MATCH or MISMATCH per step."
+    )(verify_command)
+    app_.command(
+        "export", help="Write a self-contained bundle that `oracle verify --bundle` checks offline."
+    )(export_command)
     ingest_app.command("raster")(pipeline.ingest_raster_command)
     ingest_app.command("weather")(pipeline.ingest_weather_command)
     app_.add_typer(ingest_app, name="ingest")

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     signer_passphrase_file: Path | None = Field(None, description="file holding the keystore passphrase")
     signer_passphrase: SecretStr | None = Field(None, description="keystore passphrase (prefer the file)")
     chainlink_bridge_token: SecretStr | None = Field(None, description="bearer token for POST /adapter")
+    chainlink_operator: str = Field(
+        "", description="Chainlink Operator address to follow (default: deployed)"
+    )
+    chainlink_jobs: str = Field(
+        "", description='JSON {"0x<job id>": "drought-severity" | "coldchain-breach"}'
+    )
+    chainlink_min_payment: int = Field(0, ge=0, description="least LINK payment (juels) a request must carry")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # --- Telemetry ingest (MQTT worker, HTTP gateway path, device secrets) ---

@@ -115,11 +115,11 @@ def seed_inputs(ctx: Context, *, now: dt.datetime, seed: int = 11) -> str:
         )
     for y in range(year - 4, year + 1):
         dry = y == year
-        ndvi = np.full(GRID, 6000 + rng.normal(0, 400), dtype=np.float32)
+        ndvi = np.full(GRID, 6000 + rng.normal(0, 800), dtype=np.float32)
         lst = np.full(GRID, 303 + rng.normal(0, 1.2), dtype=np.float32)
         sm = np.full(GRID, 0.27 + rng.normal(0, 0.02), dtype=np.float32)
         if dry:
-            ndvi[north], lst[north], sm[north] = 2600, 311.5, 0.07
+            ndvi[north], lst[north], sm[north] = 3900, 309.0, 0.09
         when = f"{y:04d}-{month:02d}-15T00:00:00Z"
         layers: list[tuple[str, np.ndarray[Any, Any], str | None, float]] = [
             ("ndvi", ndvi.astype(np.int16), None, 0.0001),

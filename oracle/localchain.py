@@ -158,7 +158,25 @@ def ensure_deployment(settings: Settings, rpc_url: str) -> LocalChain:
     if w3.eth.get_balance(transmitter.address) < TRANSMITTER_FUNDING_WEI // 2:
         transact_value(w3, deployer, transmitter.address, TRANSMITTER_FUNDING_WEI)
     dep.save(record)
+    from oracle.chainlink.setup import setup_direct_requests
+
+    jobs = setup_direct_requests(w3, dep, deployer=deployer, transmitter_address=transmitter.address)
+    (chain_dir(settings) / "chainlink-jobs.json").write_text(
+        json.dumps(jobs, indent=2, sort_keys=True) + "\n"
+    )
     return LocalChain(rpc_url, chain_id, dict(dep.addresses), None)
+
+
+def chainlink_jobs(settings: Settings) -> dict[str, str]:
+    """Job id → task: ``ORACLE_CHAINLINK_JOBS``, or what `oracle chain up` registered locally."""
+    if settings.chainlink_jobs:
+        try:
+            jobs = json.loads(settings.chainlink_jobs)
+        except ValueError:
+            raise ConfigError('ORACLE_CHAINLINK_JOBS: expected JSON {"0x<job id>": "<task>"}') from None
+        return {str(k): str(v) for k, v in dict(jobs).items()}
+    path = settings.data_dir / "chain" / "chainlink-jobs.json"
+    return {str(k): str(v) for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
 
 
 def transact_value(w3: object, sender: LocalAccount, to: str, value: int) -> None:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from oracle.chain.deploy import Deployment
     from oracle.chain.outbox import OutboxPoster
+    from oracle.chainlink.requests import OracleRequestFollower
 from oracle.context import Context, open_context
 from oracle.errors import ConfigError, ToolError
 
@@ -174,6 +175,9 @@ def serve(settings: Settings, *, demo: bool, port: int | None = None) -> None:
         for worker in _workers(ctx, deployment):
             worker.start()
             stack.callback(worker.stop)
+        from oracle.scheduler import start_scheduler
+
+        stack.callback(start_scheduler(ctx).stop)
         stack.callback(start_ingest_worker(ctx))
         app = create_app(ctx)
         config = uvicorn.Config(
@@ -223,16 +227,37 @@ def make_poster(ctx: Context, transmitter: LocalAccount) -> OutboxPoster:
 
 
 def _workers(ctx: Context, deployment: Deployment) -> list[Worker]:
-    from oracle.chain.client import connect
-    from oracle.chain.listener import ChainListener
+    """Threads beside the scheduler. The outbox pump and the chain listener are scheduler jobs (they
+    run on the elected leader only); the poster is built here so the scheduler reuses it."""
     from oracle.localchain import load_or_create_transmitter
 
-    poster = make_poster(ctx, load_or_create_transmitter(ctx.settings))
-    listener = ChainListener(
-        ctx.sessions, connect(ctx.chain_rpc_url), deployment, confirmations=ctx.settings.chain_confirmations
+    ctx.extras["poster"] = make_poster(ctx, load_or_create_transmitter(ctx.settings))
+    workers: list[Worker] = []
+    follower = _chainlink_follower(ctx, deployment)
+    if follower is not None:
+        workers.append(Worker("chainlink", follower.poll, 1.0))
+    return workers
+
+
+def _chainlink_follower(ctx: Context, deployment: Deployment) -> OracleRequestFollower | None:
+    """Follows OracleRequest events of the Operator for the configured jobs (none configured: off)."""
+    from oracle.chain.client import connect
+    from oracle.chainlink.requests import DirectRequestConfig, OracleRequestFollower
+    from oracle.chainlink.setup import parse_jobs
+    from oracle.localchain import chainlink_jobs
+
+    jobs = chainlink_jobs(ctx.settings)
+    operator = ctx.settings.chainlink_operator or deployment.addresses.get("Operator", "")
+    if not jobs or not operator:
+        return None
+    config = DirectRequestConfig(
+        operator=operator,
+        jobs=parse_jobs(jobs),
+        default_min_payment=ctx.settings.chainlink_min_payment,
+        confirmations=ctx.settings.chain_confirmations,
+        start_block=deployment.block,
     )
-    ctx.extras["poster"] = poster
-    return [Worker("outbox", poster.pump, 0.5), Worker("listener", listener.poll, 1.0)]
+    return OracleRequestFollower(ctx.sessions, ctx.blobs, connect(ctx.chain_rpc_url), config)
 
 
 def start_ingest_worker(ctx: Context) -> Callable[[], None]:

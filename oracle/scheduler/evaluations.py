@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,18 +125,19 @@ def shipment_name(ctx: Context, subject: str) -> str | None:
 def run_shipment(
     ctx: Context, *, subject: str, post: bool = True, now: int | None = None
 ) -> DecisionOutcome | None:
-    """Evaluate one shipment (by on-chain subject) as of ``now`` (UNIX seconds, default the clock: a
-    logger silent until now is a data gap) and post a decided verdict; ``None`` when no device is bound
-    to it yet (nothing to evaluate, logged)."""
+    """Evaluate one shipment (by on-chain subject) and post a decided verdict; ``None`` when no device is
+    bound to it yet (nothing to evaluate, logged).
+
+    ``now`` (UNIX seconds) extends the record to that time so a silent logger counts as a data gap. The
+    periodic job leaves it unset: loggers upload in batches, hours late after being offline, and their
+    silence is judged at delivery (the delivery time closes the record) rather than against the clock."""
     from oracle.decisions.coldchain import evaluate_shipment
 
     name = shipment_name(ctx, subject)
     if name is None:
         log.info("shipment %s not evaluated: no device is bound to it yet", subject)
         return None
-    outcome = evaluate_shipment(
-        ctx.sessions, ctx.blobs, shipment_id=name, now=int(time.time()) if now is None else now
-    )
+    outcome = evaluate_shipment(ctx.sessions, ctx.blobs, shipment_id=name, now=now)
     if post:
         post_outcome(ctx, outcome, subject_name=name)
     return outcome
