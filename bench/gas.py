@@ -29,6 +29,9 @@ CHRONICLE_POKE_5_SIGNERS = 81_025
 CHRONICLE_POKE_10_SIGNERS = 106_395
 
 
+BENCH_MODEL = keccak(b"model-v1")
+
+
 def signer_keys(n: int) -> list[LocalAccount]:
     # Deterministic throwaway keys, only ever used on this bench's private chain.
     return [Account.from_key(keccak(f"bench-signer-{i}".encode())) for i in range(n)]
@@ -47,7 +50,7 @@ def report(subject: bytes, *, kind: ReportKind, value: int, epoch: int, observed
         epoch=epoch,
         observed_at=observed_at,
         inputs_root=keccak(b"inputs-%d" % epoch),
-        model_id=keccak(b"model-v1"),
+        model_id=BENCH_MODEL,
     )
 
 
@@ -65,6 +68,8 @@ def submit_gas(
 def steady_state_gas(w3: Web3, deployer: LocalAccount, relayer: LocalAccount, n: int) -> int:
     keys = signer_keys(n)
     router = deploy_router(w3, deployer=deployer, signers=[k.address for k in keys], threshold=n)
+    # The router accepts only allowlisted models; with its timelock not yet armed, scheduling is immediate.
+    transact(w3, router.functions.scheduleModel(1, BENCH_MODEL, bytes(32)), sender=deployer)
     subject = subject_id("region", f"bench-{n}")
     first = report(
         subject, kind=ReportKind.DROUGHT_SEVERITY, value=1_250_000, epoch=1, observed_at=1_700_000_000
@@ -86,7 +91,14 @@ def main() -> None:
             figures[f"report_{n}of{n}_gas"] = steady_state_gas(w3, owner, relayer, n)
 
         keys = signer_keys(1)
-        dep = deploy_all(w3, deployer=owner, signers=[keys[0].address], threshold=1, chainlink=False)
+        dep = deploy_all(
+            w3,
+            deployer=owner,
+            signers=[keys[0].address],
+            threshold=1,
+            chainlink=False,
+            models=[(1, BENCH_MODEL), (2, BENCH_MODEL)],
+        )
         router_addr = dep.address("OracleRouter")
         pool = dep.contract(w3, "DroughtInsurancePool")
         region = subject_id("region", "bench-payout")
