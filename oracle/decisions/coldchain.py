@@ -19,7 +19,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cbor2
 from sqlalchemy import select
@@ -44,6 +44,10 @@ class ShipmentTerms:
     profile: str | None = None
     model_void_threshold: float | None = None
     alert_threshold: float = 0.5
+    #: What flagged readings (stuck sensor, impossible rate, spike) do: "exclude" them from the rules,
+    #: "hold" the decision for review, or only "record" them. Clock faults always hold: excluding them
+    #: would open a data gap that is itself a breach.
+    quality_mode: str = "exclude"
 
 
 def profile_name(profile: bytes) -> str:
@@ -106,6 +110,41 @@ def readings_step(batches: list[bytes], params: dict[str, Any]) -> dict[str, Any
                 )
     rows.sort(key=lambda r: (r["ts_ms"], r["device"], r["seq"]))
     return {"shipment": params["shipment"], "readings": rows}
+
+
+CLOCK_REASONS = ("clock_backwards", "clock_jump", "clock_offset")
+
+
+def screen_step(readings: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """Fault and poisoning screen: flags per reading (models.quality), the readings kept for the rules,
+    device reputations, and whether the decision must be held for review."""
+    from models.quality import apply_policy, device_reputations, flag_readings, kept_readings
+
+    rows = readings["readings"]
+    flags = flag_readings(rows)
+    sensor = [f for f in flags if f.reason not in CLOCK_REASONS]
+    clock = [f for f in flags if f.reason in CLOCK_REASONS]
+    outcome = apply_policy(sensor, mode=params["mode"])
+    hold = outcome.hold or bool(clock)
+    return {
+        "shipment": readings["shipment"],
+        "readings": [dict(r) for r in kept_readings(rows, outcome)],
+        "flags": [
+            {
+                "device": f.device,
+                "seq": f.seq,
+                "reason": str(f.reason),
+                "measured": f.measured,
+                "threshold": f.threshold,
+                "unit": f.unit,
+                "detail": f.detail,
+            }
+            for f in flags
+        ],
+        "dropped": sorted([str(d), int(q)] for d, q in (cast(tuple[str, int], k) for k in outcome.drop)),
+        "hold": hold,
+        "reputation": {d: round(v, 6) for d, v in sorted(device_reputations(rows, flags).items())},
+    }
 
 
 def _readings_arrays(readings: dict[str, Any]) -> Any:
@@ -295,8 +334,15 @@ def evaluate_shipment(
         [r["device"], r["seq"]] for r in everything["readings"] if (r["device"], r["seq"]) not in accepted
     )
     readings_params = {"shipment": shipment_id, "devices": devices, "excluded": excluded}
-    readings = readings_step(batches, readings_params)
-    readings_cid = trace.record("readings", inputs=batch_cids, output=readings, params=readings_params)
+    raw_readings = readings_step(batches, readings_params)
+    raw_cid = trace.record("readings", inputs=batch_cids, output=raw_readings, params=readings_params)
+    screen_params = {"mode": terms.quality_mode}
+    readings = screen_step(raw_readings, screen_params) if raw_readings["readings"] else raw_readings
+    readings_cid = (
+        trace.record("screen", inputs=[raw_cid], output=readings, params=screen_params)
+        if raw_readings["readings"]
+        else raw_cid
+    )
 
     raw_inputs = sorted({*batch_cids, profile_cid, *([delivery.cid] if delivery else [])})
     if not readings["readings"]:
@@ -348,12 +394,20 @@ def evaluate_shipment(
     trace.record("verdict", inputs=[rules_cid, model_out_cid], output=fields, params=report_params)
     verdict = Verdict(int(fields["value"]))
     flags: list[dict[str, Any]] = []
+    for f in readings.get("flags", []):
+        flags.append({"quality": f["reason"], "device": f["device"], "seq": f["seq"], "detail": f["detail"]})
+    if readings.get("hold") and verdict != Verdict.NO_DECISION:
+        flags.append({"held": "quality flags need review before this verdict is posted"})
+        verdict = Verdict.NO_DECISION
     if scored["p_compromised"] >= terms.alert_threshold or scored["warning"]:
         flags.append(
             {"alert": "model", "p_compromised": scored["p_compromised"], "p_breach_2h": scored["p_breach_2h"]}
         )
-    status = "complete" if verdict != Verdict.NO_DECISION else "no_decision"
-    reason = "" if status == "complete" else "in transit, no breach so far"
+    held = any("held" in f for f in flags)
+    status = "held" if held else ("complete" if verdict != Verdict.NO_DECISION else "no_decision")
+    reason = {"held": "held for review: flagged readings", "no_decision": "in transit, no breach so far"}.get(
+        status, ""
+    )
     factors = scored["compromised_factors"]
     decision_id, revision, manifest_cid = record_decision(
         sessions,

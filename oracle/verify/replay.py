@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from oracle.decisions import drought
+from oracle.decisions import coldchain, drought
 from oracle.decisions.trace import Step, canonical_json
 from oracle.errors import IntegrityError, NotFound, OracleError, ValidationError
 from oracle.provenance import merkle_root
@@ -130,6 +130,35 @@ def _score(step: Step, inputs: list[bytes]) -> Any:
 def _report(step: Step, inputs: list[bytes]) -> Any:
     (score,) = inputs
     return drought.report_step(_json(score), step.params)
+
+
+@register_step("readings")
+def _readings(step: Step, inputs: list[bytes]) -> Any:
+    return coldchain.readings_step(inputs, step.params)
+
+
+@register_step("screen")
+def _screen(step: Step, inputs: list[bytes]) -> Any:
+    (readings,) = inputs
+    return coldchain.screen_step(_json(readings), step.params)
+
+
+@register_step("rules")
+def _rules(step: Step, inputs: list[bytes]) -> Any:
+    readings, profile = inputs[0], inputs[1]
+    return coldchain.rules_step(_json(readings), profile, step.params)
+
+
+@register_step("breach_model")
+def _breach_model(step: Step, inputs: list[bytes]) -> Any:
+    readings, profile, artifact = inputs
+    return coldchain.model_step(_json(readings), profile, artifact)
+
+
+@register_step("verdict")
+def _verdict(step: Step, inputs: list[bytes]) -> Any:
+    rules, model = inputs
+    return coldchain.verdict_report_step(_json(rules), _json(model), step.params)
 
 
 def load_manifest(source: ContentSource, manifest_cid: str) -> dict[str, Any]:

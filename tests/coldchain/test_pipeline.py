@@ -121,3 +121,42 @@ def test_breach_voids_and_refunds_clean_delivery_releases(stores, chain: ChainKi
     with sessions() as s:
         states = {row.subject: row.status for row in s.scalars(select(Shipment))}
     assert sorted(states.values()) == ["released", "voided"]
+
+
+def test_stuck_sensor_is_flagged_and_does_not_drive_a_void_on_its_own(stores) -> None:  # type: ignore[no-untyped-def]
+    sessions, blobs = stores
+    fleet = Fleet(sessions, blobs)
+    start = day_ago()
+    fleet.add("logger-good", "SHP-BOX", start_s=start)
+    fleet.add("logger-stuck", "SHP-BOX", start_s=start)
+    # One logger reads a flat 46.0 °C for the first three hours: no jitter at all, a sensor fault rather
+    # than heat; the box's other logger reads a normal 5 °C from then on.
+    fleet.publish("logger-stuck", [46.0] * 18, start_s=start)
+    fleet.publish("logger-good", temperatures(17), start_s=start + 3 * 3600)
+
+    screened = evaluate_shipment(
+        sessions, blobs, shipment_id="SHP-BOX", terms=ShipmentTerms(profile="refrigerated")
+    )
+    assert screened.report is None  # no void on the stuck sensor's word
+    assert screened.status == "no_decision"
+    quality = [f for f in screened.flags if f.get("quality") == "stuck"]
+    assert len(quality) == 18
+    assert {f["device"] for f in quality} == {"logger-stuck"}
+    assert [s.name for s in screened.steps][:2] == ["readings", "screen"]
+
+    recorded = evaluate_shipment(
+        sessions,
+        blobs,
+        shipment_id="SHP-BOX",
+        terms=ShipmentTerms(profile="refrigerated", quality_mode="record"),
+    )
+    assert recorded.report is not None  # with the screen only recording, the same readings would void
+    assert recorded.report.value == int(Verdict.BREACH)
+    held = evaluate_shipment(
+        sessions,
+        blobs,
+        shipment_id="SHP-BOX",
+        terms=ShipmentTerms(profile="refrigerated", quality_mode="hold"),
+    )
+    assert held.status == "held"
+    assert held.report is None
