@@ -158,6 +158,7 @@ class TelemetryIngest:
         self.clock = clock
         self._cache: dict[str, _Cached] = {}
         self._lock = threading.Lock()
+        self.count_metrics = True
 
     # --- devices ---------------------------------------------------------------------------------------
 
@@ -271,8 +272,8 @@ class TelemetryIngest:
                 MessageOutcome(accepted[i], dups[i], tuple(rejects[i])) for i in range(len(messages))
             ),
         )
-        self._count(messages, outcome)
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        if self.count_metrics:
+            self.record_metrics(messages, outcome, time.perf_counter() - started)
         return outcome
 
     def _judge(
@@ -425,7 +426,12 @@ class TelemetryIngest:
             s.execute(insert(Reject.__table__), reject_rows)  # type: ignore[arg-type]
 
     @staticmethod
-    def _count(messages: Sequence[IncomingMessage], outcome: BatchOutcome) -> None:
+    def record_metrics(messages: Sequence[IncomingMessage], outcome: BatchOutcome, seconds: float) -> None:
+        """Count a committed batch in the Prometheus metrics (``seconds``: its validate-and-commit time).
+
+        :meth:`process` does it itself unless ``count_metrics`` is off (a writer process whose caller
+        serves the metrics counts the outcomes it gets back instead)."""
+        metrics.BATCH_SECONDS.observe(seconds)
         # Summed per label first: one counter update per label and batch instead of several per message.
         sums: Counter[tuple[str, str]] = Counter()
         for m, o in zip(messages, outcome.messages, strict=True):

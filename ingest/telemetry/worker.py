@@ -9,6 +9,11 @@
   :class:`~ingest.telemetry.pipeline.TelemetryIngest`, and only then sends the PUBACKs. A crash before the
   commit means the broker redelivers; a crash after it means a redelivery the unique (device, seq)
   constraint turns into a no-op. Rejected messages are acknowledged too, after their refusal is committed.
+- Writer process (``WorkerConfig.writer_process``, on by default): validation and the commit run in a forked
+  child process, so paho's network thread never waits for the GIL behind HMAC, JSON and SQL. The parent
+  sends a batch, the child commits it and returns its outcome, and only then does the parent acknowledge
+  the batch. A child that loses its parent (SIGKILL) finds the pipe closed and exits; whatever it
+  committed was not acknowledged and comes back as idempotent redeliveries.
 - Scale-out: every worker subscribes ``$share/<group>/oracle/v1/telemetry/+``; give each worker its own
   client id and the same group.
 """
@@ -16,10 +21,14 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
+import os
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -27,7 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingest.telemetry.pipeline import IncomingMessage, TelemetryIngest
+from ingest.telemetry.pipeline import BatchOutcome, IncomingMessage, TelemetryIngest
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +62,8 @@ class WorkerConfig:
     batch_ms: int = 50
     keepalive_s: int = 30
     tls: bool = False
+    writer_process: bool = True
+    """Validate and commit in a forked child process (see the module docstring); False: in the caller."""
 
     @property
     def subscription(self) -> str:
@@ -94,6 +105,8 @@ class IngestWorker:
         self._stop = threading.Event()
         self._client: mqtt.Client | None = None
         self._fallback = threading.Event()
+        self._writer: Any = None
+        self._pipe: Connection | None = None
 
     # --- MQTT side (paho's thread) ---------------------------------------------------------------------
 
@@ -185,6 +198,8 @@ class IngestWorker:
         """Connect, ingest until stopped, then commit and acknowledge what was received, and disconnect."""
         if stop is not None:
             self._stop = stop
+        if self.config.writer_process:
+            self._start_writer()  # forked before paho's thread exists
         client = self._make_client()
         self._client = client
         self._connect(client)
@@ -199,6 +214,7 @@ class IngestWorker:
         finally:
             client.disconnect()
             client.loop_stop()
+            self._stop_writer()
 
     def _fall_back(self, client: mqtt.Client) -> mqtt.Client:
         self._fallback.clear()
@@ -237,7 +253,9 @@ class IngestWorker:
         backoff = 0.05
         while True:
             try:
-                outcome = self.ingest.process([d.message for d in batch])
+                outcome = self._commit([d.message for d in batch])
+                if outcome is None:
+                    return  # stopped while the writer process was still retrying: nothing is acknowledged
                 break
             except Exception:
                 # Nothing was committed, so nothing is acknowledged: the broker keeps the messages. Retry
@@ -255,3 +273,79 @@ class IngestWorker:
         self.stats.readings_accepted += outcome.accepted
         self.stats.duplicates += outcome.duplicates
         self.stats.rejects += outcome.rejected
+
+    # --- writer process ------------------------------------------------------------------------------------
+
+    def _start_writer(self) -> None:
+        ctx = mp.get_context("fork")  # the child inherits the configured ingest (sessions, blobs, KEK)
+        parent, child = ctx.Pipe()
+        self._writer = ctx.Process(
+            target=_writer_main,
+            args=(self.ingest, child, parent, os.getpid()),
+            name="telemetry-writer",
+            daemon=True,
+        )
+        self._writer.start()
+        child.close()
+        self._pipe = parent
+
+    def _stop_writer(self) -> None:
+        if self._pipe is not None:
+            self._pipe.close()  # the child sees EOF and exits
+            self._pipe = None
+        if self._writer is not None:
+            self._writer.join(10)
+            if self._writer.is_alive():
+                self._writer.kill()
+            self._writer = None
+
+    def _commit(self, messages: list[IncomingMessage]) -> BatchOutcome | None:
+        """Commit through the writer process (or in this thread); None when stopped while it retries."""
+        if self._pipe is None:
+            return self.ingest.process(messages)
+        started = time.perf_counter()
+        self._pipe.send([(m.device_id, m.payload, m.source, m.received_ms) for m in messages])
+        stopped_at: float | None = None
+        while not self._pipe.poll(0.2):
+            if self._writer is not None and not self._writer.is_alive():
+                raise RuntimeError("the telemetry writer process died")
+            if self._stop.is_set():
+                stopped_at = stopped_at or time.monotonic()
+                if time.monotonic() - stopped_at > 30:
+                    return None
+        outcome: BatchOutcome = self._pipe.recv()
+        TelemetryIngest.record_metrics(messages, outcome, time.perf_counter() - started)
+        return outcome
+
+
+def _writer_main(ingest: TelemetryIngest, pipe: Connection, parent_end: Connection, parent_pid: int) -> None:
+    """The writer process: batches in, committed outcomes out, until the pipe closes or the parent dies."""
+    parent_end.close()  # our inherited copy of the parent's end would keep the pipe open after it dies
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
+    bind = ingest.sessions.kw.get("bind")
+    if bind is not None:
+        bind.dispose(close=False)  # never share the parent's pooled connections across the fork
+    ingest.count_metrics = False  # the parent counts the outcomes it serves on /metrics
+    backoff = 0.05
+    while True:
+        try:
+            batch = pipe.recv()
+        except (EOFError, OSError):
+            return
+        messages = [IncomingMessage(d, p, src, ms) for d, p, src, ms in batch]
+        while True:
+            try:
+                outcome = ingest.process(messages)
+                break
+            except Exception:
+                # Nothing was committed; retry the same batch (a database outage heals) unless orphaned.
+                logger.exception("writer: committing %d telemetry messages failed; retrying", len(messages))
+                if os.getppid() != parent_pid:
+                    return
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        backoff = 0.05
+        try:
+            pipe.send(outcome)
+        except (BrokenPipeError, OSError):
+            return
