@@ -15,14 +15,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 import uvicorn
 
+from ingest.telemetry.pipeline import BatchOutcome, IncomingMessage
+from ingest.telemetry.pipeline import TelemetryIngest as TelemetryIngestBase
 from oracle.config import Settings
+from oracle.devices import Kek
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -260,20 +263,46 @@ def _chainlink_follower(ctx: Context, deployment: Deployment) -> OracleRequestFo
     return OracleRequestFollower(ctx.sessions, ctx.blobs, connect(ctx.chain_rpc_url), config)
 
 
+class _NotifyingIngest(TelemetryIngestBase):
+    """The telemetry pipeline, plus a debounced re-evaluation of every shipment a committed batch touched
+    (the scheduler's `on_new_telemetry`), so a breach is acted on within seconds, not at the next tick."""
+
+    def __init__(self, ctx: Context, *, kek: Kek) -> None:
+        super().__init__(sessions=ctx.sessions, blobs=ctx.blobs, kek=kek)
+        self.ctx = ctx
+
+    def process(self, messages: Sequence[IncomingMessage]) -> BatchOutcome:
+        outcome = super().process(messages)
+        if outcome.accepted:
+            from sqlalchemy import select
+
+            from oracle.scheduler import on_new_telemetry
+            from oracle.storage.tables import DeviceBinding
+
+            devices = {m.device_id for m in messages}
+            with self.ctx.sessions() as s:
+                shipments = set(
+                    s.scalars(select(DeviceBinding.shipment_id).where(DeviceBinding.device_id.in_(devices)))
+                )
+            for shipment in sorted(shipments):
+                try:
+                    on_new_telemetry(self.ctx, shipment)
+                except Exception:
+                    log.exception("could not schedule the evaluation of shipment %s", shipment)
+        return outcome
+
+
 def start_ingest_worker(ctx: Context) -> Callable[[], None]:
     """The MQTT telemetry worker in a thread (acks after commit); returns its stop function."""
     from urllib.parse import urlparse
 
-    from ingest.telemetry.pipeline import TelemetryIngest
     from ingest.telemetry.worker import IngestWorker
     from oracle.commands.telemetry import worker_config
     from oracle.devices import load_kek
 
     u = urlparse(ctx.mqtt_url)
     config = worker_config(ctx.settings, host=u.hostname, port=u.port, tls=u.scheme == "mqtts")
-    worker = IngestWorker(
-        TelemetryIngest(sessions=ctx.sessions, blobs=ctx.blobs, kek=load_kek(ctx.settings)), config
-    )
+    worker = IngestWorker(_NotifyingIngest(ctx, kek=load_kek(ctx.settings)), config)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), name="ingest", daemon=True)
     thread.start()

@@ -102,7 +102,7 @@ def ingest_raster_command(
         cadence="daily" if cadence == "daily" else "monthly",
         observed_at=when,
     )
-    _report_ingest(out)
+    _report_ingest(out, ctx)
 
 
 def ingest_weather_command(
@@ -118,15 +118,20 @@ def ingest_weather_command(
     out = ingest_weather(
         ctx.sessions, ctx.blobs, _read(file), variable=variable, source=source or str(file), units=units
     )
-    _report_ingest(out)
+    _report_ingest(out, ctx)
 
 
-def _report_ingest(out: object) -> None:
+def _report_ingest(out: object, ctx: Context | None = None) -> None:
     from ingest.observations import IngestOutcome
 
     assert isinstance(out, IngestOutcome)
     if out.accepted:
         typer.echo(f"{'already stored' if out.duplicate else 'accepted'} {out.cid}")
+        if ctx is not None and out.observation_id is not None and not out.duplicate:
+            from oracle.scheduler import on_new_observation
+
+            for region, period in on_new_observation(ctx, out.observation_id):
+                typer.echo(f"  re-evaluation of {region} {period} scheduled (late data)")
         return
     typer.echo(f"quarantined {out.cid}: {out.reason}: {out.message}", err=True)
     raise typer.Exit(1)
