@@ -2,8 +2,9 @@
 shipment's temperature series against its product profile's band with breach and early-warning markers.
 
 A shipment is known on-chain by its subject ``subject_id("shipment", name)`` and to telemetry by its name;
-the escrow's ``profile`` is a bytes32 that names a shipped profile as ``keccak(name)`` or
-``subject_id("profile", name)``. An unknown profile hash is shown as such, without a band.
+the escrow's ``profile`` is a bytes32 holding a shipped profile's name in ASCII, zero-padded
+(:func:`oracle.decisions.coldchain.profile_bytes32`, the one convention). Anything else is shown as an
+unknown profile, without a band.
 
 Markers (UNIX seconds):
 
@@ -18,7 +19,6 @@ import functools
 from typing import Any
 
 import numpy as np
-from eth_utils.crypto import keccak
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -33,12 +33,9 @@ MAX_POINTS = 1_500
 @functools.cache
 def _profile_hashes() -> dict[str, str]:
     from models.coldchain.profiles import profile_names
+    from oracle.decisions.coldchain import profile_bytes32
 
-    out: dict[str, str] = {}
-    for name in profile_names():
-        out["0x" + keccak(name.encode()).hex()] = name
-        out["0x" + subject_id("profile", name).hex()] = name
-    return out
+    return {"0x" + profile_bytes32(name).hex(): name for name in profile_names()}
 
 
 def profile_name(profile_hash: str | None) -> str | None:

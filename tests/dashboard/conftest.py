@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from eth_utils.crypto import keccak
 from fastapi import FastAPI
 from sqlalchemy import select
 
@@ -25,6 +24,7 @@ from oracle.chain.outbox import OutboxPoster
 from oracle.config import Settings
 from oracle.context import Context, open_context
 from oracle.dashboard.routes import router
+from oracle.decisions.coldchain import profile_bytes32
 from oracle.decisions.drought import evaluate_drought
 from oracle.decisions.post import post_decision
 from oracle.reports import Report, ReportKind, Verdict, subject_id, to_fixed
@@ -165,7 +165,7 @@ def seed_world(ctx: Context, chain: ChainKit, tmp_path: Path) -> Seeded:
             chain.accounts.seller.address,
             chain.coin.address,
             amount,
-            keccak(b"refrigerated"),
+            profile_bytes32("refrigerated"),
             chain.now() + 86_400,
         ),
         buyer,

@@ -11,6 +11,7 @@ from oracle.context import Context
 from oracle.dashboard.build import stale_files
 from oracle.dashboard.shipments import profile_name
 from oracle.dashboard.views import fixed_to_float, severity_class, top_factors
+from oracle.decisions.coldchain import profile_bytes32
 from oracle.reports import subject_id
 from oracle.storage.decision_tables import Region
 from oracle.storage.tables import Shipment, TelemetryReading
@@ -104,7 +105,7 @@ def test_shipment_detail_band_and_markers(client: TestClient, ctx: Context, view
                 buyer="0x" + "22" * 20,
                 seller="0x" + "33" * 20,
                 amount="1",
-                profile="0x" + subject_id("profile", "refrigerated").hex(),
+                profile="0x" + profile_bytes32("refrigerated").hex(),
                 deadline=2_000_000_000,
             )
         )
