@@ -61,7 +61,12 @@ def _publish(port: int, worker_index: int, n: int, secrets: dict[str, str], seq_
         device = names[i % len(names)]
         seq = seq_base + worker_index * n + i
         payloads.append(
-            (device, json.dumps(sign_envelope({"seq": seq, "ts": t0 + seq, "temp_c": 4.5}, keys[device])))
+            (
+                device,
+                json.dumps(
+                    sign_envelope({"seq": seq, "ts": t0 + seq - seq_base, "temp_c": 4.5}, keys[device])
+                ),
+            )
         )
     c = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{worker_index}-{seq_base}", protocol=mqtt.MQTTv5
@@ -185,6 +190,9 @@ def main() -> None:
                 print(f"rep {rep + 1}: raw {raws[-1]:.0f} msg/s, ingest {rate:.0f} msg/s", file=sys.stderr)
             latency = breach_to_void(broker.port, root, args.shipments, args.spacing)
         engine.dispose()
+    stored = sum(s.readings_accepted for s in stats)
+    if stored != args.n * args.reps:  # a rate over refused or duplicate readings would mean nothing
+        raise SystemExit(f"the worker stored {stored} of {args.n * args.reps} readings: {stats}")
     raw, rate = statistics.median(raws), statistics.median(rates)
     batches = sum(s.batches for s in stats)
     figures = {
@@ -197,7 +205,7 @@ def main() -> None:
         "ingest_over_raw_per_rep": [round(i / r, 3) for i, r in zip(rates, raws, strict=True)],
         "ingest_batches": batches,
         "ingest_mean_batch": round(sum(s.messages for s in stats) / max(batches, 1), 1),
-        "readings_stored": sum(s.readings_accepted for s in stats),
+        "readings_stored": stored,
         **latency,
     }
     print(f"{'figure':32} {'value':>16}")
