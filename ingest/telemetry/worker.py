@@ -299,21 +299,39 @@ class IngestWorker:
                 self._writer.kill()
             self._writer = None
 
+    def _restart_writer(self) -> None:
+        """Replace a dead writer process and raise, so the caller retries its (unacknowledged) batch."""
+        code = self._writer.exitcode if self._writer is not None else None
+        self._stop_writer()
+        self._start_writer()
+        raise RuntimeError(f"the telemetry writer process died (exit code {code}); started a new one")
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's pid (None when committing in the caller's thread or not running)."""
+        return self._writer.pid if self._writer is not None else None
+
     def _commit(self, messages: list[IncomingMessage]) -> BatchOutcome | None:
         """Commit through the writer process (or in this thread); None when stopped while it retries."""
         if self._pipe is None:
             return self.ingest.process(messages)
         started = time.perf_counter()
-        self._pipe.send([(m.device_id, m.payload, m.source, m.received_ms) for m in messages])
+        try:
+            self._pipe.send([(m.device_id, m.payload, m.source, m.received_ms) for m in messages])
+        except OSError:
+            self._restart_writer()
         stopped_at: float | None = None
         while not self._pipe.poll(0.2):
             if self._writer is not None and not self._writer.is_alive():
-                raise RuntimeError("the telemetry writer process died")
+                self._restart_writer()
             if self._stop.is_set():
                 stopped_at = stopped_at or time.monotonic()
                 if time.monotonic() - stopped_at > 30:
                     return None
-        outcome: BatchOutcome = self._pipe.recv()
+        try:
+            outcome: BatchOutcome = self._pipe.recv()
+        except EOFError:  # it died after taking the batch: committed or not, nothing was acknowledged
+            self._restart_writer()
         TelemetryIngest.record_metrics(messages, outcome, time.perf_counter() - started)
         return outcome
 
@@ -322,6 +340,7 @@ def _writer_main(ingest: TelemetryIngest, pipe: Connection, parent_end: Connecti
     """The writer process: batches in, committed outcomes out, until the pipe closes or the parent dies."""
     parent_end.close()  # our inherited copy of the parent's end would keep the pipe open after it dies
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's graceful-stop handler: nothing to drain
     bind = ingest.sessions.kw.get("bind")
     if bind is not None:
         bind.dispose(close=False)  # never share the parent's pooled connections across the fork

@@ -108,10 +108,18 @@ class WorkerProcess:
             time.sleep(0.05)
         raise AssertionError("worker did not subscribe in time")
 
-    def kill(self) -> None:
+    def kill(self) -> int:
+        """SIGKILL the worker, then require its orphaned writer process to exit by itself (pipe EOF).
+        Returns how many such child processes there were."""
         assert self.proc is not None
+        children = _children(self.proc.pid)
         self.proc.kill()
         self.proc.wait(10)
+        deadline = time.monotonic() + 10
+        while any(_running(c) for c in children):
+            assert time.monotonic() < deadline, f"writer process(es) {children} outlived the killed worker"
+            time.sleep(0.05)
+        return len(children)
 
     def terminate(self) -> int:
         assert self.proc is not None
@@ -133,3 +141,19 @@ def background(fn: Any, *args: Any, **kw: Any) -> threading.Thread:
     t.errors = errors  # type: ignore[attr-defined]
     t.start()
     return t
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an orphan's zombie waits for init to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -36,12 +36,19 @@ def _wait(cond: object, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize("writer_process", [True, False], ids=["writer-process", "in-thread"])
 def test_end_to_end_stored_acked_idempotent_out_of_order(
-    mosquitto: BrokerProcess, db: Db, kek: Kek, tmp_path: Path
+    mosquitto: BrokerProcess, db: Db, kek: Kek, tmp_path: Path, writer_process: bool
 ) -> None:
     secret = add_device(db, kek, "e2e-1")
     cid = f"e2e-worker-{random.getrandbits(32)}"
-    config = WorkerConfig(host=mosquitto.host, port=mosquitto.port, client_id=cid, share_group=cid)
+    config = WorkerConfig(
+        host=mosquitto.host,
+        port=mosquitto.port,
+        client_id=cid,
+        share_group=cid,
+        writer_process=writer_process,
+    )
     worker = IngestWorker(make_ingest(db, kek, tmp_path), config)
     thread = _run_worker(worker)
     t0 = now_ms() - 3_600_000
@@ -97,6 +104,42 @@ def test_broker_restart_mid_stream_loses_nothing(
     pub.loop_stop()
 
 
+def test_killed_writer_process_is_replaced_and_nothing_is_lost(
+    mosquitto: BrokerProcess, sqlite_db: Db, kek: Kek, tmp_path: Path
+) -> None:
+    import os
+    import signal
+
+    secret = add_device(sqlite_db, kek, "wkill-1")
+    cid = f"wkill-{random.getrandbits(32)}"
+    worker = IngestWorker(
+        make_ingest(sqlite_db, kek, tmp_path),
+        WorkerConfig(host=mosquitto.host, port=mosquitto.port, client_id=cid, share_group=cid),
+    )
+    thread = _run_worker(worker)
+    msgs = envelopes("wkill-1", secret, start_seq=0, count=6000, per_msg=3, t0=now_ms() - 10**7)
+    pub = publisher(mosquitto.host, mosquitto.port, f"{cid}-pub")
+    sender = background(publish_all, pub, "wkill-1", msgs, rate_per_s=800)
+    killed = []
+    for threshold in (600, 3000):
+        _wait(lambda t=threshold: sqlite_db.count_readings() > t, 30, "no progress")  # type: ignore[misc]
+        pid = worker.writer_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+    sender.join(60)
+    assert not sender.errors  # type: ignore[attr-defined]
+    _wait(lambda: sqlite_db.count_readings() == 6000, 30, f"lost after writer kills: {worker.stats}")
+    assert worker.writer_pid not in killed
+    assert worker.stats.retries >= 1
+    worker.stop()
+    thread.join(10)
+    assert sqlite_db.distinct_keys() == 6000
+    assert sqlite_db.reject_reasons() == []
+    pub.disconnect()
+    pub.loop_stop()
+
+
 @pytest.mark.slow
 def test_sigkill_worker_ten_times_during_50k_readings(
     private_mosquitto: BrokerProcess, tmp_path: Path, kek: Kek
@@ -124,9 +167,10 @@ def test_sigkill_worker_ten_times_during_50k_readings(
         msgs = envelopes(device, secret, start_seq=0, count=per_device, per_msg=10, t0=t0)
         senders.append(background(publish_all, pub, device, msgs, rate_per_s=90))
     rng = random.Random(7)
+    orphans = 0
     for _ in range(10):
         time.sleep(rng.uniform(0.4, 1.6))
-        worker.kill()
+        orphans += worker.kill()  # each orphaned writer process must exit by itself
         worker.start()
     for s in senders:
         s.join(120)
@@ -139,5 +183,6 @@ def test_sigkill_worker_ten_times_during_50k_readings(
     with db.sessions() as s:
         assert list(s.scalars(select(Reject.reason))) == []
     assert worker.runs == 11
+    assert orphans > 0  # the writer processes existed, so their exit was really checked
     pub.disconnect()
     pub.loop_stop()
