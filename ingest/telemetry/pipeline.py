@@ -234,29 +234,31 @@ class TelemetryIngest:
                 stored = _existing_digests(cursor, mark, list(candidates))
                 fresh: list[_Candidate] = []
                 for key, c in candidates.items():
-                    digest = stored.get(key)
-                    if digest is None:
+                    row = stored.get(key)
+                    if row is None:
                         fresh.append(c)
-                    elif digest == c.reading.digest:
+                    elif row[0] == c.reading.digest:
                         dups[c.msg_index] += 1
                     else:
                         rejects[c.msg_index].append(_replay(c))
                 if fresh:
                     inserted = _insert_readings(cursor, mark, fresh, cid, messages)
                     if inserted == len(fresh):  # every row is ours: the common case needs no re-read
-                        mine = [True] * len(fresh)
+                        after = {(c.device_id, c.reading.seq): (c.reading.digest, cid) for c in fresh}
                     else:
                         # A concurrent worker committed some (device, seq) in between: its row wins (ON
                         # CONFLICT DO NOTHING), and ours is a duplicate or a replay depending on content.
                         after = _existing_digests(cursor, mark, [(c.device_id, c.reading.seq) for c in fresh])
-                        mine = [after.get((c.device_id, c.reading.seq)) == c.reading.digest for c in fresh]
-                    for c, ok in zip(fresh, mine, strict=True):
-                        if ok:
+                    for c in fresh:
+                        digest, batch_cid = after.get((c.device_id, c.reading.seq), ("", ""))
+                        if digest != c.reading.digest:
+                            rejects[c.msg_index].append(_replay(c))
+                        elif batch_cid != cid:  # stored by the other worker: ours is a redelivery
+                            dups[c.msg_index] += 1
+                        else:
                             accepted[c.msg_index] += 1
                             prev = newest_seen.get(c.device_id)
                             newest_seen[c.device_id] = max(prev or 0, c.reading.ts_ms)
-                        else:
-                            rejects[c.msg_index].append(_replay(c))
             finally:
                 cursor.close()
             self._record_batch(s, cid, len(blob), messages, rejects, sum(accepted))
@@ -474,20 +476,23 @@ def _raw_cursor(s: Session) -> tuple[Any, str]:
     return conn.connection.cursor(), mark
 
 
-def _existing_digests(cursor: Any, mark: str, keys: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
-    found: dict[tuple[str, int], str] = {}
+def _existing_digests(
+    cursor: Any, mark: str, keys: list[tuple[str, int]]
+) -> dict[tuple[str, int], tuple[str, str]]:
+    """(digest, batch CID) of the stored readings among ``keys``."""
+    found: dict[tuple[str, int], tuple[str, str]] = {}
     for start in range(0, len(keys), _KEY_CHUNK):
         chunk = keys[start : start + _KEY_CHUNK]
         pairs = ",".join([f"({mark},{mark})"] * len(chunk))
         # A join against the keys, not a row-value IN: SQLite plans the IN as a scan of the whole table.
         sql = (
             f"WITH k(d, s) AS (VALUES {pairs}) "  # noqa: S608 - only placeholders are interpolated
-            "SELECT r.device_id, r.seq, r.digest FROM k "
+            "SELECT r.device_id, r.seq, r.digest, r.batch_cid FROM k "
             "JOIN telemetry_readings r ON r.device_id = k.d AND r.seq = k.s"
         )
         cursor.execute(sql, [v for key in chunk for v in key])
-        for device_id, seq, digest in cursor.fetchall():
-            found[(device_id, seq)] = digest
+        for device_id, seq, digest, batch_cid in cursor.fetchall():
+            found[(device_id, seq)] = (digest, batch_cid)
     return found
 
 

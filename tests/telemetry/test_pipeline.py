@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import cbor2
+import pytest
 from sqlalchemy import select
 
 from ingest.telemetry import IncomingMessage, RejectReason, sign_envelope
@@ -142,3 +143,36 @@ def test_a_new_binding_is_used_for_readings_in_its_window(db: Db, kek: Kek, tmp_
             "SHP-1",
             "SHP-2",
         ]
+
+
+def test_a_row_committed_between_check_and_insert_is_a_duplicate_or_a_replay(
+    db: Db, kek: Kek, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker commits the same (device, seq) after our pre-check: ON CONFLICT keeps its row, and
+    the insert count (not a re-read of every row) tells us which of ours were not stored."""
+    from ingest.telemetry import pipeline
+
+    secret = add_device(db, kek, "dev-race")
+    t = now_ms()
+    other = make_ingest(db, kek, tmp_path)
+    assert other.process([_msg("dev-race", [reading(1, t, 4.0), reading(2, t, 4.0)], secret)]).accepted == 2
+    real = pipeline._existing_digests
+    calls = []
+
+    def blind_first_check(
+        cursor: object, mark: str, keys: list[tuple[str, int]]
+    ) -> dict[tuple[str, int], str]:
+        calls.append(len(keys))
+        return {} if len(calls) == 1 else real(cursor, mark, keys)  # the pre-check saw nothing yet
+
+    monkeypatch.setattr(pipeline, "_existing_digests", blind_first_check)
+    ours = make_ingest(db, kek, tmp_path)
+    body = [reading(1, t, 4.0), reading(2, t, 9.0), reading(3, t, 4.0)]  # same, different, new
+    out = ours.process([_msg("dev-race", body, secret)])
+    assert (out.accepted, out.duplicates) == (1, 1)
+    assert [(r.reason, r.seq) for r in out.messages[0].rejects] == [(RejectReason.REPLAY, 2)]
+    assert calls == [3, 3]  # the re-read happened because fewer rows were inserted than offered
+    assert db.count_readings("dev-race") == 3
+    monkeypatch.undo()
+    fresh = ours.process([_msg("dev-race", reading(4, t, 4.0), secret)])
+    assert fresh.accepted == 1
