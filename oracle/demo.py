@@ -330,9 +330,22 @@ class Demo:
             client.disconnect()
 
 
-def start_demo(ctx: Context) -> Demo:
-    """Seed (synchronously) and run the live part in a background thread."""
+def demo_admin_key(ctx: Context) -> str:
+    """A fresh admin API key for the operator watching the demo (stored hashed, shown once)."""
+    from oracle.api.keys import Role, create_key
+
+    with ctx.sessions() as s:
+        new = create_key(s, role=Role.ADMIN, name=f"demo admin {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}")
+        s.commit()
+    return new.secret_key
+
+
+def start_demo(ctx: Context, *, dashboard_url: str) -> Demo:
+    """Seed (synchronously), print where to watch, and run the live part in a background thread."""
     demo = Demo(ctx)
+    key = demo_admin_key(ctx)
+    demo.note(f"dashboard  {dashboard_url}/#key={key}")
+    demo.note(f"admin API key (shown once): {key}")
     demo.seed()
     threading.Thread(target=demo.run, name="demo", daemon=True).start()
     return demo

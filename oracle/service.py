@@ -195,7 +195,8 @@ def serve(settings: Settings, *, demo: bool, port: int | None = None) -> None:
         if demo:
             from oracle.demo import start_demo
 
-            stack.callback(start_demo(ctx).stop.set)
+            dashboard = f"http://{config.host}:{config.port}"
+            stack.callback(start_demo(ctx, dashboard_url=dashboard).stop.set)
         server.run()
     log.info("oracle stopped")
 
