@@ -10,6 +10,8 @@ accepted once and removed from the address bar) and calls the JSON views below w
                                        shipments, attestations (tx hash, top-3 factors), rejects
 ``GET /v1/dashboard/regions/{id}``     one region's decisions by period: severity, factors, SPI-1/3/6
 ``GET /v1/dashboard/shipments/{id}``   one shipment's temperatures, profile band, breach/warning markers
+``GET .../attestations/{id}/custody``  one attestation's chain of custody: the decision's steps, raw
+                                       inputs named by what they are, a stage graph
 =====================================  ==================================================================
 """
 
@@ -24,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from oracle.api.deps import CtxDep, ViewerKey
 from oracle.api.problems import problem_responses
+from oracle.dashboard.custody import attestation_custody
 from oracle.dashboard.history import region_history
 from oracle.dashboard.shipments import shipment_detail
 from oracle.dashboard.views import change_cursor, overview
@@ -103,6 +106,18 @@ async def get_shipment(shipment: str, ctx: CtxDep, _: ViewerKey) -> dict[str, An
     def run() -> dict[str, Any]:
         with ctx.sessions() as s:
             return shipment_detail(s, shipment)
+
+    return await run_in_threadpool(run)
+
+
+@api.get("/attestations/{report_id}/custody")
+async def get_custody(report_id: str, ctx: CtxDep, _: ViewerKey) -> dict[str, Any]:
+    """One attestation's decision steps in order with their inputs named, and a stage graph. 404 if the
+    attestation is unknown; a report without a decision manifest has no steps and says so in ``note``."""
+
+    def run() -> dict[str, Any]:
+        with ctx.sessions() as s:
+            return attestation_custody(s, ctx.blobs, report_id)
 
     return await run_in_threadpool(run)
 

@@ -4,6 +4,7 @@ check that hostile strings are shown as text. Fails (never skips) when Chromium 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy import select
 
 from oracle.context import Context
+from oracle.storage.tables import ReportRow
 from tests.dashboard.conftest import HOSTILE, SHIPMENT, post_new_attestation, seed_world
 from tests.fixtures.chain import ChainKit
 
@@ -49,6 +52,15 @@ def _open(browser: Browser, base: str, key: str) -> tuple[Page, list[str], list[
     page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(base) else None)
     page.goto(f"{base}/#key={key}")
     return page, errors, outside
+
+
+def dry_manifest_cid(ctx: Context) -> str:
+    """The decision manifest of the newest dry-region report."""
+    with ctx.sessions() as s:
+        rows = s.scalars(
+            select(ReportRow).where(ReportRow.subject_name == "dry").order_by(ReportRow.id.desc())
+        ).all()
+    return next(str(r.detail["manifest_cid"]) for r in rows if "manifest_cid" in r.detail)
 
 
 @pytest.mark.chain
@@ -94,6 +106,25 @@ def test_operator_clicks_through_and_sees_live_updates(
     expect(detail.get_by_test_id("factor")).to_have_count(3)
     expect(detail).to_contain_text("confirmed")
 
+    # Chain of custody: the decision's steps in order, raw inputs named, the stage graph drawn.
+    custody = detail.get_by_test_id("custody")
+    steps = custody.get_by_test_id("custody-step")
+    expect(steps.last).to_have_attribute("data-step", "report")
+    names = steps.evaluate_all("rows => rows.map(r => r.dataset.step)")
+    assert names[-3:] == ["features", "score", "report"]
+    assert set(names[:-3]) == {"zonal_mean"}
+    graph = custody.get_by_test_id("custody-graph")
+    for stage in ("zonal_mean", "features", "score", "report", "raster", "region geometry", "model artifact"):
+        expect(graph.locator(f'[data-stage="{stage}"]')).to_have_count(1)
+    manifest = json.loads(ctx.blobs.get(dry_manifest_cid(ctx)))
+    raw_cid = manifest["inputs"][0]
+    expect(custody.locator(f'[data-testid="custody-raw-cid"][data-cid="{raw_cid}"]').first).to_have_text(
+        f"{raw_cid[:10]}…{raw_cid[-6:]}"
+    )
+    expect(custody).to_contain_text("region geometry: dry")
+    expect(custody).to_contain_text("raster: ndvi · 2026-06")
+    expect(custody).to_contain_text("model artifact: drought-severity")
+
     # Policies and payouts came back from chain events; the dry policy was paid.
     expect(page.get_by_test_id("policy-row")).to_have_count(2)
     expect(page.get_by_test_id("policy-row").filter(has_text="dry")).to_contain_text("paid")
@@ -111,6 +142,7 @@ def test_operator_clicks_through_and_sees_live_updates(
     expect(page.get_by_test_id("attestation-table")).to_contain_text(new_tx[:10])
     assert page.evaluate("window.__noReload") == marker
 
+    expect(custody.get_by_test_id("custody-graph")).to_have_count(1)  # survives the re-render
     page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
     assert (tmp_path / "dashboard.png").stat().st_size > 20_000
     assert outside == [], f"the page fetched from elsewhere: {outside}"

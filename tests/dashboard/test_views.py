@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from oracle.context import Context
 from oracle.dashboard.build import stale_files
 from oracle.dashboard.shipments import profile_name
 from oracle.dashboard.views import fixed_to_float, severity_class, top_factors
 from oracle.decisions.coldchain import profile_bytes32
+from oracle.decisions.trace import canonical_json
 from oracle.reports import subject_id
+from oracle.storage.blobs import cid_for
 from oracle.storage.decision_tables import Region
-from oracle.storage.tables import Shipment, TelemetryReading
+from oracle.storage.tables import Blob, Observation, ReportRow, Shipment, TelemetryReading
 from tests.api.conftest import seed
 from tests.dashboard.conftest import make_app, readings_with_excursion
 
@@ -202,3 +206,147 @@ def test_value_helpers() -> None:
 def test_vendored_leaflet_matches_node_modules() -> None:
     # An npm upgrade of leaflet without `python -m oracle.dashboard.build` fails here.
     assert stale_files() == []
+
+
+def _coldchain_manifest(ctx: Context) -> tuple[str, dict[str, str]]:
+    """A hand-made cold-chain manifest in the content store, with its raw inputs in the database."""
+    c = {
+        name: ctx.blobs.put(name.encode())
+        for name in ("batch", "profile", "delivery", "model", "readings", "screen", "rules", "model_out")
+    }
+    c["verdict"] = ctx.blobs.put(b"verdict")
+    c["stray"] = ctx.blobs.put(b"stray")
+    with ctx.sessions() as s:
+        s.add(Blob(cid=c["delivery"], size=8))
+        s.flush()
+        s.add(
+            Observation(
+                kind="delivery", variable="delivery", subject="SHP-3", cid=c["delivery"], source="carrier-api"
+            )
+        )
+        for seq in range(3):
+            s.add(
+                TelemetryReading(
+                    device_id="logger-4",
+                    seq=seq,
+                    ts_ms=seq,
+                    shipment_id="SHP-3",
+                    temp_c=4.0,
+                    digest=str(seq),
+                    batch_cid=c["batch"],
+                    source="mqtt",
+                    received_ms=seq,
+                )
+            )
+        s.commit()
+
+    def step(name: str, inputs: list[str], params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "name": name,
+            "inputs": inputs,
+            "output": c[name],
+            "params": params or {},
+            "code_version": "v9",
+        }
+
+    manifest = {
+        "kind": "coldchain",
+        "subject": "SHP-3",
+        "period": "",
+        "status": "complete",
+        "reason": "",
+        "inputs": sorted([c["batch"], c["profile"], c["delivery"]]),
+        "model": c["model"],
+        "steps": [
+            step("readings", [c["batch"]], {"shipment": "SHP-3", "devices": {"logger-4": [None, None]}}),
+            step("screen", [c["readings"]], {"mode": "hold"}),
+            step("rules", [c["screen"], c["profile"], c["delivery"]], {"profile": "refrigerated"}),
+            step("model_out", [c["screen"], c["profile"], c["model"]]),
+            step("verdict", [c["rules"], c["model_out"], c["stray"]]),
+        ],
+    }
+    return ctx.blobs.put(canonical_json(manifest)), c
+
+
+def _report(ctx: Context, detail: dict[str, Any]) -> int:
+    with ctx.sessions() as s:
+        row = ReportRow(
+            subject="0x" + "12" * 32,
+            subject_name="shipment:SHP-3",
+            kind=2,
+            value="2",
+            epoch=len(s.scalars(select(ReportRow.id)).all()) + 1,
+            observed_at=1,
+            inputs_root="0x" + "00" * 32,
+            model_id="0x" + "00" * 32,
+            detail=detail,
+        )
+        s.add(row)
+        s.commit()
+        return row.id
+
+
+def test_custody_names_steps_and_raw_inputs(client: TestClient, ctx: Context, viewer_key: str) -> None:
+    manifest_cid, c = _coldchain_manifest(ctx)
+    report_id = _report(ctx, {"manifest_cid": manifest_cid})
+    h = {"X-API-Key": viewer_key}
+    assert client.get(f"/v1/dashboard/attestations/{report_id}/custody").status_code == 401
+    d = client.get(f"/v1/dashboard/attestations/{report_id}/custody", headers=h).json()
+    assert d["manifest_cid"] == manifest_cid
+    assert d["decision"] == {
+        "kind": "coldchain",
+        "subject": "SHP-3",
+        "period": "",
+        "status": "complete",
+        "reason": "",
+    }
+    assert [s["name"] for s in d["steps"]] == ["readings", "screen", "rules", "model_out", "verdict"]
+    assert d["steps"][0]["params"] == {"shipment": "SHP-3"}  # scalars only
+    assert d["steps"][0]["code_version"] == "v9"
+    rules = d["steps"][2]["inputs"]
+    assert [(i["from_step"], i["what"]) for i in rules] == [
+        (1, "step output"),
+        (None, "product profile"),
+        (None, "delivery record"),
+    ]
+    assert rules[1]["label"] == "refrigerated"
+    assert "SHP-3" in rules[2]["label"]
+    raw = {r["cid"]: r for r in d["raw_inputs"]}
+    assert raw[c["batch"]]["what"] == "telemetry batch"
+    assert raw[c["batch"]]["label"] == "3 readings from logger-4 · shipment SHP-3"
+    assert raw[c["delivery"]]["source"] == "carrier-api"
+    assert raw[c["model"]]["what"] == "model artifact"
+    assert raw[c["stray"]]["what"] == "unknown input"
+    assert set(raw) == {c[k] for k in ("batch", "profile", "delivery", "model", "stray")}
+    columns = {s["id"]: s["column"] for s in d["stages"]}
+    assert columns["input:telemetry batch"] == 0
+    assert [columns[f"step:{n}"] for n in ("readings", "screen", "rules", "model_out", "verdict")] == [
+        1,
+        2,
+        3,
+        3,
+        4,
+    ]
+    assert columns["input:model artifact"] == 2  # next to the step that uses it
+    links = {(x["source"], x["target"]) for x in d["links"]}
+    assert ("step:rules", "step:verdict") in links
+    assert ("input:product profile", "step:model_out") in links
+
+
+def test_custody_of_unknown_manual_and_unreadable_reports(
+    client: TestClient, ctx: Context, viewer_key: str
+) -> None:
+    h = {"X-API-Key": viewer_key}
+    for path in ("999/custody", "abc/custody", "-1/custody", "/custody"):
+        r = client.get(f"/v1/dashboard/attestations/{path}", headers=h)
+        assert r.status_code == 404, path
+        assert r.headers["content-type"].startswith("application/problem+json")
+    manual = _report(ctx, {"factors": []})
+    d = client.get(f"/v1/dashboard/attestations/{manual}/custody", headers=h).json()
+    assert d["steps"] == []
+    assert d["manifest_cid"] is None
+    assert "no decision manifest" in d["note"]
+    missing = _report(ctx, {"manifest_cid": cid_for(b"never stored")})
+    d = client.get(f"/v1/dashboard/attestations/{missing}/custody", headers=h).json()
+    assert d["steps"] == []
+    assert "unreadable" in d["note"]

@@ -5,7 +5,7 @@
   const POLL_MS = 2500;
   const SVG_NS = "http://www.w3.org/2000/svg";
   const SEVERITY_COLORS = { unknown: "#cbd5e1", none: "#f1f5f9", D0: "#ffff00", D1: "#fcd37f", D2: "#ffaa00", D3: "#e60000", D4: "#730000" };
-  const state = { key: "", cursor: null, data: null, region: null, shipment: null, attestation: null, layers: null, fitted: false, timer: null };
+  const state = { key: "", cursor: null, data: null, region: null, shipment: null, attestation: null, custody: null, layers: null, fitted: false, timer: null };
 
   // ---- small DOM helpers ------------------------------------------------------------------------------
   function el(tag, attrs, ...children) {
@@ -277,7 +277,80 @@
       kv([["kind", a.kind], ["value", `${a.display_value} (raw ${a.value})`], ["epoch", a.epoch], ["observed at", when(a.observed_at)],
         ["report status", a.status], ["tx status", a.tx_status], ["tx hash", a.tx_hash || "not sent yet", "tx-hash"], ["block", a.block_number], ["gas used", a.gas_used],
         ["revert reason", a.revert_reason], ["signers", a.signers.join(", ") || "—"], ["subject", a.subject], ["inputs root", a.inputs_root], ["model id", a.model_id], ["manifest", a.manifest_cid]]),
-      el("h4", { text: "Top-3 factors" }), factorList(a.factors));
+      el("h4", { text: "Top-3 factors" }), factorList(a.factors),
+      el("section", { class: "custody", "data-testid": "custody" }, el("h4", { text: "Chain of custody" }), el("div", { id: "custody-body" }, emptyNote("loading…"))));
+    renderCustody(a.id);
+  }
+
+  // ---- chain of custody ---------------------------------------------------------------------------------
+  // A report's manifest never changes, so its custody view is fetched once per selected attestation.
+  async function renderCustody(id) {
+    let d = state.custody && state.custody.id === id ? state.custody.data : null;
+    if (!d) {
+      try { d = await api(`/v1/dashboard/attestations/${encodeURIComponent(id)}/custody`); } catch (e) {
+        if (state.attestation === id && byId("custody-body")) clear(byId("custody-body")).append(emptyNote(`could not load the chain of custody: ${e.message}`));
+        return;
+      }
+      state.custody = { id, data: d };
+    }
+    const target = byId("custody-body");
+    if (state.attestation !== id || !target) return;
+    clear(target);
+    if (!d.steps.length) { target.append(emptyNote(d.note || "No recorded steps.")); return; }
+    const dec = d.decision || {};
+    target.append(el("p", { class: "custody-summary", "data-testid": "custody-summary" },
+      `${dec.kind || "?"} decision for ${dec.subject || "?"}${dec.period ? ` · period ${dec.period}` : ""} · `, badge(dec.status),
+      ` · ${d.steps.length} steps from ${d.raw_inputs.length} raw inputs · manifest `, el("span", { class: "mono", title: d.manifest_cid, text: short(d.manifest_cid) })));
+    target.append(custodyGraph(d));
+    if (d.note) target.append(emptyNote(d.note));
+    target.append(table(["#", "step", "code version", "inputs", "output", "parameters"], d.steps.map((s) =>
+      el("tr", { "data-testid": "custody-step", "data-step": s.name },
+        el("td", { text: s.index + 1 }), el("td", { class: "step-name", text: s.name }), el("td", { class: "mono", text: s.code_version }),
+        el("td", {}, ...s.inputs.map(custodyInput)),
+        el("td", { class: "mono" }, "→ ", el("span", { title: s.output, "data-cid": s.output, text: short(s.output) })),
+        el("td", { class: "wrap params", text: Object.entries(s.params).map(([k, v]) => `${k}=${typeof v === "string" ? short(v) : v}`).join(", ") || "—" }))),
+    { testid: "custody-steps" }));
+    const raw = el("details", { class: "custody-raw" }, el("summary", { text: `Raw inputs (${d.raw_inputs.length})` }),
+      table(["what", "label", "source", "CID"], d.raw_inputs.map((r) =>
+        el("tr", { "data-testid": "custody-raw-input", "data-cid": r.cid }, el("td", {}, badge(r.what)), el("td", { class: "wrap", text: r.label || "—" }),
+          el("td", { class: "wrap", text: r.source || "—" }), el("td", { class: "mono", title: r.cid, text: r.cid })))));
+    target.append(raw);
+  }
+  function custodyInput(i) {
+    const cid = el("span", { class: "mono", title: i.cid, "data-cid": i.cid, "data-testid": i.from_step === null ? "custody-raw-cid" : "custody-step-cid", text: short(i.cid) });
+    const what = i.from_step === null ? `${i.what}${i.label ? ": " + i.label : ""}` : `← #${i.from_step + 1} ${i.label}`;
+    return el("div", { class: "custody-input" + (i.from_step === null ? " raw" : "") }, cid, " ", el("span", { text: what }));
+  }
+  // Stages (one box per step name or raw-input kind, with a count) in columns, arrows from sources to users.
+  function custodyGraph(d) {
+    const BW = 150, BH = 40, CW = 200, RH = 54, PAD = 10;
+    const cols = new Map();
+    for (const s of d.stages) { if (!cols.has(s.column)) cols.set(s.column, []); cols.get(s.column).push(s); }
+    const ncols = Math.max(...d.stages.map((s) => s.column)) + 1, nrows = Math.max(...[...cols.values()].map((c) => c.length));
+    const W = PAD * 2 + (ncols - 1) * CW + BW, H = PAD * 2 + nrows * RH - (RH - BH);
+    const pos = new Map();
+    for (const [c, list] of cols) list.forEach((s, r) => pos.set(s.id, { x: PAD + c * CW, y: PAD + (H - PAD * 2 - list.length * RH + (RH - BH)) / 2 + r * RH }));
+    const g = svg("svg", { class: "custody-graph", viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "data-testid": "custody-graph" });
+    g.append(svg("title", { text: "Chain of custody: raw inputs (grey) through the decision's steps (blue)" }));
+    const defs = svg("defs"), marker = svg("marker", { id: "custody-arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" });
+    marker.append(svg("path", { d: "M0,0L10,5L0,10Z", class: "arrow-head" }));
+    defs.append(marker); g.append(defs);
+    for (const l of d.links) {
+      const a = pos.get(l.source), b = pos.get(l.target);
+      if (!a || !b) continue;
+      const x1 = a.x + BW, y1 = a.y + BH / 2, x2 = b.x - 2, y2 = b.y + BH / 2, mx = (x1 + x2) / 2;
+      g.append(svg("path", { class: "link", d: `M${x1},${y1}C${mx},${y1} ${mx},${y2} ${x2},${y2}`, "marker-end": "url(#custody-arrow)" }));
+    }
+    for (const s of d.stages) {
+      const p = pos.get(s.id);
+      const box = svg("g", { class: "stage " + s.kind, "data-testid": "custody-stage", "data-stage": s.name, transform: `translate(${p.x},${p.y})` });
+      box.append(svg("title", { text: `${s.kind === "step" ? "step" : "raw input"} ${s.name}: ${s.count}` }));
+      box.append(svg("rect", { width: BW, height: BH, rx: s.kind === "step" ? 4 : 12 }));
+      box.append(svg("text", { x: BW / 2, y: s.count > 1 ? 17 : 25, "text-anchor": "middle", class: "name", text: s.name }));
+      if (s.count > 1) box.append(svg("text", { x: BW / 2, y: 32, "text-anchor": "middle", class: "count", text: `× ${s.count}` }));
+      g.append(box);
+    }
+    return g;
   }
 
   function renderShipments(list) {
