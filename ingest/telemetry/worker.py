@@ -9,11 +9,14 @@
   :class:`~ingest.telemetry.pipeline.TelemetryIngest`, and only then sends the PUBACKs. A crash before the
   commit means the broker redelivers; a crash after it means a redelivery the unique (device, seq)
   constraint turns into a no-op. Rejected messages are acknowledged too, after their refusal is committed.
-- Writer process (``WorkerConfig.writer_process``, on by default): validation and the commit run in a forked
-  child process, so paho's network thread never waits for the GIL behind HMAC, JSON and SQL. The parent
-  sends a batch, the child commits it and returns its outcome, and only then does the parent acknowledge
-  the batch. A child that loses its parent (SIGKILL) finds the pipe closed and exits; whatever it
-  committed was not acknowledged and comes back as idempotent redeliveries.
+- Writer process (``WorkerConfig.writer_process``): validation and the commit run in a forked child process,
+  so paho's network thread never waits for the GIL behind HMAC, JSON and SQL. The parent sends a batch,
+  the child commits it and returns its outcome, and only then does the parent acknowledge the batch (and
+  call ``on_commit``). A child that loses its parent (SIGKILL) finds the pipe closed and exits; whatever
+  it committed was not acknowledged and comes back as idempotent redeliveries. By default (``None``) the
+  writer process is used for a plain :class:`TelemetryIngest` only: a subclass that overrides ``process``
+  (say, to notify a scheduler living in this process) keeps committing in the caller's thread, where its
+  side effects belong; pass ``on_commit`` instead to keep the writer process.
 - Scale-out: every worker subscribes ``$share/<group>/oracle/v1/telemetry/+``; give each worker its own
   client id and the same group.
 """
@@ -27,6 +30,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -62,8 +66,9 @@ class WorkerConfig:
     batch_ms: int = 50
     keepalive_s: int = 30
     tls: bool = False
-    writer_process: bool = True
-    """Validate and commit in a forked child process (see the module docstring); False: in the caller."""
+    writer_process: bool | None = None
+    """Validate and commit in a forked child process (True), in the caller's thread (False), or decide by
+    the ingest's type (None; see the module docstring)."""
 
     @property
     def subscription(self) -> str:
@@ -95,9 +100,18 @@ class IngestWorker:
     Thread model: paho's loop thread → ``queue.SimpleQueue`` → the writer (caller of ``run``).
     """
 
-    def __init__(self, ingest: TelemetryIngest, config: WorkerConfig) -> None:
+    def __init__(
+        self,
+        ingest: TelemetryIngest,
+        config: WorkerConfig,
+        *,
+        on_commit: Callable[[Sequence[IncomingMessage], BatchOutcome], None] | None = None,
+    ) -> None:
+        """``on_commit`` runs in this process after each committed batch, before its acknowledgements;
+        an exception there is logged and does not hold the batch back (it is committed already)."""
         self.ingest = ingest
         self.config = config
+        self.on_commit = on_commit
         self.stats = WorkerStats()
         self.protocol = mqtt.MQTTv5
         self.subscribed = threading.Event()
@@ -198,7 +212,7 @@ class IngestWorker:
         """Connect, ingest until stopped, then commit and acknowledge what was received, and disconnect."""
         if stop is not None:
             self._stop = stop
-        if self.config.writer_process:
+        if self.uses_writer_process:
             self._start_writer()  # forked before paho's thread exists
         client = self._make_client()
         self._client = client
@@ -265,6 +279,11 @@ class IngestWorker:
                 if self._stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, 5.0)
+        if self.on_commit is not None:
+            try:
+                self.on_commit([d.message for d in batch], outcome)
+            except Exception:
+                logger.exception("on_commit failed for a committed batch of %d messages", len(batch))
         for d in batch:
             if d.qos > 0:
                 d.client.ack(d.mid, d.qos)
@@ -275,6 +294,13 @@ class IngestWorker:
         self.stats.rejects += outcome.rejected
 
     # --- writer process ------------------------------------------------------------------------------------
+
+    @property
+    def uses_writer_process(self) -> bool:
+        """Whether batches are committed in a forked writer process (see ``WorkerConfig.writer_process``)."""
+        if self.config.writer_process is not None:
+            return self.config.writer_process
+        return type(self.ingest).process is TelemetryIngest.process
 
     def _start_writer(self) -> None:
         ctx = mp.get_context("fork")  # the child inherits the configured ingest (sessions, blobs, KEK)

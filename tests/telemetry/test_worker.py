@@ -104,6 +104,45 @@ def test_broker_restart_mid_stream_loses_nothing(
     pub.loop_stop()
 
 
+def test_on_commit_runs_in_the_worker_process_and_subclasses_commit_in_thread(
+    mosquitto: BrokerProcess, sqlite_db: Db, kek: Kek, tmp_path: Path
+) -> None:
+    import os
+
+    from ingest.telemetry import TelemetryIngest
+
+    class Hooked(TelemetryIngest):
+        def process(self, messages):  # type: ignore[no-untyped-def]
+            return super().process(messages)
+
+    config = WorkerConfig(host=mosquitto.host, port=mosquitto.port, client_id="unused")
+    assert not IngestWorker(
+        Hooked(sessions=sqlite_db.sessions, blobs=None, kek=kek), config
+    ).uses_writer_process  # type: ignore[arg-type]
+    secret = add_device(sqlite_db, kek, "hook-1")
+    cid = f"hook-{random.getrandbits(32)}"
+    seen: list[tuple[int, int, int]] = []
+    worker = IngestWorker(
+        make_ingest(sqlite_db, kek, tmp_path),
+        WorkerConfig(host=mosquitto.host, port=mosquitto.port, client_id=cid, share_group=cid),
+        on_commit=lambda msgs, out: seen.append((os.getpid(), len(msgs), out.accepted)),
+    )
+    assert worker.uses_writer_process
+    thread = _run_worker(worker)
+    pub = publisher(mosquitto.host, mosquitto.port, f"{cid}-pub")
+    publish_all(
+        pub, "hook-1", envelopes("hook-1", secret, start_seq=0, count=40, per_msg=4, t0=now_ms() - 10**6)
+    )
+    _wait(lambda: worker.stats.messages == 10, 30, "worker did not process every message")
+    assert worker.writer_pid not in (None, os.getpid())
+    worker.stop()
+    thread.join(10)
+    assert {pid for pid, _, _ in seen} == {os.getpid()}
+    assert (sum(n for _, n, _ in seen), sum(a for _, _, a in seen)) == (10, 40)
+    pub.disconnect()
+    pub.loop_stop()
+
+
 def test_killed_writer_process_is_replaced_and_nothing_is_lost(
     mosquitto: BrokerProcess, sqlite_db: Db, kek: Kek, tmp_path: Path
 ) -> None:
