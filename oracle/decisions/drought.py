@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import hashlib
 import json
 import logging
 import math
@@ -61,6 +62,9 @@ class DroughtTerms:
     min_precip_months: int = 36
     min_history_years: int = 2
     calibration: tuple[int, int] | None = None
+    #: What flagged inputs do: "exclude" them, "hold" the decision for review, or "record" the flag.
+    duplicates: str = "exclude"
+    climatology: str = "record"
 
 
 def parse_period(period: str) -> tuple[int, int]:
@@ -97,7 +101,10 @@ def zonal_mean_step(raster: bytes, region_feature: bytes, params: dict[str, Any]
     grid = read_raster(raster, variable=params["variable"], units=params.get("units"), now=FAR_FUTURE)
     stats = zonal_means(grid, [region])
     mean = float(stats.means[0])
+    # A fingerprint of the whole field: a re-sent old raster under a new date shows up as a repeat.
+    values = np.where(np.isnan(grid.values), -1.0e300, grid.values).astype("<f8")
     return {
+        "values_sha256": hashlib.sha256(values.tobytes()).hexdigest(),
         "region_id": region.region_id,
         "variable": params.get("label", params["variable"]),
         "date": params["date"],
@@ -116,6 +123,56 @@ def weather_series_step(feed: bytes, params: dict[str, Any]) -> dict[str, Any]:
     return {"region_id": params["region_id"], "variable": params["variable"], "series": out}
 
 
+def screen_step(parts: Sequence[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+    """Poisoning and fault screen over the zonal means: a raster whose field repeats an earlier date's
+    exactly is a duplicate claiming to be new (``duplicates`` mode, default exclude); a current value
+    far outside its own climatology is flagged (``climatology`` mode, default record: a drought *is* an
+    extreme, so by default the flag is logged for the auditor, not acted on)."""
+    from models.quality import apply_policy, flag_region_means
+
+    rasters = [p for p in parts if "values_sha256" in p]
+    first_seen: dict[tuple[str, str], str] = {}
+    duplicates = []
+    for p in sorted(rasters, key=lambda p: (p["variable"], p["date"])):
+        key = (p["variable"], p["values_sha256"])
+        if key in first_seen and first_seen[key] != p["date"]:
+            duplicates.append(
+                {
+                    "reason": "duplicate",
+                    "variable": p["variable"],
+                    "date": p["date"],
+                    "detail": f"same field as {first_seen[key]}",
+                }
+            )
+        first_seen.setdefault(key, p["date"])
+    climatology = []
+    for cur in (p for p in rasters if p["date"][:7] == params["period"] and p["mean"] is not None):
+        history = [
+            h
+            for h in rasters
+            if h["variable"] == cur["variable"]
+            and h["date"][5:7] == cur["date"][5:7]
+            and h["date"] < cur["date"]
+            and h["mean"] is not None
+        ]
+        for f in flag_region_means(cur, history):
+            if str(f.reason) in ("climatology", "low_coverage"):
+                climatology.append(
+                    {"reason": str(f.reason), "variable": f.variable, "date": f.date, "detail": f.detail}
+                )
+    dropped = []
+    hold = False
+    for flags, mode in ((duplicates, params["duplicates"]), (climatology, params["climatology"])):
+        if not flags:
+            continue
+        if mode == "exclude":
+            dropped += [[f["variable"], f["date"]] for f in flags]
+        elif mode == "hold":
+            hold = True
+        apply_policy([], mode=mode)  # validates the mode name
+    return {"flags": duplicates + climatology, "dropped": sorted(dropped), "hold": hold}
+
+
 def features_step(parts: Sequence[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
     """Region-month features from the zonal means and series (see ``models.drought.region_features``)."""
     from models.drought.region_features import RegionObservations, region_features
@@ -126,6 +183,8 @@ def features_step(parts: Sequence[dict[str, Any]], params: dict[str, Any]) -> di
     history: dict[str, list[float]] = {"ndvi": [], "lst": [], "soil_moisture": []}
     daily: list[float] = []
     for p in sorted(parts, key=lambda p: json.dumps(p, sort_keys=True)):
+        if "flags" in p:
+            continue  # the screen's verdict rides along as an input so the graph shows it; not a value
         if "series" in p:
             for k, v in p["series"].items():
                 if v is not None and k <= params["period"]:
@@ -320,9 +379,36 @@ def evaluate_drought(
             reason="; ".join(inputs.missing),
         )
 
+    screen_params = {"period": period, "duplicates": terms.duplicates, "climatology": terms.climatology}
+    screen = screen_step(parts, screen_params)
+    screen_cid = trace.record("screen", inputs=sorted(part_cids), output=screen, params=screen_params)
+    dropped = {(v, d) for v, d in screen["dropped"]}
+    kept = [
+        (p, c)
+        for p, c in zip(parts, part_cids, strict=True)
+        if (p.get("variable"), p.get("date")) not in dropped
+    ]
+    quality_flags = [
+        {"quality": f["reason"], "variable": f["variable"], "date": f["date"], "detail": f["detail"]}
+        for f in screen["flags"]
+    ]
+    if screen["hold"]:
+        return _record(
+            sessions,
+            trace,
+            region_id,
+            subject,
+            period,
+            raw_inputs,
+            status="held",
+            reason="held for review: flagged inputs",
+            flags=quality_flags,
+        )
     feature_params = {"period": period, "months": terms.min_precip_months, "calibration": terms.calibration}
-    features = features_step(parts, feature_params)
-    features_cid = trace.record("features", inputs=sorted(part_cids), output=features, params=feature_params)
+    features = features_step([p for p, _ in kept], feature_params)
+    features_cid = trace.record(
+        "features", inputs=[*sorted([c for _, c in kept]), screen_cid], output=features, params=feature_params
+    )
 
     directory = model_dir or DEFAULT_MODEL_DIRECTORY
     cards = list_models(directory)
@@ -359,6 +445,7 @@ def evaluate_drought(
         fields=fields,
         scored=scored,
         model_cid=model_cid,
+        flags=quality_flags,
     )
 
 
@@ -375,6 +462,7 @@ def _record(
     fields: dict[str, Any] | None = None,
     scored: dict[str, Any] | None = None,
     model_cid: str | None = None,
+    flags: list[dict[str, Any]] | None = None,
 ) -> DecisionOutcome:
     decision_id, revision, manifest_cid = record_decision(
         sessions,
@@ -390,6 +478,7 @@ def _record(
         fields=fields,
         confidence=max(scored["probabilities"].values()) if scored else None,
         factors=scored["factors"] if scored else [],
+        flags=flags,
         manifest_extra={"region_id": region_id},
     )
     report = None
@@ -414,4 +503,5 @@ def _record(
         factors=scored["factors"] if scored else [],
         manifest_cid=manifest_cid,
         steps=list(trace.steps),
+        flags=flags or [],
     )

@@ -115,6 +115,15 @@ def _weather_series(step: Step, inputs: list[bytes]) -> Any:
     return drought.weather_series_step(feed, step.params)
 
 
+@register_step("screen")
+def _screen_any(step: Step, inputs: list[bytes]) -> Any:
+    """Both pipelines have a "screen" step: readings (cold chain) or zonal means (drought)."""
+    docs = [_json(b) for b in inputs]
+    if len(docs) == 1 and "readings" in docs[0]:
+        return coldchain.screen_step(docs[0], step.params)
+    return drought.screen_step(docs, step.params)
+
+
 @register_step("features")
 def _features(step: Step, inputs: list[bytes]) -> Any:
     return drought.features_step([_json(b) for b in inputs], step.params)
@@ -135,12 +144,6 @@ def _report(step: Step, inputs: list[bytes]) -> Any:
 @register_step("readings")
 def _readings(step: Step, inputs: list[bytes]) -> Any:
     return coldchain.readings_step(inputs, step.params)
-
-
-@register_step("screen")
-def _screen(step: Step, inputs: list[bytes]) -> Any:
-    (readings,) = inputs
-    return coldchain.screen_step(_json(readings), step.params)
 
 
 @register_step("rules")

@@ -127,3 +127,37 @@ def test_drought_region_is_paid_and_normal_region_is_not(world, chain: ChainKit)
     assert chain.balance(insured["wet"]) == before["wet"]
     stored = chain.router.functions.latest(subject_id("region", "dry")).call()
     assert dry_report.epoch in list(stored)
+
+
+def test_old_raster_resent_as_new_is_flagged_and_excluded(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A poisoning attempt: last year's June NDVI re-sent with this June's date. The field repeats an
+    earlier date's exactly, so it is excluded as a duplicate and the flag is in the decision log."""
+    import rasterio
+
+    sessions, blobs = world
+    honest = evaluate_drought(sessions, blobs, region_id="dry", period=PERIOD)
+    assert not [f for f in honest.flags if f.get("quality") == "duplicate"]
+    with sessions() as s:
+        from oracle.storage.tables import Observation
+
+        last_year = s.scalars(
+            select(Observation).where(Observation.variable == "ndvi", Observation.observed_at < "2026-01-01")
+        ).all()[-1]
+    source = tmp_path / "old.tif"
+    source.write_bytes(blobs.get(last_year.cid))
+    with rasterio.open(source, "r+") as ds:
+        ds.update_tags(time="2026-06-20T00:00:00Z")
+    resent = ingest_raster(sessions, blobs, source.read_bytes(), variable="ndvi", name="ndvi-2026-06-20")
+    assert resent.accepted
+    poisoned = evaluate_drought(sessions, blobs, region_id="dry", period=PERIOD)
+    duplicate = [f for f in poisoned.flags if f.get("quality") == "duplicate"]
+    assert [(f["variable"], f["date"]) for f in duplicate] == [("ndvi", "2026-06-20")]
+    assert poisoned.report is not None
+    assert (
+        poisoned.report.value == honest.report.value if honest.report else False
+    )  # the copy changed nothing
+    held = evaluate_drought(
+        sessions, blobs, region_id="dry", period=PERIOD, terms=DroughtTerms(duplicates="hold")
+    )
+    assert held.status == "held"
+    assert held.report is None
