@@ -87,6 +87,8 @@ class Verification:
 #: A replayer recomputes one step: (the step, its inputs' bytes in order) -> the output object.
 StepReplayer = Callable[[Step, list[bytes]], Any]
 STEP_REPLAYERS: dict[str, StepReplayer] = {}
+#: The steps whose output is the report's fields (all but the epoch): drought and cold chain.
+REPORT_STEPS = ("report", "verdict")
 
 
 def register_step(name: str) -> Callable[[StepReplayer], StepReplayer]:
@@ -259,7 +261,7 @@ def replay(source: ContentSource, manifest_cid: str, attested: AttestedReport) -
     for i, raw_step in enumerate(manifest["steps"], start=1):
         step = Step.from_json(raw_step)
         output = run.step(i, step)
-        if step.name == "report":
+        if step.name in REPORT_STEPS:
             report_output = output
 
     report = attested.report

@@ -160,3 +160,41 @@ def test_stuck_sensor_is_flagged_and_does_not_drive_a_void_on_its_own(stores) ->
     )
     assert held.status == "held"
     assert held.report is None
+
+
+def test_cold_chain_decision_replays_bit_for_bit_and_names_a_tampered_batch(stores, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from oracle.reports import report_digest
+    from oracle.verify.replay import AttestedReport, replay
+    from oracle.verify.sources import StoreSource
+
+    sessions, blobs = stores
+    fleet = Fleet(sessions, blobs)
+    start = day_ago()
+    fleet.add("logger-v", "SHP-V", start_s=start)
+    fleet.publish("logger-v", temperatures(12, excursion=(2, 2, 46.0)), start_s=start)
+    outcome = evaluate_shipment(
+        sessions, blobs, shipment_id="SHP-V", terms=ShipmentTerms(profile="refrigerated")
+    )
+    assert outcome.report is not None
+    router = "0x" + "ab" * 20
+    attested = AttestedReport(
+        report=outcome.report,
+        chain_id=31337,
+        router=router,
+        tx_hash="0x" + "00" * 32,
+        block_number=1,
+        report_hash=report_digest(outcome.report, chain_id=31337, router=router),
+    )
+    result = replay(StoreSource(blobs), outcome.manifest_cid, attested)
+    assert result.ok, result.first_mismatch
+    assert {"readings", "screen", "rules", "breach_model", "verdict"} <= {s.name for s in outcome.steps}
+
+    batch = outcome.steps[0].inputs[0]
+    path = blobs.path(batch)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    tampered = replay(StoreSource(blobs), outcome.manifest_cid, attested)
+    assert not tampered.ok
+    assert tampered.first_mismatch is not None
+    assert batch in (tampered.first_mismatch.name + tampered.first_mismatch.detail)
