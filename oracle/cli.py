@@ -171,10 +171,9 @@ def report_post(
     import time
 
     from oracle.attest import attest, next_epoch
-    from oracle.chain.deploy import Deployment
-    from oracle.commands.pipeline import signers_from
     from oracle.config import load_settings
     from oracle.context import open_context
+    from oracle.posting import posting_setup
     from oracle.provenance import EMPTY_ROOT
     from oracle.reports import Report, ReportKind, Verdict, subject_id, to_fixed
 
@@ -191,7 +190,7 @@ def report_post(
     else:
         raise ValidationError("--kind is drought or coldchain", reason="unknown_kind")
     ctx = open_context(settings)
-    deployment = Deployment.load(settings.deployment_file)
+    setup = posting_setup(ctx)
     with ctx.sessions() as s:
         chosen_epoch = epoch or next_epoch(s, sid)
     report = Report(
@@ -203,14 +202,13 @@ def report_post(
         inputs_root=EMPTY_ROOT,
         model_id=bytes.fromhex((model_id or _shipped_model_id(report_kind)).removeprefix("0x")),
     )
-    signers, threshold = signers_from(settings)
     att = attest(
         ctx.sessions,
         report,
-        signers=signers,  # type: ignore[arg-type]
-        threshold=threshold,
-        chain_id=deployment.chain_id,
-        router=deployment.address("OracleRouter"),
+        signers=setup.signers,
+        threshold=setup.threshold,
+        chain_id=setup.chain_id,
+        router=setup.router,
         subject_name=subject,
         detail={"manual": True},
     )

@@ -221,23 +221,18 @@ class Demo:
             log.exception("the demo stopped with an error; the service keeps running")
 
     def _post(self, outcome: Any, name: str) -> None:
-        from oracle.chain.deploy import Deployment
         from oracle.decisions.post import post_decision
-        from oracle.signer.client import HttpSigner
+        from oracle.posting import posting_setup
 
-        deployment = self.ctx.extras["deployment"]
-        assert isinstance(deployment, Deployment)
-        signer = self.ctx.extras["signer"]
-        assert isinstance(signer, tuple)
-        url, token = signer
+        setup = posting_setup(self.ctx)
         post_decision(
             self.ctx.sessions,
             outcome,
             subject_name=name,
-            signers=[HttpSigner(str(url), str(token))],
-            threshold=1,
-            chain_id=deployment.chain_id,
-            router=deployment.address("OracleRouter"),
+            signers=setup.signers,
+            threshold=setup.threshold,
+            chain_id=setup.chain_id,
+            router=setup.router,
         )
 
     def _post_drought(self) -> None:

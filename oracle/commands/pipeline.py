@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from oracle.config import Settings, load_settings
+from oracle.config import load_settings
 from oracle.context import Context, open_context
-from oracle.errors import ConfigError, ValidationError
+from oracle.errors import ValidationError
 
 regions_app = typer.Typer(help="Insured regions (GeoJSON polygons).", no_args_is_help=True)
 evaluate_app = typer.Typer(help="Run one evaluation now.", no_args_is_help=True)
@@ -137,38 +137,21 @@ def _report_ingest(out: object, ctx: Context | None = None) -> None:
     raise typer.Exit(1)
 
 
-def signers_from(settings: Settings) -> tuple[list[object], int]:
-    """The signer clients: the configured URL, or the local signer that `oracle run` started."""
-    from oracle.signer.client import HttpSigner
-
-    if settings.signer_url:
-        if settings.signer_token is None:
-            raise ConfigError("ORACLE_SIGNER_TOKEN: required with ORACLE_SIGNER_URL")
-        return [HttpSigner(settings.signer_url, settings.signer_token.get_secret_value())], 1
-    d = settings.data_dir / "signer"
-    if not (d / "url").exists():
-        raise ConfigError(
-            "no signer is running: start `oracle run` (or `oracle signer serve`) or set ORACLE_SIGNER_URL"
-        )
-    return [HttpSigner((d / "url").read_text().strip(), (d / "token").read_text().strip())], 1
-
-
 def _post(ctx: Context, outcome: object, subject_name: str) -> None:
-    from oracle.chain.deploy import Deployment
     from oracle.decisions.post import post_decision
     from oracle.decisions.record import DecisionOutcome
+    from oracle.posting import posting_setup
 
     assert isinstance(outcome, DecisionOutcome)
-    deployment = Deployment.load(ctx.settings.deployment_file)
-    signers, threshold = signers_from(ctx.settings)
+    setup = posting_setup(ctx)
     att = post_decision(
         ctx.sessions,
         outcome,
         subject_name=subject_name,
-        signers=signers,  # type: ignore[arg-type]
-        threshold=threshold,
-        chain_id=deployment.chain_id,
-        router=deployment.address("OracleRouter"),
+        signers=setup.signers,
+        threshold=setup.threshold,
+        chain_id=setup.chain_id,
+        router=setup.router,
     )
     typer.echo(f"queued {att.outbox_key} (report {att.report_id}); the running service posts it")
 

@@ -10,9 +10,6 @@ decision is still recorded and a warning says why nothing was posted.
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,54 +17,14 @@ from sqlalchemy import select
 
 from oracle.context import Context
 from oracle.errors import ConfigError, NotFound
+from oracle.posting import posting_setup
 from oracle.reports import subject_id
 from oracle.storage.tables import DeviceBinding
 
 if TYPE_CHECKING:
     from oracle.decisions.record import DecisionOutcome
-    from oracle.signer.client import Signer
 
 log = logging.getLogger(__name__)
-
-_signer_lock = threading.Lock()
-_HTTP_SIGNER = "scheduler_http_signer"
-
-
-@dataclass(frozen=True)
-class PostingSetup:
-    signers: Sequence[Signer]
-    threshold: int
-    chain_id: int
-    router: str
-
-
-def posting_setup(ctx: Context) -> PostingSetup:
-    """The signers and router reports are posted with; :raises ConfigError: naming what is missing."""
-    from oracle.chain.deploy import Deployment
-    from oracle.signer.client import HttpSigner, Signer
-
-    deployment = ctx.extras.get("deployment")
-    if not isinstance(deployment, Deployment):
-        raise ConfigError("no contract deployment in the context (ctx.extras['deployment'])")
-    router = deployment.address("OracleRouter")
-    threshold = ctx.extras.get("signer_threshold", 1)
-    if not isinstance(threshold, int) or threshold < 1:
-        raise ConfigError("ctx.extras['signer_threshold'] must be a positive integer")
-    given = ctx.extras.get("signers")
-    if isinstance(given, list | tuple) and given and all(isinstance(s, Signer) for s in given):
-        return PostingSetup(list(given), threshold, deployment.chain_id, router)
-    configured = ctx.extras.get("signer")
-    if not (
-        isinstance(configured, tuple) and len(configured) == 2 and all(isinstance(v, str) for v in configured)
-    ):
-        raise ConfigError("no signer in the context (ctx.extras['signer'] = (url, token))")
-    url, token = configured
-    with _signer_lock:
-        client = ctx.extras.get(_HTTP_SIGNER)
-        if not isinstance(client, HttpSigner) or client.url != url.rstrip("/"):
-            client = HttpSigner(url, token)
-            ctx.extras[_HTTP_SIGNER] = client
-    return PostingSetup([client], threshold, deployment.chain_id, router)
 
 
 def post_outcome(ctx: Context, outcome: DecisionOutcome, *, subject_name: str) -> int | None:
