@@ -4,19 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from oracle.errors import ValidationError
-
-
-def parse_period(period: str) -> tuple[int, int]:
-    """(year, month) of ``YYYY-MM``; the same rule as the drought evaluation, without importing it."""
-    try:
-        year_s, month_s = period.split("-")
-        year, month = int(year_s), int(month_s)
-    except ValueError:
-        raise ValidationError(f"period {period!r} must be YYYY-MM", reason="bad_period") from None
-    if not (1 <= month <= 12 and 1900 <= year <= 2999) or len(period) != 7:
-        raise ValidationError(f"period {period!r} must be YYYY-MM", reason="bad_period")
-    return year, month
+from oracle.decisions.drought import parse_period
 
 
 def month_index(period: str) -> int:
