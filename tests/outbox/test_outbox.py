@@ -185,8 +185,15 @@ def test_receipt_lost_in_a_reorg_is_reposted(chain: ChainKit, tmp_path: Path) ->
     att = post(sessions, chain, drought_report("KE-08", epoch=1, severity=1.0))
     poster = _poster(sessions, chain, confirmations=3, fees=FeePolicy(rebroadcast_every_s=0.0))
     snapshot = chain.w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
-    poster.pump()  # signed + sent + mined (automine)
-    poster.pump()  # receipt seen, 1 of 3 confirmations
+    poster.pump()  # signed + sent; anvil mines it (automine), asynchronously under load
+    deadline = time.monotonic() + 15
+    while True:
+        poster.pump()  # receipt seen, 1 of 3 confirmations
+        with sessions() as s:
+            seen = s.get(OutboxRow, att.outbox_id)
+            if (seen is not None and seen.block_number is not None) or time.monotonic() > deadline:
+                break
+        time.sleep(0.1)
     with sessions() as s:
         row = s.get(OutboxRow, att.outbox_id)
         assert row is not None
