@@ -130,10 +130,14 @@ def screen_step(parts: Sequence[dict[str, Any]], params: dict[str, Any]) -> dict
     extreme, so by default the flag is logged for the auditor, not acted on)."""
     from models.quality import apply_policy, flag_region_means
 
-    rasters = [p for p in parts if "values_sha256" in p]
+    # Sorted, so the output is the same whatever order the parts arrive in (a replay sees them by CID).
+    rasters = sorted(
+        (p for p in parts if "values_sha256" in p),
+        key=lambda p: (p["variable"], p["date"], p["values_sha256"]),
+    )
     first_seen: dict[tuple[str, str], str] = {}
     duplicates = []
-    for p in sorted(rasters, key=lambda p: (p["variable"], p["date"])):
+    for p in rasters:
         key = (p["variable"], p["values_sha256"])
         if key in first_seen and first_seen[key] != p["date"]:
             duplicates.append(

@@ -111,8 +111,8 @@ def test_operator_clicks_through_and_sees_live_updates(
     steps = custody.get_by_test_id("custody-step")
     expect(steps.last).to_have_attribute("data-step", "report")
     names = steps.evaluate_all("rows => rows.map(r => r.dataset.step)")
-    assert names[-3:] == ["features", "score", "report"]
-    assert set(names[:-3]) == {"zonal_mean"}
+    assert names[-4:] == ["screen", "features", "score", "report"]
+    assert set(names[:-4]) == {"zonal_mean"}
     graph = custody.get_by_test_id("custody-graph")
     for stage in ("zonal_mean", "features", "score", "report", "raster", "region geometry", "model artifact"):
         expect(graph.locator(f'[data-stage="{stage}"]')).to_have_count(1)
