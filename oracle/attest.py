@@ -9,6 +9,7 @@ report, one transaction.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -146,10 +147,14 @@ def attest(
         return Attestation(report_id, out.id, out.key, created)
 
 
-def submit_calldata(report: Report, signatures: bytes) -> bytes:
-    """ABI-encoded ``OracleRouter.submit(report, signatures)``."""
+@functools.cache
+def _router_abi_encoder() -> Any:
     from oracle.chain.artifacts import load_artifact
 
-    router = Web3().eth.contract(abi=list(load_artifact("OracleRouter").abi))
-    data = router.encode_abi("submit", args=[report.as_tuple(), signatures])
+    return Web3().eth.contract(abi=list(load_artifact("OracleRouter").abi))
+
+
+def submit_calldata(report: Report, signatures: bytes) -> bytes:
+    """ABI-encoded ``OracleRouter.submit(report, signatures)``."""
+    data = _router_abi_encoder().encode_abi("submit", args=[report.as_tuple(), signatures])
     return bytes.fromhex(str(data)[2:])

@@ -46,7 +46,6 @@ def evaluated_period(now: dt.datetime) -> str:
 
 
 def _geotiff(values: np.ndarray, *, when: str, units: str | None, scale: float = 1.0) -> bytes:
-    import rasterio
     from rasterio.io import MemoryFile
     from rasterio.transform import from_origin
 
@@ -69,7 +68,6 @@ def _geotiff(values: np.ndarray, *, when: str, units: str | None, scale: float =
                 dst.units = (units,)
             dst.update_tags(time=when)
         data: bytes = mem.read()
-    del rasterio
     return data
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from web3 import Web3
 
 from oracle.config import Settings
 from oracle.errors import ConfigError
@@ -179,10 +180,8 @@ def chainlink_jobs(settings: Settings) -> dict[str, str]:
     return {str(k): str(v) for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
 
 
-def transact_value(w3: object, sender: LocalAccount, to: str, value: int) -> None:
-    from web3 import Web3
-
-    assert isinstance(w3, Web3)
+def transact_value(w3: Web3, sender: LocalAccount, to: str, value: int) -> None:
+    """Send ``value`` wei from ``sender`` to ``to`` and wait for the receipt."""
     tx = {
         "from": sender.address,
         "to": Web3.to_checksum_address(to),

@@ -47,14 +47,17 @@ def _context() -> Any:
     return open_context(load_settings())
 
 
+ShipmentOption = Annotated[str, typer.Option("--shipment", help="shipment the device measures")]
+FromOption = Annotated[str | None, typer.Option("--from", help="binding start, ISO-8601 (default now)")]
+ToOption = Annotated[str | None, typer.Option("--to", help="binding end, ISO-8601 (default open)")]
+
+
 @devices_app.command("add")
 def devices_add(
     device_id: Annotated[str, typer.Argument(help="device id (A-Z a-z 0-9 . _ : -, at most 64)")],
-    shipment: Annotated[str, typer.Option("--shipment", help="shipment the device measures")],
-    valid_from: Annotated[
-        str | None, typer.Option("--from", help="binding start, ISO-8601 (default now)")
-    ] = None,
-    valid_to: Annotated[str | None, typer.Option("--to", help="binding end, ISO-8601 (default open)")] = None,
+    shipment: ShipmentOption,
+    valid_from: FromOption = None,
+    valid_to: ToOption = None,
 ) -> None:
     """Register a device, bind it to a shipment and print its new HMAC secret (hex) ONCE."""
     from oracle.devices import load_kek, register_device
@@ -82,11 +85,9 @@ def devices_add(
 @devices_app.command("bind")
 def devices_bind(
     device_id: Annotated[str, typer.Argument(help="a registered device")],
-    shipment: Annotated[str, typer.Option("--shipment", help="shipment the device measures")],
-    valid_from: Annotated[
-        str | None, typer.Option("--from", help="binding start, ISO-8601 (default now)")
-    ] = None,
-    valid_to: Annotated[str | None, typer.Option("--to", help="binding end, ISO-8601 (default open)")] = None,
+    shipment: ShipmentOption,
+    valid_from: FromOption = None,
+    valid_to: ToOption = None,
 ) -> None:
     """Bind an existing device to a (further) shipment for a time window."""
     from oracle.devices import bind_device

@@ -153,9 +153,8 @@ def test_old_raster_resent_as_new_is_flagged_and_excluded(world, tmp_path: Path)
     duplicate = [f for f in poisoned.flags if f.get("quality") == "duplicate"]
     assert [(f["variable"], f["date"]) for f in duplicate] == [("ndvi", "2026-06-20")]
     assert poisoned.report is not None
-    assert (
-        poisoned.report.value == honest.report.value if honest.report else False
-    )  # the copy changed nothing
+    assert honest.report is not None
+    assert poisoned.report.value == honest.report.value  # the excluded copy changed nothing
     held = evaluate_drought(
         sessions, blobs, region_id="dry", period=PERIOD, terms=DroughtTerms(duplicates="hold")
     )
