@@ -28,6 +28,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from models import numerics as nm
 from models.paths import COLDCHAIN_MODEL_DIR
 from oracle.errors import ValidationError
 
@@ -195,13 +196,14 @@ def _fit(x: FloatArray, y: FloatArray, seed: int, *, overrides: dict[str, Any], 
         raise ValidationError(
             "training labels are all one class; need breached and clean shipments", reason="labels"
         )
-    data = lgb.Dataset(x, label=y, feature_name=list(FEATURE_NAMES), free_raw_data=False)
+    # Canonical quantisation of the training inputs (models.numerics): the same model on every CPU.
+    data = lgb.Dataset(nm.quantise(x), label=y, feature_name=list(FEATURE_NAMES), free_raw_data=False)
     return lgb.train({**PARAMS, **overrides, "seed": seed}, data, num_boost_round=rounds)
 
 
 def _log_loss(y: FloatArray, p: FloatArray) -> float:
     q = np.clip(p, 1e-12, 1 - 1e-12)
-    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+    return float(-np.mean(y * nm.log(q) + (1 - y) * nm.log(1 - q)))
 
 
 def _precision_recall(y: FloatArray, p: FloatArray) -> tuple[float, float]:

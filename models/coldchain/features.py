@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from models import numerics as nm
+
 from .mkt import KELVIN_OFFSET
 from .profiles import ProductProfile
 from .readings import FloatArray, Readings
@@ -87,12 +89,12 @@ def feature_matrix(readings: Readings, profile: ProductProfile) -> FloatArray:
     # Trailing MKT over the profile window (partial at the start), scaled against underflow.
     exponent = -profile.mkt.dh_over_r / (temp + KELVIN_OFFSET)
     top = float(exponent.max())
-    mass = _held_before(np.exp(exponent - top) * held)
+    mass = _held_before(nm.exp(exponent - top) * held)
     start_w = _since(ts, float(profile.mkt.window_s))
     covered = past - _held_before(held)[start_w]
     window_mass = mass[:-1] - mass[start_w]
     with np.errstate(divide="ignore", invalid="ignore"):
-        trailing = profile.mkt.dh_over_r / -(np.log(window_mass / covered) + top) - KELVIN_OFFSET
+        trailing = profile.mkt.dh_over_r / -(nm.log(window_mass / covered) + top) - KELVIN_OFFSET
     trailing = np.where(covered > 0, trailing, temp)
 
     b = profile.budget

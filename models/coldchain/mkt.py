@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from models import numerics as nm
 from oracle.errors import ValidationError
 
 from .readings import FloatArray, hold_durations, validate_series
@@ -30,8 +31,8 @@ def weighted_mkt(temp_c: FloatArray, weights_s: FloatArray, *, dh_over_r: float 
         raise ValidationError("readings cover no time", reason="empty")
     exponent = -dh_over_r / (temp_c + KELVIN_OFFSET)
     top = float(np.max(exponent))
-    mean = float(np.sum(weights_s * np.exp(exponent - top))) / total
-    return dh_over_r / -(float(np.log(mean)) + top) - KELVIN_OFFSET
+    mean = float(np.sum(weights_s * nm.exp(exponent - top))) / total
+    return dh_over_r / -(float(nm.log(mean)) + top) - KELVIN_OFFSET
 
 
 def mean_kinetic_temperature(

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models import numerics as nm
 from oracle.errors import ValidationError
 
 from .mkt import KELVIN_OFFSET, weighted_mkt
@@ -196,11 +197,11 @@ def _mkt_windows(
     # Scale by the warmest reading so ultra-cold exponentials do not underflow.
     exponent = -limit.dh_over_r / (temp + KELVIN_OFFSET)
     top = float(exponent.max())
-    rate = np.exp(exponent - top)
+    rate = nm.exp(exponent - top)
     edges = ts.astype(np.float64)
     cum = np.concatenate(([0.0], np.cumsum(rate * held)[:-1]))
     mass = _cumulative_at(edges, cum, rate, ends) - _cumulative_at(edges, cum, rate, ends - window)
-    mkts = limit.dh_over_r / -(np.log(mass / window) + top) - KELVIN_OFFSET
+    mkts = limit.dh_over_r / -(nm.log(mass / window) + top) - KELVIN_OFFSET
     worst = float(mkts.max())
     over = np.flatnonzero(mkts > limit.max_c)
     if over.size == 0:
@@ -223,7 +224,7 @@ def _mkt_windows(
 def arrhenius_factor(temp_c: FloatArray, *, reference_c: float, dh_over_r: float) -> FloatArray:
     """f(T) = exp[(ΔH/R)(1/T_ref − 1/T)], temperatures in °C: seconds at ``reference_c`` per second at T."""
     t_ref = reference_c + KELVIN_OFFSET
-    return np.asarray(np.exp(dh_over_r * (1.0 / t_ref - 1.0 / (temp_c + KELVIN_OFFSET))), dtype=np.float64)
+    return np.asarray(nm.exp(dh_over_r * (1.0 / t_ref - 1.0 / (temp_c + KELVIN_OFFSET))), dtype=np.float64)
 
 
 def _budget(

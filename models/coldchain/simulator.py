@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from models import numerics as nm
 from oracle.errors import ValidationError
 
 from .profiles import ProductProfile, load_profile
@@ -100,10 +101,10 @@ def simulate_shipments(config: SimulatorConfig | None = None) -> tuple[Simulated
     hot_day = rng.uniform(0, np.maximum(hours - 24, 0.0)) * 3600
     tt = t[None, :]
     in_hot = (tt >= hot_day[:, None]) & (tt < hot_day[:, None] + 86400)
-    bump = np.where(in_hot, np.sin(np.pi * (tt - hot_day[:, None]) / 86400) ** 2, 0.0)
+    bump = np.where(in_hot, np.square(nm.sin(np.pi * (tt - hot_day[:, None]) / 86400)), 0.0)
     ambient = (
         amb_mean[:, None]
-        + amb_amp[:, None] * np.sin(2 * np.pi * (tt + phase[:, None] + starts[:, None]) / 86400)
+        + amb_amp[:, None] * nm.sin(2 * np.pi * (tt + phase[:, None] + starts[:, None]) / 86400)
         + hot[:, None] * bump
     )
     # Door openings (Poisson arrivals) as a per-step mask.
@@ -146,7 +147,7 @@ def simulate_shipments(config: SimulatorConfig | None = None) -> tuple[Simulated
         cold = np.where(cooling, evap, np.nan_to_num(coolant_c))
         rate = r_wall + r_cold + r_door
         target = ((r_wall + r_door) * amb + r_cold * cold) / rate
-        temp = target + (temp - target) * np.exp(-rate * step)
+        temp = target + (temp - target) * nm.exp(-rate * step)
         used_h += np.where(coolant_on, step / 3600 * np.maximum(amb - temp, 0.0) / design_k, 0.0)
         series[:, k] = temp
     return tuple(

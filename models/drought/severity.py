@@ -27,6 +27,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from models import numerics as nm
 from models.drought.features import CLASSES, FEATURES, feature_matrix
 from models.paths import DROUGHT_MODEL_DIR
 from models.registry import ModelCard, list_models, load_model
@@ -107,11 +108,11 @@ class DroughtSeverityModel:
             self._booster.predict(matrix, pred_contrib=True, num_threads=1), dtype=np.float64
         )
         levels = np.arange(len(CLASSES), dtype=np.float64)
-        scores = proba @ levels
+        scores = nm.weighted_sum(proba, levels)
         # contrib is (rows, classes × (features + 1)); the last column of each block is the bias.
         per_class = contrib.reshape(matrix.shape[0], len(CLASSES), len(FEATURES) + 1)[:, :, :-1]
         weights = proba * (levels[None, :] - scores[:, None])  # ∂S/∂z_j
-        to_score = np.einsum("rj,rjf->rf", weights, per_class)
+        to_score = np.sum(weights[:, :, None] * per_class, axis=1)
         results = []
         for row in range(matrix.shape[0]):
             order = np.argsort(-np.abs(to_score[row]), kind="stable")[:TOP_FACTORS]

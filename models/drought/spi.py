@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special
 
+from models import numerics as nm
 from oracle.errors import ValidationError
 
 FloatArray = npt.NDArray[np.float64]
@@ -161,9 +162,9 @@ def _standardize(values: FloatArray, calibration: FloatArray) -> FloatArray:
         prob_zero = np.where(n_valid > 0, (n_valid - n_positive) / n_valid, np.nan)
         mean = np.where(positive, calibration, 0.0).sum(axis=0) / n_positive
         mean_log = (
-            np.where(positive, np.log(np.where(positive, calibration, 1.0)), 0.0).sum(axis=0) / n_positive
+            np.where(positive, nm.log(np.where(positive, calibration, 1.0)), 0.0).sum(axis=0) / n_positive
         )
-        a = np.log(mean) - mean_log
+        a = nm.log(mean) - mean_log
         alpha = (1.0 + np.sqrt(1.0 + 4.0 * a / 3.0)) / (4.0 * a)
         beta = mean / alpha
         # All-zero calibration: no gamma fit, and the zero mass is ignored (see module docstring).

@@ -38,6 +38,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy import special
 
+from models import numerics as nm
 from models.drought.dry_spell import longest_dry_spell
 from models.drought.features import CLASSES
 from models.drought.spi import spi_cube
@@ -80,14 +81,14 @@ def generate(config: SyntheticConfig | None = None) -> pd.DataFrame:
     amp = np.where(arid, rng.uniform(0.7, 0.95, n_reg), rng.uniform(0.1, 0.6, n_reg))
     peak = rng.integers(1, 13, n_reg)
     shape_k = np.where(arid, rng.uniform(0.6, 1.2, n_reg), rng.uniform(1.5, 4.0, n_reg))
-    seasonal_mean = base * (1.0 + amp * np.cos(2.0 * np.pi * (month[:, None] - peak) / 12.0))  # (t, r)
+    seasonal_mean = base * (1.0 + amp * nm.cos(2.0 * np.pi * (month[:, None] - peak) / 12.0))  # (t, r)
 
     wetness = np.zeros((n_months, n_reg))
     shocks = rng.standard_normal((n_months, n_reg))
     for t in range(1, n_months):
         wetness[t] = 0.8 * wetness[t - 1] + 0.6 * shocks[t]
 
-    scale = seasonal_mean * np.exp(0.45 * wetness) / shape_k
+    scale = seasonal_mean * nm.exp(0.45 * wetness) / shape_k
     rain = rng.gamma(shape_k, scale)
     # Arid months are often entirely dry: more so in the dry season and in dry regimes.
     dry_prob = np.where(arid, np.clip(0.6 - seasonal_mean / 60.0 - 0.1 * wetness, 0.0, 0.9), 0.0)
@@ -155,6 +156,10 @@ def generate(config: SyntheticConfig | None = None) -> pd.DataFrame:
         "usdm_class": np.asarray(CLASSES, dtype=object)[codes.ravel()],
     }
     frame = pd.DataFrame(columns)
+    # Canonical quantisation of the training inputs (see models.numerics): the same frame on every CPU.
+    for name in frame.columns:
+        if frame[name].dtype == np.float64:
+            frame[name] = nm.quantise(frame[name].to_numpy())
     frame = frame[frame["date"] >= dates[5]].dropna(subset=["spi_6"]).reset_index(drop=True)
     return frame
 

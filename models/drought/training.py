@@ -21,6 +21,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from models import numerics as nm
 from models.drought.features import CLASSES, FEATURES, class_codes, feature_matrix
 from models.drought.severity import MODEL_NAME
 from models.drought.synthetic import SyntheticConfig, generate
@@ -106,9 +107,9 @@ def evaluate(proba: np.ndarray, codes: np.ndarray) -> Metrics:
     return Metrics(
         accuracy=float(np.mean(predicted == codes)),
         macro_f1=float(np.mean(f1s)),
-        log_loss=float(-np.mean(np.log(np.clip(proba[np.arange(codes.size), codes], eps, 1.0)))),
+        log_loss=float(-np.mean(nm.log(np.clip(proba[np.arange(codes.size), codes], eps, 1.0)))),
         brier=float(np.mean(np.sum((proba - onehot) ** 2, axis=1))),
-        score_mae=float(np.mean(np.abs(proba @ levels - codes))),
+        score_mae=float(np.mean(np.abs(nm.weighted_sum(proba, levels) - codes))),
         rows=int(codes.size),
     )
 
@@ -156,7 +157,9 @@ def train_severity_model(
         dates = pd.to_datetime(frame["date"], utc=False)
     except (ValueError, TypeError) as exc:
         raise ValidationError("column 'date' is not parseable as dates", reason="bad_date") from exc
-    features = feature_matrix(frame)
+    # Canonical quantisation of the inputs (models.numerics): real data with more digits than any sensor
+    # resolves trains the same model on every machine.
+    features = feature_matrix(frame).apply(lambda column: nm.quantise(column.to_numpy()))
     codes = class_codes(frame["usdm_class"])
     # Canonical row order (date, then label and feature values): the artifact depends on the rows,
     # not on the order a file happened to list them in.

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from models import numerics as nm
 from oracle.errors import ValidationError
 
 from .telemetry import ReadingFlag
@@ -77,7 +78,7 @@ def device_reputation(
             raise ValidationError("a flag names a seq the device did not report", reason="bad_input")
         order = sorted(seqs)
         age = np.arange(n_readings - 1, -1, -1, dtype=np.float64)
-        weight = 0.5 ** (age / p.half_life_readings)
+        weight = nm.power(0.5, age / p.half_life_readings)
         is_flagged = np.array([s in flagged for s in order])
         w_flagged = float(weight[is_flagged].sum())
         w_clean = float(weight[~is_flagged].sum())

@@ -25,8 +25,9 @@ import cbor2
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.numerics import quantise
 from oracle.decisions.record import DecisionOutcome, record_decision
-from oracle.decisions.trace import Trace, canonical_json
+from oracle.decisions.trace import Trace, canonical_json, step_boundary
 from oracle.errors import NotFound, ValidationError
 from oracle.provenance import merkle_root
 from oracle.reports import Report, ReportKind, Verdict, subject_id
@@ -129,18 +130,21 @@ def screen_step(readings: dict[str, Any], params: dict[str, Any]) -> dict[str, A
     return {
         "shipment": readings["shipment"],
         "readings": [dict(r) for r in kept_readings(rows, outcome)],
-        "flags": [
-            {
-                "device": f.device,
-                "seq": f.seq,
-                "reason": str(f.reason),
-                "measured": f.measured,
-                "threshold": f.threshold,
-                "unit": f.unit,
-                "detail": f.detail,
-            }
-            for f in flags
-        ],
+        # The readings pass through as the devices sent them; only computed figures are quantised.
+        "flags": quantise(
+            [
+                {
+                    "device": f.device,
+                    "seq": f.seq,
+                    "reason": str(f.reason),
+                    "measured": f.measured,
+                    "threshold": f.threshold,
+                    "unit": f.unit,
+                    "detail": f.detail,
+                }
+                for f in flags
+            ]
+        ),
         "dropped": sorted([str(d), int(q)] for d, q in (cast(tuple[str, int], k) for k in outcome.drop)),
         "hold": hold,
         "reputation": {d: round(v, 6) for d, v in sorted(device_reputations(rows, flags).items())},
@@ -168,6 +172,7 @@ def _readings_arrays(readings: dict[str, Any]) -> Any:
     )
 
 
+@step_boundary
 def rules_step(readings: dict[str, Any], profile_yaml: bytes, params: dict[str, Any]) -> dict[str, Any]:
     from models.coldchain.profiles import parse_profile
     from models.coldchain.rules import evaluate_rules
@@ -202,6 +207,7 @@ def rules_step(readings: dict[str, Any], profile_yaml: bytes, params: dict[str, 
     }
 
 
+@step_boundary
 def model_step(readings: dict[str, Any], profile_yaml: bytes, artifact: bytes) -> dict[str, Any]:
     from models.coldchain.breach_model import load_breach_model, score
     from models.coldchain.profiles import parse_profile
@@ -222,6 +228,7 @@ def model_step(readings: dict[str, Any], profile_yaml: bytes, artifact: bytes) -
     }
 
 
+@step_boundary
 def verdict_report_step(
     rules: dict[str, Any], model: dict[str, Any], params: dict[str, Any]
 ) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from oracle.decisions.record import DecisionOutcome, record_decision
-from oracle.decisions.trace import Trace
+from oracle.decisions.trace import Trace, step_boundary
 from oracle.errors import NotFound, ValidationError
 from oracle.provenance import merkle_root
 from oracle.reports import Report, ReportKind, subject_id, to_fixed
@@ -91,6 +91,7 @@ def _months_back(year: int, month: int, n: int) -> str:
 # -- pure steps (also replayed by `oracle verify`) ----------------------------------------------------
 
 
+@step_boundary
 def zonal_mean_step(raster: bytes, region_feature: bytes, params: dict[str, Any]) -> dict[str, Any]:
     """Area-weighted mean of one raster over one region, as recorded in the trace."""
     from ingest.raster import read_raster
@@ -123,6 +124,7 @@ def weather_series_step(feed: bytes, params: dict[str, Any]) -> dict[str, Any]:
     return {"region_id": params["region_id"], "variable": params["variable"], "series": out}
 
 
+@step_boundary
 def screen_step(parts: Sequence[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
     """Poisoning and fault screen over the zonal means: a raster whose field repeats an earlier date's
     exactly is a duplicate claiming to be new (``duplicates`` mode, default exclude); a current value
@@ -177,6 +179,7 @@ def screen_step(parts: Sequence[dict[str, Any]], params: dict[str, Any]) -> dict
     return {"flags": duplicates + climatology, "dropped": sorted(dropped), "hold": hold}
 
 
+@step_boundary
 def features_step(parts: Sequence[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
     """Region-month features from the zonal means and series (see ``models.drought.region_features``)."""
     from models.drought.region_features import RegionObservations, region_features
@@ -231,6 +234,7 @@ def features_step(parts: Sequence[dict[str, Any]], params: dict[str, Any]) -> di
     return features
 
 
+@step_boundary
 def score_step(features: dict[str, Any], artifact: bytes) -> dict[str, Any]:
     import pandas as pd
 
@@ -250,6 +254,7 @@ def score_step(features: dict[str, Any], artifact: bytes) -> dict[str, Any]:
     }
 
 
+@step_boundary
 def report_step(score: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """The report's fields other than the epoch (the epoch is bookkeeping: period and revision)."""
     severity = min(5.0, max(0.0, float(score["score"])))

@@ -4,23 +4,51 @@ A step takes input CIDs, runs named code at a version with parameters, and store
 content store as canonical JSON (keys sorted, no whitespace, floats in Python's shortest round-trip
 repr), so the same inputs always give the same output CID. The manifest of a decision is the list of
 its steps plus the raw inputs; ``oracle verify`` replays the steps and compares CIDs.
+
+**Same bits on every machine.** Independent nodes recompute every decision and must reach the same digest
+on any CPU and thread count, so the steps follow the rule written in :mod:`models.numerics`: computation
+uses only operations with defined rounding (IEEE basic operations, fixed-order sums, the transcendental
+functions of ``models.numerics``; no BLAS, no numpy SIMD ``exp``/``log``/``sin``/``cos``), and every
+step that *computes* floats is marked :func:`step_boundary`, which quantises its output canonically
+(9 significant digits, correctly rounded) before it is recorded or handed to the next step. Steps that
+only parse inputs (readings, feeds) pass the inputs' own numbers through unchanged.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from models.numerics import quantise
 from oracle import __version__
 from oracle.storage.blobs import BlobStore
 from oracle.storage.decision_tables import ProvenanceInput, ProvenanceStep
 
 CODE_VERSION = f"oracle-{__version__}"
+
+_P = ParamSpec("_P")
+
+
+def step_boundary(step: Callable[_P, dict[str, Any]]) -> Callable[_P, dict[str, Any]]:
+    """Mark a pure decision step whose output floats are quantised canonically (see the module doc).
+
+    The evaluation and ``oracle verify`` call the same decorated function, so both see the quantised
+    output, and the next step starts from it.
+    """
+
+    @functools.wraps(step)
+    def quantised(*args: _P.args, **kwargs: _P.kwargs) -> dict[str, Any]:
+        out: dict[str, Any] = quantise(step(*args, **kwargs))
+        return out
+
+    return quantised
 
 
 def canonical_json(obj: Any) -> bytes:
