@@ -75,10 +75,17 @@ def publish_all(
             time.sleep(0.01)
 
 
-class WorkerProcess:
-    """``python -m oracle.commands.telemetry ingest telemetry`` with the given environment."""
+#: The standalone worker (``oracle ingest telemetry``: commits in a forked writer process).
+STANDALONE = ("oracle.commands.telemetry", "ingest", "telemetry")
+#: The worker as ``oracle run`` starts it (in a thread, committing in that thread).
+SERVICE = ("tests.telemetry.service_worker",)
 
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+
+class WorkerProcess:
+    """An ingest worker process (``STANDALONE`` by default, or ``SERVICE``) with the given environment."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, command: tuple[str, ...] = STANDALONE) -> None:
+        self.command = command
         self.env = {**os.environ, **env}
         self.log_dir = log_dir
         self.runs = 0
@@ -90,7 +97,7 @@ class WorkerProcess:
         self.log = self.log_dir / f"worker-{self.runs}.log"
         with self.log.open("wb") as f:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "oracle.commands.telemetry", "ingest", "telemetry"],
+                [sys.executable, "-m", *self.command],
                 cwd=ROOT,
                 env=self.env,
                 stdout=f,
@@ -111,10 +118,18 @@ class WorkerProcess:
     def kill(self) -> int:
         """SIGKILL the worker, then require its orphaned writer process to exit by itself (pipe EOF).
         Returns how many such child processes there were."""
+        return self.wait_orphans(self.kill_only())
+
+    def kill_only(self) -> list[int]:
+        """SIGKILL the worker; return its child processes (they may still be finishing a commit)."""
         assert self.proc is not None
         children = _children(self.proc.pid)
         self.proc.kill()
         self.proc.wait(10)
+        return children
+
+    def wait_orphans(self, children: list[int]) -> int:
+        """Require the orphaned writer processes to exit by themselves within 10 s; return their number."""
         deadline = time.monotonic() + 10
         while any(_running(c) for c in children):
             assert time.monotonic() < deadline, f"writer process(es) {children} outlived the killed worker"
