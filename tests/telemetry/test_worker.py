@@ -204,13 +204,26 @@ def test_sigkill_worker_ten_times_during_50k_readings(
     senders = []
     for device, secret in devices.items():
         msgs = envelopes(device, secret, start_seq=0, count=per_device, per_msg=10, t0=t0)
-        senders.append(background(publish_all, pub, device, msgs, rate_per_s=90))
+        # 5 × 25 messages of 10 readings a second: the stream outlasts the ten kill-restart cycles.
+        senders.append(background(publish_all, pub, device, msgs, rate_per_s=25))
     rng = random.Random(7)
     orphans = 0
+    stored_at_kill: list[int] = []
     for _ in range(10):
-        time.sleep(rng.uniform(0.4, 1.6))
+        # Kill a worker that is really working: subscribed, and committing rows it did not have before.
+        worker.wait_subscribed()
+        before = db.count_readings()
+        _wait(
+            lambda b=before: db.count_readings() >= b + 500,
+            30,
+            f"restart {worker.runs} stored nothing: {stored_at_kill} {before}",
+        )  # type: ignore[misc]
+        time.sleep(rng.uniform(0.0, 0.3))
+        stored_at_kill.append(db.count_readings())
         orphans += worker.kill()  # each orphaned writer process must exit by itself
         worker.start()
+    assert stored_at_kill == sorted(set(stored_at_kill)), stored_at_kill  # it rose between every two kills
+    assert stored_at_kill[-1] < 50_000  # the last kill still fell mid-stream
     for s in senders:
         s.join(120)
         assert not s.errors  # type: ignore[attr-defined]
