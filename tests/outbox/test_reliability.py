@@ -3,7 +3,8 @@
 * The poster runs as `oracle outbox pump` in a child process and is SIGKILLed 20 times, each time right
   after it logged a step (signed, broadcast, confirmed) plus a random few milliseconds, across a run of
   50 reports: every policy is paid exactly once, every report lands, one transaction per report.
-* anvil is stopped for 30 s mid-run and restarted with its state: every report lands afterwards.
+* anvil is stopped for 30 s with three reports broadcast but unmined and two more created during the
+  outage, then restarted with its state: every report lands afterwards, once.
 """
 
 from __future__ import annotations
@@ -127,6 +128,9 @@ def stateful_anvil(tmp_path: Path) -> Iterator[tuple[AnvilProcess, Path]]:
 def test_anvil_down_30s_then_every_report_lands(
     stateful_anvil: tuple[AnvilProcess, Path], tmp_path: Path, chain: ChainKit
 ) -> None:
+    """Reports cross the outage: three are broadcast but unmined when the chain goes away (mining is
+    switched off first, and a stopped anvil keeps no mempool), two more are created while it is down.
+    All ten land exactly once after it returns, with one transaction per report."""
     anvil, state = stateful_anvil
     w3 = connect(anvil.url)
     deployer, relayer = chain.accounts.deployer, chain.accounts.relayer
@@ -147,15 +151,25 @@ def test_anvil_down_30s_then_every_report_lands(
         post(sessions, kit, r)
     poster = OutboxPoster(sessions, w3, relayer)
     poster.run_until_settled(timeout=30)
+    mined_before = w3.eth.get_transaction_count(relayer.address)
 
-    for r in reports[5:]:
+    # In flight at the outage: signed and broadcast, but the chain mines nothing more.
+    w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    for r in reports[5:8]:
         post(sessions, kit, r)
-    poster.pump()  # some of the second half may be signed or sent when the chain goes away
+    assert poster.pump().signed == 3
+    assert w3.eth.get_transaction_count(relayer.address, "pending") == mined_before + 3
+    assert w3.eth.get_transaction_count(relayer.address) == mined_before  # none of them mined
     port = anvil.port
-    anvil.stop()  # SIGINT: anvil writes its state file
+    anvil.stop()  # SIGINT: anvil writes its state file; its mempool is gone
     outage_started = time.monotonic()
     errors = 0
+    created_during_outage = False
     while time.monotonic() - outage_started < 30:
+        if not created_during_outage and time.monotonic() - outage_started > 5:
+            for r in reports[8:]:
+                post(sessions, kit, r)  # decided and queued while the chain is unreachable
+            created_during_outage = True
         errors += poster.pump().transient_errors
         with sessions() as s:
             for row in s.scalars(select(OutboxRow)):
@@ -163,15 +177,25 @@ def test_anvil_down_30s_then_every_report_lands(
             s.commit()
         time.sleep(1.0)
     assert errors >= 20  # the poster kept trying, and recorded each failure instead of crashing
+    with sessions() as s:
+        assert sum(r.status != "confirmed" for r in s.scalars(select(OutboxRow))) == 5  # all five crossing
 
     restarted = start_anvil(port=port, state_file=state)
     try:
+        assert w3.eth.get_transaction_count(relayer.address) == mined_before  # nothing landed while down
         poster.run_until_settled(timeout=60)
         with sessions() as s:
-            assert {r.status for r in s.scalars(select(OutboxRow))} == {"confirmed"}
+            rows = s.scalars(select(OutboxRow)).all()
+            assert {r.status for r in rows} == {"confirmed"}
+            assert len(rows) == 10
         accepted = kit.router.events.ReportAccepted().get_logs(from_block=dep.block)
         assert sorted(bytes(e["args"]["subject"]) for e in accepted) == sorted(r.subject for r in reports)
         paid = kit.pool.events.PayoutSent().get_logs(from_block=dep.block)
+        assert sorted(int(e["args"]["policyId"]) for e in paid) == sorted(
+            {int(e["args"]["policyId"]) for e in paid}
+        )
         assert len(paid) == 10
+        # One transaction per report: the in-flight ones were re-sent as the same bytes, not re-signed.
+        assert w3.eth.get_transaction_count(relayer.address) == mined_before + 5
     finally:
         restarted.stop()
