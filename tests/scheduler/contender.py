@@ -1,6 +1,7 @@
 """A scheduler replica as its own process, for the fail-over tests.
 
-``python -m tests.scheduler.contender DATA_DIR DATABASE_URL POLL_S`` starts the real scheduler and
+``python -m tests.scheduler.contender DATA_DIR DATABASE_URL`` starts the real scheduler, with the
+shipped ``leader_poll_s`` default, and
 prints ``started <pid>`` once, then ``leader <pid> <unix time>`` when it becomes the leader; it runs until
 killed."""
 
@@ -16,9 +17,9 @@ from oracle.scheduler import SchedulerOptions, start_scheduler
 
 
 def main() -> None:
-    data_dir, url, poll = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+    data_dir, url = Path(sys.argv[1]), sys.argv[2]
     ctx = open_context(Settings(data_dir=data_dir, database_url=url))
-    handle = start_scheduler(ctx, SchedulerOptions(leader_poll_s=poll, chain_jobs=False, catch_up=False))
+    handle = start_scheduler(ctx, SchedulerOptions(chain_jobs=False, catch_up=False))
     print(f"started {__import__('os').getpid()}", flush=True)
     while not handle.wait_until_leader(0.05):
         pass
