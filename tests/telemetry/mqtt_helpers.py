@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -135,6 +137,14 @@ class WorkerProcess:
             assert time.monotonic() < deadline, f"writer process(es) {children} outlived the killed worker"
             time.sleep(0.05)
         return len(children)
+
+    def close(self) -> None:
+        """Kill the worker and its writer process if they still run (a failed test leaves none behind)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        for pid in self.kill_only():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def terminate(self) -> int:
         assert self.proc is not None

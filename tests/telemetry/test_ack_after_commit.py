@@ -53,7 +53,12 @@ def _waiting_on_lock(engine: Engine, timeout: float) -> int:
     "command", [STANDALONE, SERVICE], ids=["standalone-writer-process", "service-in-thread"]
 )
 def test_sigkill_in_the_middle_of_a_commit_loses_nothing(
-    mosquitto: BrokerProcess, postgres_url: str, kek: Kek, tmp_path: Path, command: tuple[str, ...]
+    mosquitto: BrokerProcess,
+    postgres_url: str,
+    kek: Kek,
+    tmp_path: Path,
+    command: tuple[str, ...],
+    request: pytest.FixtureRequest,
 ) -> None:
     db = open_db(postgres_url)
     device = f"mid-{random.getrandbits(32):08x}"
@@ -69,6 +74,7 @@ def test_sigkill_in_the_middle_of_a_commit_loses_nothing(
         "ORACLE_LOG_LEVEL": "INFO",
     }
     worker = WorkerProcess(env, tmp_path, command)
+    request.addfinalizer(worker.close)
     worker.start()
     worker.wait_subscribed()
     pub = publisher(mosquitto.host, mosquitto.port, f"{cid}-pub")

@@ -181,7 +181,7 @@ def test_killed_writer_process_is_replaced_and_nothing_is_lost(
 
 @pytest.mark.slow
 def test_sigkill_worker_ten_times_during_50k_readings(
-    private_mosquitto: BrokerProcess, tmp_path: Path, kek: Kek
+    private_mosquitto: BrokerProcess, tmp_path: Path, kek: Kek, request: pytest.FixtureRequest
 ) -> None:
     broker = private_mosquitto
     url = f"sqlite:///{tmp_path / 'kill.sqlite3'}"
@@ -196,6 +196,7 @@ def test_sigkill_worker_ten_times_during_50k_readings(
         "ORACLE_LOG_LEVEL": "INFO",
     }
     worker = WorkerProcess(env, tmp_path)
+    request.addfinalizer(worker.close)
     worker.start()
     worker.wait_subscribed()  # the persistent session exists from now on: the broker queues for it
     t0 = now_ms() - 10**8
