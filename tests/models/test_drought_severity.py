@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from models.drought.features import CLASSES, FEATURES
 from models.drought.severity import DEFAULT_MODEL_DIRECTORY, DroughtSeverityModel, load_shipped
+from models.drought.spi import spi_cube
 from models.drought.synthetic import SyntheticConfig, generate
-from models.drought.training import TrainingResult, train_default, train_severity_model
+from models.drought.training import (
+    HEADLINE,
+    TrainingResult,
+    calibration_last_year,
+    holdout_intervals,
+    time_split,
+    train_default,
+    train_severity_model,
+)
 from models.registry import model_id_for
 from oracle.errors import ValidationError
 
-SMALL = SyntheticConfig(n_regions=16, n_years=20, seed=11)
+_BASE = SyntheticConfig(n_regions=16, n_years=20, seed=11)
+# Indices calibrated on the training years only, as train_default does: no look-ahead into the holdout.
+SMALL = replace(_BASE, calibration_last_year=calibration_last_year(_BASE))
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +50,43 @@ def test_synthetic_world_is_reproducible_and_varied(world: pd.DataFrame) -> None
     assert dry["spi_3"].mean() < world[world["usdm_class"] == "none"]["spi_3"].mean() - 1.0
 
 
+def test_indices_are_calibrated_on_the_training_years_only(world: pd.DataFrame) -> None:
+    cut = SMALL.calibration_last_year
+    assert cut is not None
+    valid_from, _ = time_split(world["date"], valid_share=0.1, test_share=0.2)
+    assert cut == valid_from.year - 1  # the last whole year before the validation months
+    # SPI: gamma fits on the calibration years, not on the whole record. The frame starts in June 1991,
+    # so its own 3-month sums reproduce every calibration sum of the calendar months August…December.
+    rain = world.pivot(index="date", columns="region", values="precip_mm")
+    spi3 = world.pivot(index="date", columns="region", values="spi_3").to_numpy()
+    late = np.asarray(rain.index.month >= 8)
+    fits = {
+        "calibration years": spi_cube(rain.to_numpy(), scale=3, calibration=(1991, cut), start_year=1991),
+        "whole record": spi_cube(rain.to_numpy(), scale=3),
+    }
+    assert np.allclose(spi3[late], fits["calibration years"][late], rtol=1e-8, atol=1e-8)
+    assert not np.allclose(spi3[late], fits["whole record"][late], atol=1e-3)
+    # Mid-rank percentiles and z-scores against a climatology average exactly 50 and 0 over that
+    # climatology's own years: over the calibration years they do, over the later years they need not
+    # (calendar months June…December, whose calibration years are all in the frame).
+    summer_on = world[world["date"].dt.month >= 6]
+    by_cell = summer_on.groupby(
+        [summer_on["region"], summer_on["date"].dt.month, summer_on["date"].dt.year <= cut]
+    )
+    pct = by_cell["sm_percentile"].mean().unstack()
+    z = by_cell["ndvi_anomaly"].mean().unstack()
+    assert np.allclose(pct[True], 50.0, atol=1e-6)
+    assert np.allclose(z[True], 0.0, atol=1e-6)
+    assert not np.allclose(pct[False], 50.0, atol=1.0)
+    assert world["vhi"].between(0.0, 100.0).all()  # VCI/TCI beyond the calibration range are clipped
+    with pytest.raises(ValidationError) as error:
+        generate(replace(SMALL, calibration_last_year=1991))  # one year is no climatology
+    assert error.value.reason == "calibration"
+    with pytest.raises(ValidationError) as error:
+        train_default(config=replace(SMALL, calibration_last_year=cut + 1))
+    assert error.value.reason == "look_ahead"
+
+
 def test_training_is_bit_identical(world: pd.DataFrame, trained: TrainingResult) -> None:
     again = train_severity_model(world.copy(), seed=3)
     assert again.artifact == trained.artifact
@@ -58,6 +108,43 @@ def test_beats_trivial_baselines_on_time_holdout(trained: TrainingResult) -> Non
     assert m.accuracy > prior.accuracy
     train, test = trained.split["train"], trained.split["test"]
     assert train.split("..")[1] < test.split("..")[0]  # the holdout is strictly later
+    # The gain over the SPI-3 rule is more than resampling noise: the paired 95 % interval excludes 0.
+    gain = trained.holdout_ci95["model_minus_spi3_rule"]
+    assert gain["accuracy"][0] > 0.0
+    assert gain["score_mae"][1] < 0.0
+
+
+def test_holdout_intervals_come_with_sample_sizes(trained: TrainingResult) -> None:
+    ci, sizes = trained.holdout_ci95, trained.sample_sizes
+    assert ci["rows"] == sizes["test"]["rows"] == trained.metrics.rows
+    assert ci["months"] == sizes["test"]["months"] == 47  # 20 % of 235 months
+    assert sizes["train"]["rows"] + sizes["valid"]["rows"] + sizes["test"]["rows"] == 16 * 235
+    for key, metrics in (("model", trained.metrics), ("baseline_spi3_rule", trained.spi_rule_baseline)):
+        for name in HEADLINE:
+            low, high = ci[key][name]
+            assert low <= getattr(metrics, name) <= high, (key, name)
+            assert high - low < 0.2
+
+
+def test_block_bootstrap_is_deterministic_and_paired() -> None:
+    rng = np.random.default_rng(0)
+    months = np.repeat(np.arange(24), 10)
+    codes = rng.integers(0, 6, months.size)
+    proba = rng.dirichlet(np.ones(6), months.size)
+    other = rng.dirichlet(np.ones(6), months.size)
+    once = holdout_intervals(month_index=months, codes=codes, model_proba=proba, rule_proba=other)
+    assert once == holdout_intervals(month_index=months, codes=codes, model_proba=proba, rule_proba=other)
+    assert once != holdout_intervals(
+        month_index=months, codes=codes, model_proba=proba, rule_proba=other, seed=1
+    )
+    assert (once["rows"], once["months"]) == (240, 24)
+    # The same predictions on the same resampled months: the difference is exactly 0 in every replicate.
+    same = holdout_intervals(month_index=months, codes=codes, model_proba=proba, rule_proba=proba)
+    assert all(same["model_minus_spi3_rule"][name] == [0.0, 0.0] for name in HEADLINE)
+    # A perfect model is perfect in every resample.
+    perfect = np.eye(6)[codes]
+    exact = holdout_intervals(month_index=months, codes=codes, model_proba=perfect, rule_proba=other)
+    assert exact["model"] == {"accuracy": [1.0, 1.0], "macro_f1": [1.0, 1.0], "score_mae": [0.0, 0.0]}
 
 
 def test_predict_scores_and_top_factors(world: pd.DataFrame, trained: TrainingResult) -> None:
@@ -93,7 +180,9 @@ def test_factor_attribution_is_the_softmax_linearisation(
     scores = model.predict(rows)
     booster = model.booster
     matrix = rows[list(FEATURES)].to_numpy()
-    contrib = booster.predict(matrix, pred_contrib=True).reshape(len(rows), len(CLASSES), len(FEATURES) + 1)
+    contrib = np.asarray(booster.predict(matrix, pred_contrib=True)).reshape(
+        len(rows), len(CLASSES), len(FEATURES) + 1
+    )
     proba = model.predict_proba(rows)
     levels = np.arange(len(CLASSES))
     expected = (proba * (levels - (proba @ levels)[:, None]))[:, :, None] * contrib[:, :, :-1]
@@ -145,7 +234,20 @@ def test_shipped_model_is_reproducible_and_small() -> None:
     assert model_id_for(artifact).hex() == card.model_id_hex
     rebuilt, rebuilt_card = train_default()
     assert rebuilt == artifact
-    assert rebuilt_card.metrics["holdout"] == card.metrics["holdout"]
+    assert rebuilt_card.metrics == card.metrics
+    assert rebuilt_card.description == card.description
     holdout, prior = card.metrics["holdout"], card.metrics["baseline_prior"]
     assert holdout["macro_f1"] > prior["macro_f1"]
     assert model.predict(generate(SMALL).tail(5))[0].score >= 0.0
+
+
+def test_shipped_card_states_what_its_figures_mean() -> None:
+    _, card = load_shipped()
+    ci = card.metrics["holdout_ci95"]
+    assert ci["rows"] == card.metrics["holdout"]["rows"] == card.metrics["sample_sizes"]["test"]["rows"]
+    assert ci["months"] == card.metrics["sample_sizes"]["test"]["months"]
+    assert "calibration_last_year=2011" in card.description
+    assert "not observed droughts" in card.description
+    for name in HEADLINE:  # model and SPI-3 rule side by side, each with its interval
+        assert f"{name} {card.metrics['holdout'][name]:.3f}" in card.description
+        assert f"{name} {card.metrics['baseline_spi3_rule'][name]:.3f}" in card.description
