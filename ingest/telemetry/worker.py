@@ -19,10 +19,20 @@
   side effects belong; pass ``on_commit`` instead to keep the writer process.
 - Scale-out: every worker subscribes ``$share/<group>/oracle/v1/telemetry/+``; give each worker its own
   client id and the same group.
+- End-to-end receipts (``WorkerConfig.receipts``, on by default): after a batch is committed and
+  acknowledged, the worker publishes at QoS 1 to ``oracle/v1/receipts/{device_id}`` a JSON object
+  ``{"receipts": [{"digest": <sha256 of the payload bytes, hex, 32 chars>, "status": "stored" | "refused",
+  "reason": <reject reason, when refused>}]}``. A broker's PUBACK only says the broker has the message,
+  and Mosquitto keeps its queues in memory between snapshots: a broker killed outright forgets what it
+  acknowledged since the last one. A device that keeps each payload until its receipt arrives, and
+  re-sends it otherwise, loses nothing even then (a re-sent payload is a duplicate, receipted as
+  stored). See ``ingest/telemetry/README.md``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -54,6 +64,34 @@ def telemetry_topic(device_id: str) -> str:
     return TOPIC_PREFIX + device_id
 
 
+RECEIPT_PREFIX = "oracle/v1/receipts/"
+
+
+def receipt_topic(device_id: str) -> str:
+    """The topic a device reads its receipts on: ``oracle/v1/receipts/{device_id}``."""
+    return RECEIPT_PREFIX + device_id
+
+
+def payload_digest(payload: bytes) -> str:
+    """How a receipt names a payload: SHA-256 of its exact bytes, hex, first 32 characters."""
+    return hashlib.sha256(payload).hexdigest()[:32]
+
+
+def receipts_by_device(
+    messages: Sequence[IncomingMessage], outcome: BatchOutcome
+) -> dict[str, list[dict[str, str]]]:
+    """The receipts of a committed batch, grouped by device: a payload with any reading stored (now or
+    before) is ``stored``; one refused whole is ``refused`` with the first reason."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for message, result in zip(messages, outcome.messages, strict=True):
+        receipt = {"digest": payload_digest(message.payload), "status": "stored"}
+        if not (result.accepted or result.duplicates):
+            receipt["status"] = "refused"
+            receipt["reason"] = result.rejects[0].reason.value if result.rejects else "refused"
+        out.setdefault(message.device_id, []).append(receipt)
+    return out
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     host: str
@@ -69,6 +107,8 @@ class WorkerConfig:
     writer_process: bool | None = None
     """Validate and commit in a forked child process (True), in the caller's thread (False), or decide by
     the ingest's type (None; see the module docstring)."""
+    receipts: bool = True
+    """Publish end-to-end receipts after each committed batch (see the module docstring)."""
 
     @property
     def subscription(self) -> str:
@@ -287,6 +327,11 @@ class IngestWorker:
         for d in batch:
             if d.qos > 0:
                 d.client.ack(d.mid, d.qos)
+        if self.config.receipts:
+            client = batch[0].client
+            for device, receipts in receipts_by_device([d.message for d in batch], outcome).items():
+                # A receipt lost to a broker crash costs a re-send and a duplicate, never a reading.
+                client.publish(receipt_topic(device), json.dumps({"receipts": receipts}), qos=1)
         self.stats.batches += 1
         self.stats.messages += len(batch)
         self.stats.readings_accepted += outcome.accepted

@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from ingest.telemetry import sign_envelope
-from ingest.telemetry.worker import telemetry_topic
+from ingest.telemetry.worker import payload_digest, receipt_topic, telemetry_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -182,3 +182,57 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class ReceiptingDevice:
+    """A logger as the device makers' guide describes it: it publishes at QoS 1, keeps every payload
+    until the oracle's receipt for it arrives on ``oracle/v1/receipts/{device}``, and re-sends whatever
+    has waited too long. :meth:`broker_acked` gives the digests the broker PUBACKed."""
+
+    def __init__(self, host: str, port: int, device: str) -> None:
+        self.device = device
+        self.pending: dict[str, tuple[bytes, float]] = {}
+        self.receipts: dict[str, str] = {}
+        self._mids: dict[int, str] = {}
+        self._pubacked: set[int] = set()
+        self._lock = threading.Lock()
+        self.client = publisher(host, port, f"{device}-dev")
+        self.client.on_message = self._on_receipt
+        self.client.on_publish = lambda _c, _u, mid, *_: self._pubacked.add(mid)
+        self.client.on_connect = lambda c, *_: c.subscribe(receipt_topic(device), qos=1)
+        self.client.subscribe(receipt_topic(device), qos=1)
+
+    def _on_receipt(self, _c: Any, _u: Any, msg: Any) -> None:
+        for r in json.loads(msg.payload)["receipts"]:
+            with self._lock:
+                self.receipts[r["digest"]] = r["status"]
+                self.pending.pop(r["digest"], None)
+
+    def send(self, payload: bytes) -> None:
+        digest = payload_digest(payload)
+        with self._lock:
+            if digest in self.receipts:
+                return
+            self.pending[digest] = (payload, time.monotonic())
+        while True:
+            info = self.client.publish(telemetry_topic(self.device), payload, qos=1)
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._mids[info.mid] = digest
+                return
+            time.sleep(0.05)
+
+    def broker_acked(self) -> set[str]:
+        return {digest for mid, digest in list(self._mids.items()) if mid in self._pubacked}
+
+    def resend_overdue(self, older_than_s: float) -> int:
+        """Re-send every payload still without a receipt after ``older_than_s``; returns how many."""
+        now = time.monotonic()
+        with self._lock:
+            overdue = [p for p, sent in self.pending.values() if now - sent > older_than_s]
+        for payload in overdue:
+            self.send(payload)
+        return len(overdue)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
