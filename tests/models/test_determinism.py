@@ -24,11 +24,26 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPARED = ("synthetic_frame", "drought_artifact", "breach_artifact", "step_cids", "report_digests")
 
 
-def dispatched_features() -> list[str]:
-    """The SIMD extensions numpy found on this CPU beyond its build baseline (what can be turned off)."""
-    from numpy._core._multiarray_umath import __cpu_baseline__, __cpu_dispatch__, __cpu_features__
+def _clean_env(**env: str) -> dict[str, str]:
+    """This environment without the test's own switches (the whole suite may run with SIMD reduced)."""
+    full = {
+        k: v for k, v in os.environ.items() if k not in ("NPY_DISABLE_CPU_FEATURES", "PROBE_PERTURB_NUMPY")
+    }
+    full.update(env)
+    return full
 
-    return [f for f in __cpu_dispatch__ if __cpu_features__.get(f) and f not in __cpu_baseline__]
+
+def dispatched_features() -> list[str]:
+    """The SIMD extensions numpy finds on this CPU beyond its build baseline (what can be turned off),
+    asked of a fresh interpreter with numpy's defaults."""
+    code = (
+        "from numpy._core._multiarray_umath import __cpu_baseline__ as b, __cpu_dispatch__ as d, "
+        "__cpu_features__ as f; print(' '.join(x for x in d if f.get(x) and x not in b))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=_clean_env(), capture_output=True, text=True, check=True, timeout=60
+    )
+    return done.stdout.split()
 
 
 def probe(**env: str) -> dict[str, Any]:
