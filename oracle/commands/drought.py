@@ -159,5 +159,7 @@ def train_drought_command(
         "model_id": "0x" + card.model_id_hex,
         "artifact": str(path),
         "metrics": card.metrics["holdout"],
+        "baseline_spi3_rule": card.metrics.get("baseline_spi3_rule"),
+        "holdout_ci95": card.metrics.get("holdout_ci95"),
     }
     sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
