@@ -41,8 +41,10 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    # Per-request INFO lines from the HTTP client would drown the service's own log.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Per-request INFO lines from the HTTP client, and APScheduler's "running job" lines for the
+    # sub-second outbox, listener and store-poll ticks, would drown the service's own log.
+    for noisy in ("httpx", "apscheduler.executors", "apscheduler.scheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @app.command()

@@ -273,23 +273,14 @@ class _NotifyingIngest(TelemetryIngestBase):
         self.ctx = ctx
 
     def process(self, messages: Sequence[IncomingMessage]) -> BatchOutcome:
+        from oracle.scheduler.hooks import notify_committed_telemetry
+
         outcome = super().process(messages)
         if outcome.accepted:
-            from sqlalchemy import select
-
-            from oracle.scheduler import on_new_telemetry
-            from oracle.storage.tables import DeviceBinding
-
-            devices = {m.device_id for m in messages}
-            with self.ctx.sessions() as s:
-                shipments = set(
-                    s.scalars(select(DeviceBinding.shipment_id).where(DeviceBinding.device_id.in_(devices)))
-                )
-            for shipment in sorted(shipments):
-                try:
-                    on_new_telemetry(self.ctx, shipment)
-                except Exception:
-                    log.exception("could not schedule the evaluation of shipment %s", shipment)
+            try:
+                notify_committed_telemetry(self.ctx, messages, outcome)
+            except Exception:
+                log.exception("could not schedule evaluations after a telemetry batch")
         return outcome
 
 

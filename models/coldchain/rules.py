@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from models import numerics as nm
 from oracle.errors import ValidationError
@@ -99,6 +100,24 @@ COMPARISONS: dict[str, Callable[[FloatArray, float], np.ndarray]] = {
     "<=": lambda t, x: t <= x,
     "<": lambda t, x: t < x,
 }
+
+
+def may_breach_now(profile: ProductProfile, temp_c: npt.ArrayLike) -> bool:
+    """Whether new readings can start or advance a breach that must be acted on at once.
+
+    True when any reading lies outside the profile's band, at or beyond a hard limit, matches a duration
+    rule's comparison, or exceeds the MKT limit: every rule but the stability budget needs such a reading
+    to fire. In-band readings move money only through the budget, which accrues slowly and is covered by
+    the debounced and periodic re-evaluations; gaps are found by the evaluation's own clock.
+    """
+    temp = np.asarray(temp_c, dtype=np.float64)
+    if temp.size == 0:
+        return False
+    outside = (temp < profile.band_low_c) | (temp > profile.band_high_c)
+    outside |= (temp <= profile.hard_min_c) | (temp >= profile.hard_max_c) | (temp > profile.mkt.max_c)
+    for rule in profile.duration_limits:
+        outside |= COMPARISONS[rule.op](temp, rule.threshold_c)
+    return bool(outside.any())
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

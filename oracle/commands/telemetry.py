@@ -215,7 +215,13 @@ def ingest_telemetry(
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    worker = IngestWorker(ingest, config)
+    from oracle.scheduler.hooks import notify_committed_telemetry
+
+    def _notify(messages: Any, outcome: Any) -> None:
+        # Breaches are evaluated at once by the scheduler's leader, as with the service's own worker.
+        notify_committed_telemetry(ctx, messages, outcome)
+
+    worker = IngestWorker(ingest, config, on_commit=_notify)
     logger.info("ingest worker %s starting (group %s)", config.client_id, config.share_group)
     try:
         worker.run(stop)

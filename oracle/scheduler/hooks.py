@@ -1,7 +1,8 @@
 """Hooks the ingest side calls when new data lands, so affected subjects are re-evaluated.
 
-Both are cheap and debounced: they (re)schedule a one-off job a little later, keyed by subject and
-period, so a burst of files or telemetry batches costs one evaluation. They work in any process: with a
+They (re)schedule a one-off job keyed by subject and period, so a burst of files or telemetry batches
+costs one evaluation: a little later (debounced) for data that cannot move money at once, immediately
+for telemetry that may be a breach. They work in any process: with a
 running scheduler in ``ctx.extras["scheduler"]`` they use it, otherwise they write the one-off job
 straight into the shared job store and the leader picks it up on its next store poll.
 """
@@ -10,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ingest.telemetry.pipeline import BatchOutcome, IncomingMessage
 from oracle.context import Context
 from oracle.reports import subject_id
 from oracle.scheduler.options import SchedulerOptions
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 PRECIP_REACH_MONTHS = 36
 
 
+STORE_WRITER_KEY = "scheduler_store_writer"
+
+
 @contextlib.contextmanager
 def _subject_jobs(ctx: Context) -> Iterator[SubjectJobs]:
     from oracle.scheduler.service import CONTEXT_KEY, SchedulerHandle, make_scheduler
@@ -38,14 +43,16 @@ def _subject_jobs(ctx: Context) -> Iterator[SubjectJobs]:
     if isinstance(handle, SchedulerHandle):
         yield handle.subjects
         return
-    given = ctx.extras.get("scheduler_options")
-    options = given if isinstance(given, SchedulerOptions) else SchedulerOptions()
-    scheduler = make_scheduler(ctx, options)
-    scheduler.start(paused=True)
-    try:
-        yield SubjectJobs(scheduler, options)
-    finally:
-        scheduler.shutdown(wait=False)
+    # No scheduler here (a standalone ingest process): write to the shared job store through a paused
+    # scheduler, built once per process; the leader picks the jobs up on its next store poll.
+    writer = ctx.extras.get(STORE_WRITER_KEY)
+    if not isinstance(writer, SubjectJobs):
+        given = ctx.extras.get("scheduler_options")
+        options = given if isinstance(given, SchedulerOptions) else SchedulerOptions()
+        scheduler = make_scheduler(ctx, options)
+        scheduler.start(paused=True)
+        writer = ctx.extras[STORE_WRITER_KEY] = SubjectJobs(scheduler, options)
+    yield writer
 
 
 def affected_periods(s: Session, observation: Observation) -> list[tuple[str, str]]:
@@ -99,13 +106,77 @@ def on_new_observation(ctx: Context, observation_id: int) -> list[tuple[str, str
     return pairs
 
 
-def on_new_telemetry(ctx: Context, shipment_id: str) -> bool:
-    """Schedule a debounced evaluation of the shipment named ``shipment_id`` (its telemetry id) when it
-    is open on-chain; returns whether one was scheduled."""
+def on_new_telemetry(ctx: Context, shipment_id: str, *, urgent: bool = False) -> bool:
+    """Schedule an evaluation of the shipment named ``shipment_id`` (its telemetry id) when it is open
+    on-chain: at once when ``urgent`` (the readings may be a breach), otherwise debounced, since then
+    only the slow stability budget can move; returns whether one was scheduled."""
     subject = "0x" + subject_id("shipment", shipment_id).hex()
     with ctx.sessions() as s:
         if subject not in desired_jobs(s).shipments:
             return False
     with _subject_jobs(ctx) as jobs:
-        jobs.shipment_soon(subject, delay_s=jobs.options.telemetry_debounce_s)
+        jobs.shipment_soon(subject, delay_s=0.0 if urgent else jobs.options.telemetry_debounce_s)
     return True
+
+
+def notify_committed_telemetry(
+    ctx: Context, messages: Sequence[IncomingMessage], outcome: BatchOutcome
+) -> dict[str, bool]:
+    """After a committed batch: schedule an evaluation of every shipment it touched, at once for a
+    shipment with a reading that :func:`~models.coldchain.rules.may_breach_now` under its on-chain
+    profile. The service's ingest worker and the standalone ``oracle ingest telemetry`` both call this.
+    Returns {shipment id: urgent} for the shipments scheduled."""
+    from ingest.telemetry.envelope import EnvelopeError, parse_envelope
+    from models.coldchain.profiles import load_profile
+    from models.coldchain.rules import may_breach_now
+    from oracle.decisions.coldchain import profile_name
+    from oracle.storage.tables import DeviceBinding, Shipment
+
+    temps: dict[str, list[float]] = {}
+    for message, result in zip(messages, outcome.messages, strict=True):
+        if not result.accepted:
+            continue
+        try:
+            items = parse_envelope(message.payload).items
+        except EnvelopeError:
+            continue
+        temps.setdefault(message.device_id, []).extend(
+            float(i["temp_c"])
+            for i in items
+            if isinstance(i, dict) and isinstance(i.get("temp_c"), int | float)
+        )
+    if not temps:
+        return {}
+    with ctx.sessions() as s:
+        bindings = s.execute(
+            select(DeviceBinding.device_id, DeviceBinding.shipment_id).where(
+                DeviceBinding.device_id.in_(temps)
+            )
+        ).all()
+        by_shipment: dict[str, list[float]] = {}
+        for device, shipment in bindings:
+            by_shipment.setdefault(shipment, []).extend(temps[device])
+        profiles = {
+            shipment: s.scalar(
+                select(Shipment.profile).where(
+                    Shipment.subject == "0x" + subject_id("shipment", shipment).hex()
+                )
+            )
+            for shipment in by_shipment
+        }
+    scheduled: dict[str, bool] = {}
+    for shipment in sorted(by_shipment):
+        urgent = False
+        try:
+            if profiles[shipment]:
+                profile = load_profile(profile_name(bytes.fromhex(str(profiles[shipment])[2:])))
+                urgent = may_breach_now(profile, by_shipment[shipment])
+        except Exception:  # an unknown profile: the evaluation itself records why; schedule it at once
+            log.warning("shipment %s: profile unreadable, evaluating at once", shipment, exc_info=True)
+            urgent = True
+        try:
+            if on_new_telemetry(ctx, shipment, urgent=urgent):
+                scheduled[shipment] = urgent
+        except Exception:
+            log.exception("could not schedule the evaluation of shipment %s", shipment)
+    return scheduled

@@ -72,8 +72,9 @@ class SchedulerOptions:
     listener_every_s: float = 2.0
     reconcile_every_s: float = 600.0
     #: How often the leader looks at the shared job store for jobs written by other processes
-    #: (late-data jobs from an ingest process, subscriptions seen by a standby).
-    store_poll_s: float = 5.0
+    #: (late-data jobs and breach evaluations from a standalone ingest process, subscriptions seen by a
+    #: standby). It bounds how late a breach seen by a standalone worker is evaluated; one cheap query.
+    store_poll_s: float = 0.5
     worker_threads: int = 4
     jobs_table: str = "apscheduler_jobs"
     stac_catalogs: tuple[StacCatalog, ...] = field(default_factory=tuple)
