@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from oracle.errors import IntegrityError, NotFound, ValidationError
+from models.errors import IntegrityError, NotFound, ValidationError
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")

@@ -1,4 +1,4 @@
-"""The oracle's one exception tree.
+"""The oracle's one exception tree (its root and the pure core's errors are defined in :mod:`models.errors`).
 
 Third-party errors (SQLAlchemy, web3, paho, rasterio, httpx) are translated into these where they
 enter the service, so callers handle one family and every message says what a person must fix::
@@ -17,33 +17,24 @@ enter the service, so callers handle one family and every message says what a pe
 
 from __future__ import annotations
 
+from models.errors import IntegrityError, NotFound, OracleError, StorageError, ValidationError
 
-class OracleError(Exception):
-    """Root of every error the oracle raises on purpose."""
+__all__ = [
+    "ChainError",
+    "ConfigError",
+    "IntegrityError",
+    "NotFound",
+    "OracleError",
+    "RevertError",
+    "SignerError",
+    "StorageError",
+    "ToolError",
+    "ValidationError",
+]
 
 
 class ConfigError(OracleError):
     """A setting is missing, malformed or unsafe for the environment it runs in."""
-
-
-class StorageError(OracleError):
-    """The database or the content store failed."""
-
-
-class IntegrityError(StorageError):
-    """Stored bytes do not match the content id they are filed under."""
-
-
-class NotFound(OracleError):
-    """A named thing does not exist."""
-
-
-class ValidationError(OracleError):
-    """Input was refused. ``reason`` is a short machine-readable code recorded with the rejection."""
-
-    def __init__(self, message: str, *, reason: str = "invalid") -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 class ChainError(OracleError):

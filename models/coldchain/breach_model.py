@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from models import numerics as nm
+from models.errors import ValidationError
 from models.paths import COLDCHAIN_MODEL_DIR
-from oracle.errors import ValidationError
 
 from .. import registry
 from .features import FEATURE_NAMES, feature_matrix

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models import numerics as nm
-from oracle.errors import ValidationError
+from models.errors import ValidationError
 
 from .readings import FloatArray, hold_durations, validate_series
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import yaml
 
-from oracle.errors import ValidationError
+from models.errors import ValidationError
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
 ABSOLUTE_ZERO_C = -273.15

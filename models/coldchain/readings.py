@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from oracle.errors import ValidationError
+from models.errors import ValidationError
 
 from .profiles import ABSOLUTE_ZERO_C
 

@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models import numerics as nm
-from oracle.errors import ValidationError
+from models.errors import ValidationError
 
 from .mkt import KELVIN_OFFSET, weighted_mkt
 from .profiles import DurationLimit, ProductProfile

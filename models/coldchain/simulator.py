@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from models import numerics as nm
-from oracle.errors import ValidationError
+from models.errors import ValidationError
 
 from .profiles import ProductProfile, load_profile
 from .readings import Readings, make_readings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from oracle.errors import ValidationError
+from models.errors import ValidationError
 
 #: A day with less rain than this (mm) is dry; 1 mm is the ETCCDI convention (CDD index).
 DRY_DAY_MM = 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from oracle.errors import ValidationError
+from models.errors import ValidationError
 
 #: Model inputs, in the order the booster was trained on. Units: SPI and NDVI anomaly are unitless
 #: z-scores; ``vhi`` 0…100 (lower = worse); ``dry_spell_days`` the longest run of days < 1 mm in the

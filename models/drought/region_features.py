@@ -22,7 +22,7 @@ from models.drought.vegetation import (
     vegetation_condition_index,
     vegetation_health_index,
 )
-from oracle.errors import ValidationError
+from models.errors import ValidationError
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ import pandas as pd
 
 from models import numerics as nm
 from models.drought.features import CLASSES, FEATURES, feature_matrix
+from models.errors import NotFound, ValidationError
 from models.paths import DROUGHT_MODEL_DIR
 from models.registry import ModelCard, list_models, load_model
-from oracle.errors import NotFound, ValidationError
 
 TOP_FACTORS = 3
 

@@ -28,7 +28,7 @@ import numpy.typing as npt
 from scipy import special
 
 from models import numerics as nm
-from oracle.errors import ValidationError
+from models.errors import ValidationError
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -60,7 +60,7 @@ from models.drought.vegetation import (
     temperature_condition_index,
     vegetation_condition_index,
 )
-from oracle.errors import ValidationError
+from models.errors import ValidationError
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -30,8 +30,8 @@ from models import numerics as nm
 from models.drought.features import CLASSES, FEATURES, class_codes, feature_matrix
 from models.drought.severity import MODEL_NAME
 from models.drought.synthetic import SyntheticConfig, generate, record_months
+from models.errors import ValidationError
 from models.registry import ModelCard, model_id_for, training_data_hash
-from oracle.errors import ValidationError
 
 MODEL_KIND = "lightgbm-multiclass"
 MAX_ROUNDS = 60

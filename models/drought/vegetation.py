@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from oracle.errors import ValidationError
+from models.errors import ValidationError
 
 FloatArray = npt.NDArray[np.float64]
 

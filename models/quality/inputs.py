@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from oracle.errors import ValidationError
+from models.errors import ValidationError
 
 _MAD_TO_SIGMA = 1.4826
 

@@ -14,7 +14,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
 
-from oracle.errors import ValidationError
+from models.errors import ValidationError
 
 from .inputs import NOTE_REASONS
 

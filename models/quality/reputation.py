@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from models import numerics as nm
-from oracle.errors import ValidationError
+from models.errors import ValidationError
 
 from .telemetry import ReadingFlag
 
