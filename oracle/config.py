@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     mqtt_receive_maximum: int = Field(
         2000, ge=10, le=65535, description="MQTT v5 Receive Maximum: unacknowledged readings in flight"
     )
+    run_ingest_worker: bool = Field(
+        True,
+        description="`oracle run` consumes MQTT telemetry in a worker thread of its own; false when separate "
+        "`oracle ingest telemetry` workers do (the service's scheduler still runs their evaluations)",
+    )
     telemetry_batch_size: int = Field(500, ge=1, le=10000, description="messages per ingest commit")
     telemetry_batch_ms: int = Field(50, ge=1, le=10000, description="longest wait before a commit, ms")
     telemetry_max_future_skew_s: int = Field(

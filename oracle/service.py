@@ -181,7 +181,10 @@ def serve(settings: Settings, *, demo: bool, port: int | None = None) -> None:
         from oracle.scheduler import start_scheduler
 
         stack.callback(start_scheduler(ctx).stop)
-        stack.callback(start_ingest_worker(ctx))
+        if settings.run_ingest_worker:
+            stack.callback(start_ingest_worker(ctx))
+        else:
+            log.info("no MQTT ingest worker in this process (ORACLE_RUN_INGEST_WORKER=false)")
         app = create_app(ctx)
         config = uvicorn.Config(
             app,
