@@ -1,13 +1,16 @@
-"""POST /v1/attestations: a manual report is recorded, signed over HTTP by a real signer service and
-queued in the outbox, with an audit entry; repeats are idempotent, conflicts and a missing signer are
-problems."""
+"""POST /v1/attestations asks for an evaluation: the oracle evaluates the subject from the inputs it holds
+(the synthetic drought world of tests/drought/world.py), and a real signer service signs only the report
+the decision engine computed. A caller can name no value, epoch or model; an incomplete decision is
+signed never; repeats are idempotent; a missing or unreachable signer is a problem."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import uvicorn
@@ -16,8 +19,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from oracle.chain.deploy import Deployment
-from oracle.context import Context
+from oracle.config import Settings
+from oracle.context import Context, open_context
 from oracle.reports import subject_id
+from oracle.scheduler.evaluations import run_drought
 from oracle.signer.app import create_app as create_signer_app
 from oracle.signer.epochs import MemoryEpochStore
 from oracle.signer.keys import SigningKey
@@ -27,6 +32,7 @@ from oracle.storage.api_tables import AuditEntry
 from oracle.storage.tables import OutboxRow, ReportRow
 from tests.api.conftest import Keys
 from tests.api.test_auth import assert_problem
+from tests.drought.world import PERIOD, build
 
 CHAIN_ID = 31337
 ROUTER = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -61,6 +67,27 @@ def signer_url() -> Iterator[str]:
     sock.close()
 
 
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("attest-world")
+    c = open_context(Settings(env="dev", data_dir=root / "data", _env_file=None))  # type: ignore[call-arg]
+    try:
+        build(c.sessions, c.blobs, root)
+    finally:
+        c.close()
+    return root / "data"
+
+
+@pytest.fixture
+def ctx(world_dir: Path, tmp_path: Path) -> Iterator[Context]:
+    """A private copy of the drought world (SQLite and blobs): this module's API context."""
+    data = tmp_path / "data"
+    shutil.copytree(world_dir, data)
+    context = open_context(Settings(env="dev", data_dir=data, _env_file=None))  # type: ignore[call-arg]
+    yield context
+    context.close()
+
+
 @pytest.fixture
 def configured(ctx: Context, signer_url: str) -> Context:
     ctx.extras["deployment"] = Deployment(
@@ -70,19 +97,24 @@ def configured(ctx: Context, signer_url: str) -> Context:
     return ctx
 
 
-BODY = {"subject": {"namespace": "region", "name": "marsabit"}, "kind": "drought_severity", "value": "2.5"}
+BODY = {"subject": {"namespace": "region", "name": "dry"}, "period": PERIOD}
 
 
-def test_manual_attestation_is_signed_queued_and_audited(
+def test_requested_evaluation_signs_the_report_the_oracle_computed(
     configured: Context, client: TestClient, keys: Keys
 ) -> None:
     resp = client.post("/v1/attestations", json={**BODY, "note": "storm"}, headers=keys.header("operator"))
     assert resp.status_code == 201, resp.text
     made = resp.json()
-    assert made["subject"] == "0x" + subject_id("region", "marsabit").hex()
-    assert made["value"] == "2500000"
-    assert made["epoch"] == 1
-    assert made["manual"] is True
+    # The value is what the decision engine computes from the stored inputs, recomputed here on its own.
+    expected = run_drought(configured, region_id="dry", period=PERIOD, post=False).report
+    assert expected is not None
+    assert made["subject"] == "0x" + subject_id("region", "dry").hex()
+    assert made["value"] == str(expected.value)
+    assert made["epoch"] == expected.epoch
+    assert made["model_id"] == "0x" + expected.model_id.hex()
+    assert made["manual"] is False
+    assert len(made["factors"]) == 3
     assert made["signers"] == [Account.from_key(SIGNER_KEY).address]
     assert made["transaction"]["state"] == "pending"
     assert TOKEN not in resp.text
@@ -90,53 +122,66 @@ def test_manual_attestation_is_signed_queued_and_audited(
         out = s.scalar(select(OutboxRow).where(OutboxRow.report_id == made["id"]))
         assert out is not None
         assert out.to_address == ROUTER
-        assert len(out.calldata) > 4
         entries = list(s.scalars(select(AuditEntry).where(AuditEntry.resource == "attestations")))
     assert len(entries) == 1
     assert entries[0].key_name == "test-operator"
-    assert entries[0].method == "POST"
-    assert entries[0].resource_id == str(made["id"])
-    assert "marsabit" in entries[0].summary
-    # The next manual report for the subject gets the next epoch.
-    again = client.post("/v1/attestations", json={**BODY, "value": 3}, headers=keys.header("operator"))
-    assert again.status_code == 201
-    assert again.json()["epoch"] == 2
-    audit = client.get("/v1/audit", params={"resource": "attestations"}, headers=keys.header("admin")).json()
-    assert audit["total"] == 2
-
-
-def test_repeats_are_idempotent_and_conflicts_refused(
-    configured: Context, client: TestClient, keys: Keys
-) -> None:
-    body = {**BODY, "epoch": 7, "observed_at": 1_700_000_000}
-    first = client.post("/v1/attestations", json=body, headers=keys.header("operator"))
-    second = client.post("/v1/attestations", json=body, headers=keys.header("operator"))
-    assert first.status_code == 201
-    assert second.status_code == 200
-    assert first.json()["id"] == second.json()["id"]
-    conflict = client.post("/v1/attestations", json={**body, "value": "1"}, headers=keys.header("operator"))
-    assert_problem(conflict, 422, "epoch_conflict")
+    assert "dry" in entries[0].summary
+    assert "storm" in entries[0].summary
+    # Asking again evaluates the same inputs to the same report: idempotent, nothing new signed.
+    again = client.post("/v1/attestations", json=BODY, headers=keys.header("operator"))
+    assert again.status_code == 200
+    assert again.json()["id"] == made["id"]
     with configured.sessions() as s:
-        assert len(list(s.scalars(select(ReportRow)))) == 1
         assert len(list(s.scalars(select(OutboxRow)))) == 1
 
 
-BAD_REPORTS: list[tuple[dict[str, object], str]] = [
-    ({"value": "5.000001"}, "value_out_of_range"),
-    ({"kind": "coldchain_verdict", "value": "1.5"}, "value_out_of_range"),
-    ({"kind": "coldchain_verdict", "value": 3}, "value_out_of_range"),
-    ({"kind": "flood"}, "invalid_request"),
-    ({"value": "NaN"}, "invalid_request"),
-    ({"epoch": 2**63}, "invalid_request"),
-    ({"subject": {"namespace": "Region:", "name": "x"}}, "invalid_request"),
-    ({"extra": 1}, "invalid_request"),
+CALLER_CHOSEN: list[dict[str, object]] = [
+    {"value": "5"},
+    {"kind": "drought_severity", "value": "0"},
+    {"epoch": 2**63 - 1},
+    {"observed_at": 1_700_000_000},
+    {"model_id": "0x" + "00" * 32},
+    {"inputs_root": "0x" + "00" * 32},
 ]
 
 
-def test_bad_reports_are_422_with_a_reason(configured: Context, client: TestClient, keys: Keys) -> None:
-    for change, reason in BAD_REPORTS:
+def test_a_caller_can_choose_no_value_epoch_or_model(
+    configured: Context, client: TestClient, keys: Keys
+) -> None:
+    for change in CALLER_CHOSEN:
         resp = client.post("/v1/attestations", json={**BODY, **change}, headers=keys.header("operator"))
-        assert_problem(resp, 422, reason)
+        assert_problem(resp, 422, "invalid_request")
+    with configured.sessions() as s:
+        assert s.scalar(select(ReportRow)) is None
+        assert s.scalar(select(OutboxRow)) is None
+
+
+def test_an_incomplete_decision_is_409_and_nothing_is_signed(
+    configured: Context, client: TestClient, keys: Keys
+) -> None:
+    resp = client.post(
+        "/v1/attestations", json={**BODY, "period": "2019-01"}, headers=keys.header("operator")
+    )
+    body = assert_problem(resp, 409, "decision_incomplete")
+    assert "incomplete" in str(body["detail"])
+    with configured.sessions() as s:
+        assert s.scalar(select(ReportRow)) is None
+
+
+BAD_REQUESTS: list[tuple[dict[str, object], int, str]] = [
+    ({"subject": {"namespace": "flood", "name": "x"}}, 422, "unknown_subject"),
+    ({"period": None}, 422, "period_required"),
+    ({"period": "2026-6"}, 422, "invalid_request"),
+    ({"subject": {"namespace": "Region:", "name": "x"}}, 422, "invalid_request"),
+    ({"subject": {"namespace": "region", "name": "atlantis"}}, 404, "not_found"),
+    ({"subject": {"namespace": "shipment", "name": "nobody-bound"}}, 404, "not_found"),
+]
+
+
+def test_bad_requests_are_problems_with_a_reason(configured: Context, client: TestClient, keys: Keys) -> None:
+    for change, status, reason in BAD_REQUESTS:
+        resp = client.post("/v1/attestations", json={**BODY, **change}, headers=keys.header("operator"))
+        assert_problem(resp, status, reason)
     with configured.sessions() as s:
         assert s.scalar(select(ReportRow)) is None
 

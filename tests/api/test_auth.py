@@ -62,7 +62,7 @@ def test_roles_are_enforced_with_403(client: TestClient, keys: Keys) -> None:
         assert_problem(client.get("/v1/audit", headers=keys.header(role)), 403, "forbidden")
     resp = client.post(
         "/v1/attestations",
-        json={"subject": {"namespace": "region", "name": "x"}, "kind": "drought_severity", "value": 1},
+        json={"subject": {"namespace": "region", "name": "x"}, "period": "2026-06"},
         headers=keys.header("viewer"),
     )
     assert_problem(resp, 403, "forbidden")

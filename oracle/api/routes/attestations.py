@@ -1,13 +1,14 @@
 """``/v1/attestations``: reports the oracle attested, joined with the transaction that carries them.
 
-``GET`` lists and shows them (viewer); ``POST`` attests a manual report (operator): the report is recorded,
-signed by the configured signer(s) and queued in the outbox, exactly as the scheduler does it.
+``GET`` lists and shows them (viewer). ``POST`` asks for an evaluation (operator): the oracle evaluates the
+subject from the inputs it holds, exactly as its scheduler would, and signs and queues the report only
+when its own decision engine completed one. No caller chooses a value, an epoch or a model: every kind
+the oracle reports moves money (a payout, a void), so a report that the node did not compute is never
+signed. A request carrying any of those fields is refused (422).
 """
 
 from __future__ import annotations
 
-import time
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
@@ -17,7 +18,6 @@ from sqlalchemy import select
 from oracle.api.deps import AuditDep, CtxDep, OperatorKey, PageDep, SessionDep, ViewerKey
 from oracle.api.pagination import (
     MAX_ID,
-    MAX_INT,
     NAME_RE,
     Page,
     SinceQuery,
@@ -29,10 +29,10 @@ from oracle.api.pagination import (
     paginate,
     time_range,
 )
-from oracle.api.problems import problem_responses
+from oracle.api.problems import ApiError, problem_responses
 from oracle.api.signing import signing_setup
 from oracle.errors import NotFound, ValidationError
-from oracle.reports import ReportKind, Verdict, from_fixed, subject_id, to_fixed
+from oracle.reports import ReportKind, Verdict, from_fixed, subject_id
 from oracle.storage.tables import OutboxRow, ReportRow
 
 router = APIRouter(
@@ -79,20 +79,13 @@ class SubjectIn(BaseModel):
     name: str = Field(pattern=NAME_RE, examples=["kenya-marsabit"])
 
 
-class AttestationCreate(BaseModel):
-    """A manual report. ``value``: drought severity 0..5 (up to 6 decimals); cold chain: the verdict
-    code 0 (no decision), 1 (breach) or 2 (delivered). ``epoch`` defaults to one above the latest known
-    for the subject; ``observed_at`` (UNIX seconds) to now; ``inputs_root`` and ``model_id`` to zero
-    (a manual report has no model)."""
+class EvaluationRequest(BaseModel):
+    """Ask the oracle to evaluate a subject now. ``region`` subjects need the ``period`` (YYYY-MM) to
+    evaluate; ``shipment`` subjects are evaluated on every reading received so far."""
 
     model_config = ConfigDict(extra="forbid")
     subject: SubjectIn
-    kind: KindName
-    value: Decimal = Field(ge=-1_000_000, le=1_000_000, allow_inf_nan=False)
-    epoch: int | None = Field(None, ge=1, le=MAX_INT)
-    observed_at: int | None = Field(None, ge=0, le=MAX_INT)
-    inputs_root: str = Field(ZERO32, pattern=HEX32)
-    model_id: str = Field(ZERO32, pattern=HEX32)
+    period: str | None = Field(None, pattern=r"^[0-9]{4}-[0-9]{2}$", examples=["2026-06"])
     note: str = Field("", max_length=500)
 
 
@@ -201,72 +194,82 @@ def get_attestation(
     return to_public(found)
 
 
-def _report_value(kind: ReportKind, value: Decimal) -> int:
-    if kind is ReportKind.DROUGHT_SEVERITY:
-        return int(to_fixed(value))
-    if value != value.to_integral_value():
-        raise ValidationError(
-            f"a cold-chain verdict is the integer 0, 1 or 2, not {value}", reason="value_out_of_range"
-        )
-    return int(value)
-
-
 @router.post(
     "",
     response_model=AttestationPublic,
     status_code=201,
     responses={
-        200: {"model": AttestationPublic, "description": "the identical report already existed"},
-        **problem_responses(503),
+        200: {"model": AttestationPublic, "description": "the same report was already attested"},
+        **problem_responses(404, 409, 503),
     },
 )
 def create_attestation(
-    body: AttestationCreate,
+    body: EvaluationRequest,
     response: Response,
     ctx: CtxDep,
     session: SessionDep,
     key: OperatorKey,
     audit: AuditDep,
 ) -> AttestationPublic:
-    """Attest a manual report: record, sign (k-of-n), queue the router transaction. 201 when new, 200
-    when this identical report was already attested; 422 ``epoch_conflict`` for a different report at
-    an epoch already used; 503 ``signer_not_configured`` / signer failures (nothing is queued)."""
-    from oracle.attest import attest, next_epoch
-    from oracle.reports import Report
+    """Evaluate the subject now and attest the report the oracle computed: 201 when new, 200 when the
+    same report was already attested. 409 ``decision_incomplete`` when the inputs do not yet make a
+    decision (the reason names what is missing; nothing is signed); 404 for an unknown region or
+    shipment; 422 for a request that names a value, epoch or model, or a region without a period;
+    503 ``signer_not_configured`` / signer failures (nothing is queued)."""
+    from oracle.decisions.post import post_decision
+    from oracle.scheduler.evaluations import run_drought, run_shipment
 
-    kind = ReportKind[body.kind.upper()]
-    subject = subject_id(body.subject.namespace, body.subject.name)
-    value = _report_value(kind, body.value)
-    setup = signing_setup(ctx)
-    epoch = body.epoch if body.epoch is not None else next_epoch(session, subject)
-    session.rollback()  # end the read transaction: attest() uses its own sessions
-    report = Report(
-        subject=subject,
-        kind=kind,
-        value=value,
-        epoch=epoch,
-        observed_at=body.observed_at if body.observed_at is not None else int(time.time()),
-        inputs_root=bytes.fromhex(body.inputs_root[2:]),
-        model_id=bytes.fromhex(body.model_id[2:]),
-    )
-    report.check_value_range()
-    done = attest(
+    namespace, name = body.subject.namespace, body.subject.name
+    if namespace not in ("region", "shipment"):
+        raise ValidationError(
+            f"the oracle evaluates 'region' and 'shipment' subjects, not {namespace!r}",
+            reason="unknown_subject",
+        )
+    if namespace == "region" and body.period is None:
+        raise ValidationError(
+            "a region is evaluated for a period: give period YYYY-MM", reason="period_required"
+        )
+    setup = signing_setup(ctx)  # refuse before evaluating when nothing could sign
+    session.rollback()  # end the read transaction: the evaluation uses its own sessions
+    if namespace == "region":
+        assert body.period is not None
+        outcome = run_drought(ctx, region_id=name, period=body.period, post=False)
+    else:
+        shipment = run_shipment(ctx, subject="0x" + subject_id("shipment", name).hex(), post=False)
+        if shipment is None:
+            raise NotFound(f"no device is bound to shipment {name!r}: nothing to evaluate")
+        outcome = shipment
+    if outcome.report is None:
+        audit.record(
+            session,
+            resource="attestations",
+            resource_id=f"decision:{outcome.decision_id}",
+            summary=f"evaluation of {namespace}:{name} requested: {outcome.status}, nothing signed",
+            status=409,
+        )
+        session.commit()
+        raise ApiError(
+            409,
+            f"decision {outcome.decision_id} is {outcome.status}: {outcome.reason}",
+            reason="decision_incomplete",
+        )
+    done = post_decision(
         ctx.sessions,
-        report,
+        outcome,
+        subject_name=name,
         signers=setup.signers,
         threshold=setup.threshold,
         chain_id=setup.chain_id,
         router=setup.router,
-        subject_name=f"{body.subject.namespace}:{body.subject.name}",
-        detail={"manual": True, "by": key.name, "note": body.note},
     )
     audit.record(
         session,
         resource="attestations",
         resource_id=done.report_id,
         summary=(
-            f"{'attested' if done.created else 're-submitted'} manual {kind.name.lower()} report "
-            f"subject {body.subject.namespace}:{body.subject.name} epoch {epoch} value {body.value}"
+            f"evaluation of {namespace}:{name} requested{' (' + body.note + ')' if body.note else ''}: "
+            f"{'attested' if done.created else 'already attested'} epoch {outcome.report.epoch} "
+            f"value {outcome.report.value}"
         ),
         status=201 if done.created else 200,
     )
