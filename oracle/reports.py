@@ -56,6 +56,26 @@ DOMAIN_FIELDS: list[dict[str, str]] = [
 
 UINT64_MAX = 2**64 - 1
 
+#: Revisions per period (drought) or per shipment (cold chain): epochs are built from them.
+MAX_REVISIONS = 1000
+
+
+def month_index_of(unix_s: int) -> int:
+    """Months since year 0 of the UTC month containing ``unix_s`` (the drought epoch's period clock)."""
+    import datetime as dt
+
+    t = dt.datetime.fromtimestamp(unix_s, tz=dt.UTC)
+    return t.year * 12 + t.month - 1
+
+
+def max_epoch(kind: int, *, now: int) -> int:
+    """The highest epoch an honest report of ``kind`` can carry at ``now``: drought, the current month's
+    index × 1000 + 999 (a period is reported once it has ended, so this leaves a month's margin for
+    clock skew); cold chain, :data:`MAX_REVISIONS`."""
+    if kind == ReportKind.DROUGHT_SEVERITY:
+        return month_index_of(now) * MAX_REVISIONS + MAX_REVISIONS - 1
+    return MAX_REVISIONS
+
 
 class ReportKind(enum.IntEnum):
     DROUGHT_SEVERITY = 1
@@ -129,6 +149,22 @@ class Report:
             raise ValidationError(
                 f"value {self.value} out of range [{lo}, {hi}] for kind {self.kind.name}",
                 reason="value_out_of_range",
+            )
+
+    def check_epoch_bound(self, *, now: int) -> None:
+        """Refuse an epoch ahead of the subject's period clock (``now``, UNIX seconds).
+
+        Epochs must rise strictly per subject, so one signed epoch far in the future (say 2^63 − 1)
+        would make every honest report after it stale and block the subject for good. No honest report
+        can carry more than :func:`max_epoch`: a drought epoch is the observed month's index × 1000 +
+        revision, and that month has ended by now; a cold-chain epoch is 1 + revision.
+        """
+        bound = max_epoch(self.kind, now=now)
+        if self.epoch > bound:
+            raise ValidationError(
+                f"epoch {self.epoch} is ahead of the period clock: at most {bound} for "
+                f"{self.kind.name.lower()} reports now",
+                reason="epoch_too_far_ahead",
             )
 
     def message(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ reason                    status  meaning
 ``wrong_router``          403     the signer is not configured for this router contract
 ``rate_limited``          429     the per-subject or global token bucket is empty
 ``stale_epoch``           409     an equal or higher epoch was already signed for the subject
+``epoch_too_far_ahead``   400     the epoch runs ahead of the subject's period clock (check_epoch_bound)
 ``epoch_conflict``        409     a different report was already signed for this subject and epoch
 ========================  ======  ==========================================================
 """
@@ -43,6 +44,7 @@ STATUS_BY_REASON: dict[str, int] = {
     "wrong_router": 403,
     "rate_limited": 429,
     "stale_epoch": 409,
+    "epoch_too_far_ahead": 400,
     "epoch_conflict": 409,
 }
 
@@ -134,6 +136,7 @@ class SigningPolicy:
             raise SigningRefused(f"unknown report kind {report.kind}", reason="unknown_kind")
         try:
             report.check_value_range()
+            report.check_epoch_bound(now=int(time.time()))
         except ValidationError as e:
             raise SigningRefused(str(e), reason=e.reason) from None
         if self.domains is None:

@@ -172,3 +172,37 @@ def test_rate_limits_must_be_positive() -> None:
         RateLimits(subject_rate=0)
     with pytest.raises(ValidationError):
         RateLimits(global_burst=0.5)
+
+
+def test_epochs_ahead_of_the_period_clock_are_refused() -> None:
+    """An epoch of 2^63 − 1 would make every later report for the subject stale: refused by the signer."""
+    import time
+
+    from oracle.reports import MAX_REVISIONS, ReportKind, max_epoch, month_index_of
+
+    policy = SigningPolicy(domains=domains_of([(CHAIN_ID, ROUTER)]))
+    now = int(time.time())
+    this_month = month_index_of(now) * MAX_REVISIONS
+    assert max_epoch(ReportKind.DROUGHT_SEVERITY, now=now) == this_month + MAX_REVISIONS - 1
+    # The last month's revisions, this month's, and a cold-chain revision are fine.
+    for epoch, kind in (
+        (this_month - MAX_REVISIONS + 3, ReportKind.DROUGHT_SEVERITY),
+        (this_month + 999, ReportKind.DROUGHT_SEVERITY),
+        (MAX_REVISIONS, ReportKind.COLDCHAIN_VERDICT),
+    ):
+        report = make_report(
+            fresh_subject(), epoch, kind=kind, value=1 if kind is ReportKind.COLDCHAIN_VERDICT else 2_500_000
+        )
+        policy.check(report, chain_id=CHAIN_ID, router=ROUTER)
+    for epoch, kind in (
+        (2**63 - 1, ReportKind.DROUGHT_SEVERITY),
+        (this_month + MAX_REVISIONS, ReportKind.DROUGHT_SEVERITY),
+        (MAX_REVISIONS + 1, ReportKind.COLDCHAIN_VERDICT),
+    ):
+        report = make_report(
+            fresh_subject(), epoch, kind=kind, value=1 if kind is ReportKind.COLDCHAIN_VERDICT else 2_500_000
+        )
+        assert (
+            reason_of(lambda r=report: policy.check(r, chain_id=CHAIN_ID, router=ROUTER))
+            == "epoch_too_far_ahead"
+        )
