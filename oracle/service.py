@@ -181,6 +181,9 @@ def serve(settings: Settings, *, demo: bool, port: int | None = None) -> None:
         from oracle.scheduler import start_scheduler
 
         stack.callback(start_scheduler(ctx).stop)
+        # The first evaluation would otherwise pay LightGBM's import (about 4 s here) inside the
+        # breach-to-void path; load it beside start-up instead, off the path to /healthz.
+        threading.Thread(target=_warm_models, name="warm-models", daemon=True).start()
         if settings.run_ingest_worker:
             stack.callback(start_ingest_worker(ctx))
         else:
@@ -285,6 +288,19 @@ class _NotifyingIngest(TelemetryIngestBase):
             except Exception:
                 log.exception("could not schedule evaluations after a telemetry batch")
         return outcome
+
+
+def _warm_models() -> None:
+    """Import LightGBM and load the shipped cold-chain model once, so the first breach is not slow."""
+    try:
+        from models.coldchain.breach_model import DEFAULT_ARTIFACT_DIR, load_breach_model
+        from models.registry import list_models, load_model
+
+        cards = list_models(DEFAULT_ARTIFACT_DIR)
+        if cards:
+            load_breach_model(load_model(DEFAULT_ARTIFACT_DIR, cards[0].model_id_hex)[0])
+    except Exception:  # a warm-up only: the evaluation reports any real problem itself
+        log.warning("could not pre-load the decision models", exc_info=True)
 
 
 def start_ingest_worker(ctx: Context) -> Callable[[], None]:
