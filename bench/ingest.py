@@ -66,8 +66,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest.telemetry import TelemetryIngest, sign_envelope
 from ingest.telemetry.worker import IngestWorker, WorkerConfig, WorkerStats, telemetry_topic
-from oracle.broker import free_port, start_mosquitto
 from oracle.devices import Kek, register_device
+from oracle.devstack.broker import free_port, start_mosquitto
 from oracle.storage import migrate
 from oracle.storage.blobs import FilesystemBlobStore
 from oracle.storage.db import make_engine, session_factory

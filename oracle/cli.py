@@ -73,7 +73,7 @@ def chain_up(
 ) -> None:
     """Start a local anvil (from node_modules), deploy the contracts, write the deployment record."""
     from oracle.config import load_settings
-    from oracle.localchain import chain_up as up
+    from oracle.devstack.localchain import chain_up as up
 
     settings = load_settings()
     record = up(settings, port=port or None)
@@ -81,7 +81,7 @@ def chain_up(
     for name, address in sorted(record.addresses.items()):
         typer.echo(f"  {name:24} {address}")
     typer.echo(f"deployment record: {settings.deployment_file}")
-    from oracle.localchain import chainlink_jobs
+    from oracle.devstack.localchain import chainlink_jobs
 
     for job_id, task in sorted(chainlink_jobs(settings).items()):
         typer.echo(f"  chainlink job {job_id} → {task}")
@@ -91,7 +91,7 @@ def chain_up(
 def chain_down() -> None:
     """Stop the local anvil started by `oracle chain up`."""
     from oracle.config import load_settings
-    from oracle.localchain import chain_down as down
+    from oracle.devstack.localchain import chain_down as down
 
     stopped = down(load_settings())
     typer.echo("anvil stopped" if stopped else "no local anvil was running")
@@ -124,7 +124,7 @@ def outbox_pump(
 
     from oracle.config import load_settings
     from oracle.context import open_context
-    from oracle.localchain import load_or_create_transmitter
+    from oracle.devstack.localchain import load_or_create_transmitter
     from oracle.service import make_poster
 
     settings = load_settings()
@@ -231,7 +231,7 @@ def _shipped_model_id(kind: int) -> str:
 
 
 def _chain_url(settings: Settings) -> str:
-    from oracle.localchain import running_chain_url
+    from oracle.devstack.localchain import running_chain_url
 
     url = settings.chain_rpc_url or running_chain_url(settings)
     if not url:

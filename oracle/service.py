@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 @contextlib.contextmanager
 def local_chain(settings: Settings) -> Iterator[str]:
     """The chain RPC URL: configured, already up (`oracle chain up`), or a local anvil for this run."""
-    from oracle.localchain import chain_dir, ensure_deployment, running_chain_url
+    from oracle.devstack.localchain import chain_dir, ensure_deployment, running_chain_url
 
     if settings.chain_rpc_url:
         if not settings.deployment_file.exists():
@@ -73,7 +73,7 @@ def local_broker(settings: Settings) -> Iterator[str]:
     if settings.mqtt_url:
         yield settings.mqtt_url
         return
-    from oracle.broker import start_mosquitto
+    from oracle.devstack.broker import start_mosquitto
 
     broker = start_mosquitto(data_dir=settings.data_dir / "mqtt")
     try:
@@ -90,7 +90,7 @@ def local_signer(settings: Settings, *, chain_id: int, router: str) -> Iterator[
             raise ConfigError("ORACLE_SIGNER_TOKEN: required with ORACLE_SIGNER_URL")
         yield settings.signer_url, settings.signer_token.get_secret_value()
         return
-    from oracle.localchain import signer_address
+    from oracle.devstack.localchain import signer_address
     from oracle.signer.keys import TOKEN_FILE, URL_FILE
 
     signer_address(settings)  # generates the dev keystore on first start
@@ -199,7 +199,7 @@ def serve(settings: Settings, *, demo: bool, port: int | None = None) -> None:
         server = _Server(config)
         _announce(ctx, deployment, config, demo=demo)
         if demo:
-            from oracle.demo import start_demo
+            from oracle.devstack.demo import start_demo
 
             dashboard = f"http://{config.host}:{config.port}"
             stack.callback(start_demo(ctx, dashboard_url=dashboard).stop.set)
@@ -239,7 +239,7 @@ def make_poster(ctx: Context, transmitter: LocalAccount) -> OutboxPoster:
 def _workers(ctx: Context, deployment: Deployment) -> list[Worker]:
     """Threads beside the scheduler. The outbox pump and the chain listener are scheduler jobs (they
     run on the elected leader only); the poster is built here so the scheduler reuses it."""
-    from oracle.localchain import load_or_create_transmitter
+    from oracle.devstack.localchain import load_or_create_transmitter
 
     ctx.extras["poster"] = make_poster(ctx, load_or_create_transmitter(ctx.settings))
     workers: list[Worker] = []
@@ -254,7 +254,7 @@ def _chainlink_follower(ctx: Context, deployment: Deployment) -> OracleRequestFo
     from oracle.chain.client import connect
     from oracle.chainlink.requests import DirectRequestConfig, OracleRequestFollower
     from oracle.chainlink.setup import parse_jobs
-    from oracle.localchain import chainlink_jobs
+    from oracle.devstack.localchain import chainlink_jobs
 
     jobs = chainlink_jobs(ctx.settings)
     operator = ctx.settings.chainlink_operator or deployment.addresses.get("Operator", "")

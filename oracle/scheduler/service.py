@@ -239,7 +239,7 @@ def _add_chain_jobs(handle: SchedulerHandle) -> None:
 
     poster = ctx.extras.get("poster")
     if not isinstance(poster, OutboxPoster):
-        from oracle.localchain import load_or_create_transmitter
+        from oracle.devstack.localchain import load_or_create_transmitter
         from oracle.service import make_poster
 
         poster = make_poster(ctx, load_or_create_transmitter(ctx.settings))

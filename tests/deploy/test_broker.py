@@ -1,4 +1,4 @@
-"""The deployed broker config, run by a real mosquitto through oracle.broker, with paho-mqtt 2 clients."""
+"""The deployed broker config, run by a real mosquitto (oracle.devstack.broker) with paho-mqtt 2 clients."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from oracle.broker import DEFAULT_CONF, BrokerProcess, derive_config, find_mosquitto, start_mosquitto
+from oracle.devstack.broker import DEFAULT_CONF, BrokerProcess, derive_config, find_mosquitto, start_mosquitto
 from oracle.errors import ConfigError, ToolError
 
 pytestmark = pytest.mark.mqtt

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from oracle.broker import BrokerProcess
+from oracle.devstack.broker import BrokerProcess
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KEY_VOLUME = "signer-keys"
@@ -121,8 +121,8 @@ def test_broker_health_check_works_against_the_real_broker(
 
 def test_anvil_health_check_works_against_a_real_anvil(compose: dict[str, Any]) -> None:
     """Run compose's anvil health check (node + JSON-RPC) against the pinned anvil, then a dead port."""
-    from oracle.broker import free_port
     from oracle.chain.anvil import start_anvil
+    from oracle.devstack.broker import free_port
 
     test = list(_services(compose)["anvil"]["healthcheck"]["test"])
     assert test[:3] == ["CMD", "node", "-e"]

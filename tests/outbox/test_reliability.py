@@ -27,7 +27,7 @@ from oracle.chain.client import connect
 from oracle.chain.deploy import deploy_all
 from oracle.chain.outbox import OutboxPoster
 from oracle.config import load_settings
-from oracle.localchain import load_or_create_transmitter, transact_value
+from oracle.devstack.localchain import load_or_create_transmitter, transact_value
 from oracle.storage.tables import OutboxRow
 from tests.fixtures.chain import TEST_MODELS, ChainKit
 from tests.outbox.helpers import create_policy, drought_report, open_db, post, sqlite_url

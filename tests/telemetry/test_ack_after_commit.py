@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from oracle.broker import BrokerProcess
 from oracle.devices import Kek
+from oracle.devstack.broker import BrokerProcess
 
 from .conftest import add_device, now_ms, open_db
 from .mqtt_helpers import SERVICE, STANDALONE, WorkerProcess, envelopes, publish_all, publisher

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from ingest.telemetry.worker import IngestWorker, WorkerConfig, payload_digest
-from oracle.broker import BrokerProcess
 from oracle.devices import Kek
+from oracle.devstack.broker import BrokerProcess
 
 from .conftest import Db, add_device, make_ingest, now_ms
 from .mqtt_helpers import ReceiptingDevice, background, envelopes

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from ingest.telemetry.worker import IngestWorker, WorkerConfig
-from oracle.broker import BrokerProcess
 from oracle.devices import Kek
+from oracle.devstack.broker import BrokerProcess
 from oracle.storage.tables import Reject
 
 from .conftest import Db, add_device, make_ingest, now_ms, open_db

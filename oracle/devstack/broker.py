@@ -34,7 +34,7 @@ from oracle.errors import ConfigError, ToolError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CONF = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto.conf"
+DEFAULT_CONF = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto.conf"
 """``deploy/mosquitto.conf`` of the source tree this module was loaded from."""
 
 FALLBACK_BINARY = Path("/usr/sbin/mosquitto")
@@ -109,7 +109,7 @@ def derive_config(base: str, *, port: int, data_dir: Path) -> str:
         raise ConfigError(f"broker data directory must not contain spaces: {location!r}")
     out += [
         "",
-        "# Set by oracle.broker for a private local broker:",
+        "# Set by oracle.devstack.broker for a private local broker:",
         f"persistence_location {location}",
         f"user {getpass.getuser()}",
         "log_dest stdout",
