@@ -7,7 +7,6 @@ line to stderr and exit 1 (2 for usage errors); tracebacks are for bugs only.
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Annotated
 
 import typer
@@ -15,6 +14,7 @@ import typer
 from oracle import __version__
 from oracle.config import Settings
 from oracle.errors import ConfigError, OracleError, ValidationError
+from oracle.logs import configure_logging
 
 app = typer.Typer(
     name="oracle",
@@ -33,18 +33,6 @@ report_app = typer.Typer(help="Attested reports.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
 
 log = logging.getLogger(__name__)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # Per-request INFO lines from the HTTP client, and APScheduler's "running job" lines for the
-    # sub-second outbox, listener and store-poll ticks, would drown the service's own log.
-    for noisy in ("httpx", "apscheduler.executors", "apscheduler.scheduler"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @app.command()
@@ -125,7 +113,7 @@ def outbox_pump(
     from oracle.config import load_settings
     from oracle.context import open_context
     from oracle.devstack.localchain import load_or_create_transmitter
-    from oracle.service import make_poster
+    from oracle.posting import make_poster
 
     settings = load_settings()
     configure_logging(settings.log_level)

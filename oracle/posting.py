@@ -14,10 +14,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from oracle.context import Context
 from oracle.errors import ConfigError, NotFound
 from oracle.signer.client import HttpSigner, Signer
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+    from oracle.chain.outbox import OutboxPoster
 
 _lock = threading.Lock()
 _CLIENT_KEY = "posting_http_signer"
@@ -75,4 +81,17 @@ def _signer_endpoint(ctx: Context) -> tuple[str, str]:
         return (d / "url").read_text().strip(), (d / "token").read_text().strip()
     raise ConfigError(
         "no signer is running: start `oracle run` (or `oracle signer serve`) or set ORACLE_SIGNER_URL"
+    )
+
+
+def make_poster(ctx: Context, transmitter: LocalAccount) -> OutboxPoster:
+    """The outbox poster that sends as ``transmitter`` to the context's chain."""
+    from oracle.chain.client import connect
+    from oracle.chain.outbox import OutboxPoster
+
+    return OutboxPoster(
+        ctx.sessions,
+        connect(ctx.chain_rpc_url),
+        transmitter,
+        confirmations=ctx.settings.chain_confirmations,
     )

@@ -28,10 +28,7 @@ from oracle.config import Settings
 from oracle.devices import Kek
 
 if TYPE_CHECKING:
-    from eth_account.signers.local import LocalAccount
-
     from oracle.chain.deploy import Deployment
-    from oracle.chain.outbox import OutboxPoster
     from oracle.chainlink.requests import OracleRequestFollower
 from oracle.context import Context, open_context
 from oracle.errors import ConfigError, ToolError
@@ -224,22 +221,11 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-def make_poster(ctx: Context, transmitter: LocalAccount) -> OutboxPoster:
-    from oracle.chain.client import connect
-    from oracle.chain.outbox import OutboxPoster
-
-    return OutboxPoster(
-        ctx.sessions,
-        connect(ctx.chain_rpc_url),
-        transmitter,
-        confirmations=ctx.settings.chain_confirmations,
-    )
-
-
 def _workers(ctx: Context, deployment: Deployment) -> list[Worker]:
     """Threads beside the scheduler. The outbox pump and the chain listener are scheduler jobs (they
     run on the elected leader only); the poster is built here so the scheduler reuses it."""
     from oracle.devstack.localchain import load_or_create_transmitter
+    from oracle.posting import make_poster
 
     ctx.extras["poster"] = make_poster(ctx, load_or_create_transmitter(ctx.settings))
     workers: list[Worker] = []
@@ -307,8 +293,7 @@ def start_ingest_worker(ctx: Context) -> Callable[[], None]:
     """The MQTT telemetry worker in a thread (acks after commit); returns its stop function."""
     from urllib.parse import urlparse
 
-    from ingest.telemetry.worker import IngestWorker
-    from oracle.commands.telemetry import worker_config
+    from ingest.telemetry.worker import IngestWorker, worker_config
     from oracle.devices import load_kek
 
     u = urlparse(ctx.mqtt_url)

@@ -35,3 +35,25 @@ def test_the_service_sees_the_same_error_classes_as_the_core() -> None:
 
     assert oracle.errors.ValidationError is models.errors.ValidationError
     assert issubclass(oracle.errors.ConfigError, models.errors.OracleError)
+
+
+def _modules_importing(package_dir: str) -> dict[str, set[str]]:
+    return {str(f.relative_to(ROOT)): _imports(f) for f in sorted((ROOT / package_dir).rglob("*.py"))}
+
+
+def test_commands_call_down_into_the_service_never_back_up() -> None:
+    """cli → commands → service/scheduler, never back: the circle among oracle/cli.py, oracle/service.py,
+    oracle/commands/ and oracle/scheduler/ stays broken (function-level imports count too)."""
+    graph = _modules_importing("oracle")
+
+    def offenders(sources: str, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+        return {
+            f: sorted(n for n in names if n.startswith(forbidden))
+            for f, names in graph.items()
+            if f.startswith(sources) and any(n.startswith(forbidden) for n in names)
+        }
+
+    assert offenders("oracle/commands/", ("oracle.cli",)) == {}
+    assert offenders("oracle/scheduler/", ("oracle.cli", "oracle.commands", "oracle.service")) == {}
+    assert offenders("oracle/service.py", ("oracle.cli", "oracle.commands")) == {}
+    assert offenders("oracle/api/", ("oracle.cli", "oracle.commands", "oracle.service")) == {}

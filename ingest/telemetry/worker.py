@@ -439,3 +439,26 @@ def _writer_main(ingest: TelemetryIngest, pipe: Connection, parent_end: Connecti
             pipe.send(outcome)
         except (BrokenPipeError, OSError):
             return
+
+
+def worker_config(
+    settings: Any,
+    *,
+    host: str | None,
+    port: int | None,
+    client_id: str | None = None,
+    group: str | None = None,
+    tls: bool = False,
+) -> Any:
+    """A :class:`~ingest.telemetry.worker.WorkerConfig` from settings, with CLI overrides."""
+    return WorkerConfig(
+        host=host or "127.0.0.1",
+        port=port or (8883 if tls else 1883),
+        client_id=client_id or settings.mqtt_client_id,
+        share_group=settings.mqtt_share_group if group is None else group,
+        session_expiry_s=settings.mqtt_session_expiry_s,
+        receive_maximum=settings.mqtt_receive_maximum,
+        batch_size=settings.telemetry_batch_size,
+        batch_ms=settings.telemetry_batch_ms,
+        tls=tls,
+    )

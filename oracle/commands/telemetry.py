@@ -177,9 +177,9 @@ def ingest_telemetry(
 ) -> None:
     """Run the durable MQTT ingest worker until SIGTERM/SIGINT (acks each reading only after commit)."""
     from ingest.telemetry.pipeline import TelemetryIngest
-    from ingest.telemetry.worker import IngestWorker
-    from oracle.cli import configure_logging
+    from ingest.telemetry.worker import IngestWorker, worker_config
     from oracle.devices import load_kek
+    from oracle.logs import configure_logging
 
     ctx = _context()
     settings = ctx.settings
@@ -234,31 +234,6 @@ def ingest_telemetry(
         s.readings_accepted,
         s.duplicates,
         s.rejects,
-    )
-
-
-def worker_config(
-    settings: Any,
-    *,
-    host: str | None,
-    port: int | None,
-    client_id: str | None = None,
-    group: str | None = None,
-    tls: bool = False,
-) -> Any:
-    """A :class:`~ingest.telemetry.worker.WorkerConfig` from settings, with CLI overrides."""
-    from ingest.telemetry.worker import WorkerConfig
-
-    return WorkerConfig(
-        host=host or "127.0.0.1",
-        port=port or (8883 if tls else 1883),
-        client_id=client_id or settings.mqtt_client_id,
-        share_group=settings.mqtt_share_group if group is None else group,
-        session_expiry_s=settings.mqtt_session_expiry_s,
-        receive_maximum=settings.mqtt_receive_maximum,
-        batch_size=settings.telemetry_batch_size,
-        batch_ms=settings.telemetry_batch_ms,
-        tls=tls,
     )
 
 

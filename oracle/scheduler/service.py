@@ -240,7 +240,7 @@ def _add_chain_jobs(handle: SchedulerHandle) -> None:
     poster = ctx.extras.get("poster")
     if not isinstance(poster, OutboxPoster):
         from oracle.devstack.localchain import load_or_create_transmitter
-        from oracle.service import make_poster
+        from oracle.posting import make_poster
 
         poster = make_poster(ctx, load_or_create_transmitter(ctx.settings))
         ctx.extras["poster"] = poster

@@ -9,9 +9,9 @@ from __future__ import annotations
 import signal
 import threading
 
-from oracle.cli import configure_logging
 from oracle.config import load_settings
 from oracle.context import open_context
+from oracle.logs import configure_logging
 from oracle.service import start_ingest_worker
 
 
