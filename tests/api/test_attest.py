@@ -32,7 +32,7 @@ from oracle.storage.api_tables import AuditEntry
 from oracle.storage.tables import OutboxRow, ReportRow
 from tests.api.conftest import Keys
 from tests.api.test_auth import assert_problem
-from tests.drought.world import PERIOD, build
+from tests.drought.world import PERIOD, build_data_dir
 
 CHAIN_ID = 31337
 ROUTER = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -69,13 +69,7 @@ def signer_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("attest-world")
-    c = open_context(Settings(env="dev", data_dir=root / "data", _env_file=None))  # type: ignore[call-arg]
-    try:
-        build(c.sessions, c.blobs, root)
-    finally:
-        c.close()
-    return root / "data"
+    return build_data_dir(tmp_path_factory.mktemp("attest-world"))
 
 
 @pytest.fixture

@@ -73,3 +73,16 @@ def build(sessions: object, blobs: BlobStore, tmp: Path, *, seed: int = 3) -> di
             assert out.accepted, (variable, out.message)
             cids["june"].append(out.cid)
     return cids
+
+
+def build_data_dir(root: Path) -> Path:
+    """A data dir under ``root`` (SQLite + blobs) holding this world; returns it."""
+    from oracle.config import Settings
+    from oracle.context import open_context
+
+    c = open_context(Settings(env="dev", data_dir=root / "data", _env_file=None))  # type: ignore[call-arg]
+    try:
+        build(c.sessions, c.blobs, root)
+    finally:
+        c.close()
+    return root / "data"

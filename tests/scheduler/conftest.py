@@ -89,15 +89,9 @@ def running(ctx: Context) -> Iterator[Callable[..., SchedulerHandle]]:
 @pytest.fixture(scope="session")
 def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data dir (SQLite + blobs) holding the synthetic drought world of ``tests/drought/world.py``."""
-    from tests.drought.world import build
+    from tests.drought.world import build_data_dir
 
-    root = tmp_path_factory.mktemp("world")
-    c = open_context(Settings(data_dir=root / "data"))
-    try:
-        build(c.sessions, c.blobs, root)
-    finally:
-        c.close()
-    return root / "data"
+    return build_data_dir(tmp_path_factory.mktemp("world"))
 
 
 @pytest.fixture

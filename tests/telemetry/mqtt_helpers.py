@@ -236,3 +236,18 @@ class ReceiptingDevice:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def run_worker(worker: Any) -> threading.Thread:
+    """Run an in-process IngestWorker in a thread and wait until it has subscribed."""
+    t = threading.Thread(target=worker.run, daemon=True)
+    t.start()
+    assert worker.subscribed.wait(15), "worker did not subscribe"
+    return t
+
+
+def wait_until(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)

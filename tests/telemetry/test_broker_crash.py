@@ -11,7 +11,6 @@ and every reading ends up stored exactly once.
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -22,25 +21,11 @@ from oracle.devices import Kek
 from oracle.devstack.broker import BrokerProcess
 
 from .conftest import Db, add_device, make_ingest, now_ms
-from .mqtt_helpers import ReceiptingDevice, background, envelopes
+from .mqtt_helpers import ReceiptingDevice, background, envelopes, run_worker, wait_until
 
 pytestmark = pytest.mark.mqtt
 
 MESSAGES, PER_MESSAGE = 1500, 3
-
-
-def _start(worker: IngestWorker) -> threading.Thread:
-    t = threading.Thread(target=worker.run, daemon=True)
-    t.start()
-    assert worker.subscribed.wait(15), "worker did not subscribe"
-    return t
-
-
-def _wait(cond: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def test_broker_sigkill_loses_acknowledged_messages_and_receipts_recover_every_reading(
@@ -50,7 +35,7 @@ def test_broker_sigkill_loses_acknowledged_messages_and_receipts_recover_every_r
     secret = add_device(sqlite_db, kek, "crash-1")
     config = WorkerConfig(host=broker.host, port=broker.port, client_id="w-crash", share_group="")
     worker = IngestWorker(make_ingest(sqlite_db, kek, tmp_path), config)
-    thread = _start(worker)
+    thread = run_worker(worker)
     device = ReceiptingDevice(broker.host, broker.port, "crash-1")
     msgs = envelopes(
         "crash-1", secret, start_seq=0, count=MESSAGES * PER_MESSAGE, per_msg=PER_MESSAGE, t0=now_ms() - 10**7
@@ -64,12 +49,14 @@ def test_broker_sigkill_loses_acknowledged_messages_and_receipts_recover_every_r
 
     # Phase 1: the worker is online; receipts come back.
     background(send, msgs[:half]).join(60)
-    _wait(lambda: sqlite_db.count_readings() == half * PER_MESSAGE, 30, "phase 1 not stored")
+    wait_until(lambda: sqlite_db.count_readings() == half * PER_MESSAGE, 30, "phase 1 not stored")
     # Phase 2: the worker stops (a deploy); the broker acknowledges and queues for its session.
     worker.stop()
     thread.join(15)
     background(send, msgs[half:]).join(60)
-    _wait(lambda: len(device.broker_acked()) == MESSAGES, 30, "the broker did not acknowledge every publish")
+    wait_until(
+        lambda: len(device.broker_acked()) == MESSAGES, 30, "the broker did not acknowledge every publish"
+    )
     queued = {payload_digest(p) for p in msgs[half:]}
     assert not queued & set(device.receipts)  # nothing of phase 2 was committed yet
 
@@ -77,7 +64,7 @@ def test_broker_sigkill_loses_acknowledged_messages_and_receipts_recover_every_r
     time.sleep(0.5)
     broker.start()
     worker = IngestWorker(make_ingest(sqlite_db, kek, tmp_path), config)
-    thread = _start(worker)
+    thread = run_worker(worker)
     time.sleep(3.0)  # whatever the broker still had is delivered now
     lost_by_broker = MESSAGES * PER_MESSAGE - sqlite_db.count_readings()
     assert lost_by_broker > 0, "the broker kept everything: the fault this test is about did not happen"
@@ -88,7 +75,7 @@ def test_broker_sigkill_loses_acknowledged_messages_and_receipts_recover_every_r
         resent += device.resend_overdue(2.0)
         time.sleep(0.5)
     assert not device.pending, f"{len(device.pending)} payloads never receipted"
-    _wait(lambda: sqlite_db.count_readings() == MESSAGES * PER_MESSAGE, 30, "readings missing")
+    wait_until(lambda: sqlite_db.count_readings() == MESSAGES * PER_MESSAGE, 30, "readings missing")
     worker.stop()
     thread.join(15)
     device.close()

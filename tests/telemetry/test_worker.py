@@ -4,7 +4,6 @@ lost when the worker is SIGKILLed or the broker restarts mid-stream."""
 from __future__ import annotations
 
 import random
-import threading
 import time
 from pathlib import Path
 
@@ -17,23 +16,9 @@ from oracle.devstack.broker import BrokerProcess
 from oracle.storage.tables import Reject
 
 from .conftest import Db, add_device, make_ingest, now_ms, open_db
-from .mqtt_helpers import WorkerProcess, background, envelopes, publish_all, publisher
+from .mqtt_helpers import WorkerProcess, background, envelopes, publish_all, publisher, run_worker, wait_until
 
 pytestmark = pytest.mark.mqtt
-
-
-def _run_worker(worker: IngestWorker) -> threading.Thread:
-    t = threading.Thread(target=worker.run, daemon=True)
-    t.start()
-    assert worker.subscribed.wait(10), "worker did not subscribe"
-    return t
-
-
-def _wait(cond: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("writer_process", [True, False], ids=["writer-process", "in-thread"])
@@ -50,14 +35,14 @@ def test_end_to_end_stored_acked_idempotent_out_of_order(
         writer_process=writer_process,
     )
     worker = IngestWorker(make_ingest(db, kek, tmp_path), config)
-    thread = _run_worker(worker)
+    thread = run_worker(worker)
     t0 = now_ms() - 3_600_000
     msgs = envelopes("e2e-1", secret, start_seq=0, count=300, per_msg=3, t0=t0)
     # Out of order (reversed halves), and 20 envelopes published twice (a device re-sending).
     stream = msgs[50:] + msgs[:50][::-1] + msgs[:20]
     pub = publisher(mosquitto.host, mosquitto.port, f"{cid}-pub")
     publish_all(pub, "e2e-1", [*stream, b"garbage"])
-    _wait(lambda: worker.stats.messages == len(stream) + 1, 30, "worker did not process every message")
+    wait_until(lambda: worker.stats.messages == len(stream) + 1, 30, "worker did not process every message")
     worker.stop()
     thread.join(10)
     assert db.count_readings("e2e-1") == 300
@@ -66,7 +51,7 @@ def test_end_to_end_stored_acked_idempotent_out_of_order(
     assert db.reject_reasons() == ["malformed"]
     # Everything was acknowledged: the same session resumed later receives nothing again.
     again = IngestWorker(make_ingest(db, kek, tmp_path), config)
-    thread = _run_worker(again)
+    thread = run_worker(again)
     time.sleep(1.0)
     again.stop()
     thread.join(10)
@@ -84,15 +69,15 @@ def test_broker_restart_mid_stream_loses_nothing(
         make_ingest(sqlite_db, kek, tmp_path),
         WorkerConfig(host=broker.host, port=broker.port, client_id="w-rs", share_group=""),
     )
-    thread = _run_worker(worker)
+    thread = run_worker(worker)
     msgs = envelopes("restart-1", secret, start_seq=0, count=6000, per_msg=3, t0=now_ms() - 10**7)
     pub = publisher(broker.host, broker.port, "pub-rs")
     sender = background(publish_all, pub, "restart-1", msgs, rate_per_s=1000)
-    _wait(lambda: sqlite_db.count_readings() > 1500, 30, "no progress before the restart")
+    wait_until(lambda: sqlite_db.count_readings() > 1500, 30, "no progress before the restart")
     broker.restart()
     sender.join(120)
     assert not sender.errors  # type: ignore[attr-defined]
-    _wait(
+    wait_until(
         lambda: sqlite_db.count_readings() == 6000,
         20,
         f"lost across the restart: {sqlite_db.count_readings()} {worker.stats} {broker.log_tail(30)}",
@@ -128,12 +113,12 @@ def test_on_commit_runs_in_the_worker_process_and_subclasses_commit_in_thread(
         on_commit=lambda msgs, out: seen.append((os.getpid(), len(msgs), out.accepted)),
     )
     assert worker.uses_writer_process
-    thread = _run_worker(worker)
+    thread = run_worker(worker)
     pub = publisher(mosquitto.host, mosquitto.port, f"{cid}-pub")
     publish_all(
         pub, "hook-1", envelopes("hook-1", secret, start_seq=0, count=40, per_msg=4, t0=now_ms() - 10**6)
     )
-    _wait(lambda: worker.stats.messages == 10, 30, "worker did not process every message")
+    wait_until(lambda: worker.stats.messages == 10, 30, "worker did not process every message")
     assert worker.writer_pid not in (None, os.getpid())
     worker.stop()
     thread.join(10)
@@ -155,20 +140,20 @@ def test_killed_writer_process_is_replaced_and_nothing_is_lost(
         make_ingest(sqlite_db, kek, tmp_path),
         WorkerConfig(host=mosquitto.host, port=mosquitto.port, client_id=cid, share_group=cid),
     )
-    thread = _run_worker(worker)
+    thread = run_worker(worker)
     msgs = envelopes("wkill-1", secret, start_seq=0, count=6000, per_msg=3, t0=now_ms() - 10**7)
     pub = publisher(mosquitto.host, mosquitto.port, f"{cid}-pub")
     sender = background(publish_all, pub, "wkill-1", msgs, rate_per_s=800)
     killed = []
     for threshold in (600, 3000):
-        _wait(lambda t=threshold: sqlite_db.count_readings() > t, 30, "no progress")  # type: ignore[misc]
+        wait_until(lambda t=threshold: sqlite_db.count_readings() > t, 30, "no progress")  # type: ignore[misc]
         pid = worker.writer_pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
     sender.join(60)
     assert not sender.errors  # type: ignore[attr-defined]
-    _wait(lambda: sqlite_db.count_readings() == 6000, 30, f"lost after writer kills: {worker.stats}")
+    wait_until(lambda: sqlite_db.count_readings() == 6000, 30, f"lost after writer kills: {worker.stats}")
     assert worker.writer_pid not in killed
     assert worker.stats.retries >= 1
     worker.stop()
@@ -214,7 +199,7 @@ def test_sigkill_worker_ten_times_during_50k_readings(
         # Kill a worker that is really working: subscribed, and committing rows it did not have before.
         worker.wait_subscribed()
         before = db.count_readings()
-        _wait(
+        wait_until(
             lambda b=before: db.count_readings() >= b + 500,
             30,
             f"restart {worker.runs} stored nothing: {stored_at_kill} {before}",
@@ -228,7 +213,7 @@ def test_sigkill_worker_ten_times_during_50k_readings(
     for s in senders:
         s.join(120)
         assert not s.errors  # type: ignore[attr-defined]
-    _wait(lambda: db.count_readings() >= 50_000, 90, f"stored {db.count_readings()} of 50000")
+    wait_until(lambda: db.count_readings() >= 50_000, 90, f"stored {db.count_readings()} of 50000")
     time.sleep(0.5)
     assert worker.terminate() == 0
     assert db.count_readings() == 50_000
