@@ -219,19 +219,9 @@ class Demo:
             log.exception("the demo stopped with an error; the service keeps running")
 
     def _post(self, outcome: Any, name: str) -> None:
-        from oracle.decisions.post import post_decision
-        from oracle.posting import posting_setup
+        from oracle.scheduler.evaluations import attest_outcome
 
-        setup = posting_setup(self.ctx)
-        post_decision(
-            self.ctx.sessions,
-            outcome,
-            subject_name=name,
-            signers=setup.signers,
-            threshold=setup.threshold,
-            chain_id=setup.chain_id,
-            router=setup.router,
-        )
+        attest_outcome(self.ctx, outcome, subject_name=name)
 
     def _post_drought(self) -> None:
         from oracle.decisions.drought import evaluate_drought

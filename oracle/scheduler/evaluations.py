@@ -22,24 +22,22 @@ from oracle.reports import subject_id
 from oracle.storage.tables import DeviceBinding
 
 if TYPE_CHECKING:
+    from oracle.attest import Attestation
     from oracle.decisions.record import DecisionOutcome
 
 log = logging.getLogger(__name__)
 
 
-def post_outcome(ctx: Context, outcome: DecisionOutcome, *, subject_name: str) -> int | None:
-    """Post a complete outcome's report; returns the outbox row id, or ``None`` when not posted
-    (incomplete decision, or no signer/deployment configured — logged)."""
+def attest_outcome(ctx: Context, outcome: DecisionOutcome, *, subject_name: str) -> Attestation:
+    """Sign and queue a complete outcome's report with the context's signers and deployment.
+
+    :raises ConfigError, NotFound: no signer or deployment configured.
+    :raises ValidationError: the decision is incomplete (``decision_incomplete``): nothing is signed.
+    """
     from oracle.decisions.post import post_decision
 
-    if outcome.report is None:
-        return None
-    try:
-        setup = posting_setup(ctx)
-    except (ConfigError, NotFound) as e:
-        log.warning("decision %s for %s not posted: %s", outcome.decision_id, subject_name, e)
-        return None
-    att = post_decision(
+    setup = posting_setup(ctx)
+    return post_decision(
         ctx.sessions,
         outcome,
         subject_name=subject_name,
@@ -48,7 +46,18 @@ def post_outcome(ctx: Context, outcome: DecisionOutcome, *, subject_name: str) -
         chain_id=setup.chain_id,
         router=setup.router,
     )
-    return att.outbox_id
+
+
+def post_outcome(ctx: Context, outcome: DecisionOutcome, *, subject_name: str) -> int | None:
+    """Post a complete outcome's report; returns the outbox row id, or ``None`` when not posted
+    (incomplete decision, or no signer/deployment configured — logged)."""
+    if outcome.report is None:
+        return None
+    try:
+        return attest_outcome(ctx, outcome, subject_name=subject_name).outbox_id
+    except (ConfigError, NotFound) as e:
+        log.warning("decision %s for %s not posted: %s", outcome.decision_id, subject_name, e)
+        return None
 
 
 def run_drought(

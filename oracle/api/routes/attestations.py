@@ -216,8 +216,7 @@ def create_attestation(
     decision (the reason names what is missing; nothing is signed); 404 for an unknown region or
     shipment; 422 for a request that names a value, epoch or model, or a region without a period;
     503 ``signer_not_configured`` / signer failures (nothing is queued)."""
-    from oracle.decisions.post import post_decision
-    from oracle.scheduler.evaluations import run_drought, run_shipment
+    from oracle.scheduler.evaluations import attest_outcome, run_drought, run_shipment
 
     namespace, name = body.subject.namespace, body.subject.name
     if namespace not in ("region", "shipment"):
@@ -229,7 +228,7 @@ def create_attestation(
         raise ValidationError(
             "a region is evaluated for a period: give period YYYY-MM", reason="period_required"
         )
-    setup = signing_setup(ctx)  # refuse before evaluating when nothing could sign
+    signing_setup(ctx)  # refuse before evaluating when nothing could sign
     session.rollback()  # end the read transaction: the evaluation uses its own sessions
     if namespace == "region":
         assert body.period is not None
@@ -253,15 +252,7 @@ def create_attestation(
             f"decision {outcome.decision_id} is {outcome.status}: {outcome.reason}",
             reason="decision_incomplete",
         )
-    done = post_decision(
-        ctx.sessions,
-        outcome,
-        subject_name=name,
-        signers=setup.signers,
-        threshold=setup.threshold,
-        chain_id=setup.chain_id,
-        router=setup.router,
-    )
+    done = attest_outcome(ctx, outcome, subject_name=name)
     audit.record(
         session,
         resource="attestations",
