@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -105,8 +106,22 @@ def record_decision(
                 flags=[{"revision": revision}, *(flags or [])],
             )
             s.add(existing)
-            s.flush()
-            save_steps(s, trace.steps, decision_id=existing.id)
-            s.commit()
+            try:
+                s.flush()
+            except sa_exc.IntegrityError:
+                # A concurrent evaluation of the same inputs recorded this very manifest first: it is
+                # the same decision, so take that row.
+                s.rollback()
+                existing = s.scalars(
+                    select(Decision).where(
+                        Decision.kind == kind,
+                        Decision.subject_name == subject_name,
+                        Decision.period == period,
+                        Decision.manifest_cid == manifest_cid,
+                    )
+                ).one()
+            else:
+                save_steps(s, trace.steps, decision_id=existing.id)
+                s.commit()
         revision = int(existing.flags[0].get("revision", 0)) if existing.flags else 0
         return existing.id, revision, manifest_cid

@@ -10,6 +10,7 @@ decision is still recorded and a warning says why nothing was posted.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,17 @@ if TYPE_CHECKING:
     from oracle.decisions.record import DecisionOutcome
 
 log = logging.getLogger(__name__)
+
+_subject_locks: dict[str, threading.Lock] = {}
+_subject_locks_guard = threading.Lock()
+
+
+def _subject_lock(key: str) -> threading.Lock:
+    """One evaluation of a subject at a time in this process: the periodic job, an immediate breach
+    evaluation and an operator's request can fire together, and two evaluations must not race to
+    record (and number the revision of) the same subject's decision."""
+    with _subject_locks_guard:
+        return _subject_locks.setdefault(key, threading.Lock())
 
 
 def attest_outcome(ctx: Context, outcome: DecisionOutcome, *, subject_name: str) -> Attestation:
@@ -69,9 +81,10 @@ def run_drought(
     if model_dir is None:
         configured = ctx.extras.get("drought_model_dir")
         model_dir = configured if isinstance(configured, Path) else None
-    outcome = evaluate_drought(
-        ctx.sessions, ctx.blobs, region_id=region_id, period=period, model_dir=model_dir
-    )
+    with _subject_lock(f"region:{region_id}:{period}"):
+        outcome = evaluate_drought(
+            ctx.sessions, ctx.blobs, region_id=region_id, period=period, model_dir=model_dir
+        )
     if post and outcome.report is not None:
         post_outcome(ctx, outcome, subject_name=region_id)
     return outcome
@@ -103,7 +116,8 @@ def run_shipment(
     if name is None:
         log.info("shipment %s not evaluated: no device is bound to it yet", subject)
         return None
-    outcome = evaluate_shipment(ctx.sessions, ctx.blobs, shipment_id=name, now=now)
+    with _subject_lock(f"shipment:{name}"):
+        outcome = evaluate_shipment(ctx.sessions, ctx.blobs, shipment_id=name, now=now)
     if post:
         post_outcome(ctx, outcome, subject_name=name)
     return outcome

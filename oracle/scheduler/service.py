@@ -174,6 +174,10 @@ class SchedulerHandle:
             runtimes.unregister(self.options.name, self.runtime)
         log.info("scheduler %s stood down", self.options.name)
 
+    def _shutdown_scheduler(self) -> None:
+        with contextlib.suppress(Exception):
+            self.scheduler.shutdown(wait=True)
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stand down (the lock is released at once, so a standby takes over on its next poll) and
         shut the scheduler down, waiting up to ``timeout`` for the election thread."""
@@ -182,8 +186,15 @@ class SchedulerHandle:
                 return
             self._stopped = True
         self.election.stop(timeout)
-        with contextlib.suppress(Exception):
-            self.scheduler.shutdown(wait=False)
+        # Wait (bounded) for running jobs: the caller closes the database and the chain next, and a job
+        # still running then would fail against them mid-way.
+        closer = threading.Thread(target=self._shutdown_scheduler, name="scheduler-shutdown", daemon=True)
+        closer.start()
+        closer.join(timeout)
+        if closer.is_alive():
+            log.warning(
+                "scheduler %s: jobs still running after %.0f s at shutdown", self.options.name, timeout
+            )
         if self.ctx.extras.get(CONTEXT_KEY) is self:
             del self.ctx.extras[CONTEXT_KEY]
 

@@ -198,3 +198,38 @@ def test_cold_chain_decision_replays_bit_for_bit_and_names_a_tampered_batch(stor
     assert not tampered.ok
     assert tampered.first_mismatch is not None
     assert batch in (tampered.first_mismatch.name + tampered.first_mismatch.detail)
+
+
+def test_concurrent_evaluations_of_one_shipment_record_one_decision(stores) -> None:  # type: ignore[no-untyped-def]
+    """A breach's immediate evaluation can overlap the periodic one: both record the same decision, and
+    neither fails on the (kind, subject, period, manifest) uniqueness (the demo hit this as a traceback)."""
+    import threading
+
+    sessions, blobs = stores
+    fleet = Fleet(sessions, blobs)
+    start = day_ago()
+    fleet.add("logger-race", "SHP-RACE", start_s=start)
+    fleet.publish("logger-race", temperatures(20, excursion=(6, 2, 46.0)), start_s=start)
+    results: list[object] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(6)
+
+    def evaluate() -> None:
+        barrier.wait()
+        try:
+            results.append(
+                evaluate_shipment(
+                    sessions, blobs, shipment_id="SHP-RACE", terms=ShipmentTerms(profile="refrigerated")
+                )
+            )
+        except BaseException as e:  # recorded, then asserted on
+            errors.append(e)
+
+    threads = [threading.Thread(target=evaluate) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len({r.decision_id for r in results}) == 1  # type: ignore[attr-defined]
+    assert len({r.report for r in results}) == 1  # type: ignore[attr-defined]
