@@ -253,6 +253,9 @@ class OracleRequestFollower:
             return self._reject(req, task, "unsupported_task", str(e))
         except ValidationError as e:
             return self._reject(req, task, e.reason, str(e))
+        except Exception as e:  # one request must never stop the follower: refuse it, move on
+            log.exception("chainlink request 0x%s could not be handled", req.request_id.hex())
+            return self._reject(req, task, "internal_error", f"{type(e).__name__}: {e}")
         return self._queue(req, task, answer)
 
     def _validate(self, req: OracleRequestLog, task: str, *, now: int) -> TaskRequest:

@@ -91,8 +91,8 @@ def parse_task(params: Mapping[str, Any]) -> TaskRequest:
             f"unknown task {task!r}; expected one of {', '.join(TASKS)}", reason="unknown_task"
         )
     raw_times = params.get("times", DEFAULT_TIMES)
-    if isinstance(raw_times, str) and raw_times.strip().isdigit():
-        raw_times = int(raw_times)  # jobs often pass numbers as strings
+    if isinstance(raw_times, str) and raw_times.strip().isascii() and raw_times.strip().isdecimal():
+        raw_times = int(raw_times)  # jobs often pass numbers as strings (ASCII digits only: "²" is a digit)
     if isinstance(raw_times, bool) or not isinstance(raw_times, int) or not 1 <= raw_times <= MAX_TIMES:
         raise ValidationError(
             f"times must be an integer in 1..{MAX_TIMES}, got {raw_times!r}", reason="bad_times"
