@@ -58,10 +58,15 @@ def local_chain(settings: Settings) -> Iterator[str]:
     from oracle.chain.anvil import start_anvil
 
     anvil = start_anvil(state_file=chain_dir(settings) / "anvil-state.json")
+    # Recorded where `oracle chain up` records its chain, so the CLI in this data dir (`oracle verify`,
+    # `oracle outbox pump`) finds the chain this run started.
+    url_file = chain_dir(settings) / "rpc_url"
     try:
         ensure_deployment(settings, anvil.url)
+        url_file.write_text(anvil.url + "\n")
         yield anvil.url
     finally:
+        url_file.unlink(missing_ok=True)
         anvil.stop()
 
 

@@ -66,6 +66,12 @@ def test_run_serves_health_and_stops_cleanly(tmp_path: Path) -> None:
         assert {"OracleRouter", "DroughtInsurancePool", "ColdChainEscrow"} <= set(record["addresses"])
         children = _children(proc.pid)
         assert len(children) >= 3  # anvil, mosquitto, signer
+        # The CLI in this data dir (`oracle verify`, `oracle outbox pump`) finds the chain this run started.
+        from oracle.config import Settings
+        from oracle.devstack.localchain import running_chain_url
+
+        in_data_dir = Settings(data_dir=tmp_path / "data", _env_file=None)  # type: ignore[call-arg]
+        assert running_chain_url(in_data_dir) is not None
         # The API process never holds the signer key: only the signer child opened the keystore.
         assert (tmp_path / "data" / "signer" / "keystore.json").exists()
     finally:
@@ -73,6 +79,7 @@ def test_run_serves_health_and_stops_cleanly(tmp_path: Path) -> None:
         proc.wait(timeout=30)
         log.close()
     assert proc.returncode == 0, (tmp_path / "run.log").read_text()
+    assert running_chain_url(in_data_dir) is None  # gone with the run
     time.sleep(0.5)
     for child in children:
         assert (

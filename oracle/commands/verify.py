@@ -66,10 +66,14 @@ def _online(
     ctx = open_context(settings)
     try:
         located = locate(ctx.sessions, attestation)
-        url = rpc_url or settings.chain_rpc_url
+        from oracle.devstack.localchain import running_chain_url
+
+        url = rpc_url or settings.chain_rpc_url or running_chain_url(settings)
         if not url:
             raise ValidationError(
-                "no chain RPC URL: pass --rpc-url or set ORACLE_CHAIN_RPC_URL", reason="no_rpc"
+                "no chain RPC URL: pass --rpc-url, set ORACLE_CHAIN_RPC_URL, or start the local chain "
+                "(`oracle run` or `oracle chain up` in this data directory)",
+                reason="no_rpc",
             )
         if router is None:
             if settings.deployment_file.exists():
