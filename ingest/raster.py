@@ -140,6 +140,8 @@ class RasterGrid:
     nodata_count: int
     out_of_range_count: int
     name: str = ""
+    units_assumed: bool = False
+    """True when the file carried no unit metadata and ``assume_canonical_units`` took the canonical one."""
 
     @property
     def transform(self) -> Affine:
@@ -181,10 +183,13 @@ def read_raster(
     units: str | None = None,
     now: datetime | None = None,
     step_seconds: float = SECONDS_PER_DAY,
+    assume_canonical_units: bool = False,
 ) -> RasterGrid:
     """Read one raster (GeoTIFF, COG or NetCDF bytes) of a registered ``variable``.
 
-    ``units`` overrides the file's unit metadata (CHIRPS GeoTIFFs carry none); ``step_seconds`` is the
+    ``units`` overrides the file's unit metadata (CHIRPS GeoTIFFs carry none); with
+    ``assume_canonical_units`` a file without unit metadata is taken to be in the variable's canonical
+    unit (values used as stored: fine for a zonal mean, never for ingest); ``step_seconds`` is the
     accumulation step for precipitation rates (kg m-2 s-1). ``now`` (UTC, default: the clock) bounds
     the time stamp. Raises ValidationError with the reasons listed in the module docstring.
     """
@@ -197,6 +202,9 @@ def read_raster(
     else:
         raise ValidationError(f"{label}: neither a GeoTIFF nor a NetCDF file", reason="corrupt_file")
     source_units = units if units is not None else raw.units
+    assumed = source_units is None and assume_canonical_units and spec.quantity is not Quantity.NDVI
+    if assumed:
+        source_units = spec.units
     if source_units is None and spec.quantity is not Quantity.NDVI:
         raise ValidationError(
             f"{label}: the file has no unit metadata; pass units= for {variable}", reason="unknown_units"
@@ -214,6 +222,7 @@ def read_raster(
         nodata_count=nodata_count,
         out_of_range_count=out,
         name=name,
+        units_assumed=assumed,
     )
 
 

@@ -122,3 +122,34 @@ def test_usage_errors_exit_2_without_traceback(args: list[str]) -> None:
     r = _oracle(*args)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
+
+
+def test_zonal_averages_a_raster_without_unit_metadata_and_says_so(tmp_path: Path) -> None:
+    """A zonal mean needs no units (issue 16 item 8): a file without them is averaged as stored, with a
+    note on stderr; ingest still refuses such a file."""
+    import json
+
+    import numpy as np
+    from affine import Affine
+
+    from ingest.raster import read_raster
+    from oracle.errors import ValidationError
+    from tests.fixtures.rasters import region_feature_collection, write_geotiff
+
+    raster = write_geotiff(
+        tmp_path / "chirps.tif",
+        np.full((20, 20), 12.5, dtype=np.float32),
+        transform=Affine(0.05, 0, 36.0, 0, -0.05, 0.0),
+        units=None,
+    )
+    from shapely.geometry import box
+
+    regions = tmp_path / "regions.geojson"
+    regions.write_text(json.dumps(region_feature_collection({"r1": box(36.1, -0.9, 36.9, -0.1)})))
+    done = _oracle("zonal", "--raster", str(raster), "--regions", str(regions))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["region_id,mean,valid_fraction", "r1,12.500000,1.000000"]
+    assert "no unit metadata" in done.stderr
+    with pytest.raises(ValidationError) as refused:
+        read_raster(raster.read_bytes(), variable="precip")
+    assert refused.value.reason == "unknown_units"

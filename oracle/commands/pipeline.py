@@ -66,7 +66,12 @@ def zonal_command(
     from ingest.regions import parse_regions
     from ingest.zonal import zonal_means
 
-    grid = read_raster(_read(raster), variable=variable, name=raster.name, units=units)
+    data = _read(raster)
+    # A zonal mean needs no units: a file without unit metadata is averaged as stored (ingest, which
+    # converts to canonical units, still refuses it).
+    grid = read_raster(data, variable=variable, name=raster.name, units=units, assume_canonical_units=True)
+    if grid.units_assumed:
+        typer.echo(f"note: {raster.name} has no unit metadata; means are in the file's own units", err=True)
     stats = zonal_means(grid, parse_regions(_read(regions)))
     out = csv.writer(sys.stdout, lineterminator="\n")
     out.writerow(["region_id", "mean", "valid_fraction"])
