@@ -101,12 +101,13 @@ def _write_private(path: Path, text: str) -> None:
 
 def signer_address(settings: Settings) -> str:
     """The dev signer's address, generating its keystore on first use."""
-    from oracle.signer.keys import KEYSTORE_FILE, generate_keystore
+    from oracle.signer.keys import KEYSTORE_FILE, PASSPHRASE_FILE, generate_keystore, new_passphrase
 
     d = settings.data_dir / "signer"
     keystore = d / KEYSTORE_FILE
     if not keystore.exists():
-        return generate_keystore(d).address
+        # Development only (make run): the dev signer keeps its passphrase beside the keystore.
+        return generate_keystore(d, passphrase=new_passphrase(), passphrase_file=d / PASSPHRASE_FILE).address
     return "0x" + str(json.loads(keystore.read_text())["address"]).removeprefix("0x")
 
 

@@ -21,10 +21,12 @@ from oracle.errors import OracleError
 from oracle.signer.epochs import SqliteEpochStore
 from oracle.signer.keys import (
     EPOCHS_FILE,
+    PASSPHRASE_FILE,
     TOKEN_FILE,
     URL_FILE,
     generate_keystore,
     load_signing_key,
+    new_passphrase,
     read_secret_file,
 )
 from oracle.signer.policy import RateLimiter, RateLimits, SigningPolicy, domains_of
@@ -57,24 +59,50 @@ def _signer_dir(settings: Settings, given: Path | None) -> Path:
 def keygen(
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="directory for keystore.json, passphrase, token [<data_dir>/signer]"),
+        typer.Option("--out", help="directory for keystore.json and token [<data_dir>/signer]"),
     ] = None,
+    passphrase_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--passphrase-file", help="write the passphrase here (a secret mount), not beside the keystore"
+        ),
+    ] = None,
+    dev: Annotated[
+        bool, typer.Option("--dev", help="development only: keep the passphrase beside the keystore")
+    ] = False,
 ) -> None:
     """Generate a signer key into an encrypted keystore with a random passphrase and bearer token.
 
-    Prints only the new address. Refuses to overwrite an existing key.
+    Prints the new address on stdout. The passphrase never lands beside the keystore (that would make
+    the encryption pointless) except with ``--dev`` in a development environment: it goes to
+    ``--passphrase-file``, or is printed ONCE on stderr for your secret store; ``serve`` then reads it
+    from ORACLE_SIGNER_PASSPHRASE_FILE or ORACLE_SIGNER_PASSPHRASE. Refuses to overwrite an existing key.
     """
     settings = _settings()
     logging.basicConfig(
         level=settings.log_level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
     )
+    signer_dir = _signer_dir(settings, out)
+    if dev and settings.env != "dev":
+        raise _fail(f"--dev keeps the passphrase beside the keystore: refused with ORACLE_ENV={settings.env}")
+    if dev and passphrase_file is not None:
+        raise _fail("--dev and --passphrase-file exclude each other")
+    if passphrase_file is not None and passphrase_file.resolve().parent == signer_dir.resolve():
+        raise _fail(f"--passphrase-file {passphrase_file} is beside the keystore; put it on another mount")
+    target = signer_dir / PASSPHRASE_FILE if dev else passphrase_file
+    passphrase = new_passphrase()
     try:
-        result = generate_keystore(_signer_dir(settings, out))
+        result = generate_keystore(signer_dir, passphrase=passphrase, passphrase_file=target)
     except OracleError as e:
         raise _fail(str(e)) from None
     except OSError as e:
         raise _fail(f"cannot write the keystore: {e.strerror} ({e.filename})") from None
     typer.echo(result.address)
+    if target is None:
+        typer.echo(
+            f"keystore passphrase (shown once; keep it as a secret for serve): {passphrase}",
+            err=True,
+        )
 
 
 def _bind(host: str, port: int) -> socket.socket:

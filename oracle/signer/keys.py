@@ -84,7 +84,7 @@ class KeygenResult:
 
     address: str
     keystore: Path
-    passphrase_file: Path
+    passphrase_file: Path | None
     token_file: Path
 
 
@@ -95,8 +95,9 @@ def _write_secret(path: Path, text: str) -> None:
         f.write(text)
 
 
-def generate_keystore(out_dir: Path) -> KeygenResult:
-    """Generate a key, an encrypted keystore, a random passphrase and a bearer token in ``out_dir``.
+def generate_keystore(out_dir: Path, *, passphrase: str, passphrase_file: Path | None) -> KeygenResult:
+    """Generate a key into an encrypted keystore under ``passphrase``, and a bearer token, in ``out_dir``;
+    the passphrase is written to ``passphrase_file`` when given (mode 0600), never elsewhere.
 
     Refuses (``ConfigError``) to overwrite an existing keystore, passphrase or token: losing a signer
     key silently would change the oracle's identity. Takes about a second (scrypt).
@@ -105,21 +106,28 @@ def generate_keystore(out_dir: Path) -> KeygenResult:
     os.chmod(out_dir, 0o700)
     targets = [out_dir / KEYSTORE_FILE, out_dir / PASSPHRASE_FILE, out_dir / TOKEN_FILE]
     existing = [p.name for p in targets if p.exists()]
+    if passphrase_file is not None and passphrase_file.exists() and passphrase_file not in targets:
+        existing.append(str(passphrase_file))
     if existing:
         raise ConfigError(
             f"{out_dir} already holds {', '.join(existing)}; refusing to overwrite a signer key"
         )
     account = Account.create()
-    passphrase = secrets.token_urlsafe(32)
     keystore = Account.encrypt(account.key, passphrase)
-    _write_secret(targets[1], passphrase + "\n")
+    if passphrase_file is not None:
+        _write_secret(passphrase_file, passphrase + "\n")
     _write_secret(targets[0], json.dumps(keystore, indent=2) + "\n")
     _write_secret(targets[2], secrets.token_urlsafe(32) + "\n")
     address = str(to_checksum_address(account.address))
     logger.debug("generated signer key address=%s dir=%s", address, out_dir)
     return KeygenResult(
-        address=address, keystore=targets[0], passphrase_file=targets[1], token_file=targets[2]
+        address=address, keystore=targets[0], passphrase_file=passphrase_file, token_file=targets[2]
     )
+
+
+def new_passphrase() -> str:
+    """A random keystore passphrase (256 bits)."""
+    return secrets.token_urlsafe(32)
 
 
 def read_secret_file(path: Path, what: str) -> str:

@@ -61,7 +61,7 @@ class SignerKeys:
 
 def make_keys(base: Path) -> SignerKeys:
     out = base / "signer"
-    res = run_cli(["keygen", "--out", str(out)], cwd=base, env=signer_env(base))
+    res = run_cli(["keygen", "--out", str(out), "--dev"], cwd=base, env=signer_env(base))
     assert res.returncode == 0, res.stderr
     passphrase = (out / "passphrase").read_text().strip()
     key = Account.decrypt(json.loads((out / "keystore.json").read_text()), passphrase)

@@ -43,7 +43,8 @@ def test_keygen_writes_private_files_and_prints_only_the_address(signer_keys: Si
 def cli(args: list[str], data_dir: Path, **env: str) -> Result:
     """The CLI in-process (fast): user-error paths need no separate process to be checked."""
     clean: dict[str, str | None] = {k: None for k in os.environ if k.startswith("ORACLE_")}
-    clean.update(ORACLE_ENV="dev", ORACLE_DATA_DIR=str(data_dir), **env)
+    clean.update(ORACLE_ENV="dev", ORACLE_DATA_DIR=str(data_dir))
+    clean.update(env)
     return CliRunner().invoke(app, args, env=clean)
 
 
@@ -166,3 +167,39 @@ def test_serve_without_router_is_a_usage_error(tmp_path: Path) -> None:
     res = cli(SERVE, tmp_path)
     assert res.exit_code == 2
     assert "Missing option '--router'" in res.stderr
+
+
+def test_keygen_keeps_the_passphrase_away_from_the_keystore(tmp_path: Path) -> None:
+    """Issue 16 item 6: outside the explicit dev mode the passphrase is never written beside the keystore."""
+    signer_dir = tmp_path / "data" / "signer"
+    res = cli(["keygen"], tmp_path / "data")
+    assert res.exit_code == 0, res.stderr
+    assert not (signer_dir / "passphrase").exists()
+    shown = res.stderr.strip().rsplit(": ", 1)[1]
+    key = decrypt_keystore(signer_dir / "keystore.json", shown)  # the one printed copy opens it
+    assert key.address == res.stdout.strip()
+    assert shown not in res.stdout
+
+    elsewhere = tmp_path / "secrets" / "signer-passphrase"
+    elsewhere.parent.mkdir()
+    res = cli(["keygen", "--out", str(tmp_path / "b"), "--passphrase-file", str(elsewhere)], tmp_path)
+    assert res.exit_code == 0, res.stderr
+    assert mode(elsewhere) == 0o600
+    assert not (tmp_path / "b" / "passphrase").exists()
+    assert "passphrase" not in res.stderr
+
+    beside = cli(
+        ["keygen", "--out", str(tmp_path / "c"), "--passphrase-file", str(tmp_path / "c" / "p")], tmp_path
+    )
+    assert beside.exit_code == 2
+    assert "beside the keystore" in beside.stderr
+    prod_settings = {
+        "ORACLE_ENV": "prod",
+        "ORACLE_DATABASE_URL": "postgresql+psycopg://oracle@db.example/oracle",
+        "ORACLE_CHAIN_RPC_URL": "https://rpc.example.org",
+        "ORACLE_MQTT_URL": "mqtts://broker.example:8883",
+    }
+    prod = cli(["keygen", "--out", str(tmp_path / "d"), "--dev"], tmp_path, **prod_settings)
+    assert prod.exit_code == 2
+    assert "--dev" in prod.stderr
+    assert not (tmp_path / "d" / "keystore.json").exists()
