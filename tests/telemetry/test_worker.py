@@ -214,6 +214,9 @@ def test_sigkill_worker_ten_times_during_50k_readings(
         s.join(120)
         assert not s.errors  # type: ignore[attr-defined]
     wait_until(lambda: db.count_readings() >= 50_000, 90, f"stored {db.count_readings()} of 50000")
+    # The last restarted worker must be up (its SIGTERM handler installed) before it is asked to stop:
+    # the killed worker's orphaned writer can finish the last readings while the new one still starts.
+    worker.wait_subscribed()
     time.sleep(0.5)
     assert worker.terminate() == 0
     assert db.count_readings() == 50_000
