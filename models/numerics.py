@@ -27,6 +27,7 @@ non-SIMD paths.
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal, localcontext
 from typing import Any
 
@@ -62,7 +63,7 @@ with localcontext() as _ctx:
     TWO_OVER_PI = float(2 / _PI)
 
 #: 1/k! for k = 0…17, as floats (exact decimal → correctly rounded float).
-_INV_FACT = [float(Decimal(1) / Decimal(__import__("math").factorial(k))) for k in range(18)]
+_INV_FACT = [float(Decimal(1) / Decimal(math.factorial(k))) for k in range(18)]
 
 EXP_MAX = 709.782712893384  # exp overflows above this
 EXP_MIN = -745.1332191019412  # exp underflows to 0 below this

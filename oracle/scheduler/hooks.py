@@ -10,6 +10,7 @@ straight into the shared job store and the leader picks it up on its next store 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator, Sequence
 
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ingest.telemetry.pipeline import BatchOutcome, IncomingMessage
+from models.coldchain.profiles import ProductProfile
 from oracle.context import Context
 from oracle.reports import subject_id
 from oracle.scheduler.options import SchedulerOptions
@@ -119,6 +121,14 @@ def on_new_telemetry(ctx: Context, shipment_id: str, *, urgent: bool = False) ->
     return True
 
 
+@functools.lru_cache(maxsize=64)
+def _shipped_profile(name: str) -> ProductProfile:
+    """A shipped profile, read from its file once per process (this runs after every telemetry batch)."""
+    from models.coldchain.profiles import load_profile
+
+    return load_profile(name)
+
+
 def notify_committed_telemetry(
     ctx: Context, messages: Sequence[IncomingMessage], outcome: BatchOutcome
 ) -> dict[str, bool]:
@@ -127,7 +137,6 @@ def notify_committed_telemetry(
     profile. The service's ingest worker and the standalone ``oracle ingest telemetry`` both call this.
     Returns {shipment id: urgent} for the shipments scheduled."""
     from ingest.telemetry.envelope import EnvelopeError, parse_envelope
-    from models.coldchain.profiles import load_profile
     from models.coldchain.rules import may_breach_now
     from oracle.decisions.coldchain import profile_name
     from oracle.storage.tables import DeviceBinding, Shipment
@@ -169,7 +178,7 @@ def notify_committed_telemetry(
         urgent = False
         try:
             if profiles[shipment]:
-                profile = load_profile(profile_name(bytes.fromhex(str(profiles[shipment])[2:])))
+                profile = _shipped_profile(profile_name(bytes.fromhex(str(profiles[shipment])[2:])))
                 urgent = may_breach_now(profile, by_shipment[shipment])
         except Exception:  # an unknown profile: the evaluation itself records why; schedule it at once
             log.warning("shipment %s: profile unreadable, evaluating at once", shipment, exc_info=True)
