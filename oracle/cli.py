@@ -7,6 +7,7 @@ line to stderr and exit 1 (2 for usage errors); tracebacks are for bugs only.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -91,6 +92,10 @@ def run(
         bool, typer.Option("--demo/--no-demo", help="seed and run the live demo scenario")
     ] = True,
     port: Annotated[int | None, typer.Option(help="API port (default ORACLE_API_PORT)")] = None,
+    network: Annotated[
+        Path | None, typer.Option("--network", help="run as a member of the network in this directory")
+    ] = None,
+    node: Annotated[str | None, typer.Option("--node", help="the member to run (with --network)")] = None,
 ) -> None:
     """Start the service: database, local chain and broker on embedded defaults, workers and the API."""
     from oracle.config import load_settings
@@ -98,6 +103,14 @@ def run(
 
     settings = load_settings()
     configure_logging(settings.log_level)
+    if (network is None) != (node is None):
+        raise ConfigError("--network and --node go together: oracle run --network DIR --node ID")
+    if network is not None and node is not None:
+        from oracle.network.node import node_settings
+
+        settings = node_settings(settings, network, node)
+        serve(settings, demo=False, port=port, network_dir=network, node_id=node)
+        return
     serve(settings, demo=demo, port=port)
 
 
@@ -262,6 +275,9 @@ def _register_optional(app_: typer.Typer) -> None:
     from oracle.commands.backfill import app as backfill_app
 
     app_.add_typer(backfill_app, name="backfill")
+    from oracle.commands.network import app as network_app
+
+    app_.add_typer(network_app, name="network")
     from oracle.commands.verify import export_command, verify_command
 
     app_.command(

@@ -161,8 +161,16 @@ class Worker(threading.Thread):
         self.stopping.set()
 
 
-def serve(settings: Settings, *, demo: bool, port: int | None = None) -> None:
-    """Run until interrupted."""
+def serve(
+    settings: Settings,
+    *,
+    demo: bool,
+    port: int | None = None,
+    network_dir: Path | None = None,
+    node_id: str | None = None,
+) -> None:
+    """Run until interrupted; with ``network_dir`` and ``node_id``, as that member of the network (its
+    reports are signed by k members before any is sent, see :mod:`oracle.network`)."""
     from oracle.api.app import create_app
     from oracle.chain.deploy import Deployment
 
@@ -177,6 +185,8 @@ def serve(settings: Settings, *, demo: bool, port: int | None = None) -> None:
             local_signer(settings, chain_id=deployment.chain_id, router=deployment.address("OracleRouter"))
         )
         ctx.extras["signer"] = (signer_url, signer_token)
+        if network_dir is not None and node_id is not None:
+            _start_network_node(ctx, stack, network_dir, node_id, deployment, signer_url, signer_token)
         for worker in _workers(ctx, deployment):
             worker.start()
             stack.callback(worker.stop)
@@ -207,6 +217,52 @@ def serve(settings: Settings, *, demo: bool, port: int | None = None) -> None:
             stack.callback(start_demo(ctx, dashboard_url=dashboard).stop.set)
         server.run()
     log.info("oracle stopped")
+
+
+def _start_network_node(
+    ctx: Context,
+    stack: contextlib.ExitStack,
+    network_dir: Path,
+    node_id: str,
+    deployment: Deployment,
+    signer_url: str,
+    signer_token: str,
+) -> None:
+    """Join the network as ``node_id``: its own signer signs only its own reports; the round driver
+    exchanges signatures with the peers and transmits on its turn."""
+    from oracle.chain.client import connect
+    from oracle.network.membership import Network, load_identity
+    from oracle.network.rounds import NodeRuntime, RoundDriver
+    from oracle.signer.client import HttpSigner
+
+    network = Network.load(network_dir)
+    member = network.member(node_id)
+    signer = HttpSigner(signer_url, signer_token)
+    stack.callback(signer.close)
+    if signer.address.lower() != member.signer.lower():
+        raise ConfigError(
+            f"node {node_id}'s signer holds {signer.address}, but the network file names {member.signer}"
+        )
+    runtime = NodeRuntime(
+        network=network,
+        identity=load_identity(ctx.settings.data_dir, node_id),
+        signer=signer,
+        chain_id=deployment.chain_id,
+        router=deployment.address("OracleRouter"),
+    )
+    if runtime.identity.address.lower() != member.peer_key.lower():
+        raise ConfigError(f"node {node_id}'s peer key does not match the network file")
+    ctx.extras["network_node"] = runtime
+    driver = RoundDriver(ctx, runtime, connect(ctx.chain_rpc_url))
+    driver.start()
+    stack.callback(driver.stop)
+    log.info(
+        "network node %s joined %s (k=%d of %d)",
+        node_id,
+        network.name,
+        network.threshold,
+        len(network.members),
+    )
 
 
 class _Server(uvicorn.Server):

@@ -46,6 +46,20 @@ ROUTERS: list[APIRouter] = [
 ]
 
 
+def _mount_network(app: FastAPI, ctx: Context, registry: CollectorRegistry) -> None:
+    """A network node also answers its peers (``/v1/peer/...``, each request signed by a member)."""
+    from oracle.network.rounds import NodeRuntime
+
+    runtime = ctx.extras.get("network_node")
+    if not isinstance(runtime, NodeRuntime):
+        return
+    from oracle.network.metrics import NetworkCollector
+    from oracle.network.peer import peer_router
+
+    app.include_router(peer_router(ctx, runtime))
+    registry.register(NetworkCollector(ctx, runtime))
+
+
 def create_app(ctx: Context, *, limits: ApiLimits | None = None) -> FastAPI:
     """The API over ``ctx``. ``limits`` (else ``ctx.extras["api_limits"]``, else defaults) sets the
     per-key rate limit and the request-body cap."""
@@ -70,6 +84,7 @@ def create_app(ctx: Context, *, limits: ApiLimits | None = None) -> FastAPI:
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    _mount_network(app, ctx, registry)
     # Outermost first at runtime: metrics see every answer, including 413s from the size limit.
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
     app.add_middleware(HttpMetrics, registry=registry)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from oracle.context import Context
-from oracle.errors import ConfigError, NotFound
+from oracle.errors import ConfigError, NotFound, ValidationError
 from oracle.posting import posting_setup
 from oracle.reports import subject_id
 from oracle.storage.tables import DeviceBinding
@@ -47,7 +47,27 @@ def attest_outcome(ctx: Context, outcome: DecisionOutcome, *, subject_name: str)
     :raises ValidationError: the decision is incomplete (``decision_incomplete``): nothing is signed.
     """
     from oracle.decisions.post import post_decision
+    from oracle.network.rounds import NodeRuntime, begin_round
 
+    runtime = ctx.extras.get("network_node")
+    if isinstance(runtime, NodeRuntime):
+        if outcome.report is None:
+            raise ValidationError(
+                f"decision {outcome.decision_id} is {outcome.status}: {outcome.reason}",
+                reason="decision_incomplete",
+            )
+        return begin_round(
+            ctx,
+            runtime,
+            outcome.report,
+            subject_name=subject_name,
+            detail={
+                "decision_id": outcome.decision_id,
+                "manifest_cid": outcome.manifest_cid,
+                "score": outcome.score,
+                "factors": outcome.factors,
+            },
+        )
     setup = posting_setup(ctx)
     return post_decision(
         ctx.sessions,

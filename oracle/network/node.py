@@ -1,0 +1,71 @@
+"""One member of a network, as ``oracle run --node ID --network DIR`` runs it.
+
+A node's directory is ``DIR/nodes/ID``: its own database, content store, signer keystore (the signer
+runs as its own child process; the key never enters the node), transmitter key and peer key. What the
+members share lives in ``DIR``: the network file, the contract deployment record, and, for a local
+development network, where its anvil and broker answer (``DIR/chain/rpc_url``, ``DIR/mqtt_url``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from urllib.parse import urlparse
+
+from oracle.config import Settings
+from oracle.errors import ConfigError
+from oracle.network.membership import Network
+
+NODES_DIR = "nodes"
+DEPLOYMENT_FILE = "deployment.json"
+RPC_URL_FILE = Path("chain") / "rpc_url"
+MQTT_URL_FILE = "mqtt_url"
+
+
+def node_dir(network_dir: Path, node_id: str) -> Path:
+    return network_dir / NODES_DIR / node_id
+
+
+def node_settings(base: Settings, network_dir: Path, node_id: str) -> Settings:
+    """``base`` with this member's data directory, API address, MQTT identity, chain and broker."""
+    network = Network.load(network_dir)
+    member = network.member(node_id)
+    d = node_dir(network_dir, node_id)
+    if not d.is_dir():
+        raise ConfigError(f"no node directory {d}; was the network made with `oracle network init`?")
+    url = urlparse(member.url)
+    updates: dict[str, object] = {
+        "data_dir": d,
+        "api_port": url.port or (443 if url.scheme == "https" else 80),
+        # Every node ingests the whole stream itself: its own client id and its own subscription group.
+        "mqtt_client_id": f"oracle-{network.name}-{node_id}"[:64],
+        "mqtt_share_group": f"{network.name}-{node_id}"[:64],
+    }
+    if url.hostname and base.api_host == "127.0.0.1":
+        updates["api_host"] = url.hostname
+    if not base.chain_rpc_url:
+        updates["chain_rpc_url"] = _read_shared(
+            network_dir / RPC_URL_FILE, "chain RPC URL", "ORACLE_CHAIN_RPC_URL"
+        )
+    if not base.mqtt_url:
+        updates["mqtt_url"] = _read_shared(network_dir / MQTT_URL_FILE, "MQTT broker URL", "ORACLE_MQTT_URL")
+    shared = network_dir / DEPLOYMENT_FILE
+    if not shared.exists():
+        raise ConfigError(f"the network has no contract deployment record at {shared}")
+    own = d / DEPLOYMENT_FILE
+    if not own.exists() or json.loads(own.read_text()) != json.loads(shared.read_text()):
+        shutil.copyfile(shared, own)
+    return base.model_copy(update=updates)
+
+
+def _read_shared(path: Path, what: str, setting: str) -> str:
+    try:
+        value = path.read_text().strip()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no {what}: set {setting} or start the network's chain and broker ({path})"
+        ) from None
+    if not value:
+        raise ConfigError(f"{path} is empty; set {setting}")
+    return value

@@ -1,0 +1,133 @@
+"""The peer endpoints (``/v1/peer/...``) and the client other nodes call them with.
+
+``POST /v1/peer/signatures``: a member hands over its signature on the report it computed for a
+(subject, epoch). ``GET /v1/peer/rounds/{subject}/{epoch}``: what this node holds for a round (its own
+report digest and every signature it has), for operators and for a node that catches up.
+``GET /v1/peer/blobs/{cid}``: a content-store blob, for a peer that lacks an input (the caller checks
+the bytes against the CID). Every request must be signed by a member's peer key
+(:mod:`oracle.network.auth`); anything else gets 401 and a recorded reject.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from oracle.errors import IntegrityError, NotFound, ValidationError
+from oracle.network.auth import PeerAuthError, sign_request
+from oracle.network.membership import Member
+
+if TYPE_CHECKING:
+    from oracle.context import Context
+    from oracle.network.rounds import NodeRuntime
+
+log = logging.getLogger(__name__)
+
+#: Largest peer request body accepted (a signature message is well under 2 KiB).
+MAX_BODY = 64 * 1024
+
+
+class PeerClient:
+    """Signed requests to the other members. Short timeouts: a slow peer must not hold up a round."""
+
+    def __init__(self, runtime: NodeRuntime, *, timeout: float = 2.0) -> None:
+        self.runtime = runtime
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=1.0), trust_env=False)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, member: Member, method: str, path: str, payload: Any = None) -> httpx.Response:
+        body = b"" if payload is None else json.dumps(payload, sort_keys=True).encode()
+        headers = sign_request(self.runtime.identity, self.runtime.network, method, path, body)
+        headers["Content-Type"] = "application/json"
+        return self._http.request(method, member.url + path, content=body, headers=headers)
+
+    def push_signature(self, member: Member, message: dict[str, Any]) -> httpx.Response:
+        return self._call(member, "POST", "/v1/peer/signatures", message)
+
+    def fetch_blob(self, member: Member, cid: str) -> bytes:
+        """The bytes of ``cid`` from ``member``, checked against the CID.
+
+        :raises NotFound: the peer has no such blob. :raises IntegrityError: the bytes do not hash to it.
+        """
+        from oracle.storage.blobs import verify
+
+        r = self._call(member, "GET", f"/v1/peer/blobs/{cid}")
+        if r.status_code == 404:
+            raise NotFound(f"{member.id} has no blob {cid}")
+        r.raise_for_status()
+        verify(cid, r.content)
+        return r.content
+
+
+def peer_router(ctx: Context, runtime: NodeRuntime) -> APIRouter:
+    """The peer endpoints, bound to this node's runtime."""
+    from oracle.network.rounds import accept_peer_signature, round_view, store_peer_reject
+
+    router = APIRouter(prefix="/v1/peer", include_in_schema=False)
+
+    async def authenticate(request: Request) -> tuple[Member, bytes] | JSONResponse:
+        body = await request.body()
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if len(body) > MAX_BODY:
+            return _problem(413, "peer message too large", "too_large")
+        try:
+            member = runtime.verifier.verify(request.method, path, request.headers, body)
+        except PeerAuthError as e:
+            store_peer_reject(
+                ctx, reason=e.reason, message=str(e), sender=request.headers.get("X-Oracle-Node", "")
+            )
+            return _problem(401, str(e), e.reason)
+        return member, body
+
+    @router.post("/signatures")
+    async def receive_signature(request: Request) -> Response:
+        got = await authenticate(request)
+        if isinstance(got, JSONResponse):
+            return got
+        member, body = got
+        try:
+            message = json.loads(body)
+            result = accept_peer_signature(ctx, runtime, member, message)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            store_peer_reject(ctx, reason="malformed", message=f"{type(e).__name__}: {e}", sender=member.id)
+            return _problem(422, f"malformed signature message: {type(e).__name__}", "malformed")
+        except ValidationError as e:
+            return _problem(409 if e.reason == "equivocation" else 422, str(e), e.reason or "invalid")
+        return JSONResponse(result)
+
+    @router.get("/rounds/{subject}/{epoch}")
+    async def get_round(request: Request, subject: str, epoch: int) -> Response:
+        got = await authenticate(request)
+        if isinstance(got, JSONResponse):
+            return got
+        return JSONResponse(round_view(ctx, subject, epoch))
+
+    @router.get("/blobs/{cid}")
+    async def get_blob(request: Request, cid: str) -> Response:
+        got = await authenticate(request)
+        if isinstance(got, JSONResponse):
+            return got
+        try:
+            data = ctx.blobs.get(cid)
+        except (NotFound, ValidationError):
+            return _problem(404, f"no blob {cid[:80]}", "not_found")
+        except IntegrityError:
+            return _problem(500, f"blob {cid} is corrupt in this node's store", "corrupt")
+        return Response(data, media_type="application/octet-stream")
+
+    return router
+
+
+def _problem(status: int, detail: str, reason: str) -> JSONResponse:
+    return JSONResponse(
+        {"title": "peer request refused", "status": status, "detail": detail, "reason": reason},
+        status_code=status,
+        media_type="application/problem+json",
+    )

@@ -1,0 +1,562 @@
+"""Rounds: from this node's own report to a k-of-n transaction, with every peer's word recorded.
+
+A round is one (subject, epoch). It starts when this node's decision engine produces a complete report
+(:func:`begin_round`): the report row is recorded, this node's signer signs it, and the signature is
+stored beside the ones peers send. Nothing else can start a round: there is no path by which a peer's
+message or an API call makes this node's signer sign a report it did not compute.
+
+The :class:`RoundDriver` (a worker thread) then, for every open round:
+
+1. delivers this node's signature to every peer that has not acknowledged it yet (retrying with
+   backoff, so a peer that was down or cut off gets it when it is back);
+2. asks the router for the subject's latest epoch: once the router holds this epoch (or a later one)
+   the round is over, ``landed`` when the router's digest is ours, ``superseded`` otherwise; a node
+   never transmits a report the router already has;
+3. counts the distinct members whose signature is over the *same digest* as ours: at k the round is
+   ``ready``; a signature over a different digest is a disagreement, kept, shown and counted, never
+   combined;
+4. when ready and this node's turn in the transmission schedule has come
+   (:mod:`oracle.network.schedule`), queues the router transaction with k agreeing signatures in its
+   own durable outbox (``queued``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from eth_utils.address import to_checksum_address
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError as DbIntegrityError
+
+from oracle.attest import Attestation, outbox_key, record_report, submit_calldata
+from oracle.chain.client import encode_signatures
+from oracle.chain.outbox import TxIntent, enqueue
+from oracle.errors import ValidationError
+from oracle.network.auth import PeerVerifier
+from oracle.network.membership import Member, Network, NodeIdentity
+from oracle.network.schedule import transmit_order
+from oracle.reports import Report, report_digest
+from oracle.signer.client import Signer, recover_signer
+from oracle.storage.network_tables import NetworkRound, PeerSignature
+from oracle.storage.tables import Reject, ReportRow, utcnow
+
+if TYPE_CHECKING:
+    from web3 import Web3
+
+    from oracle.context import Context
+    from oracle.network.peer import PeerClient
+
+log = logging.getLogger(__name__)
+
+OPEN = ("collecting", "ready", "queued")
+#: How often an open round asks the router whether it is already settled, seconds.
+CHAIN_CHECK_S = 0.5
+#: Longest wait between two deliveries to a peer that does not answer, seconds.
+MAX_BACKOFF_S = 5.0
+
+
+@dataclass
+class NodeRuntime:
+    """What a network node needs to take part in rounds."""
+
+    network: Network
+    identity: NodeIdentity
+    signer: Signer
+    chain_id: int
+    router: str
+    verifier: PeerVerifier = field(init=False)
+    client: PeerClient = field(init=False)
+    wake: threading.Event = field(default_factory=threading.Event)
+    #: Counters for /metrics.
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from oracle.network.peer import PeerClient
+
+        self.verifier = PeerVerifier(self.network)
+        self.client = PeerClient(self)
+
+    @property
+    def me(self) -> Member:
+        return self.network.member(self.identity.node_id)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+
+def _hex(b: bytes) -> str:
+    return "0x" + b.hex()
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    from oracle.verify.replay import report_to_json
+
+    return report_to_json(report)
+
+
+# ---------------------------------------------------------------------------------------------- start
+
+
+def begin_round(
+    ctx: Context,
+    runtime: NodeRuntime,
+    report: Report,
+    *,
+    subject_name: str,
+    detail: dict[str, Any] | None = None,
+) -> Attestation:
+    """Record this node's own report, have its own signer sign it, and open the round.
+
+    Idempotent: a second call for the same report returns the existing round. A different report for an
+    epoch this node already signed is refused (``epoch_conflict``) by the report table and the signer.
+    """
+    manifest = str((detail or {}).get("manifest_cid") or "")
+    with ctx.sessions() as s:
+        row, created = record_report(s, report, subject_name=subject_name, detail=detail)
+        s.commit()
+        report_id = row.id
+        existing = s.scalar(
+            select(NetworkRound).where(
+                NetworkRound.subject == row.subject, NetworkRound.epoch == report.epoch
+            )
+        )
+        if existing is not None:
+            return Attestation(report_id, 0, "", created)
+    signed = runtime.signer.sign(report, chain_id=runtime.chain_id, router=runtime.router)
+    with ctx.sessions() as s:
+        s.add(
+            PeerSignature(
+                subject=_hex(report.subject),
+                epoch=report.epoch,
+                node_id=runtime.identity.node_id,
+                signer=signed.signer,
+                digest=_hex(signed.digest),
+                signature=_hex(signed.signature),
+                report=report_json(report),
+                manifest_cid=manifest,
+            )
+        )
+        s.add(
+            NetworkRound(
+                subject=_hex(report.subject),
+                epoch=report.epoch,
+                report_id=report_id,
+                digest=_hex(signed.digest),
+                manifest_cid=manifest,
+                status="collecting",
+                delivered_to=[],
+                combined=[],
+            )
+        )
+        row_ = s.get(ReportRow, report_id)
+        if row_ is not None:
+            row_.status = "collecting"
+            row_.detail = {**row_.detail, "node": runtime.identity.node_id}
+        try:
+            s.commit()
+        except DbIntegrityError:
+            s.rollback()  # a concurrent call opened it first: same report, same signature
+    runtime.count("rounds_started")
+    log.info(
+        "round opened subject=%s epoch=%s digest=0x%s node=%s",
+        subject_name or _hex(report.subject),
+        report.epoch,
+        signed.digest.hex()[:16],
+        runtime.identity.node_id,
+    )
+    runtime.wake.set()
+    return Attestation(report_id, 0, "", created)
+
+
+# ---------------------------------------------------------------------------------------------- receive
+
+
+def store_peer_reject(
+    ctx: Context, *, reason: str, message: str, sender: str, meta: dict[str, Any] | None = None
+) -> None:
+    try:
+        with ctx.sessions() as s:
+            s.add(
+                Reject(
+                    source="peer",
+                    reason=reason[:60],
+                    message=message[:2000],
+                    subject=sender[:120],
+                    meta=meta or {},
+                )
+            )
+            s.commit()
+    except Exception:
+        log.exception("could not record a refused peer message")
+
+
+def accept_peer_signature(
+    ctx: Context, runtime: NodeRuntime, sender: Member, message: dict[str, Any]
+) -> dict[str, Any]:
+    """Store ``sender``'s signature on its report for a round; returns whether it agrees with ours.
+
+    :raises ValidationError: the signature is not by the sender's signer (``wrong_signer``), the report
+        is malformed or out of range (``bad_report``), or the sender already gave a different signature
+        for this round (``equivocation``). Each refusal is recorded as a reject.
+    """
+    from oracle.verify.replay import report_from_json
+
+    report = report_from_json(message["report"])
+    signature = bytes.fromhex(str(message["signature"]).removeprefix("0x"))
+    manifest = str(message.get("manifest_cid") or "")[:100]
+    try:
+        report.check_value_range()
+    except ValidationError as e:
+        store_peer_reject(ctx, reason="bad_report", message=str(e), sender=sender.id)
+        raise ValidationError(str(e), reason="bad_report") from None
+    digest = report_digest(report, chain_id=runtime.chain_id, router=runtime.router)
+    try:
+        signer = recover_signer(report, signature, chain_id=runtime.chain_id, router=runtime.router)
+    except Exception:  # noqa: BLE001 - a malformed signature is refused like a wrong one
+        signer = ""
+    if signer.lower() != sender.signer.lower():
+        text = f"{sender.id}'s signature recovers to {signer or 'nothing'}, not its signer {sender.signer}"
+        store_peer_reject(ctx, reason="wrong_signer", message=text, sender=sender.id)
+        raise ValidationError(text, reason="wrong_signer")
+    subject, epoch = _hex(report.subject), report.epoch
+    with ctx.sessions() as s:
+        have = s.scalar(
+            select(PeerSignature).where(
+                PeerSignature.subject == subject,
+                PeerSignature.epoch == epoch,
+                PeerSignature.node_id == sender.id,
+            )
+        )
+        if have is not None and have.digest != _hex(digest):
+            text = (
+                f"{sender.id} already signed digest {have.digest} for {subject} epoch {epoch}; "
+                f"refusing a second, different one ({_hex(digest)})"
+            )
+            store_peer_reject(
+                ctx,
+                reason="equivocation",
+                message=text,
+                sender=sender.id,
+                meta={"subject": subject, "epoch": epoch},
+            )
+            runtime.count("equivocations")
+            raise ValidationError(text, reason="equivocation")
+        if have is None:
+            s.add(
+                PeerSignature(
+                    subject=subject,
+                    epoch=epoch,
+                    node_id=sender.id,
+                    signer=str(to_checksum_address(signer)),
+                    digest=_hex(digest),
+                    signature=_hex(signature),
+                    report=report_json(report),
+                    manifest_cid=manifest,
+                )
+            )
+            try:
+                s.commit()
+            except DbIntegrityError:
+                s.rollback()
+        own = s.scalar(
+            select(NetworkRound).where(NetworkRound.subject == subject, NetworkRound.epoch == epoch)
+        )
+    agrees = None if own is None else own.digest == _hex(digest)
+    if agrees is False and have is None:
+        runtime.count("disagreements")
+        log.warning(
+            "disagreement subject=%s epoch=%s peer=%s their_digest=%s ours=%s",
+            subject,
+            epoch,
+            sender.id,
+            _hex(digest)[:18],
+            own.digest[:18] if own else "",
+        )
+    runtime.wake.set()
+    return {"stored": True, "agrees": agrees}
+
+
+# ---------------------------------------------------------------------------------------------- views
+
+
+def round_view(ctx: Context, subject: str, epoch: int) -> dict[str, Any]:
+    """This node's round and every signature it holds for it, agreeing or not."""
+    subject = subject.lower()
+    with ctx.sessions() as s:
+        own = s.scalar(
+            select(NetworkRound).where(NetworkRound.subject == subject, NetworkRound.epoch == epoch)
+        )
+        sigs = s.scalars(
+            select(PeerSignature)
+            .where(PeerSignature.subject == subject, PeerSignature.epoch == epoch)
+            .order_by(PeerSignature.node_id)
+        ).all()
+    return {
+        "subject": subject,
+        "epoch": epoch,
+        "status": own.status if own else None,
+        "digest": own.digest if own else None,
+        "combined": list(own.combined) if own else [],
+        "landed_tx": own.landed_tx if own else None,
+        "signatures": [
+            {
+                "node": sig.node_id,
+                "signer": sig.signer,
+                "digest": sig.digest,
+                "agrees": None if own is None else sig.digest == own.digest,
+                "report": sig.report,
+            }
+            for sig in sigs
+        ],
+    }
+
+
+def disagreement_count(ctx: Context) -> int:
+    """Peer signatures over a digest other than this node's for the same round."""
+    with ctx.sessions() as s:
+        rows = s.execute(
+            select(PeerSignature.digest, NetworkRound.digest).join(
+                NetworkRound,
+                (NetworkRound.subject == PeerSignature.subject) & (NetworkRound.epoch == PeerSignature.epoch),
+            )
+        ).all()
+    return sum(1 for theirs, ours in rows if theirs != ours)
+
+
+# ---------------------------------------------------------------------------------------------- drive
+
+
+@dataclass
+class _PeerBackoff:
+    failures: int = 0
+    next_at: float = 0.0
+
+
+class RoundDriver:
+    """Moves every open round along (see the module docstring). One per node; runs in a thread."""
+
+    def __init__(self, ctx: Context, runtime: NodeRuntime, w3: Web3, *, interval: float = 0.2) -> None:
+        self.ctx = ctx
+        self.runtime = runtime
+        self.w3 = w3
+        self.interval = interval
+        self._router = w3.eth.contract(address=to_checksum_address(runtime.router), abi=_router_abi())
+        self._backoff: dict[str, _PeerBackoff] = {}
+        self._checked: dict[int, float] = {}
+        self.stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="network-rounds", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.runtime.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.runtime.client.close()
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("network round driver step failed; retrying")
+            self.runtime.wake.wait(self.interval)
+            self.runtime.wake.clear()
+
+    # One pass over the open rounds.
+    def tick(self, *, now: float | None = None) -> None:
+        with self.ctx.sessions() as s:
+            ids = s.scalars(
+                select(NetworkRound.id).where(NetworkRound.status.in_(OPEN)).order_by(NetworkRound.id)
+            ).all()
+        for round_id in ids:
+            if self.stopping.is_set():
+                return
+            self._advance(round_id, time.time() if now is None else now)
+
+    def _advance(self, round_id: int, now: float) -> None:
+        self._deliver(round_id, now)
+        if self._settle_from_chain(round_id, now):
+            return
+        with self.ctx.sessions() as s:
+            rnd = s.get(NetworkRound, round_id)
+            if rnd is None or rnd.status not in OPEN:
+                return
+            agreeing = self._agreeing(s, rnd)
+            k = self.runtime.network.threshold
+            if rnd.status == "collecting" and len(agreeing) >= k:
+                rnd.status = "ready"
+                rnd.ready_at = utcnow()
+                s.commit()
+                log.info("round ready subject=%s epoch=%s signers=%d", rnd.subject, rnd.epoch, len(agreeing))
+            if rnd.status != "ready" or rnd.ready_at is None:
+                return
+            order = transmit_order(bytes.fromhex(rnd.subject[2:]), rnd.epoch, self.runtime.network.ids)
+            position = order.index(self.runtime.identity.node_id)
+            waited = now - _aware(rnd.ready_at).timestamp()
+            if waited < position * self.runtime.network.transmit_timeout_s:
+                return
+            self._queue(s, rnd, agreeing, position)
+
+    def _agreeing(self, s: Any, rnd: NetworkRound) -> list[PeerSignature]:
+        members = {m.id: m for m in self.runtime.network.members}
+        sigs = s.scalars(
+            select(PeerSignature).where(
+                PeerSignature.subject == rnd.subject,
+                PeerSignature.epoch == rnd.epoch,
+                PeerSignature.digest == rnd.digest,
+            )
+        ).all()
+        # Only current members, each once, with the signer the network file names for them.
+        return [
+            sig
+            for sig in sigs
+            if sig.node_id in members and members[sig.node_id].signer.lower() == sig.signer.lower()
+        ]
+
+    def _queue(self, s: Any, rnd: NetworkRound, agreeing: Sequence[PeerSignature], position: int) -> None:
+        from oracle.attest import row_to_report
+
+        me = self.runtime.identity.node_id
+        k = self.runtime.network.threshold
+        # Our own first, then the earliest received: exactly k keeps the router's verification cheapest.
+        chosen = sorted(agreeing, key=lambda sig: (sig.node_id != me, sig.received_at, sig.node_id))[:k]
+        row = s.get(ReportRow, rnd.report_id)
+        report = row_to_report(row)
+        signatures = encode_signatures((sig.signer, bytes.fromhex(sig.signature[2:])) for sig in chosen)
+        enqueue(
+            s,
+            TxIntent(
+                key=outbox_key(report),
+                purpose="report",
+                to=self.runtime.router,
+                calldata=submit_calldata(report, signatures),
+                gas_limit=0,
+                report_id=rnd.report_id,
+            ),
+        )
+        rnd.status = "queued"
+        rnd.queued_at = utcnow()
+        rnd.combined = sorted(sig.node_id for sig in chosen)
+        row.status = "queued"
+        row.detail = {**row.detail, "signers": sorted(sig.signer for sig in chosen), "combined": rnd.combined}
+        s.commit()
+        self.runtime.count("transmissions_queued")
+        if position:
+            self.runtime.count("takeovers")
+        log.info(
+            "round queued for transmission subject=%s epoch=%s by=%s position=%d signers=%s",
+            rnd.subject,
+            rnd.epoch,
+            me,
+            position,
+            ",".join(rnd.combined),
+        )
+
+    def _settle_from_chain(self, round_id: int, now: float) -> bool:
+        """Close the round if the router already holds its epoch (or a later one)."""
+        if now - self._checked.get(round_id, 0.0) < CHAIN_CHECK_S:
+            return False
+        self._checked[round_id] = now
+        with self.ctx.sessions() as s:
+            rnd = s.get(NetworkRound, round_id)
+            if rnd is None or rnd.status not in OPEN:
+                return True
+            subject, epoch, digest = rnd.subject, rnd.epoch, rnd.digest
+        try:
+            latest_epoch, _, _, _, report_hash = self._router.functions.latest(
+                bytes.fromhex(subject[2:])
+            ).call()
+        except Exception as e:  # noqa: BLE001 - an unreachable chain only delays the round
+            log.debug("router not readable: %s", e)
+            return False
+        if int(latest_epoch) < epoch:
+            return False
+        landed = int(latest_epoch) == epoch and _hex(bytes(report_hash)) == digest
+        with self.ctx.sessions() as s:
+            rnd = s.get(NetworkRound, round_id)
+            if rnd is None or rnd.status not in OPEN:
+                return True
+            rnd.status = "landed" if landed else "superseded"
+            rnd.landed_at = utcnow()
+            row = s.get(ReportRow, rnd.report_id)
+            if row is not None and row.status in ("collecting", "queued", "pending"):
+                row.status = "confirmed" if landed else "superseded"
+            s.commit()
+        self._checked.pop(round_id, None)
+        self.runtime.count("rounds_landed" if landed else "rounds_superseded")
+        log.info("round %s subject=%s epoch=%s", "landed" if landed else "superseded", subject, epoch)
+        return True
+
+    def _deliver(self, round_id: int, now: float) -> None:
+        with self.ctx.sessions() as s:
+            rnd = s.get(NetworkRound, round_id)
+            if rnd is None:
+                return
+            own = s.scalar(
+                select(PeerSignature).where(
+                    PeerSignature.subject == rnd.subject,
+                    PeerSignature.epoch == rnd.epoch,
+                    PeerSignature.node_id == self.runtime.identity.node_id,
+                )
+            )
+            delivered = set(rnd.delivered_to)
+            if own is None:
+                return
+            message = {
+                "subject": rnd.subject,
+                "epoch": rnd.epoch,
+                "report": own.report,
+                "signature": own.signature,
+                "manifest_cid": own.manifest_cid,
+            }
+        acked: list[str] = []
+        for member in self.runtime.network.members:
+            if member.id == self.runtime.identity.node_id or member.id in delivered:
+                continue
+            backoff = self._backoff.setdefault(member.id, _PeerBackoff())
+            if now < backoff.next_at:
+                continue
+            try:
+                r = self.runtime.client.push_signature(member, message)
+            except Exception as e:  # noqa: BLE001 - a peer that is down gets it on a later pass
+                backoff.failures += 1
+                backoff.next_at = now + min(MAX_BACKOFF_S, 0.25 * 2**backoff.failures)
+                log.debug("peer %s unreachable: %s", member.id, type(e).__name__)
+                continue
+            self.runtime.count("peer_messages_sent")
+            if r.status_code == 200:
+                backoff.failures, backoff.next_at = 0, 0.0
+                acked.append(member.id)
+            elif r.status_code in (409, 422):
+                # The peer refused it for good (it recorded why); do not repeat it forever.
+                acked.append(member.id)
+                log.warning("peer %s refused our signature: %s", member.id, r.text[:300])
+            else:
+                backoff.failures += 1
+                backoff.next_at = now + min(MAX_BACKOFF_S, 0.25 * 2**backoff.failures)
+        if acked:
+            with self.ctx.sessions() as s:
+                rnd = s.get(NetworkRound, round_id)
+                if rnd is not None:
+                    rnd.delivered_to = sorted(set(rnd.delivered_to) | set(acked))
+                    s.commit()
+
+
+def _aware(t: dt.datetime) -> dt.datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
+
+
+def _router_abi() -> list[Any]:
+    from oracle.chain.artifacts import load_artifact
+
+    return list(load_artifact("OracleRouter").abi)

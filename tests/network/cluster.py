@@ -1,0 +1,232 @@
+"""A real network for tests: N ``oracle run --network DIR --node ID`` processes on one anvil and one
+mosquitto, each with its own data directory, database, content store and signer child process.
+
+Every node ingests the same synthetic drought world (tests/drought/world.py) itself before it starts,
+the way independent nodes each read the same catalogs; a test can tamper with one node's files first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from web3 import Web3
+
+from oracle.chain.anvil import dev_accounts
+from oracle.chain.client import connect
+from oracle.chain.deploy import Deployment
+from oracle.config import Settings
+from oracle.context import open_context
+from oracle.network.init import deploy_network, init_network
+from oracle.network.membership import Network
+from oracle.network.node import MQTT_URL_FILE, RPC_URL_FILE, node_dir, node_settings
+from oracle.reports import subject_id
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_until(check: Callable[[], Any], *, timeout: float, interval: float = 0.2, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or check}; last {last!r}")
+
+
+@dataclass
+class Cluster:
+    directory: Path
+    rpc_url: str
+    mqtt_url: str
+    nodes: int
+    threshold: int
+    transmit_timeout_s: float = 2.0
+    network: Network = field(init=False)
+    deployment: Deployment = field(init=False)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+    env_extra: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def setup(self, world_tmp: Path) -> None:
+        ports = free_ports(self.nodes)
+        result = init_network(
+            self.directory,
+            nodes=self.nodes,
+            threshold=self.threshold,
+            ports=ports,
+            transmit_timeout_s=self.transmit_timeout_s,
+        )
+        self.network = result.network
+        (self.directory / RPC_URL_FILE).parent.mkdir(parents=True, exist_ok=True)
+        (self.directory / RPC_URL_FILE).write_text(self.rpc_url + "\n")
+        (self.directory / MQTT_URL_FILE).write_text(self.mqtt_url + "\n")
+        self.deployment = deploy_network(self.w3, self.directory, deployer=dev_accounts(1)[0], model_delay=0)
+        for m in self.network.members:
+            self.seed(m.id, world_tmp / m.id)
+
+    @property
+    def w3(self) -> Web3:
+        return connect(self.rpc_url)
+
+    def settings(self, node_id: str) -> Settings:
+        base = Settings(env="dev", data_dir=node_dir(self.directory, node_id))
+        return node_settings(base, self.directory, node_id)
+
+    def seed(self, node_id: str, tmp: Path) -> None:
+        """The node ingests the synthetic drought world on its own, and gets an operator API key."""
+        from oracle.api.keys import create_key, parse_role
+        from tests.drought import world
+
+        tmp.mkdir(parents=True, exist_ok=True)
+        ctx = open_context(self.settings(node_id))
+        try:
+            world.build(ctx.sessions, ctx.blobs, tmp)
+            with ctx.sessions() as s:
+                key = create_key(s, role=parse_role("operator"), name=f"test-{node_id}")
+                s.commit()
+            self.keys[node_id] = key.secret_key
+        finally:
+            ctx.close()
+
+    # ------------------------------------------------------------------ processes
+
+    def start(self, node_id: str, *, env: dict[str, str] | None = None) -> None:
+        d = node_dir(self.directory, node_id)
+        log = (d / "node.log").open("ab")
+        environment = {
+            **os.environ,
+            "ORACLE_ENV": "dev",
+            "ORACLE_DATA_DIR": str(d),
+            "ORACLE_LOG_LEVEL": "INFO",
+            **self.env_extra.get(node_id, {}),
+            **(env or {}),
+        }
+        self.procs[node_id] = subprocess.Popen(
+            [sys.executable, "-c", "from oracle.cli import main; main()", "run", "--network", str(self.directory), "--node", node_id],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+
+    def wait_healthy(self, node_id: str, timeout: float = 90.0) -> None:
+        url = self.network.member(node_id).url
+
+        def up() -> bool:
+            proc = self.procs[node_id]
+            if proc.poll() is not None:
+                raise AssertionError(f"{node_id} exited with {proc.returncode}:\n{self.log(node_id)[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(url + "/healthz", timeout=1).status_code == 200
+            return False
+
+        wait_until(up, timeout=timeout, what=f"{node_id} /healthz")
+
+    def start_all(self) -> None:
+        for m in self.network.members:
+            self.start(m.id)
+        for m in self.network.members:
+            self.wait_healthy(m.id)
+
+    def kill(self, node_id: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[node_id]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        proc.wait(timeout=20)
+
+    def pause(self, node_id: str) -> None:
+        os.killpg(self.procs[node_id].pid, signal.SIGSTOP)
+
+    def resume(self, node_id: str) -> None:
+        os.killpg(self.procs[node_id].pid, signal.SIGCONT)
+
+    def stop_all(self) -> None:
+        for node_id, proc in self.procs.items():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGCONT)
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for node_id, proc in self.procs.items():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+    def log(self, node_id: str) -> str:
+        return (node_dir(self.directory, node_id) / "node.log").read_text(errors="replace")
+
+    # ------------------------------------------------------------------ API and chain
+
+    def api(self, node_id: str, method: str, path: str, **kw: Any) -> httpx.Response:
+        url = self.network.member(node_id).url + path
+        headers = {"Authorization": f"Bearer {self.keys[node_id]}"}
+        return httpx.request(method, url, headers=headers, timeout=60, **kw)
+
+    def request_evaluation(self, node_id: str, region: str, period: str) -> httpx.Response:
+        body = {"subject": {"namespace": "region", "name": region}, "period": period}
+        return self.api(node_id, "POST", "/v1/attestations", json=body)
+
+    def latest(self, region: str) -> tuple[int, bytes]:
+        router = self.deployment.contract(self.w3, "OracleRouter")
+        epoch, _, _, _, report_hash = router.functions.latest(subject_id("region", region)).call()
+        return int(epoch), bytes(report_hash)
+
+    def accepted_events(self, region: str) -> list[Any]:
+        router = self.deployment.contract(self.w3, "OracleRouter")
+        logs = router.events.ReportAccepted().get_logs(
+            from_block=self.deployment.block, argument_filters={"subject": subject_id("region", region)}
+        )
+        return list(logs)
+
+    def round(self, node_id: str, region: str, epoch: int) -> dict[str, Any]:
+        """The node's own view of a round, read from its database (works while the node is down)."""
+        from oracle.network.rounds import round_view
+
+        ctx = open_context(self.settings(node_id), upgrade=False)
+        try:
+            return round_view(ctx, "0x" + subject_id("region", region).hex(), epoch)
+        finally:
+            ctx.close()
+
+
+@contextlib.contextmanager
+def running_cluster(
+    tmp: Path, *, rpc_url: str, mqtt_url: str, nodes: int = 4, threshold: int = 3, start: bool = True
+) -> Iterator[Cluster]:
+    cluster = Cluster(tmp / "net", rpc_url, mqtt_url, nodes, threshold)
+    cluster.setup(tmp / "world")
+    try:
+        if start:
+            cluster.start_all()
+        yield cluster
+    finally:
+        cluster.stop_all()
