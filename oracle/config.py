@@ -8,12 +8,13 @@ development conveniences are refused: dev keys, missing secrets, plain ``http://
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from oracle.errors import ConfigError
 
@@ -62,6 +63,20 @@ class Settings(BaseSettings):
         "", description='JSON {"0x<job id>": "drought-severity" | "coldchain-breach"}'
     )
     chainlink_min_payment: int = Field(0, ge=0, description="least LINK payment (juels) a request must carry")
+    chainlink_node_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="base URLs of the Chainlink nodes the adapter may PATCH async results to (comma-"
+        "separated or a JSON list); a responseURL elsewhere is refused; empty: async responses are refused",
+    )
+    chainlink_adapter_max_queue: int = Field(
+        32, ge=1, le=10000, description="adapter evaluations queued or running at once; more answer 429"
+    )
+    chainlink_adapter_enabled: bool | None = Field(
+        None,
+        description="serve POST /adapter: unset = in dev always, in prod only with a bridge token (without "
+        "one every request answers 401); true = always (prod refuses to start without the token); "
+        "false = never",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # --- Telemetry ingest (MQTT worker, HTTP gateway path, device secrets) ---
@@ -132,6 +147,39 @@ class Settings(BaseSettings):
             if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
                 raise ValueError("expected mqtt://HOST:PORT or mqtts://HOST:PORT")
         return v
+
+    @field_validator("chainlink_node_urls", mode="before")
+    @classmethod
+    def _split_node_urls(cls, v: object) -> object:
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"starts with '[' but is not a JSON list of URLs ({e})") from None
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return v
+
+    @field_validator("chainlink_node_urls")
+    @classmethod
+    def _check_node_urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            u = urlparse(url)
+            if u.scheme not in ("http", "https") or not u.hostname:
+                raise ValueError(f"{url!r}: expected http(s)://HOST[:PORT][/PATH]")
+            if u.username is not None or u.password is not None or u.query or u.fragment:
+                raise ValueError(f"{url!r}: a node base URL has no user info, query or fragment")
+        return v
+
+    @model_validator(mode="after")
+    def _adapter_needs_a_token_in_prod(self) -> Settings:
+        if self.env == "prod" and self.chainlink_adapter_enabled and self.chainlink_bridge_token is None:
+            raise ValueError(
+                "ORACLE_CHAINLINK_BRIDGE_TOKEN: ORACLE_CHAINLINK_ADAPTER_ENABLED=true in prod needs a bridge "
+                "token (or leave the adapter off)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_unsafe_prod(self) -> Settings:

@@ -15,14 +15,23 @@ Failure (HTTP status = ``statusCode``; never an HTML error page)::
     {"jobRunID": "<id>", "status": "errored", "statusCode": 400|401|404|422|500|501|504,
      "error": {"name": "<reason>", "message": "..."}}
 
-400 bad request (malformed JSON, unknown task, bad period or times), 401 missing/wrong bearer token (when
-``ORACLE_CHAINLINK_BRIDGE_TOKEN`` is set), 404 unknown region or shipment, 422 no answer yet (the decision
-is incomplete), 500 evaluation failed, 501 task not available here, 504 evaluation slower than the timeout.
+400 bad request (malformed JSON, unknown task, bad period or times, ``response_url_not_allowed``), 401
+missing/wrong bearer token (when ``ORACLE_CHAINLINK_BRIDGE_TOKEN`` is set; in ``prod`` without one, every
+request), 404 unknown region or shipment (or ``adapter_off``), 422 no answer yet (the decision is
+incomplete), 429 ``busy`` with ``Retry-After`` (``ORACLE_CHAINLINK_ADAPTER_MAX_QUEUE`` evaluations already
+queued or running), 500 evaluation failed, 501 task not available here, 504 evaluation slower than the
+timeout.
 
 Async: with a ``responseURL``, an evaluation still running after ``AdapterOptions.sync_wait_s`` is answered
 ``{"pending": true}`` and its result is later PATCHed to ``responseURL`` as ``{"data": ...}`` or
 ``{"error": ...}`` from a worker thread (bearer ``AdapterOptions.response_token`` when set: the node
-authenticates resumes with the bridge's incoming token).
+authenticates resumes with the bridge's incoming token). A ``responseURL`` must lie under one of the node
+base URLs in ``ORACLE_CHAINLINK_NODE_URLS`` (see :mod:`oracle.chainlink.response_url`); with none
+configured, a request carrying one is refused before any work is done.
+
+Serving: ``ORACLE_CHAINLINK_ADAPTER_ENABLED`` unset serves the adapter in ``dev``, and in ``prod`` only with a
+bridge token (start-up logs an error naming the missing setting and every request answers 401);
+``true`` in ``prod`` without a token stops start-up (settings validation); ``false`` answers 404.
 
 Options come from ``ctx.extras["chainlink_adapter"]`` (an :class:`AdapterOptions`), else defaults.
 """
@@ -33,14 +42,18 @@ import asyncio
 import hmac
 import json
 import logging
+import threading
+from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from oracle.chainlink.response_url import response_url_refusal
 from oracle.chainlink.tasks import (
     TaskAnswer,
     TaskRequest,
@@ -49,16 +62,15 @@ from oracle.chainlink.tasks import (
     not_found_reason,
     parse_task,
 )
+from oracle.config import Settings
 from oracle.context import Context
 from oracle.errors import NotFound, OracleError, ValidationError
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["chainlink"])
-
-#: Evaluations run here, off the event loop; bounded so a burst of bridge calls cannot exhaust threads.
-_EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="chainlink-adapter")
 MAX_JOB_RUN_ID = 200
+#: Seconds a caller refused with 429 is asked to wait: about one short evaluation.
+RETRY_AFTER_S = 1
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,76 @@ class AdapterError(Exception):
     def __init__(self, status: int, name: str, message: str) -> None:
         super().__init__(message)
         self.status, self.name, self.message = status, name, message
+
+
+class _EvaluationQueue:
+    """The adapter's evaluations: at most ``limit`` queued or running at once (the executor's own queue
+    is unbounded). A place is freed when the evaluation ends, also after its caller got a 504."""
+
+    def __init__(self, workers: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chainlink-adapter")
+        self._lock = threading.Lock()
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def submit(self, limit: int, ctx: Context, task: TaskRequest) -> Future[TaskAnswer | AdapterError] | None:
+        """The evaluation's future, or None when ``limit`` evaluations are already queued or running."""
+        with self._lock:
+            if self._size >= limit:
+                return None
+            self._size += 1
+        try:
+            future = self._executor.submit(_evaluate, ctx, task)
+        except BaseException:
+            self._release()
+            raise
+        future.add_done_callback(lambda _: self._release())
+        return future
+
+    def _release(self) -> None:
+        with self._lock:
+            self._size -= 1
+
+
+#: Evaluations run here, off the event loop, on a few threads behind a bounded queue.
+_QUEUE = _EvaluationQueue(workers=4)
+
+
+def queued_evaluations() -> int:
+    """Adapter evaluations queued or running in this process."""
+    return _QUEUE.size
+
+
+def _serving_refusal(settings: Settings) -> AdapterError | None:
+    """Why this oracle serves no adapter request at all, or None (see "Serving" in the module docstring)."""
+    if settings.chainlink_adapter_enabled is False:
+        return AdapterError(
+            404, "adapter_off", "the Chainlink adapter is off here (ORACLE_CHAINLINK_ADAPTER_ENABLED=false)"
+        )
+    if settings.env == "prod" and settings.chainlink_bridge_token is None:
+        return AdapterError(
+            401,
+            "unauthorized",
+            "ORACLE_ENV=prod and no ORACLE_CHAINLINK_BRIDGE_TOKEN is set: the adapter answers no request "
+            "until the operator sets the bridge token",
+        )
+    return None
+
+
+@asynccontextmanager
+async def _announce(app: FastAPI) -> AsyncIterator[None]:
+    """At start-up, say in the log when the adapter will refuse everything, and why."""
+    ctx = getattr(app.state, "ctx", None)
+    refusal = _serving_refusal(ctx.settings) if isinstance(ctx, Context) else None
+    if refusal is not None and refusal.status == 401:
+        log.error("chainlink adapter refuses every request: %s", refusal.message)
+    yield
+
+
+router = APIRouter(tags=["chainlink"], lifespan=_announce)
 
 
 def errored(job_run_id: str, status: int, name: str, message: str) -> JSONResponse:
@@ -117,6 +199,9 @@ def _options(ctx: Context) -> AdapterOptions:
 
 
 def _check_token(ctx: Context, request: Request) -> None:
+    refusal = _serving_refusal(ctx.settings)
+    if refusal is not None:
+        raise refusal
     secret = ctx.settings.chainlink_bridge_token
     if secret is None:
         return
@@ -191,7 +276,10 @@ def deliver(
     payload = {"data": body["data"]} if status == 200 else {"error": body["error"]}
     headers = {"Authorization": f"Bearer {options.response_token}"} if options.response_token else {}
     try:
-        r = httpx.patch(url, json=payload, headers=headers, timeout=options.callback_timeout_s)
+        # No redirects: a node base URL is allowed, not wherever its server points next.
+        r = httpx.patch(
+            url, json=payload, headers=headers, timeout=options.callback_timeout_s, follow_redirects=False
+        )
         if r.status_code >= 300:
             log.warning("chainlink responseURL refused job_run=%s status=%s", job_run_id, r.status_code)
     except httpx.HTTPError as e:
@@ -211,7 +299,20 @@ async def adapter(request: Request) -> JSONResponse:
             task = parse_task(data)
         except ValidationError as e:
             raise AdapterError(400, e.reason, str(e)) from None
-        future = _EXECUTOR.submit(_evaluate, ctx, task)
+        if response_url is not None:
+            refused = response_url_refusal(response_url, ctx.settings.chainlink_node_urls)
+            if refused is not None:
+                log.warning("chainlink adapter refused responseURL job_run=%s: %s", job_run_id, refused)
+                raise AdapterError(400, "response_url_not_allowed", refused)
+        future = _QUEUE.submit(ctx.settings.chainlink_adapter_max_queue, ctx, task)
+        if future is None:
+            log.warning("chainlink adapter busy job_run=%s queued=%s", job_run_id, _QUEUE.size)
+            raise AdapterError(
+                429,
+                "busy",
+                f"{ctx.settings.chainlink_adapter_max_queue} evaluations are already queued or running; "
+                f"retry in {RETRY_AFTER_S} s",
+            )
         wait = options.sync_wait_s if response_url else options.timeout_s
         # sync_wait_s <= 0 means "always answer pending": decided here, not by a race with the worker.
         finished = wait > 0 and bool((await asyncio.wait([asyncio.wrap_future(future)], timeout=wait))[0])
@@ -224,4 +325,7 @@ async def adapter(request: Request) -> JSONResponse:
         status, body = _result_of(job_run_id, future)
         return JSONResponse(body, status_code=status)
     except AdapterError as e:
-        return errored(job_run_id, e.status, e.name, e.message)
+        response = errored(job_run_id, e.status, e.name, e.message)
+        if e.status == 429:
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response

@@ -35,9 +35,12 @@ def ctx(world_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     context.close()
 
 
-def client_for(ctx: Context, **options: Any) -> TestClient:
+def client_for(ctx: Context, *, settings: dict[str, Any] | None = None, **options: Any) -> TestClient:
+    """A client of the app over ``ctx`` with adapter ``options`` and ``settings`` overrides."""
     if options:
         ctx = dataclasses.replace(ctx, extras={**ctx.extras, "chainlink_adapter": AdapterOptions(**options)})
+    if settings:
+        ctx = dataclasses.replace(ctx, settings=ctx.settings.model_copy(update=settings))
     app = create_app(ctx)
     app.include_router(router)
     return TestClient(app)
@@ -176,8 +179,17 @@ class Receiver:
         self.thread.start()
 
     @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v2/resume/run-1"
+        return f"{self.base}/v2/resume/run-1"
+
+    @property
+    def allowed(self) -> dict[str, Any]:
+        """Settings that make this receiver the configured Chainlink node."""
+        return {"chainlink_node_urls": [self.base]}
 
     def close(self) -> None:
         self.server.shutdown()
@@ -192,7 +204,8 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_long_evaluation_answers_pending_then_patches_the_result(ctx: Context, receiver: Receiver) -> None:
-    with client_for(ctx, sync_wait_s=0.0, response_token="node-incoming-token") as c:
+    options = {"sync_wait_s": 0.0, "response_token": "node-incoming-token"}
+    with client_for(ctx, settings=receiver.allowed, **options) as c:
         data = {"task": "drought-severity", "region": "dry", "period": PERIOD, "times": 1000}
         r = c.post("/adapter", json=bridge(data, responseURL=receiver.url))
     assert r.status_code == 200
@@ -207,7 +220,7 @@ def test_long_evaluation_answers_pending_then_patches_the_result(ctx: Context, r
 
 
 def test_async_failure_is_patched_as_an_error(ctx: Context, receiver: Receiver) -> None:
-    with client_for(ctx, sync_wait_s=0.0) as c:
+    with client_for(ctx, settings=receiver.allowed, sync_wait_s=0.0) as c:
         data = {"task": "drought-severity", "region": "atlantis", "period": PERIOD}
         r = c.post("/adapter", json=bridge(data, responseURL=receiver.url))
     assert r.json()["pending"] is True
@@ -219,7 +232,7 @@ def test_async_failure_is_patched_as_an_error(ctx: Context, receiver: Receiver) 
 
 
 def test_fast_answer_with_response_url_is_given_directly(ctx: Context, receiver: Receiver) -> None:
-    with client_for(ctx, sync_wait_s=30.0) as c:
+    with client_for(ctx, settings=receiver.allowed, sync_wait_s=30.0) as c:
         data = {"task": "drought-severity", "region": "atlantis", "period": PERIOD}
         r = c.post("/adapter", json=bridge(data, responseURL=receiver.url))
     assert r.status_code == 404
