@@ -7,12 +7,20 @@
 * an ``http(s)://`` URL: opened with pystac-client; a STAC API that conforms to *item search* is
   searched server-side, a static catalog served over HTTP is walked.
 
+Every document (the source, its children, items and search pages) is read through
+:func:`ingest.fetch.fetch` under ``policy`` (default :class:`~ingest.fetch.FetchPolicy`: https to public
+addresses only, no local files), so a link cannot lead to a local file outside the allowed root or to an
+internal address, and no document is larger than the policy's cap. At most ``max_items`` items are looked
+at (``too_many_items`` beyond: a server paginating forever stops here).
+
 Filters always run here as well (a server's bbox/datetime semantics are not trusted blindly): items
 of ``collections``, whose bbox intersects ``bbox`` (lon/lat), whose datetime (or
 ``start_datetime``…``end_datetime`` interval) overlaps [``start``, ``end``] (inclusive, UTC).
 
 Errors: ``oracle.errors.NotFound`` for a missing local file; ValidationError ``bad_stac`` for JSON
-that is not STAC, ``bad_bbox`` for an invalid bbox, ``stac_unreachable`` for an HTTP failure.
+that is not STAC, ``bad_bbox`` for an invalid bbox, ``stac_unreachable`` for an HTTP failure, and the
+policy's reasons (``scheme_refused``, ``address_refused``, ``path_refused``, ``too_large``, ...; see
+:mod:`ingest.fetch`).
 """
 
 from __future__ import annotations
@@ -25,9 +33,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ingest.fetch import FetchPolicy, fetch
 from oracle.errors import NotFound, ValidationError
 
 BBox = tuple[float, float, float, float]
+
+#: Items looked at per discovery, before any filter: far above a real lookback window's worth.
+MAX_ITEMS = 100_000
 
 
 @dataclass(frozen=True)
@@ -52,18 +64,26 @@ def discover_assets(
     start: datetime | None = None,
     end: datetime | None = None,
     asset_keys: Sequence[str] | None = None,
-    timeout: float = 30.0,
+    policy: FetchPolicy | None = None,
+    max_items: int = MAX_ITEMS,
 ) -> tuple[StacAsset, ...]:
     """Assets of the items in ``source`` that pass every filter, sorted by (datetime, item, asset)."""
+    from ingest.stac_io import PolicyStacApiIO, PolicyStacIO
+
     box = _check_bbox(bbox)
     lo, hi = _utc(start), _utc(end)
+    policy = policy or FetchPolicy()
     text = str(source)
-    if text.startswith(("http://", "https://")):
-        items: Iterable[Any] = _api_items(text, collections, box, lo, hi, timeout)
+    if text.lower().startswith(("http://", "https://")):
+        items: Iterable[Any] = _api_items(text, collections, box, lo, hi, PolicyStacApiIO(policy))
     else:
-        items = _local_items(Path(text.removeprefix("file://")))
+        items = _local_items(text, PolicyStacIO(policy))
     found: list[StacAsset] = []
-    for item in items:
+    for seen, item in enumerate(items, start=1):
+        if seen > max_items:
+            raise ValidationError(
+                f"stac: {text} lists more than {max_items} items for this window", reason="too_many_items"
+            )
         if collections is not None and item.collection_id not in collections:
             continue
         if box is not None and not _bbox_intersects(item.bbox, box):
@@ -92,31 +112,35 @@ def _utc(when: datetime | None) -> datetime | None:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
-def _local_items(path: Path) -> Iterator[Any]:
+def _local_items(source: str, io: Any) -> Iterator[Any]:
     import pystac
     from pystac.errors import STACError, STACTypeError
 
-    if not path.is_file():
-        raise NotFound(f"stac: no catalog at {path}")
+    path = source if source.lower().startswith("file:") else str(Path(source).absolute())
+    raw = fetch(path, io.policy, max_bytes=io.policy.max_document_bytes)
     try:
-        doc = json.loads(path.read_bytes())
+        doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"stac: {path} is not JSON ({exc})", reason="bad_stac") from exc
+        raise ValidationError(f"stac: {source} is not JSON ({exc})", reason="bad_stac") from exc
     try:
-        if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
+        if not isinstance(doc, dict):
+            raise ValidationError(f"stac: {source} is not a JSON object", reason="bad_stac")
+        kind = doc.get("type")
+        if kind == "FeatureCollection":
             yield from pystac.ItemCollection.from_dict(doc, root=None).items
-            return
-        obj = pystac.read_file(str(path))
-        if isinstance(obj, pystac.Item):
-            yield obj
-        elif isinstance(obj, pystac.Catalog):
-            yield from obj.get_items(recursive=True)
+        elif kind == "Feature":
+            yield pystac.Item.from_dict(doc, href=path)
+        elif kind in ("Catalog", "Collection"):
+            # from_file, not from_dict: it hands our I/O to the catalog, so every link is read through it.
+            cls = pystac.Collection if kind == "Collection" else pystac.Catalog
+            yield from cls.from_file(path, stac_io=io).get_items(recursive=True)
         else:
-            raise ValidationError(f"stac: {path} is neither a catalog nor items", reason="bad_stac")
+            raise ValidationError(f"stac: {source} is neither a catalog nor items", reason="bad_stac")
     except (STACError, STACTypeError, KeyError, TypeError, ValueError) as exc:
-        raise ValidationError(f"stac: {path} is not valid STAC ({exc})", reason="bad_stac") from exc
-    except FileNotFoundError as exc:
-        raise NotFound(f"stac: a linked STAC file is missing ({exc})") from exc
+        cause = exc.__cause__
+        if isinstance(cause, ValidationError | NotFound):  # a link refused by the policy, or missing
+            raise cause from None
+        raise ValidationError(f"stac: {source} is not valid STAC ({exc})", reason="bad_stac") from exc
 
 
 def _api_items(
@@ -125,7 +149,7 @@ def _api_items(
     box: BBox | None,
     lo: datetime | None,
     hi: datetime | None,
-    timeout: float,
+    io: Any,
 ) -> Iterator[Any]:
     from pystac_client import Client
     from pystac_client.conformance import ConformanceClasses
@@ -135,7 +159,7 @@ def _api_items(
         with warnings.catch_warnings():
             # A static catalog served over HTTP has no conformance list: walking it is the intent.
             warnings.simplefilter("ignore", PystacClientWarning)
-            client = Client.open(url, timeout=timeout)
+            client = Client.open(url, stac_io=io)
             if client.conforms_to(ConformanceClasses.ITEM_SEARCH):
                 interval = None if lo is None and hi is None else (lo, hi)
                 search = client.search(
@@ -144,9 +168,12 @@ def _api_items(
                 yield from search.items()
             else:
                 yield from client.get_items(recursive=True)
-    except ValidationError:
+    except (ValidationError, NotFound):
         raise
     except Exception as exc:  # requests, pystac and JSON errors all mean "this endpoint gave us nothing"
+        cause = exc.__cause__
+        if isinstance(cause, ValidationError | NotFound):  # a link refused by the policy, or missing
+            raise cause from None
         raise ValidationError(
             f"stac: cannot read {url} ({type(exc).__name__}: {exc})", reason="stac_unreachable"
         ) from exc

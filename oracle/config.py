@@ -123,6 +123,27 @@ class Settings(BaseSettings):
         None, description="the device-secret key-encryption key as 64 hex chars (prefer the file)"
     )
 
+    # --- STAC polling: what catalogs, items and assets may be read, and how much (ingest/fetch.py) ---
+    stac_allow_http: bool = Field(
+        False, description="also read plain http:// STAC URLs (default: https only)"
+    )
+    stac_file_root: Path | None = Field(
+        None, description="local catalogs and file hrefs are read only under this directory (unset: none)"
+    )
+    stac_allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs a STAC host may resolve to besides public addresses, e.g. 10.0.0.0/8,127.0.0.1/32 "
+        "(comma-separated or a JSON list); loopback, link-local and private addresses are refused otherwise",
+    )
+    stac_max_asset_bytes: int = Field(2 * 1024**3, ge=1, description="largest asset read, bytes")
+    stac_max_document_bytes: int = Field(
+        32 * 1024**2, ge=1, description="largest catalog, item or search page read, bytes"
+    )
+    stac_connect_timeout_s: float = Field(10.0, gt=0, description="TCP connect timeout, seconds")
+    stac_read_timeout_s: float = Field(60.0, gt=0, description="longest wait for the next bytes, seconds")
+    stac_fetch_deadline_s: float = Field(900.0, gt=0, description="longest whole download, seconds")
+    stac_max_redirects: int = Field(5, ge=0, le=20, description="redirects followed per fetch")
+
     @field_validator("database_url")
     @classmethod
     def _check_db_url(cls, v: str) -> str:
@@ -148,16 +169,16 @@ class Settings(BaseSettings):
                 raise ValueError("expected mqtt://HOST:PORT or mqtts://HOST:PORT")
         return v
 
-    @field_validator("chainlink_node_urls", mode="before")
+    @field_validator("chainlink_node_urls", "stac_allowed_networks", mode="before")
     @classmethod
-    def _split_node_urls(cls, v: object) -> object:
+    def _split_list(cls, v: object) -> object:
         if isinstance(v, str):
             text = v.strip()
             if text.startswith("["):
                 try:
                     return json.loads(text)
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"starts with '[' but is not a JSON list of URLs ({e})") from None
+                    raise ValueError(f"starts with '[' but is not a JSON list ({e})") from None
             return [part.strip() for part in text.split(",") if part.strip()]
         return v
 
@@ -170,6 +191,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"{url!r}: expected http(s)://HOST[:PORT][/PATH]")
             if u.username is not None or u.password is not None or u.query or u.fragment:
                 raise ValueError(f"{url!r}: a node base URL has no user info, query or fragment")
+        return v
+
+    @field_validator("stac_allowed_networks")
+    @classmethod
+    def _check_networks(cls, v: list[str]) -> list[str]:
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as e:
+                raise ValueError(f"{net!r}: expected a CIDR like 10.0.0.0/8 or fd00::/8 ({e})") from None
         return v
 
     @model_validator(mode="after")

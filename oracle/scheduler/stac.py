@@ -2,10 +2,16 @@
 
 Each poll asks :func:`ingest.stac.discover_assets` for the assets of the last ``lookback_days`` of
 every catalog, skips hrefs already ingested (an observation with that ``source``), fetches the rest
-(local file or HTTP, with a timeout) and stores them with :func:`ingest.observations.ingest_raster`,
-which validates and deduplicates by content. Each accepted new observation goes through
-:func:`oracle.scheduler.hooks.on_new_observation`. A failing catalog or asset is logged and counted,
-never fatal; with no catalogs configured a poll does nothing.
+and stores them with :func:`ingest.observations.ingest_raster`, which validates and deduplicates by
+content. Each accepted new observation goes through :func:`oracle.scheduler.hooks.on_new_observation`.
+
+Catalogs, their links and assets are read under the ``ORACLE_STAC_*`` settings
+(:class:`ingest.fetch.FetchPolicy`): https only unless http is allowed, local files only under
+``ORACLE_STAC_FILE_ROOT``, no loopback/link-local/private address unless allowed, capped sizes,
+timeouts and a bounded number of redirects. A catalog or asset refused by that policy, or otherwise
+refused as input, is counted (``refused``), logged and recorded as a reject (source ``stac``, the reason,
+the href); other failures are logged and counted (``failed``). Neither is fatal; with no catalogs
+configured a poll does nothing.
 """
 
 from __future__ import annotations
@@ -13,20 +19,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 from sqlalchemy import select
 
 from oracle.context import Context
 from oracle.errors import OracleError, ValidationError
 from oracle.scheduler.options import SchedulerOptions, StacCatalog
-from oracle.storage.tables import Observation
+from oracle.storage.tables import Observation, Reject
 
 log = logging.getLogger(__name__)
-
-FETCH_TIMEOUT_S = 60.0
-MAX_ASSET_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class StacPoll:
     known: int
     rejected: int
     failed: int
+    refused: int = 0
+    """Catalogs and assets not read: refused by the fetch policy or not usable as STAC."""
 
 
 def catalogs_of(ctx: Context, options: SchedulerOptions | None = None) -> tuple[StacCatalog, ...]:
@@ -51,34 +54,36 @@ def catalogs_of(ctx: Context, options: SchedulerOptions | None = None) -> tuple[
     return ()
 
 
-def _fetch(href: str) -> bytes:
-    if href.startswith(("http://", "https://")):
-        try:
-            resp = httpx.get(href, timeout=FETCH_TIMEOUT_S, follow_redirects=True)
-            resp.raise_for_status()
-        except httpx.HTTPError as e:
-            raise ValidationError(f"{href}: {type(e).__name__}", reason="stac_unreachable") from None
-        return resp.content
-    path = Path(href.removeprefix("file://"))
-    try:
-        if path.stat().st_size > MAX_ASSET_BYTES:
-            raise ValidationError(f"{href}: larger than {MAX_ASSET_BYTES} bytes", reason="too_large")
-        return path.read_bytes()
-    except OSError as e:
-        raise ValidationError(f"{href}: {e.strerror}", reason="stac_unreachable") from None
+def _record_refusal(ctx: Context, error: ValidationError, *, href: str, catalog: str) -> None:
+    """A reject row for a catalog or asset that was not read: what, where from, and why."""
+    log.warning("STAC %s refused reason=%s catalog=%s: %s", href, error.reason, catalog, error)
+    with ctx.sessions() as s:
+        s.add(
+            Reject(
+                source="stac",
+                reason=error.reason[:60],
+                message=str(error)[:2000],
+                subject=href[:120],
+                cid=None,
+                meta={"href": href[:2000], "catalog": catalog[:2000]},
+            )
+        )
+        s.commit()
 
 
 def poll_stac(
     ctx: Context, *, options: SchedulerOptions | None = None, now: dt.datetime | None = None
 ) -> StacPoll:
     """One pass over the configured catalogs (see the module docstring)."""
+    from ingest.fetch import FetchPolicy, fetch
     from ingest.observations import ingest_raster
     from ingest.stac import discover_assets
     from oracle.scheduler.hooks import on_new_observation
 
     catalogs = catalogs_of(ctx, options)
     now = now or dt.datetime.now(dt.UTC)
-    found = ingested = known = rejected = failed = 0
+    policy = FetchPolicy.from_settings(ctx.settings)
+    found = ingested = known = rejected = failed = refused = 0
     for catalog in catalogs:
         try:
             assets = discover_assets(
@@ -88,7 +93,12 @@ def poll_stac(
                 start=now - dt.timedelta(days=catalog.lookback_days),
                 end=now,
                 asset_keys=catalog.asset_keys,
+                policy=policy,
             )
+        except ValidationError as e:
+            _record_refusal(ctx, e, href=catalog.source, catalog=catalog.source)
+            refused += 1
+            continue
         except OracleError as e:
             log.error("STAC catalog %s failed: %s", catalog.source, e)
             failed += 1
@@ -107,10 +117,20 @@ def poll_stac(
                 known += 1
                 continue
             try:
+                data = fetch(asset.href, policy, max_bytes=policy.max_asset_bytes)
+            except ValidationError as e:
+                _record_refusal(ctx, e, href=asset.href, catalog=catalog.source)
+                refused += 1
+                continue
+            except OracleError as e:
+                log.error("STAC asset %s failed: %s", asset.href, e)
+                failed += 1
+                continue
+            try:
                 out = ingest_raster(
                     ctx.sessions,
                     ctx.blobs,
-                    _fetch(asset.href),
+                    data,
                     variable=catalog.variable,
                     source=asset.href,
                     name=f"{asset.item_id}:{asset.asset_key}",
@@ -131,7 +151,7 @@ def poll_stac(
                 ingested += 1
                 if out.observation_id is not None:
                     on_new_observation(ctx, out.observation_id)
-    result = StacPoll(len(catalogs), found, ingested, known, rejected, failed)
+    result = StacPoll(len(catalogs), found, ingested, known, rejected, failed, refused)
     if catalogs:
         log.info("STAC poll: %s", result)
     return result

@@ -1,18 +1,24 @@
-"""STAC discovery on a real static catalog: local, over HTTP (pystac-client), and as an ItemCollection."""
+"""STAC discovery on a real static catalog: local, over HTTP (pystac-client), and as an ItemCollection.
+
+Reads here are allowed by a policy that admits the temp dir and loopback (the defaults refuse both: see
+test_stac_guards.py)."""
 
 from __future__ import annotations
 
 import functools
 import http.server
 import json
+import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ingest.stac import discover_assets
+from ingest.fetch import FetchPolicy
+from ingest.stac import discover_assets as discover
 from oracle.errors import NotFound, ValidationError
 from tests.fixtures.rasters import StacItemSpec, write_stac_catalog
 
@@ -36,6 +42,13 @@ def _items() -> list[StacItemSpec]:
             StacItemSpec(f"ndvi-ke-{day}", "modis-ndvi", when, KENYA, f"https://example.org/ndvi-{day}.tif")
         )
     return specs
+
+
+def discover_assets(source: str | Path, **kwargs: Any) -> tuple[Any, ...]:
+    """Discovery under a policy that reads below the system temp dir and from loopback over http."""
+    root = Path(tempfile.gettempdir())
+    policy = FetchPolicy(file_root=root, allow_http=True, allowed_networks=("127.0.0.0/8",))
+    return discover(source, policy=policy, **kwargs)
 
 
 @pytest.fixture
@@ -93,9 +106,7 @@ def served_catalog(catalog: Path) -> Iterator[str]:
 
 
 def test_catalog_over_http_through_pystac_client(served_catalog: str) -> None:
-    assets = discover_assets(
-        served_catalog, collections=["chirps-daily"], bbox=(36.0, -2.0, 38.0, 0.0), timeout=5
-    )
+    assets = discover_assets(served_catalog, collections=["chirps-daily"], bbox=(36.0, -2.0, 38.0, 0.0))
     assert [a.item_id for a in assets] == ["chirps-ke-1", "chirps-ke-2", "chirps-ke-3"]
     assert assets[0].href.startswith("http://127.0.0.1:")
 
@@ -117,5 +128,5 @@ def test_errors(tmp_path: Path, served_catalog: str) -> None:
         discover_assets(tmp_path, bbox=(0, 0, 1))
     assert err.value.reason == "bad_bbox"
     with pytest.raises(ValidationError) as err:
-        discover_assets(served_catalog.replace("catalog.json", "missing.json"), timeout=5)
+        discover_assets(served_catalog.replace("catalog.json", "missing.json"))
     assert err.value.reason == "stac_unreachable"

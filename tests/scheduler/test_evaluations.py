@@ -118,6 +118,7 @@ def test_stac_poll_ingests_new_assets_once(ctx: Context, tmp_path: Path) -> None
         [StacItemSpec("ndvi-now", "ndvi", now - dt.timedelta(days=1), (36.0, -1.0, 37.0, 0.0), str(tif))],
     )
     ctx.extras["stac_catalogs"] = [StacCatalog(source=str(catalog), variable="ndvi")]
+    ctx.settings = ctx.settings.model_copy(update={"stac_file_root": tmp_path})  # local files: only here
     first = poll_stac(ctx)
     assert (first.catalogs, first.found, first.ingested, first.failed) == (1, 1, 1, 0)
     second = poll_stac(ctx)
