@@ -2,7 +2,7 @@
 mosquitto, each with its own data directory, database, content store and signer child process.
 
 Every node ingests the same synthetic drought world (tests/drought/world.py) itself before it starts,
-the way independent nodes each read the same catalogs; a test can tamper with one node's files first.
+the way independent nodes each read the same catalogs; a test can give one node a doctored region.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from shapely.geometry import box
 from web3 import Web3
 
 from oracle.chain.anvil import dev_accounts
@@ -33,6 +35,10 @@ from oracle.network.node import MQTT_URL_FILE, RPC_URL_FILE, node_dir, node_sett
 from oracle.reports import subject_id
 
 ROOT = Path(__file__).resolve().parents[2]
+
+#: Eight regions, horizontal strips of the synthetic world's dry half (rows of 0.05° cells): each test
+#: gets rounds of its own.
+STRIPS = {f"s{i}": box(36.02, -0.98 + 0.12 * i, 36.48, -0.88 + 0.12 * i) for i in range(8)}
 
 
 def free_ports(n: int) -> list[int]:
@@ -59,6 +65,72 @@ def wait_until(check: Callable[[], Any], *, timeout: float, interval: float = 0.
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or check}; last {last!r}")
 
 
+class TcpProxy:
+    """A loopback TCP forwarder a test can cut (every connection dropped, new ones refused) and mend."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_ports(1)[0]
+        self._open = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self.mend()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def mend(self) -> None:
+        listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        listener.settimeout(0.2)
+        self._listener = listener
+        self._open.set()
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        self._open.clear()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            for c in self._conns:
+                with contextlib.suppress(OSError):
+                    c.shutdown(socket.SHUT_RDWR)
+                    c.close()
+            self._conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while self._open.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while chunk := a.recv(65536):
+                b.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (a, b):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
 @dataclass
 class Cluster:
     directory: Path
@@ -72,6 +144,10 @@ class Cluster:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
     env_extra: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Each node reaches the chain through its own proxy, so a test can cut one node off the chain.
+    chain_proxies: dict[str, TcpProxy] = field(default_factory=dict)
+    #: Per node, regions whose geometry that node holds differently (a doctored input in its store).
+    region_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def setup(self, world_tmp: Path) -> None:
         ports = free_ports(self.nodes)
@@ -87,8 +163,10 @@ class Cluster:
         (self.directory / RPC_URL_FILE).write_text(self.rpc_url + "\n")
         (self.directory / MQTT_URL_FILE).write_text(self.mqtt_url + "\n")
         self.deployment = deploy_network(self.w3, self.directory, deployer=dev_accounts(1)[0], model_delay=0)
+        anvil_port = int(self.rpc_url.rsplit(":", 1)[1].split("/")[0])
         for m in self.network.members:
             self.seed(m.id, world_tmp / m.id)
+            self.chain_proxies[m.id] = TcpProxy(anvil_port)
 
     @property
     def w3(self) -> Web3:
@@ -99,14 +177,21 @@ class Cluster:
         return node_settings(base, self.directory, node_id)
 
     def seed(self, node_id: str, tmp: Path) -> None:
-        """The node ingests the synthetic drought world on its own, and gets an operator API key."""
+        """The node ingests the synthetic drought world on its own (with :data:`STRIPS` as extra regions,
+        one per test round), and gets an operator API key."""
+        import json
+
+        from ingest.observations import add_regions
         from oracle.api.keys import create_key, parse_role
         from tests.drought import world
+        from tests.fixtures.rasters import region_feature_collection
 
         tmp.mkdir(parents=True, exist_ok=True)
         ctx = open_context(self.settings(node_id))
         try:
             world.build(ctx.sessions, ctx.blobs, tmp)
+            strips = {**STRIPS, **self.region_overrides.get(node_id, {})}
+            add_regions(ctx.sessions, ctx.blobs, json.dumps(region_feature_collection(strips)).encode())
             with ctx.sessions() as s:
                 key = create_key(s, role=parse_role("operator"), name=f"test-{node_id}")
                 s.commit()
@@ -124,11 +209,21 @@ class Cluster:
             "ORACLE_ENV": "dev",
             "ORACLE_DATA_DIR": str(d),
             "ORACLE_LOG_LEVEL": "INFO",
+            "ORACLE_CHAIN_RPC_URL": self.chain_proxies[node_id].url,
             **self.env_extra.get(node_id, {}),
             **(env or {}),
         }
         self.procs[node_id] = subprocess.Popen(
-            [sys.executable, "-c", "from oracle.cli import main; main()", "run", "--network", str(self.directory), "--node", node_id],
+            [
+                sys.executable,
+                "-c",
+                "from oracle.cli import main; main()",
+                "run",
+                "--network",
+                str(self.directory),
+                "--node",
+                node_id,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=environment,
@@ -168,12 +263,12 @@ class Cluster:
         os.killpg(self.procs[node_id].pid, signal.SIGCONT)
 
     def stop_all(self) -> None:
-        for node_id, proc in self.procs.items():
+        for _node_id, proc in self.procs.items():
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGCONT)
                     os.killpg(proc.pid, signal.SIGTERM)
-        for node_id, proc in self.procs.items():
+        for _node_id, proc in self.procs.items():
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -220,9 +315,17 @@ class Cluster:
 
 @contextlib.contextmanager
 def running_cluster(
-    tmp: Path, *, rpc_url: str, mqtt_url: str, nodes: int = 4, threshold: int = 3, start: bool = True
+    tmp: Path,
+    *,
+    rpc_url: str,
+    mqtt_url: str,
+    nodes: int = 4,
+    threshold: int = 3,
+    start: bool = True,
+    region_overrides: dict[str, dict[str, Any]] | None = None,
 ) -> Iterator[Cluster]:
     cluster = Cluster(tmp / "net", rpc_url, mqtt_url, nodes, threshold)
+    cluster.region_overrides = region_overrides or {}
     cluster.setup(tmp / "world")
     try:
         if start:
