@@ -249,6 +249,18 @@ def verdict_report_step(
 # -- the evaluation -------------------------------------------------------------------------------------
 
 
+def _batches_through(
+    batches: list[bytes], cids: list[str], params: dict[str, Any], until_s: int
+) -> frozenset[str]:
+    """The CIDs of the batches holding a reading of the shipment at or before ``until_s``."""
+    keep = set()
+    for cid, batch in zip(cids, batches, strict=True):
+        rows = readings_step([batch], params)["readings"]
+        if rows and min(r["ts_ms"] for r in rows) // 1000 <= until_s:
+            keep.add(cid)
+    return frozenset(keep)
+
+
 def mark_delivered(
     sessions: sessionmaker[Session], blobs: BlobStore, shipment_id: str, *, delivered_at: dt.datetime, by: str
 ) -> str:
@@ -294,11 +306,18 @@ def evaluate_shipment(
     terms: ShipmentTerms | None = None,
     model_dir: Path | None = None,
     now: int | None = None,
+    only_batches: frozenset[str] | None = None,
 ) -> DecisionOutcome:
     """Evaluate ``shipment_id`` and record the decision; does not post anything.
 
     ``now`` (UNIX seconds) bounds the data-gap rule: a logger silent since its last reading until ``now``
     is a gap (missing data is not safe). Without it the record is treated as closed at its last reading.
+
+    A breach is decided on the *first* batches that establish it: the batches whose earliest reading is
+    at or before the first breach. So the breach report does not depend on when this process looked or
+    how its ingest grouped the messages, and every node of a network that has received those batches
+    computes the same report, bit for bit, whatever arrived after. ``only_batches`` restricts the
+    evaluation to those batch CIDs (that cut, or a replay).
     """
     from models.coldchain.breach_model import DEFAULT_ARTIFACT_DIR
     from models.coldchain.profiles import PROFILE_DIR
@@ -327,6 +346,8 @@ def evaluate_shipment(
             .where(Observation.kind == "delivery", Observation.subject == shipment_id)
             .order_by(Observation.observed_at, Observation.id)
         ).first()
+    if only_batches is not None:
+        stored = [row for row in stored if row.batch_cid in only_batches]
     batch_cids = sorted({row.batch_cid for row in stored})
     accepted = {(row.device_id, int(row.seq)) for row in stored}
     profile_yaml = (PROFILE_DIR / f"{name}.yaml").read_bytes()
@@ -382,6 +403,18 @@ def evaluate_shipment(
     last_s = int(readings["readings"][-1]["ts_ms"] // 1000)
     rules_params = {"profile": name, "delivered": delivery is not None, "now": delivered_s or now}
     rules = rules_step(readings, profile_yaml, rules_params)
+    first_breach = rules["first_breach_s"]
+    if only_batches is None and delivery is None and now is None and first_breach is not None:
+        cut = _batches_through(batches, batch_cids, readings_params, int(first_breach))
+        if len(cut) < len(batch_cids):
+            at_cut = evaluate_shipment(
+                sessions, blobs, shipment_id=shipment_id, terms=terms, model_dir=model_dir, only_batches=cut
+            )
+            if at_cut.report is not None and at_cut.report.value == int(Verdict.BREACH):
+                return at_cut
+            log.warning(
+                "shipment %s: the breach does not hold on its first batches; using them all", shipment_id
+            )
     rules_inputs = [readings_cid, profile_cid, *([delivery.cid] if delivery else [])]
     rules_cid = trace.record("rules", inputs=rules_inputs, output=rules, params=rules_params)
 

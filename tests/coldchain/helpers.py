@@ -53,10 +53,21 @@ class Fleet:
         )
 
     def publish(self, device: str, temps: Sequence[float], *, start_s: int, batch: int = 36) -> int:
+        return self.publish_from(device, temps, first_seq=0, start_s=start_s, batch=batch)
+
+    def publish_from(
+        self, device: str, temps: Sequence[float], *, first_seq: int, start_s: int, batch: int = 36
+    ) -> int:
+        """Publish ``temps`` as readings ``first_seq``, ``first_seq + 1``, … from ``start_s`` on."""
         accepted = 0
         for first in range(0, len(temps), batch):
             body = [
-                {"seq": i, "ts": (start_s + i * STEP_S) * 1000, "temp_c": temps[i], "battery_pct": 90.0}
+                {
+                    "seq": first_seq + i,
+                    "ts": (start_s + i * STEP_S) * 1000,
+                    "temp_c": temps[i],
+                    "battery_pct": 90.0,
+                }
                 for i in range(first, min(first + batch, len(temps)))
             ]
             payload = json.dumps(sign_envelope(body, self.secrets[device])).encode()

@@ -233,3 +233,26 @@ def test_concurrent_evaluations_of_one_shipment_record_one_decision(stores) -> N
     assert errors == []
     assert len({r.decision_id for r in results}) == 1  # type: ignore[attr-defined]
     assert len({r.report for r in results}) == 1  # type: ignore[attr-defined]
+
+
+def test_a_breach_report_does_not_depend_on_how_much_arrived_after_it(stores, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two nodes that looked at different moments, one right after the breaching batch and one hours
+    later, sign the same report: the breach is decided on the batches that establish it."""
+    sessions, blobs = stores
+    fleet = Fleet(sessions, blobs)
+    start = day_ago()
+    temps = temperatures(20, excursion=(6, 2, 46.0))
+    fleet.add("logger-cut", "SHP-CUT", start_s=start)
+    terms = ShipmentTerms(profile="refrigerated")
+    # The excursion starts at hour 6: the first 48 readings (8 h) carry it, in batches of 12.
+    assert fleet.publish("logger-cut", temps[:48], start_s=start, batch=12) == 48
+    early = evaluate_shipment(sessions, blobs, shipment_id="SHP-CUT", terms=terms)
+    assert early.report is not None
+    assert early.report.value == int(Verdict.BREACH)
+    rest = temps[48:]
+    body_start = start + 48 * 600
+    fleet.publish_from("logger-cut", rest, first_seq=48, start_s=body_start, batch=12)
+    late = evaluate_shipment(sessions, blobs, shipment_id="SHP-CUT", terms=terms)
+    assert late.report == early.report
+    assert late.manifest_cid == early.manifest_cid
+    assert late.decision_id == early.decision_id
