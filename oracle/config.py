@@ -116,6 +116,18 @@ class Settings(BaseSettings):
         ge=0,
         description="readings older than the device's newest reading by more than this are refused",
     )
+    telemetry_http_device_rate_per_s: float = Field(
+        5.0, gt=0, description="POST /v1/telemetry: sustained authenticated posts per second per device"
+    )
+    telemetry_http_device_burst: int = Field(
+        30, ge=1, description="POST /v1/telemetry: posts a device may send at once before the rate applies"
+    )
+    telemetry_http_source_rate_per_s: float = Field(
+        50.0, gt=0, description="POST /v1/telemetry: sustained posts per second per source address"
+    )
+    telemetry_http_source_burst: int = Field(
+        200, ge=1, description="POST /v1/telemetry: posts a source address may send at once"
+    )
     device_kek_file: Path | None = Field(
         None, description="file holding the 32-byte device-secret key-encryption key (hex or raw)"
     )

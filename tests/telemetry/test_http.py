@@ -46,11 +46,13 @@ def test_accepts_counts_duplicates_and_per_reading_rejects(client: tuple[TestCli
     assert body["rejects"][0]["seq"] == 2
     again = c.post("/v1/telemetry/gw-1", content=json.dumps(env)).json()
     assert (again["accepted"], again["duplicates"]) == (0, 2)
+    # Refused before anything is stored (tests/api/test_telemetry_auth.py has the rest).
     forged = c.post("/v1/telemetry/gw-1", content=json.dumps({"body": env["body"], "sig": "0" * 64}))
-    assert forged.status_code == 202
-    assert forged.json()["rejects"][0]["reason"] == "bad_signature"
-    unknown = c.post("/v1/telemetry/gw-2", content=json.dumps(env)).json()
-    assert unknown["rejects"][0]["reason"] == "unknown_device"
+    assert forged.status_code == 401
+    assert forged.json()["reason"] == "bad_signature"
+    unknown = c.post("/v1/telemetry/gw-2", content=json.dumps(env))
+    assert unknown.status_code == 404
+    assert unknown.json()["reason"] == "unknown_device"
     with ctx.sessions() as s:  # type: ignore[attr-defined]
         assert set(s.scalars(select(Reject.source))) == {"http"}
     metrics = c.get("/metrics").text
