@@ -14,12 +14,20 @@ import {IOracleRouter, IReportSubscriber, Report, ReportKinds} from "./interface
 ///      subscriber count share one storage slot, the report hash a second one; the model allowlist
 ///      costs one more cold read.
 ///
-///      Model governance: a report is accepted only when its `modelId` is approved for its kind.
-///      Approving or replacing a model is scheduled by the owner and takes effect after `modelDelay`
-///      (a timelock, so insured parties see a model change before it can touch them); anyone may then
-///      call `activateModel`. Revoking is immediate (a broken model must stop at once). While
-///      `modelDelay` is 0 (a fresh router, before `setModelDelay` arms the timelock) a scheduled model
-///      is active at once: deployment approves its initial models this way, then arms the delay.
+///      Governance behind one timelock, `modelDelay` (the name is historic: it delays every change
+///      below, not only models). Whatever could make the router accept a report it would have refused
+///      is scheduled by the owner and takes effect only `modelDelay` seconds later, when anyone may
+///      activate it, so insured parties and other signers see it coming: approving or replacing a model
+///      (`scheduleModel` / `activateModel`), adding a signer (`scheduleAddSigner`), changing the
+///      threshold (`scheduleThreshold`) and approving a consumer (`scheduleConsumerApproval`); the last
+///      three are activated with `activateGovernance` and listed by `pendingGovernance`. The owner may
+///      cancel a scheduled change. What can only stop reports or subscriptions is immediate: revoking a
+///      model, removing a signer (never below `threshold` signers) and withdrawing a consumer approval.
+///      While `modelDelay` is 0 (a fresh router, before `setModelDelay` arms the timelock) a scheduled
+///      change is active at once: deployment sets the router up this way, then arms the delay.
+///
+///      Epochs are bounded by the period clock, as the signers bound them (`oracle.reports.max_epoch`),
+///      so no quorum can sign an epoch so far ahead that every honest report after it is stale.
 contract OracleRouter is IOracleRouter, Ownable, EIP712 {
     /// @dev Must equal `oracle.reports.REPORT_TYPE`; a Python test compares them.
     bytes32 public constant REPORT_TYPEHASH = keccak256(
@@ -41,6 +49,20 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
     int256 private constant MAX_VERDICT = 2;
     /// @notice Longest model timelock the owner may set (so a typo cannot freeze governance for ages).
     uint64 public constant MAX_MODEL_DELAY = 30 days;
+    /// @notice `oracle.reports.MAX_REVISIONS`: a drought epoch is the period's month index × 1000 +
+    ///         revision (< 1000), a cold-chain epoch at most 1000.
+    uint64 public constant MAX_REVISIONS = 1000;
+    /// @dev The mean Gregorian month in seconds (146097 days / 4800 months) and the offset that makes
+    ///      `(t + MONTH_OFFSET) / MEAN_MONTH` a month index never above the true one and at most one below
+    ///      it (it lags by up to 4.4 days after a month starts). tests/chain checks both over 400 years.
+    uint256 private constant MEAN_MONTH = 2_629_746;
+    uint256 private constant MONTH_OFFSET = 62_167_042_890;
+    /// @notice Governance change kinds of `scheduleAddSigner`, `scheduleThreshold`, `scheduleConsumerApproval`.
+    uint8 public constant ADD_SIGNER = 1;
+    uint8 public constant SET_THRESHOLD = 2;
+    uint8 public constant APPROVE_CONSUMER = 3;
+    /// @notice Most governance changes pending at once, so `pendingGovernance` stays a bounded read.
+    uint256 public constant MAX_PENDING_CHANGES = 32;
 
     /// @notice Signatures needed to accept a report (k of k-of-n).
     uint8 public threshold;
@@ -77,6 +99,20 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
     /// @dev kind => modelId => scheduled change (activatesAt 0 = nothing scheduled).
     mapping(uint8 => mapping(bytes32 => PendingModel)) private _pendingModel;
 
+    /// @notice A scheduled signer, threshold or consumer change. `target` is the signer or consumer
+    ///         (0 for a threshold change), `threshold` the new threshold (0 unless SET_THRESHOLD).
+    struct GovernanceChange {
+        bytes32 id;
+        uint8 action;
+        address target;
+        uint8 threshold;
+        uint64 activatesAt;
+    }
+    /// @dev Pending changes, unordered (removal swaps the last one in); at most one per `changeId`.
+    GovernanceChange[] private _pendingChanges;
+    /// @dev changeId => 1-based index into `_pendingChanges`; 0 = nothing pending.
+    mapping(bytes32 => uint256) private _pendingChangeIndex;
+
     event SignerAdded(address indexed signer);
     event SignerRemoved(address indexed signer);
     event ThresholdChanged(uint8 previous, uint8 current);
@@ -100,6 +136,11 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
     event ModelRevoked(uint8 indexed kind, bytes32 indexed modelId);
     event ModelDelayScheduled(uint64 delay, uint64 effectiveAt);
     event ModelDelayChanged(uint64 previous, uint64 current);
+    event GovernanceScheduled(
+        bytes32 indexed id, uint8 indexed action, address indexed target, uint8 threshold, uint64 activatesAt
+    );
+    event GovernanceActivated(bytes32 indexed id, uint8 indexed action, address indexed target, uint8 threshold);
+    event GovernanceCancelled(bytes32 indexed id, uint8 indexed action, address indexed target, uint8 threshold);
 
     error StaleEpoch(bytes32 subject, uint64 latest, uint64 given);
     error UnknownKind(uint8 kind);
@@ -127,6 +168,10 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
     error InvalidModelId();
     error ModelDelayTooLong(uint64 delay, uint64 max);
     error NoPendingDelay();
+    error EpochTooFarAhead(uint8 kind, uint64 epoch, uint256 maxEpoch);
+    error ChangeAlreadyScheduled(bytes32 id);
+    error ChangeNotScheduled(bytes32 id);
+    error TooManyPendingChanges();
 
     constructor(address[] memory signers_, uint8 threshold_) EIP712("ParametricOracle", "1") {
         for (uint256 i = 0; i < signers_.length; ++i) {
@@ -137,12 +182,28 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
 
     // ------------------------------------------------------------------ signer set (owner)
 
-    function addSigner(address signer) external onlyOwner {
-        _addSigner(signer);
+    /// @notice Schedule adding `signer` (owner only); `activateGovernance` adds it `modelDelay` seconds
+    ///         from now (at once while the delay is 0). Until then its signatures are UnknownSigner.
+    /// @return id the change id, `changeId(ADD_SIGNER, signer)`.
+    function scheduleAddSigner(address signer) external onlyOwner returns (bytes32 id) {
+        if (signer == address(0)) revert ZeroAddress();
+        if (_signerIndex[signer] != 0) revert AlreadySigner(signer);
+        if (_signerList.length >= MAX_SIGNERS) revert TooManySigners();
+        return _schedule(ADD_SIGNER, signer, 0);
     }
 
+    /// @notice Schedule a new threshold (owner only), checked against the signer count when it
+    ///         activates, so raising it may be scheduled beside the signers that make it valid. At most
+    ///         one threshold change is pending: cancel it to schedule another.
+    /// @return id the change id, `changeId(SET_THRESHOLD, address(0))`.
+    function scheduleThreshold(uint8 threshold_) external onlyOwner returns (bytes32 id) {
+        if (threshold_ == 0 || threshold_ > MAX_SIGNERS) revert InvalidThreshold(threshold_, _signerList.length);
+        return _schedule(SET_THRESHOLD, address(0), threshold_);
+    }
+
+    /// @notice Remove `signer` at once (owner only): removal can only stop reports, never let one in.
     /// @dev Reverts with InvalidThreshold when removing would leave fewer signers than the threshold:
-    ///      lower the threshold first.
+    ///      lower the threshold first (through the timelock).
     function removeSigner(address signer) external onlyOwner {
         uint256 idx = _signerIndex[signer];
         if (idx == 0) revert NotSigner(signer);
@@ -155,10 +216,6 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
         delete _signerIndex[signer];
         signerCount = uint8(n - 1);
         emit SignerRemoved(signer);
-    }
-
-    function setThreshold(uint8 threshold_) external onlyOwner {
-        _setThreshold(threshold_);
     }
 
     function isSigner(address account) external view returns (bool) {
@@ -206,7 +263,7 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
     /// @dev Anyone may relay a signed report. The caller must supply enough gas for every subscriber
     ///      to get `SUBSCRIBER_GAS`, otherwise the call reverts (so a relayer cannot starve subscribers).
     function submit(Report calldata report, bytes calldata signatures) external {
-        _checkValue(report.kind, report.value);
+        _checkBounds(report.kind, report.value, report.epoch);
         bytes32 subject = report.subject;
         uint256 state = _state[subject];
         uint64 latestEpoch = uint64(state);
@@ -235,13 +292,45 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
         if (subscriberCount != 0) _forward(subject, subscriberCount, report);
     }
 
-    function _checkValue(uint8 kind, int256 value) private pure {
+    /// @dev Value range and epoch bound per kind. A drought epoch is the observed month's index × 1000 +
+    ///      revision and that month has ended when it is reported, so the bound, this block's month
+    ///      index × 1000 + 999, already leaves a month between any honest epoch and the bound: a signer
+    ///      whose clock is ahead of `block.timestamp` by less than a month is never refused, and no extra
+    ///      month is allowed for skew. The bound equals the signers' own (`oracle.reports.max_epoch`).
+    ///      Gas: a cheap lower estimate of the month index (one division) clears every honest epoch, so the
+    ///      exact calendar arithmetic runs only for an epoch of the current month or beyond.
+    function _checkBounds(uint8 kind, int256 value, uint64 epoch) private view {
         if (kind == ReportKinds.DROUGHT_SEVERITY) {
             if (value < 0 || value > MAX_DROUGHT_VALUE) revert ValueOutOfRange(kind, value);
+            unchecked {
+                uint256 lowMonth = (block.timestamp + MONTH_OFFSET) / MEAN_MONTH;
+                if (epoch > lowMonth * MAX_REVISIONS + (MAX_REVISIONS - 1)) {
+                    uint256 maxEpoch = monthIndex(block.timestamp) * MAX_REVISIONS + (MAX_REVISIONS - 1);
+                    if (epoch > maxEpoch) revert EpochTooFarAhead(kind, epoch, maxEpoch);
+                }
+            }
         } else if (kind == ReportKinds.COLDCHAIN_VERDICT) {
             if (value < 0 || value > MAX_VERDICT) revert ValueOutOfRange(kind, value);
+            if (epoch > MAX_REVISIONS) revert EpochTooFarAhead(kind, epoch, MAX_REVISIONS);
         } else {
             revert UnknownKind(kind);
+        }
+    }
+
+    /// @notice Months since year 0 of the UTC month containing `timestamp`: year × 12 + month − 1, as
+    ///         `oracle.reports.month_index_of`.
+    /// @dev Howard Hinnant's civil_from_days on the proleptic Gregorian calendar, with years counted from
+    ///      March so leap days fall at a year's end: month index = March-based year × 12 + (months since
+    ///      March) + 2. Unchecked: every intermediate is far from overflow and never negative.
+    function monthIndex(uint256 timestamp) public pure returns (uint256) {
+        unchecked {
+            uint256 z = timestamp / 1 days + 719_468; // days since 0000-03-01
+            uint256 era = z / 146_097;
+            uint256 doe = z - era * 146_097; // day of era, 0 .. 146096
+            uint256 yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of era, 0 .. 399
+            uint256 doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of March-based year, 0 .. 365
+            uint256 mp = (5 * doy + 2) / 153; // months since March, 0 .. 11
+            return (era * 400 + yoe) * 12 + mp + 2;
         }
     }
 
@@ -264,23 +353,37 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
         if (len % 64 != 0) revert MalformedSignatures(len);
         uint256 count = len / 64;
         if (count < threshold) revert TooFewSignatures(count, threshold);
-        address previous = address(0);
-        for (uint256 i = 0; i < count; ++i) {
-            bytes32 r;
-            bytes32 vs;
-            assembly {
-                let p := add(signatures.offset, mul(i, 64))
-                r := calldataload(p)
-                vs := calldataload(add(p, 32))
+        // Signers are handled as uint256 words, as the ecrecover precompile returns them (zero-padded
+        // addresses), so the loop needs no address masks; that keeps `submit` within its gas goals.
+        uint256 previous = 0;
+        for (uint256 i = 0; i < count; ) {
+            uint256 s;
+            uint256 signer;
+            uint256 known;
+            assembly ("memory-safe") {
+                let p := add(signatures.offset, shl(6, i))
+                let vs := calldataload(add(p, 32))
+                s := and(vs, S_MASK)
+                let m := mload(0x40)
+                mstore(m, digest)
+                mstore(add(m, 32), add(shr(255, vs), 27))
+                mstore(add(m, 64), calldataload(p))
+                mstore(add(m, 96), s)
+                mstore(0, 0) // the precompile returns nothing for an invalid signature: read 0 then
+                pop(staticcall(gas(), 1, m, 128, 0, 32))
+                signer := mload(0)
+                mstore(0, signer)
+                mstore(32, _signerIndex.slot)
+                known := sload(keccak256(0, 64))
             }
-            uint256 s = uint256(vs) & S_MASK;
             // High-s signatures are the malleable twin of a low-s one; eth-account never makes them.
-            if (s > HALF_CURVE_ORDER) revert InvalidSignature(i);
-            address signer = ecrecover(digest, uint8((uint256(vs) >> 255) + 27), r, bytes32(s));
-            if (signer == address(0)) revert InvalidSignature(i);
+            if (s > HALF_CURVE_ORDER || signer == 0) revert InvalidSignature(i);
             if (signer <= previous) revert SignersNotAscending(i);
-            if (_signerIndex[signer] == 0) revert UnknownSigner(signer);
+            if (known == 0) revert UnknownSigner(address(uint160(signer)));
             previous = signer;
+            unchecked {
+                ++i;
+            }
         }
     }
 
@@ -410,14 +513,111 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
         }
     }
 
+    // ------------------------------------------------------------------ signer, threshold and consumer governance
+
+    /// @notice The id of a scheduled governance change: keccak256(abi.encode(action, target)), with
+    ///         target 0 for SET_THRESHOLD (so at most one threshold change is pending).
+    function changeId(uint8 action, address target) public pure returns (bytes32) {
+        return keccak256(abi.encode(action, target));
+    }
+
+    /// @notice Make a scheduled signer, threshold or consumer change effective once its timelock has
+    ///         passed. Anyone may call it. The change is checked again against the router as it is now
+    ///         (e.g. a threshold above the current signer count reverts InvalidThreshold).
+    function activateGovernance(bytes32 id) external {
+        GovernanceChange memory c = _pendingChange(id);
+        if (block.timestamp < c.activatesAt) revert TimelockNotExpired(c.activatesAt, uint64(block.timestamp));
+        _dropPending(id);
+        _apply(c);
+    }
+
+    /// @notice Drop a scheduled, not yet active signer, threshold or consumer change (owner only).
+    function cancelGovernance(bytes32 id) external onlyOwner {
+        GovernanceChange memory c = _pendingChange(id);
+        _dropPending(id);
+        emit GovernanceCancelled(id, c.action, c.target, c.threshold);
+    }
+
+    /// @notice Every scheduled, not yet activated signer, threshold and consumer change, with the time
+    ///         from which `activateGovernance` accepts it (at most MAX_PENDING_CHANGES, unordered).
+    function pendingGovernance() external view returns (GovernanceChange[] memory) {
+        return _pendingChanges;
+    }
+
+    /// @notice One scheduled change by id (all zero when none is pending).
+    function pendingChange(bytes32 id) external view returns (GovernanceChange memory c) {
+        uint256 idx = _pendingChangeIndex[id];
+        if (idx != 0) c = _pendingChanges[idx - 1];
+    }
+
+    function _schedule(uint8 action, address target, uint8 threshold_) private returns (bytes32 id) {
+        id = changeId(action, target);
+        if (_pendingChangeIndex[id] != 0) revert ChangeAlreadyScheduled(id);
+        uint64 delay = modelDelay;
+        GovernanceChange memory c = GovernanceChange(id, action, target, threshold_, uint64(block.timestamp) + delay);
+        emit GovernanceScheduled(id, action, target, threshold_, c.activatesAt);
+        if (delay == 0) {
+            _apply(c);
+        } else {
+            if (_pendingChanges.length >= MAX_PENDING_CHANGES) revert TooManyPendingChanges();
+            _pendingChanges.push(c);
+            _pendingChangeIndex[id] = _pendingChanges.length;
+        }
+    }
+
+    function _pendingChange(bytes32 id) private view returns (GovernanceChange memory) {
+        uint256 idx = _pendingChangeIndex[id];
+        if (idx == 0) revert ChangeNotScheduled(id);
+        return _pendingChanges[idx - 1];
+    }
+
+    function _dropPending(bytes32 id) private {
+        uint256 idx = _pendingChangeIndex[id];
+        uint256 n = _pendingChanges.length;
+        if (idx != n) {
+            GovernanceChange memory last = _pendingChanges[n - 1];
+            _pendingChanges[idx - 1] = last;
+            _pendingChangeIndex[last.id] = idx;
+        }
+        _pendingChanges.pop();
+        delete _pendingChangeIndex[id];
+    }
+
+    function _apply(GovernanceChange memory c) private {
+        if (c.action == ADD_SIGNER) {
+            _addSigner(c.target);
+        } else if (c.action == SET_THRESHOLD) {
+            _setThreshold(c.threshold);
+        } else {
+            approvedConsumer[c.target] = true;
+            emit ConsumerApproval(c.target, true);
+        }
+        emit GovernanceActivated(c.id, c.action, c.target, c.threshold);
+    }
+
     // ------------------------------------------------------------------ subscriptions
 
-    /// @notice Allow or disallow `consumer` to subscribe (owner only). Disallowing does not remove
-    ///         existing subscriptions; use `removeSubscriber` for that.
-    function setConsumerApproval(address consumer, bool approved) external onlyOwner {
+    /// @notice Schedule allowing `consumer` to subscribe (owner only); `activateGovernance` approves it
+    ///         `modelDelay` seconds from now (at once while the delay is 0). An approved consumer can
+    ///         take a subject's subscriber slots and adds to what relaying its every report costs, so
+    ///         approving one waits like a model does, in sight of the insured.
+    /// @return id the change id, `changeId(APPROVE_CONSUMER, consumer)`.
+    function scheduleConsumerApproval(address consumer) external onlyOwner returns (bytes32 id) {
         if (consumer == address(0)) revert ZeroAddress();
-        approvedConsumer[consumer] = approved;
-        emit ConsumerApproval(consumer, approved);
+        return _schedule(APPROVE_CONSUMER, consumer, 0);
+    }
+
+    /// @notice Withdraw `consumer`'s approval at once (owner only), cancelling a scheduled approval too.
+    ///         Existing subscriptions stay; use `removeSubscriber` for those.
+    function revokeConsumerApproval(address consumer) external onlyOwner {
+        if (consumer == address(0)) revert ZeroAddress();
+        bytes32 id = changeId(APPROVE_CONSUMER, consumer);
+        if (_pendingChangeIndex[id] != 0) {
+            _dropPending(id);
+            emit GovernanceCancelled(id, APPROVE_CONSUMER, consumer, 0);
+        }
+        approvedConsumer[consumer] = false;
+        emit ConsumerApproval(consumer, false);
     }
 
     /// @notice Subscribe the calling contract to `subject`. The caller must be an approved consumer;

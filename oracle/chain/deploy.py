@@ -1,8 +1,15 @@
 """Deploy the contract set and record where it lives.
 
 ``deploy_all`` deploys TestStablecoin, OracleRouter (signer set, threshold), DroughtInsurancePool (funded
-with test stablecoin), ColdChainEscrow and, unless disabled, Chainlink's LinkToken and Operator.
-``deploy_feed`` adds a DroughtIndexFeed for one region later. ``Deployment`` saves to / loads from JSON.
+with test stablecoin), ColdChainEscrow, any region feeds known at deployment and, unless disabled,
+Chainlink's LinkToken and Operator. ``Deployment`` saves to / loads from JSON.
+
+The router's governance timelock (``modelDelay``, 48 h by default) is armed last: everything
+``deploy_all`` sets up (consumer approvals, initial models) is scheduled while the delay is still 0 and so
+is active at once. Afterwards a new consumer waits the delay, as an operator would on a live chain:
+``deploy_feed`` deploys a region feed and schedules its approval, and ``activate_feed`` (anyone, once the
+delay has passed) activates the approval and subscribes the feed. Feeds known up front belong in
+``deploy_all(feeds=...)`` instead.
 """
 
 from __future__ import annotations
@@ -27,8 +34,11 @@ if TYPE_CHECKING:
 
 #: 1,000,000 tUSD (6 decimals): the pool's starting capital on a local chain.
 DEFAULT_POOL_FUNDING = 1_000_000 * 10**6
-#: The router's model timelock (seconds) armed by ``deploy_all``: 48 h between scheduling a model and its use.
+#: The router's governance timelock (seconds) armed by ``deploy_all``: 48 h between scheduling a model,
+#: signer, threshold or consumer change and its use.
 DEFAULT_MODEL_DELAY = 48 * 3600
+#: ``OracleRouter.APPROVE_CONSUMER``: the governance action that approves a consumer.
+APPROVE_CONSUMER = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +139,15 @@ def deploy_all(
     chainlink: bool = True,
     models: Sequence[tuple[int, bytes]] = (),
     model_delay: int = DEFAULT_MODEL_DELAY,
+    feeds: Sequence[tuple[bytes, str]] = (),
 ) -> Deployment:
     """Deploy the full local contract set; the deployer owns the router, pool and stablecoin, and the
     router approves the pool and the escrow as consumers.
 
-    ``models`` are (report kind, 32-byte model id) pairs the router accepts from the start: approved
-    while its timelock is still unarmed, after which ``model_delay`` seconds arm it (0 leaves it unarmed).
+    ``models`` are (report kind, 32-byte model id) pairs the router accepts from the start, and ``feeds``
+    (32-byte region subject, description) pairs get a subscribed DroughtIndexFeed each (under
+    ``feed_name``): all approved while the router's timelock is still unarmed, after which ``model_delay``
+    seconds arm it (0 leaves it unarmed, so later changes apply at once).
 
     ``pool_funding`` (tUSD base units, 6 decimals) is minted to the pool. With ``chainlink`` also deploys
     Chainlink's LinkToken and an Operator owned by the deployer.
@@ -145,20 +158,25 @@ def deploy_all(
     router = deploy_router(w3, deployer=deployer, signers=signers, threshold=threshold)
     pool = deploy_contract(w3, "DroughtInsurancePool", router.address, coin.address, deployer=deployer)
     escrow = deploy_contract(w3, "ColdChainEscrow", router.address, deployer=deployer)
-    for consumer in (pool, escrow):
-        transact(w3, router.functions.setConsumerApproval(consumer.address, True), sender=deployer)
-    for kind, model_id in models:
-        transact(w3, router.functions.scheduleModel(kind, model_id, bytes(32)), sender=deployer)
-    if model_delay:
-        transact(w3, router.functions.setModelDelay(model_delay), sender=deployer)
-    if pool_funding:
-        transact(w3, coin.functions.mint(pool.address, pool_funding), sender=deployer)
     addresses = {
         "TestStablecoin": coin.address,
         "OracleRouter": router.address,
         "DroughtInsurancePool": pool.address,
         "ColdChainEscrow": escrow.address,
     }
+    for consumer in (pool, escrow):
+        schedule_consumer_approval(w3, router, consumer.address, owner=deployer)
+    for region_subject, description in feeds:
+        feed = _deploy_feed_contract(w3, router.address, region_subject, description, deployer=deployer)
+        schedule_consumer_approval(w3, router, feed.address, owner=deployer)
+        transact(w3, feed.functions.subscribe(), sender=deployer)
+        addresses[feed_name(region_subject)] = feed.address
+    for kind, model_id in models:
+        transact(w3, router.functions.scheduleModel(kind, model_id, bytes(32)), sender=deployer)
+    if model_delay:
+        transact(w3, router.functions.setModelDelay(model_delay), sender=deployer)
+    if pool_funding:
+        transact(w3, coin.functions.mint(pool.address, pool_funding), sender=deployer)
     if chainlink:
         link = deploy_contract(w3, "LinkToken", deployer=deployer)
         operator = deploy_contract(w3, "Operator", link.address, deployer.address, deployer=deployer)
@@ -168,30 +186,66 @@ def deploy_all(
     return Deployment(chain_id=chain_id, block=block, deployer=deployer.address, addresses=addresses)
 
 
+def schedule_consumer_approval(w3: Web3, router: Contract, consumer: str, *, owner: LocalAccount) -> bool:
+    """Schedule approving ``consumer`` on ``router`` (``owner`` must own it). True when the approval is
+    already in force (the router's timelock is unarmed); otherwise ``activate_consumer_approval`` makes
+    it so once ``modelDelay`` seconds have passed."""
+    consumer = to_checksum_address(consumer)
+    transact(w3, router.functions.scheduleConsumerApproval(consumer), sender=owner)
+    with translate_errors("read consumer approval"):
+        return bool(router.functions.approvedConsumer(consumer).call())
+
+
+def activate_consumer_approval(w3: Web3, router: Contract, consumer: str, *, sender: LocalAccount) -> None:
+    """Activate the scheduled approval of ``consumer`` (any ``sender``); nothing to do when it is already
+    approved. Raises ``RevertError`` (``TimelockNotExpired``) before its time, ``ChangeNotScheduled``
+    when no approval was scheduled."""
+    consumer = to_checksum_address(consumer)
+    with translate_errors("read consumer approval"):
+        if router.functions.approvedConsumer(consumer).call():
+            return
+        change = router.functions.changeId(APPROVE_CONSUMER, consumer).call()
+    transact(w3, router.functions.activateGovernance(change), sender=sender)
+
+
 def feed_name(region_subject: bytes) -> str:
     """The role name of a region's feed in ``Deployment.addresses``."""
     return f"DroughtIndexFeed:0x{region_subject.hex()}"
 
 
+def _deploy_feed_contract(
+    w3: Web3, router: str, region_subject: bytes, description: str, *, deployer: LocalAccount
+) -> Contract:
+    if len(region_subject) != 32:
+        raise ConfigError("region subject must be 32 bytes")
+    return deploy_contract(w3, "DroughtIndexFeed", router, region_subject, description, deployer=deployer)
+
+
 def deploy_feed(
     w3: Web3, deployment: Deployment, *, deployer: LocalAccount, region_subject: bytes, description: str
 ) -> Deployment:
-    """Deploy a DroughtIndexFeed for ``region_subject``, approve it on the router and subscribe it.
+    """Deploy a DroughtIndexFeed for ``region_subject`` and schedule its approval on the router.
 
-    ``deployer`` must own the router (approving consumers is owner-only). Returns the deployment with the
-    feed added under ``feed_name(region_subject)``.
+    ``deployer`` must own the router (approving consumers is owner-only). On a router whose timelock is
+    unarmed the approval is in force at once and the feed is subscribed here; on an armed router (any
+    ``deploy_all`` with a ``model_delay``) the feed receives nothing until ``activate_feed`` runs after
+    the delay. Returns the deployment with the feed added under ``feed_name(region_subject)``.
     """
-    if len(region_subject) != 32:
-        raise ConfigError("region subject must be 32 bytes")
-    feed = deploy_contract(
-        w3,
-        "DroughtIndexFeed",
-        deployment.address("OracleRouter"),
-        region_subject,
-        description,
-        deployer=deployer,
-    )
     router = deployment.contract(w3, "OracleRouter")
-    transact(w3, router.functions.setConsumerApproval(feed.address, True), sender=deployer)
-    transact(w3, feed.functions.subscribe(), sender=deployer)
+    feed = _deploy_feed_contract(w3, router.address, region_subject, description, deployer=deployer)
+    if schedule_consumer_approval(w3, router, feed.address, owner=deployer):
+        transact(w3, feed.functions.subscribe(), sender=deployer)
     return deployment.with_address(feed_name(region_subject), feed.address)
+
+
+def activate_feed(w3: Web3, deployment: Deployment, *, sender: LocalAccount, region_subject: bytes) -> None:
+    """Finish ``deploy_feed`` once the router's timelock has passed (any ``sender``): activate the feed's
+    approval and subscribe it. Does nothing for a feed already subscribed; raises ``RevertError``
+    (``TimelockNotExpired``) before its time."""
+    router = deployment.contract(w3, "OracleRouter")
+    feed = deployment.contract(w3, feed_name(region_subject))
+    with translate_errors("read feed subscription"):
+        if feed.address in router.functions.subscribers(region_subject).call():
+            return
+    activate_consumer_approval(w3, router, feed.address, sender=sender)
+    transact(w3, feed.functions.subscribe(), sender=sender)

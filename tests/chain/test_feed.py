@@ -6,7 +6,7 @@ import pytest
 from web3.contract import Contract
 
 from oracle.chain.client import translate_errors
-from oracle.chain.deploy import deploy_feed, feed_name
+from oracle.chain.deploy import feed_name
 from oracle.errors import RevertError
 from oracle.reports import ReportKind, subject_id
 from tests.fixtures.chain import ChainKit, make_report
@@ -17,13 +17,7 @@ REGION = subject_id("region", "test-feed")
 
 
 def feed_and_reader(chain: ChainKit) -> tuple[Contract, Contract]:
-    dep = deploy_feed(
-        chain.w3,
-        chain.deployment,
-        deployer=chain.accounts.deployer,
-        region_subject=REGION,
-        description="test feed",
-    )
+    dep = chain.add_feed(REGION, "test feed")
     feed = dep.contract(chain.w3, feed_name(REGION))
     return feed, chain.deploy("FeedReader", feed.address)
 

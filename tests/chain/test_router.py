@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
+from web3 import Web3
+from web3.contract import Contract
+from web3.logs import DISCARD
+from web3.types import TxReceipt
 
 from oracle.chain.client import transact
+from oracle.chain.deploy import deploy_router
 from oracle.errors import RevertError
 from oracle.reports import REPORT_TYPE, VALUE_RANGE, Report, ReportKind, Verdict, report_digest, subject_id
-from tests.fixtures.chain import ChainKit, make_report
+from tests.fixtures.chain import TEST_MODEL_ID, Accounts, ChainKit, make_report, sign_report
 
 pytestmark = pytest.mark.chain
 
@@ -139,39 +147,80 @@ def test_unknown_kind_and_out_of_range_value_are_rejected(chain: ChainKit) -> No
     assert e.value.reason == "ValueOutOfRange"
 
 
-def test_signer_set_changes_are_owner_only_and_evented(chain: ChainKit) -> None:
-    router, owner, stranger = chain.router, chain.accounts.deployer, chain.accounts.stranger
+def test_signer_set_changes_are_owner_only_and_evented(w3: Web3, accounts: Accounts) -> None:
+    # An unarmed router (delay 0, as before deployment arms it): scheduled changes apply at once.
+    owner, stranger = accounts.deployer, accounts.stranger
+    keys = sorted((Account.from_key(keccak(f"signer-{i}".encode())) for i in range(3)), key=_by_address)
+    router = deploy_router(w3, deployer=owner, signers=[k.address for k in keys], threshold=2)
     newcomer = Account.from_key(keccak(b"newcomer")).address
+    for call in (router.functions.scheduleAddSigner(newcomer), router.functions.scheduleThreshold(4)):
+        with pytest.raises(RevertError, match="Ownable: caller is not the owner"):
+            transact(w3, call, sender=stranger)
+    receipt = transact(w3, router.functions.scheduleAddSigner(newcomer), sender=owner)
+    assert _events(router, "SignerAdded", receipt) == [{"signer": newcomer}]
+    receipt = transact(w3, router.functions.scheduleThreshold(4), sender=owner)
+    assert _events(router, "ThresholdChanged", receipt) == [{"previous": 2, "current": 4}]
+    with pytest.raises(RevertError) as e:
+        transact(w3, router.functions.removeSigner(newcomer), sender=owner)
+    assert e.value.reason == "InvalidThreshold"
+    transact(w3, router.functions.scheduleThreshold(3), sender=owner)
     with pytest.raises(RevertError, match="Ownable: caller is not the owner"):
-        chain.send(router.functions.addSigner(newcomer), stranger)
-    receipt = chain.send(router.functions.addSigner(newcomer), owner)
-    assert chain.events(router, "SignerAdded", receipt) == [{"signer": newcomer}]
-    receipt = chain.send(router.functions.setThreshold(4), owner)
-    assert chain.events(router, "ThresholdChanged", receipt) == [{"previous": 2, "current": 4}]
-    with pytest.raises(RevertError) as e:
-        chain.send(router.functions.removeSigner(newcomer), owner)
-    assert e.value.reason == "InvalidThreshold"
-    chain.send(router.functions.setThreshold(3), owner)
-    receipt = chain.send(router.functions.removeSigner(newcomer), owner)
-    assert chain.events(router, "SignerRemoved", receipt) == [{"signer": newcomer}]
-    assert sorted(router.functions.signers().call()) == sorted(k.address for k in chain.keys)
-    with pytest.raises(RevertError) as e:
-        chain.send(router.functions.setThreshold(0), owner)
-    assert e.value.reason == "InvalidThreshold"
+        transact(w3, router.functions.removeSigner(newcomer), sender=stranger)
+    receipt = transact(w3, router.functions.removeSigner(newcomer), sender=owner)
+    assert _events(router, "SignerRemoved", receipt) == [{"signer": newcomer}]
+    assert sorted(router.functions.signers().call()) == sorted(k.address for k in keys)
+    for threshold in (0, 4):  # 0 at once; 4 when it would apply to 3 signers
+        with pytest.raises(RevertError) as e:
+            transact(w3, router.functions.scheduleThreshold(threshold), sender=owner)
+        assert e.value.reason == "InvalidThreshold"
+    assert router.functions.pendingGovernance().call() == []
     # A 3-of-3 router now refuses the 2 signatures it accepted before.
+    transact(w3, router.functions.scheduleModel(1, TEST_MODEL_ID, bytes(32)), sender=owner)
+    chain_id = w3.eth.chain_id
+    sigs = sign_report(drought(1), keys[:2], chain_id=chain_id, router=router.address)
     with pytest.raises(RevertError) as e:
-        chain.submit(drought(1))
+        transact(w3, router.functions.submit(drought(1).as_tuple(), sigs), sender=accounts.relayer)
     assert e.value.reason == "TooFewSignatures"
-    chain.submit(drought(1), chain.sign(drought(1), chain.keys))
+    sigs = sign_report(drought(1), keys, chain_id=chain_id, router=router.address)
+    transact(w3, router.functions.submit(drought(1).as_tuple(), sigs), sender=accounts.relayer)
+    assert router.functions.latest(REGION).call()[0] == 1
+
+
+def _by_address(key: LocalAccount) -> int:
+    return int(key.address, 16)
+
+
+def _events(contract: Contract, event: str, receipt: TxReceipt) -> list[dict[str, Any]]:
+    return [dict(log["args"]) for log in contract.events[event]().process_receipt(receipt, errors=DISCARD)]
+
+
+def test_high_s_and_unrecoverable_signatures_are_rejected(chain: ChainKit) -> None:
+    """The signature loop reads r and s itself: a high s (the malleable half; eth-account never makes one)
+    and a signature that recovers no address are InvalidSignature, with the index of the bad one."""
+    sigs = chain.sign(drought(1))
+    half_order = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
+    r, parity = sigs[64:96], sigs[96] >> 7
+    for s in (half_order + 1, 0):
+        bad = r + (parity << 255 | s).to_bytes(32, "big")
+        with pytest.raises(RevertError) as e:
+            chain.submit(drought(1), sigs[:64] + bad)
+        assert str(e.value).endswith("InvalidSignature(1,)")
+    with pytest.raises(RevertError) as e:
+        chain.submit(drought(1), bytes(64) + sigs[64:])
+    assert str(e.value).endswith("InvalidSignature(0,)")
+    chain.submit(drought(1), sigs)
 
 
 def test_failing_subscribers_do_not_block_others(chain: ChainKit) -> None:
     router = chain.router.address
-    reverting = chain.subscriber("RevertingSubscriber", REGION)
-    hog = chain.subscriber("GasHogSubscriber", REGION)
-    recorder = chain.subscriber("RecordingSubscriber", REGION)
+    reverting, hog, recorder = (
+        chain.deploy(name, router)
+        for name in ("RevertingSubscriber", "GasHogSubscriber", "RecordingSubscriber")
+    )
     feed = chain.deploy("DroughtIndexFeed", router, REGION, "test region")
-    chain.send(chain.router.functions.setConsumerApproval(feed.address, True))
+    chain.approve_consumers(reverting.address, hog.address, recorder.address, feed.address)
+    for consumer in (reverting, hog, recorder):
+        chain.send(consumer.functions.join(REGION))
     chain.send(feed.functions.subscribe())
     assert chain.router.functions.subscribers(REGION).call() == [
         reverting.address,
@@ -201,9 +250,11 @@ def test_relay_with_too_little_gas_for_subscribers_reverts(chain: ChainKit) -> N
 def test_subscriptions_are_capped_and_can_be_cancelled(chain: ChainKit) -> None:
     cap = chain.router.functions.MAX_SUBSCRIBERS().call()
     subject = subject_id("shipment", "cap")
-    recorders = [chain.subscriber("RecordingSubscriber", subject) for _ in range(cap)]
+    recorders = chain.subscribers("RecordingSubscriber", subject, cap)
+    latecomer = chain.deploy("RecordingSubscriber", chain.router.address)
+    chain.approve_consumers(latecomer.address)
     with pytest.raises(RevertError) as e:
-        chain.subscriber("RecordingSubscriber", subject)
+        chain.send(latecomer.functions.join(subject))
     assert e.value.reason == "TooManySubscribers"
     assert len(chain.router.functions.subscribers(subject).call()) == cap
     receipt = chain.send(recorders[0].functions.leave(subject))
@@ -213,7 +264,7 @@ def test_subscriptions_are_capped_and_can_be_cancelled(chain: ChainKit) -> None:
     with pytest.raises(RevertError) as e:
         chain.send(recorders[0].functions.leave(subject))
     assert e.value.reason == "NotSubscribed"
-    latecomer = chain.subscriber("RecordingSubscriber", subject)
+    chain.send(latecomer.functions.join(subject))
     expected = [r.address for r in recorders[1:]] + [latecomer.address]
     assert sorted(chain.router.functions.subscribers(subject).call()) == sorted(expected)
     chain.submit(make_report(subject, kind=ReportKind.COLDCHAIN_VERDICT, value=0, epoch=1))
@@ -235,12 +286,14 @@ def test_only_approved_consumers_may_subscribe_and_the_owner_can_remove_them(cha
     with pytest.raises(RevertError) as e:
         chain.send(squatter.functions.join(REGION), stranger)
     assert e.value.reason == "ConsumerNotApproved"
-    with pytest.raises(RevertError, match="Ownable"):
-        chain.send(router.functions.setConsumerApproval(squatter.address, True), stranger)
-    receipt = chain.send(router.functions.setConsumerApproval(squatter.address, True), owner)
-    assert chain.events(router, "ConsumerApproval", receipt) == [
-        {"consumer": squatter.address, "approved": True}
-    ]
+    for call in (
+        router.functions.scheduleConsumerApproval(squatter.address),
+        router.functions.revokeConsumerApproval(chain.pool.address),
+    ):
+        with pytest.raises(RevertError, match="Ownable"):
+            chain.send(call, stranger)
+    chain.approve_consumers(squatter.address)
+    assert router.functions.approvedConsumer(squatter.address).call()
     chain.send(squatter.functions.join(REGION), stranger)
     with pytest.raises(RevertError) as e:
         chain.send(squatter.functions.join(REGION), stranger)
