@@ -217,15 +217,22 @@ def register_device(
     shipment_id: str,
     valid_from: dt.datetime | None = None,
     valid_to: dt.datetime | None = None,
+    secret: bytes | None = None,
 ) -> bytes:
     """Create a device bound to a shipment; returns its new 32-byte secret (shown once, never stored clear).
 
-    ``valid_from`` defaults to now (UTC). Raises ValidationError for a bad id/window or an existing device.
+    ``valid_from`` defaults to now (UTC). ``secret`` provisions a device that already has one (the same
+    logger enrolled on every node of a network); by default a new one is drawn. Raises ValidationError for
+    a bad id/window/secret or an existing device.
     """
     check_device_id(device_id)
     start, end = _window(valid_from, valid_to)
     _check_shipment(shipment_id)
-    secret = secrets.token_bytes(SECRET_BYTES)
+    if secret is not None and len(secret) != SECRET_BYTES:
+        raise ValidationError(
+            f"a device secret is {SECRET_BYTES} bytes, not {len(secret)}", reason="bad_secret"
+        )
+    secret = secrets.token_bytes(SECRET_BYTES) if secret is None else secret
     nonce, sealed = seal_secret(kek, device_id, secret)
     with transaction(sessions) as s:
         if s.get(Device, device_id) is not None:

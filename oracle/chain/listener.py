@@ -121,6 +121,7 @@ class ChainListener:
         confirmations: int = 1,
         max_range: int = 2_000,
         on_event: Callable[[DecodedEvent], None] | None = None,
+        idle_final_s: float = 2.0,
     ) -> None:
         self.sessions = sessions
         self.w3 = w3
@@ -129,11 +130,26 @@ class ChainListener:
         self.confirmations = max(0, confirmations)
         self.max_range = max_range
         self.on_event = on_event
+        self.idle_final_s = idle_final_s
+        self._head = -1
+        self._head_since = 0.0
 
     def poll(self) -> int:
-        """Apply every final event not yet applied; returns how many new events were stored."""
+        """Apply every final event not yet applied; returns how many new events were stored.
+
+        With one confirmation (the default) the head block also counts as final once the chain has been
+        idle for ``idle_final_s``: a chain that mines only on demand (anvil, a quiet devnet) would
+        otherwise never show its last event, and nothing can replace a block no one builds on.
+        """
+        import time
+
         head = int(self.w3.eth.block_number)
+        now = time.monotonic()
+        if head != self._head:
+            self._head, self._head_since = head, now
         final = head - self.confirmations
+        if self.confirmations == 1 and now - self._head_since >= self.idle_final_s:
+            final = head
         applied = 0
         with self.sessions() as s:
             cursor = s.get(ChainCursor, CURSOR)

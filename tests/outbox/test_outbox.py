@@ -98,6 +98,22 @@ def test_listener_waits_for_confirmations(chain: ChainKit, tmp_path: Path) -> No
     assert deep.poll() >= 1
 
 
+def test_listener_projects_the_last_event_of_an_idle_chain(chain: ChainKit, tmp_path: Path) -> None:
+    """anvil mines only on a transaction: the block holding the last event never gets a successor, and
+    with one confirmation it used to stay unprojected for good (the last release of `make run`)."""
+    sessions = open_db(sqlite_url(tmp_path))
+    post(sessions, chain, drought_report("KE-05", epoch=1, severity=1.0))
+    _poster(sessions, chain).run_until_settled(timeout=30)
+    listener = ChainListener(sessions, chain.w3, chain.deployment, confirmations=1, idle_final_s=0.5)
+    listener.poll()  # the report's block is the head: not final yet
+    with sessions() as s:
+        assert s.scalars(select(ChainEvent).where(ChainEvent.name == "ReportAccepted")).all() == []
+    time.sleep(0.6)  # no new block: the chain is idle, its head cannot be replaced by anything
+    assert listener.poll() >= 1
+    with sessions() as s:
+        assert len(s.scalars(select(ChainEvent).where(ChainEvent.name == "ReportAccepted")).all()) == 1
+
+
 def test_conflicting_report_for_an_epoch_is_refused(chain: ChainKit, tmp_path: Path) -> None:
     sessions = open_db(sqlite_url(tmp_path))
     post(sessions, chain, drought_report("KE-04", epoch=3, severity=1.0))
