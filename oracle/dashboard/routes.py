@@ -12,6 +12,8 @@ accepted once and removed from the address bar) and calls the JSON views below w
 ``GET /v1/dashboard/shipments/{id}``   one shipment's temperatures, profile band, breach/warning markers
 ``GET .../attestations/{id}/custody``  one attestation's chain of custody: the decision's steps, raw
                                        inputs named by what they are, a stage graph
+``GET /v1/dashboard/governance``       from the chain: signers, threshold, timelock, and the signer,
+                                       threshold and consumer changes pending with their activation time
 =====================================  ==================================================================
 """
 
@@ -30,7 +32,7 @@ from oracle.dashboard.custody import attestation_custody
 from oracle.dashboard.history import region_history
 from oracle.dashboard.shipments import shipment_detail
 from oracle.dashboard.views import change_cursor, overview
-from oracle.errors import NotFound
+from oracle.errors import ChainError, NotFound
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -118,6 +120,29 @@ async def get_custody(report_id: str, ctx: CtxDep, _: ViewerKey) -> dict[str, An
     def run() -> dict[str, Any]:
         with ctx.sessions() as s:
             return attestation_custody(s, ctx.blobs, report_id)
+
+    return await run_in_threadpool(run)
+
+
+@api.get("/governance")
+async def get_governance(ctx: CtxDep, _: ViewerKey) -> dict[str, Any]:
+    """The router's signers, threshold and timelock and its pending governance changes, read from the
+    chain. Without a chain, or when it cannot be read, ``{"available": false, "reason": ...}``."""
+
+    def run() -> dict[str, Any]:
+        from oracle.chain.client import connect
+        from oracle.chain.deploy import Deployment
+        from oracle.dashboard.governance import governance_view
+
+        deployment = ctx.extras.get("deployment")
+        if not ctx.chain_rpc_url or not isinstance(deployment, Deployment):
+            return {"available": False, "reason": "no chain configured"}
+        try:
+            w3 = connect(ctx.chain_rpc_url, timeout=5.0)
+            return governance_view(w3, deployment.contract(w3, "OracleRouter"))
+        except (ChainError, NotFound) as e:
+            # The class only: an RPC URL in the message may carry a provider key.
+            return {"available": False, "reason": f"the router could not be read ({type(e).__name__})"}
 
     return await run_in_threadpool(run)
 

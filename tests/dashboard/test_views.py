@@ -6,11 +6,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from eth_account import Account
+from eth_utils.crypto import keccak
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from oracle.chain.anvil import AnvilProcess
+from oracle.chain.deploy import DEFAULT_MODEL_DELAY, Deployment
 from oracle.context import Context
 from oracle.dashboard.build import stale_files
+from oracle.dashboard.governance import pending_changes
 from oracle.dashboard.shipments import profile_name
 from oracle.dashboard.views import fixed_to_float, severity_class, top_factors
 from oracle.decisions.coldchain import profile_bytes32
@@ -21,6 +26,7 @@ from oracle.storage.decision_tables import Region
 from oracle.storage.tables import Blob, Observation, ReportRow, Shipment, TelemetryReading
 from tests.api.conftest import seed
 from tests.dashboard.conftest import make_app, readings_with_excursion
+from tests.fixtures.chain import ChainKit
 
 
 @pytest.fixture
@@ -350,3 +356,88 @@ def test_custody_of_unknown_manual_and_unreadable_reports(
     d = client.get(f"/v1/dashboard/attestations/{missing}/custody", headers=h).json()
     assert d["steps"] == []
     assert "unreadable" in d["note"]
+
+
+def test_governance_without_a_chain_says_so(client: TestClient, ctx: Context, viewer_key: str) -> None:
+    assert client.get("/v1/dashboard/governance").status_code == 401
+    h = {"X-API-Key": viewer_key}
+    assert client.get("/v1/dashboard/governance", headers=h).json() == {
+        "available": False,
+        "reason": "no chain configured",
+    }
+    # A chain that does not answer: the panel says so, without the RPC URL (it may carry a provider key).
+    ctx.chain_rpc_url = "http://127.0.0.1:9/secret-key"
+    ctx.extras["deployment"] = Deployment(chain_id=1, block=0, deployer="0x" + "11" * 20)
+    body = client.get("/v1/dashboard/governance", headers=h).json()
+    assert body["available"] is False
+    assert "secret-key" not in body["reason"]
+
+
+@pytest.mark.chain
+def test_governance_lists_pending_changes_from_the_chain(
+    client: TestClient, ctx: Context, viewer_key: str, anvil: AnvilProcess, chain: ChainKit
+) -> None:
+    router = chain.router
+    ctx.chain_rpc_url = anvil.url
+    ctx.extras["deployment"] = chain.deployment
+    newcomer = Account.from_key(keccak(b"dashboard-newcomer")).address
+    consumer = chain.deploy("RecordingSubscriber", router.address).address
+    chain.send(router.functions.scheduleAddSigner(newcomer))
+    add_at = chain.now() + DEFAULT_MODEL_DELAY
+    chain.advance_time(600)
+    chain.send(router.functions.scheduleThreshold(3))
+    chain.send(router.functions.scheduleConsumerApproval(consumer))
+    later_at = chain.now() + DEFAULT_MODEL_DELAY
+    h = {"X-API-Key": viewer_key}
+
+    body = client.get("/v1/dashboard/governance", headers=h).json()
+    assert body["available"] is True
+    assert body["router"] == router.address
+    assert body["signers"] == sorted(k.address for k in chain.keys)
+    assert (body["threshold"], body["delay_s"], body["pending_delay"]) == (2, DEFAULT_MODEL_DELAY, None)
+    changes = [(c["action"], c["target"], c["threshold"], c["activates_at"]) for c in body["pending"]]
+    assert changes[0] == ("add_signer", newcomer, None, add_at)  # soonest first
+    assert sorted(changes[1:], key=str) == [
+        ("approve_consumer", consumer, None, later_at),
+        ("set_threshold", None, 3, later_at),
+    ]
+    assert [c["ready"] for c in body["pending"]] == [False, False, False]
+    assert body["pending"][0]["seconds_left"] == add_at - body["chain_time"]
+    assert body["pending"][0]["id"] == "0x" + router.functions.changeId(1, newcomer).call().hex()
+
+    chain.advance_time(DEFAULT_MODEL_DELAY - 300)  # past the first, not the others
+    body = client.get("/v1/dashboard/governance", headers=h).json()
+    assert (body["pending"][0]["action"], body["pending"][0]["ready"]) == ("add_signer", True)
+    assert [c["ready"] for c in body["pending"][1:]] == [False, False]
+    assert body["pending"][0]["seconds_left"] == 0
+    chain.send(router.functions.activateGovernance(body["pending"][0]["id"]), chain.accounts.stranger)
+    body = client.get("/v1/dashboard/governance", headers=h).json()
+    assert newcomer in body["signers"]
+    assert sorted(c["action"] for c in body["pending"]) == ["approve_consumer", "set_threshold"]
+
+
+def test_pending_changes_are_sorted_and_named() -> None:
+    raw = [
+        (b"\x02" * 32, 2, "0x" + "00" * 20, 3, 200),
+        (b"\x01" * 32, 9, "0x" + "ab" * 20, 0, 100),
+    ]
+    assert pending_changes(raw, now=150) == [
+        {
+            "id": "0x" + "01" * 32,
+            "action": "unknown(9)",
+            "target": "0x" + "ab" * 20,
+            "threshold": None,
+            "activates_at": 100,
+            "ready": True,
+            "seconds_left": 0,
+        },
+        {
+            "id": "0x" + "02" * 32,
+            "action": "set_threshold",
+            "target": None,
+            "threshold": 3,
+            "activates_at": 200,
+            "ready": False,
+            "seconds_left": 50,
+        },
+    ]

@@ -3,9 +3,11 @@
 "use strict";
 (function () {
   const POLL_MS = 2500;
+  // Pending governance lives on the chain, not behind the cursor: it is re-read every GOVERNANCE_TICKS polls.
+  const GOVERNANCE_TICKS = 12;
   const SVG_NS = "http://www.w3.org/2000/svg";
   const SEVERITY_COLORS = { unknown: "#cbd5e1", none: "#f1f5f9", D0: "#ffff00", D1: "#fcd37f", D2: "#ffaa00", D3: "#e60000", D4: "#730000" };
-  const state = { key: "", cursor: null, data: null, region: null, shipment: null, attestation: null, custody: null, layers: null, fitted: false, timer: null };
+  const state = { key: "", cursor: null, data: null, region: null, shipment: null, attestation: null, custody: null, layers: null, fitted: false, timer: null, ticks: 0 };
 
   // ---- small DOM helpers ------------------------------------------------------------------------------
   function el(tag, attrs, ...children) {
@@ -393,13 +395,37 @@
         el("td", {}, badge(r.reason)), el("td", { class: "wrap", text: r.subject || "—" }), el("td", { class: "wrap", text: r.message })))));
   }
 
+  function duration(s) {
+    if (s >= 86400) return `${fmt(s / 86400, 1)} d`;
+    if (s >= 3600) return `${fmt(s / 3600, 1)} h`;
+    return `${Math.ceil(s / 60)} min`;
+  }
+  const CHANGE_NAMES = { add_signer: "add signer", set_threshold: "set threshold", approve_consumer: "approve consumer" };
+  function renderGovernance(g) {
+    const target = clear(byId("governance"));
+    if (!g) { target.append(emptyNote("Read from the chain once connected.")); return; }
+    if (!g.available) { target.append(emptyNote(`Not available: ${g.reason}`)); return; }
+    const pairs = [["signers", `${g.threshold} of ${g.signers.length}`, "governance-quorum"], ["timelock", duration(g.delay_s), "governance-delay"]];
+    if (g.pending_delay) pairs.push(["timelock change", `to ${duration(g.pending_delay.delay_s)} from ${when(g.pending_delay.effective_at)}`]);
+    target.append(kv(pairs));
+    if (!g.pending.length) { target.append(emptyNote("No pending signer, threshold or consumer changes.")); return; }
+    target.append(table(["change", "target", "activates (chain time, UTC)", "status"], g.pending.map((c) =>
+      el("tr", { "data-testid": "governance-row" }, el("td", { text: CHANGE_NAMES[c.action] || c.action }),
+        el("td", { class: "mono", text: c.action === "set_threshold" ? `k = ${c.threshold}` : short(c.target) }),
+        el("td", { text: when(c.activates_at) }),
+        el("td", {}, c.ready ? badge("ready") : el("span", { text: `in ${duration(c.seconds_left)}` }))))));
+  }
+  async function refreshGovernance() {
+    try { renderGovernance(await api("/v1/dashboard/governance")); } catch (e) { if (e.auth) throw e; renderGovernance({ available: false, reason: e.message }); }
+  }
+
   async function refresh() {
     const data = await api("/v1/dashboard/overview");
     state.data = data; state.cursor = data.cursor;
     drawRegions(data.regions);
     renderAttestations(data.attestations); renderAttestationDetail();
     renderShipments(data.shipments); renderPolicies(data.policies); renderRejects(data.rejects);
-    await Promise.all([renderRegion(), renderShipment()]);
+    await Promise.all([renderRegion(), renderShipment(), refreshGovernance()]);
   }
 
   // Polling a tiny cursor keeps the page live without holding a connection per tab; the full overview is
@@ -408,6 +434,7 @@
     try {
       const c = await api("/v1/dashboard/cursor");
       if (c.cursor !== state.cursor) await refresh();
+      else if (++state.ticks % GOVERNANCE_TICKS === 0) await refreshGovernance();
       setLive(`live · updated ${new Date().toLocaleTimeString()}`, "ok");
     } catch (e) {
       if (e.auth) { disconnect("The key was refused (unknown, revoked, or below viewer)."); return; }
@@ -433,7 +460,7 @@
   byId("key-form").addEventListener("submit", (ev) => { ev.preventDefault(); const k = byId("key-input").value.trim(); if (k) connect(k); });
   byId("disconnect").addEventListener("click", () => disconnect(""));
   drawLegend();
-  renderAttestations([]); renderShipments([]); renderPolicies([]); renderRejects([]); drawRegions([]);
+  renderAttestations([]); renderShipments([]); renderPolicies([]); renderRejects([]); renderGovernance(null); drawRegions([]);
   // A key in the fragment (never sent to the server) is taken once and removed from the address bar.
   const m = /(?:^#|&)key=([^&]+)/.exec(location.hash);
   if (m) { history.replaceState(null, "", location.pathname + location.search); connect(decodeURIComponent(m[1])); }
