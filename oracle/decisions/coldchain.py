@@ -249,6 +249,25 @@ def verdict_report_step(
 # -- the evaluation -------------------------------------------------------------------------------------
 
 
+def message_inputs(blobs: BlobStore, ingest_batches: list[str], devices: set[str]) -> dict[str, bytes]:
+    """Each signed message of ``devices`` in the ingest batches, as a batch of one ``{device, payload}``
+    (content-addressed and stored): the decision's telemetry inputs.
+
+    An ingest batch is this node's commit unit (its grouping and receive times are its own); the signed
+    message is what the device sent, the same bytes on every node that received it. Inputs built from
+    messages make the same readings give the same inputs root everywhere.
+    """
+    out: dict[str, bytes] = {}
+    for cid in ingest_batches:
+        for message in cbor2.loads(blobs.get(cid)):
+            device = str(message["device"])
+            if device not in devices:
+                continue
+            data = cbor2.dumps([{"device": device, "payload": bytes(message["payload"])}], canonical=True)
+            out[blobs.put(data)] = data
+    return out
+
+
 def _batches_through(
     batches: list[bytes], cids: list[str], params: dict[str, Any], until_s: int
 ) -> frozenset[str]:
@@ -346,13 +365,14 @@ def evaluate_shipment(
             .where(Observation.kind == "delivery", Observation.subject == shipment_id)
             .order_by(Observation.observed_at, Observation.id)
         ).first()
-    if only_batches is not None:
-        stored = [row for row in stored if row.batch_cid in only_batches]
-    batch_cids = sorted({row.batch_cid for row in stored})
     accepted = {(row.device_id, int(row.seq)) for row in stored}
+    messages = message_inputs(blobs, sorted({row.batch_cid for row in stored}), set(devices))
+    if only_batches is not None:
+        messages = {c: m for c, m in messages.items() if c in only_batches}
+    batch_cids = sorted(messages)
     profile_yaml = (PROFILE_DIR / f"{name}.yaml").read_bytes()
     profile_cid = blobs.put(profile_yaml)
-    batches = [blobs.get(c) for c in batch_cids]
+    batches = [messages[c] for c in batch_cids]
 
     trace = Trace(blobs)
     # Readings present in the batches but refused at ingest (bad signature, replay, sensor fault) are

@@ -302,15 +302,119 @@ class Cluster:
         )
         return list(logs)
 
-    def round(self, node_id: str, region: str, epoch: int) -> dict[str, Any]:
+    def round(self, node_id: str, region: str, epoch: int, *, namespace: str = "region") -> dict[str, Any]:
         """The node's own view of a round, read from its database (works while the node is down)."""
         from oracle.network.rounds import round_view
 
         ctx = open_context(self.settings(node_id), upgrade=False)
         try:
-            return round_view(ctx, "0x" + subject_id("region", region).hex(), epoch)
+            return round_view(ctx, "0x" + subject_id(namespace, region).hex(), epoch)
         finally:
             ctx.close()
+
+    # ------------------------------------------------------------------ cold chain
+
+    def open_shipment(self, shipment: str, *, amount: int = 1_000 * 10**6) -> None:
+        """The buyer escrows ``amount`` for ``shipment`` (refrigerated profile) on the shared chain."""
+        from oracle.chain.client import transact
+        from oracle.decisions.coldchain import profile_bytes32
+
+        w3 = self.w3
+        deployer, buyer, seller = dev_accounts(3)
+        coin = self.deployment.contract(w3, "TestStablecoin")
+        escrow = self.deployment.contract(w3, "ColdChainEscrow")
+        transact(w3, coin.functions.mint(buyer.address, amount), sender=deployer)
+        transact(w3, coin.functions.approve(escrow.address, amount), sender=buyer)
+        deadline = int(w3.eth.get_block("latest")["timestamp"]) + 30 * 86_400
+        transact(
+            w3,
+            escrow.functions.createShipment(
+                subject_id("shipment", shipment),
+                seller.address,
+                coin.address,
+                amount,
+                profile_bytes32("refrigerated"),
+                deadline,
+            ),
+            sender=buyer,
+        )
+
+    def knows_shipment(self, node_id: str, shipment: str) -> bool:
+        from oracle.storage.tables import Shipment
+
+        ctx = open_context(self.settings(node_id), upgrade=False)
+        try:
+            with ctx.sessions() as s:
+                return s.get(Shipment, "0x" + subject_id("shipment", shipment).hex()) is not None
+        finally:
+            ctx.close()
+
+    def enroll(self, device: str, shipment: str, *, start_s: int, secret: bytes) -> None:
+        """The same logger (one secret) enrolled on every node, as each node's operator would."""
+        import datetime as dt
+
+        from oracle.devices import load_kek, register_device
+
+        for m in self.network.members:
+            settings = self.settings(m.id)
+            ctx = open_context(settings, upgrade=False)
+            try:
+                register_device(
+                    ctx.sessions,
+                    load_kek(settings),
+                    device_id=device,
+                    shipment_id=shipment,
+                    valid_from=dt.datetime.fromtimestamp(start_s - 60, dt.UTC),
+                    secret=secret,
+                )
+            finally:
+                ctx.close()
+
+    def publish(
+        self,
+        device: str,
+        secret: bytes,
+        temps: list[float],
+        *,
+        start_s: int,
+        first_seq: int = 0,
+        per_msg: int = 6,
+    ) -> None:
+        """Signed readings every 10 minutes from ``start_s``, published at QoS 1 on the shared broker."""
+        import json
+        from urllib.parse import urlparse
+
+        from ingest.telemetry.envelope import sign_envelope
+        from tests.telemetry.mqtt_helpers import publish_all, publisher
+
+        payloads = []
+        for first in range(0, len(temps), per_msg):
+            body = [
+                {
+                    "seq": first_seq + i,
+                    "ts": (start_s + i * 600) * 1000,
+                    "temp_c": temps[i],
+                    "battery_pct": 90.0,
+                }
+                for i in range(first, min(first + per_msg, len(temps)))
+            ]
+            payloads.append(json.dumps(sign_envelope(body, secret)).encode())
+        u = urlparse(self.mqtt_url)
+        client = publisher(u.hostname or "127.0.0.1", u.port or 1883, f"test-{device}-{first_seq}")
+        try:
+            publish_all(client, device, payloads)
+        finally:
+            client.loop_stop()
+            client.disconnect()
+
+    def shipment_events(self, shipment: str) -> list[Any]:
+        router = self.deployment.contract(self.w3, "OracleRouter")
+        return list(
+            router.events.ReportAccepted().get_logs(
+                from_block=self.deployment.block,
+                argument_filters={"subject": subject_id("shipment", shipment)},
+            )
+        )
 
 
 @contextlib.contextmanager

@@ -187,6 +187,49 @@ def test_when_the_scheduled_transmitter_dies_with_the_signatures_the_next_one_se
     assert cluster.w3.eth.get_transaction_count(transmitter) == sent_before, f"{first} sent it anyway"
 
 
+def test_a_breach_voids_the_shipment_once_on_k_signatures_of_nodes_that_looked_at_different_times(
+    cluster: Cluster,
+) -> None:
+    """Every node ingests the logger's messages itself and evaluates after each commit of its own; the
+    breach report is decided on the batches that establish it, so all agree on one digest."""
+    import os
+
+    from tests.coldchain.helpers import temperatures
+
+    shipment, device = "SHP-NET-1", "logger-net-1"
+    cluster.open_shipment(shipment)
+    wait_until(
+        lambda: all(cluster.knows_shipment(n, shipment) for n in cluster.network.ids),
+        timeout=60,
+        what="every node to see the escrowed shipment",
+    )
+    secret = os.urandom(32)
+    start = int(time.time()) - 20 * 3600
+    cluster.enroll(device, shipment, start_s=start, secret=secret)
+    temps = temperatures(20, excursion=(6, 2, 46.0))
+    cluster.publish(device, secret, temps[:60], start_s=start)
+    wait_until(lambda: cluster.shipment_events(shipment), timeout=90, what="the void on-chain")
+    # More readings after the breach: nothing new is signed, nothing lands twice.
+    cluster.publish(device, secret, temps[60:], start_s=start + 60 * 600, first_seq=60)
+    time.sleep(3 * cluster.transmit_timeout_s)
+    events = cluster.shipment_events(shipment)
+    assert len(events) == 1
+    assert events[0]["args"]["value"] == 1  # BREACH
+    digest = "0x" + bytes(events[0]["args"]["reportHash"]).hex()
+    for node_id in cluster.network.ids:
+        view = wait_until(
+            lambda n=node_id: (
+                (v := cluster.round(n, shipment, 1, namespace="shipment"))["status"] == "landed" and v
+            ),
+            timeout=30,
+            what=f"{node_id}'s shipment round",
+        )
+        assert view["digest"] == digest
+    escrow = cluster.deployment.contract(cluster.w3, "ColdChainEscrow")
+    voided = escrow.events.ShipmentVoided().get_logs(from_block=cluster.deployment.block)
+    assert [bytes(e["args"]["shipmentId"]) for e in voided].count(subject_id("shipment", shipment)) == 1
+
+
 def test_unauthenticated_and_forged_peer_messages_are_refused(cluster: Cluster) -> None:
     url = cluster.network.member("node1").url + "/v1/peer/signatures"
     r = httpx.post(url, json={"subject": "0x00", "epoch": 1}, timeout=10)
