@@ -127,6 +127,9 @@ class _EvaluationQueue:
 
 #: Evaluations run here, off the event loop, on a few threads behind a bounded queue.
 _QUEUE = _EvaluationQueue(workers=4)
+#: PATCHes of late results run here: not on the event loop (a callback added to a future that is already
+#: done runs at once, in the adding thread) and not on an evaluator (a slow node would hold it).
+_DELIVERIES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chainlink-delivery")
 
 
 def queued_evaluations() -> int:
@@ -318,7 +321,9 @@ async def adapter(request: Request) -> JSONResponse:
         finished = wait > 0 and bool((await asyncio.wait([asyncio.wrap_future(future)], timeout=wait))[0])
         if not finished:
             if response_url:
-                future.add_done_callback(lambda f: deliver(response_url, job_run_id, f, options))
+                future.add_done_callback(
+                    lambda f: _DELIVERIES.submit(deliver, response_url, job_run_id, f, options)
+                )
                 log.info("chainlink adapter pending job_run=%s subject=%s", job_run_id, task.subject)
                 return JSONResponse({"jobRunID": job_run_id, "pending": True}, status_code=200)
             raise AdapterError(504, "timeout", f"evaluation took longer than {options.timeout_s:g}s")

@@ -179,3 +179,29 @@ def test_node_urls_setting_takes_a_comma_separated_list(
         monkeypatch.setenv("ORACLE_CHAINLINK_NODE_URLS", bad)
         with pytest.raises(ConfigError, match="ORACLE_CHAINLINK_NODE_URLS"):
             load_settings(data_dir=tmp_path, _env_file=None)
+
+
+def test_async_results_are_delivered_off_the_event_loop_and_the_evaluators(
+    ctx: Context, node: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A callback added to a future that is already done runs at once, in the adding thread: here the
+    event loop, which a slow node would then block for the PATCH's whole timeout."""
+    threads: list[str] = []
+    real_deliver = adapter.deliver
+
+    def recording_deliver(*args: Any) -> None:
+        threads.append(threading.current_thread().name)
+        real_deliver(*args)
+
+    monkeypatch.setattr(adapter, "deliver", recording_deliver)
+    with client_for(ctx, settings=node.allowed, sync_wait_s=0.0) as c:
+        for _ in range(3):
+            r = c.post("/adapter", json=bridge({**DRY, "region": "atlantis"}, responseURL=node.url))
+            assert r.json()["pending"] is True
+    for _ in range(100):
+        if len(node.bodies) == 3:
+            break
+        threading.Event().wait(0.05)
+    assert len(node.bodies) == 3
+    assert threads
+    assert all(name.startswith("chainlink-delivery") for name in threads), threads
