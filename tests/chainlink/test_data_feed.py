@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from oracle.chain.artifacts import load_artifact
-from oracle.chain.deploy import deploy_feed, feed_name
+from oracle.chain.deploy import feed_name
 from oracle.chain.outbox import OutboxPoster
 from oracle.context import Context
 from oracle.decisions.drought import evaluate_drought
@@ -27,9 +27,7 @@ def test_feed_reader_sees_the_posted_severity(world_ctx: Context, chain: ChainKi
     assert interface == {"decimals", "description", "version", "getRoundData", "latestRoundData"}
 
     region = subject_id("region", "dry")
-    deployment = deploy_feed(
-        chain.w3, chain.deployment, deployer=chain.accounts.deployer, region_subject=region, description="dry"
-    )
+    deployment = chain.add_feed(region, "dry")
     feed = deployment.contract(chain.w3, feed_name(region))
     reader = chain.deploy("FeedReader", feed.address)
 

@@ -149,7 +149,7 @@ class Cluster:
     #: Per node, regions whose geometry that node holds differently (a doctored input in its store).
     region_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def setup(self, world_tmp: Path) -> None:
+    def setup(self, world_tmp: Path, *, seed_world: bool = True) -> None:
         ports = free_ports(self.nodes)
         result = init_network(
             self.directory,
@@ -165,7 +165,8 @@ class Cluster:
         self.deployment = deploy_network(self.w3, self.directory, deployer=dev_accounts(1)[0], model_delay=0)
         anvil_port = int(self.rpc_url.rsplit(":", 1)[1].split("/")[0])
         for m in self.network.members:
-            self.seed(m.id, world_tmp / m.id)
+            if seed_world:
+                self.seed(m.id, world_tmp / m.id)
             self.chain_proxies[m.id] = TcpProxy(anvil_port)
 
     @property
