@@ -232,6 +232,7 @@ def _start_network_node(
     exchanges signatures with the peers and transmits on its turn."""
     from oracle.chain.client import connect
     from oracle.network.membership import Network, load_identity
+    from oracle.network.node import peer_urls
     from oracle.network.rounds import NodeRuntime, RoundDriver
     from oracle.signer.client import HttpSigner
 
@@ -249,6 +250,7 @@ def _start_network_node(
         signer=signer,
         chain_id=deployment.chain_id,
         router=deployment.address("OracleRouter"),
+        peer_urls=peer_urls(ctx.settings.data_dir),
     )
     if runtime.identity.address.lower() != member.peer_key.lower():
         raise ConfigError(f"node {node_id}'s peer key does not match the network file")

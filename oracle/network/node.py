@@ -21,6 +21,25 @@ NODES_DIR = "nodes"
 DEPLOYMENT_FILE = "deployment.json"
 RPC_URL_FILE = Path("chain") / "rpc_url"
 MQTT_URL_FILE = "mqtt_url"
+#: Optional, in a node's directory: ``{"node2": "http://10.0.0.2:8102", ...}``, how this node reaches
+#: those peers when not at the network file's URLs (the URLs peers advertise stay the network file's).
+PEER_URLS_FILE = "peers.json"
+
+
+def peer_urls(node_directory: Path) -> dict[str, str]:
+    path = node_directory / PEER_URLS_FILE
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v.startswith(("http://", "https://"))
+        for k, v in data.items()
+    ):
+        raise ConfigError(f"{path} must map node ids to http(s) URLs")
+    return {str(k): str(v) for k, v in data.items()}
 
 
 def node_dir(network_dir: Path, node_id: str) -> Path:

@@ -46,7 +46,7 @@ class PeerClient:
         body = b"" if payload is None else json.dumps(payload, sort_keys=True).encode()
         headers = sign_request(self.runtime.identity, self.runtime.network, method, path, body)
         headers["Content-Type"] = "application/json"
-        return self._http.request(method, member.url + path, content=body, headers=headers)
+        return self._http.request(method, self.runtime.url_of(member) + path, content=body, headers=headers)
 
     def push_signature(self, member: Member, message: dict[str, Any]) -> httpx.Response:
         return self._call(member, "POST", "/v1/peer/signatures", message)

@@ -59,6 +59,9 @@ OPEN = ("collecting", "ready", "queued")
 CHAIN_CHECK_S = 0.5
 #: Longest wait between two deliveries to a peer that does not answer, seconds.
 MAX_BACKOFF_S = 5.0
+#: How long a settled round keeps delivering its signature to peers that have not acknowledged it
+#: (one that was down or cut off): every member ends up holding every member's word on the round.
+DELIVER_AFTER_SETTLED_S = 24 * 3600
 
 
 @dataclass
@@ -73,6 +76,8 @@ class NodeRuntime:
     verifier: PeerVerifier = field(init=False)
     client: PeerClient = field(init=False)
     wake: threading.Event = field(default_factory=threading.Event)
+    #: How this node reaches a peer when it is not the network file's URL (a private address, a proxy).
+    peer_urls: dict[str, str] = field(default_factory=dict)
     #: Counters for /metrics.
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -85,6 +90,9 @@ class NodeRuntime:
     @property
     def me(self) -> Member:
         return self.network.member(self.identity.node_id)
+
+    def url_of(self, member: Member) -> str:
+        return self.peer_urls.get(member.id, member.url).rstrip("/")
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -374,14 +382,28 @@ class RoundDriver:
 
     # One pass over the open rounds.
     def tick(self, *, now: float | None = None) -> None:
+        """One pass over the open rounds, and over the settled ones some peer has not acknowledged."""
+        current = time.time() if now is None else now
+        peers = {m.id for m in self.runtime.network.members} - {self.runtime.identity.node_id}
+        since = dt.datetime.fromtimestamp(current - DELIVER_AFTER_SETTLED_S, dt.UTC)
         with self.ctx.sessions() as s:
             ids = s.scalars(
                 select(NetworkRound.id).where(NetworkRound.status.in_(OPEN)).order_by(NetworkRound.id)
             ).all()
+            settled = s.execute(
+                select(NetworkRound.id, NetworkRound.delivered_to).where(
+                    NetworkRound.status.not_in(OPEN), NetworkRound.created_at >= since
+                )
+            ).all()
         for round_id in ids:
             if self.stopping.is_set():
                 return
-            self._advance(round_id, time.time() if now is None else now)
+            self._advance(round_id, current)
+        for round_id, delivered in settled:
+            if self.stopping.is_set():
+                return
+            if not peers <= set(delivered or []):
+                self._deliver(round_id, current)
 
     def _advance(self, round_id: int, now: float) -> None:
         self._deliver(round_id, now)
@@ -453,6 +475,7 @@ class RoundDriver:
         self.runtime.count("transmissions_queued")
         if position:
             self.runtime.count("takeovers")
+        self._pump_now()
         log.info(
             "round queued for transmission subject=%s epoch=%s by=%s position=%d signers=%s",
             rnd.subject,
@@ -461,6 +484,18 @@ class RoundDriver:
             position,
             ",".join(rnd.combined),
         )
+
+    def _pump_now(self) -> None:
+        """Send what was just queued now rather than at the outbox job's next tick (the poster's
+        optimistic lock makes a concurrent pump harmless: one row, one transaction)."""
+        from oracle.chain.outbox import OutboxPoster
+
+        poster = self.ctx.extras.get("poster")
+        if isinstance(poster, OutboxPoster):
+            try:
+                poster.pump()
+            except Exception:
+                log.warning("immediate outbox pump failed; the periodic pump will retry", exc_info=True)
 
     def _settle_from_chain(self, round_id: int, now: float) -> bool:
         """Close the round if the router already holds its epoch (or a later one)."""

@@ -8,6 +8,7 @@ the way independent nodes each read the same catalogs; a test can give one node 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -148,9 +149,21 @@ class Cluster:
     chain_proxies: dict[str, TcpProxy] = field(default_factory=dict)
     #: Per node, regions whose geometry that node holds differently (a doctored input in its store).
     region_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: A node whose peer traffic, both ways, runs through proxies a test can cut (:meth:`cut_off`).
+    partitionable: str | None = None
+    bind_ports: dict[str, int] = field(default_factory=dict)
+    peer_proxies: list[TcpProxy] = field(default_factory=list)
 
     def setup(self, world_tmp: Path, *, seed_world: bool = True) -> None:
         ports = free_ports(self.nodes)
+        if self.partitionable is not None:
+            # Its peers reach it through an ingress proxy (the URL the network file advertises); it binds
+            # its own port, where the test still reaches its API.
+            index = int(self.partitionable.removeprefix("node")) - 1
+            self.bind_ports[self.partitionable] = free_ports(1)[0]
+            ingress = TcpProxy(self.bind_ports[self.partitionable])
+            self.peer_proxies.append(ingress)
+            ports[index] = ingress.port
         result = init_network(
             self.directory,
             nodes=self.nodes,
@@ -163,6 +176,15 @@ class Cluster:
         (self.directory / RPC_URL_FILE).write_text(self.rpc_url + "\n")
         (self.directory / MQTT_URL_FILE).write_text(self.mqtt_url + "\n")
         self.deployment = deploy_network(self.w3, self.directory, deployer=dev_accounts(1)[0], model_delay=0)
+        if self.partitionable is not None:
+            # ...and it reaches them through egress proxies of its own.
+            reach = {}
+            for m in self.network.members:
+                if m.id != self.partitionable:
+                    proxy = TcpProxy(int(m.url.rsplit(":", 1)[1]))
+                    self.peer_proxies.append(proxy)
+                    reach[m.id] = proxy.url
+            (node_dir(self.directory, self.partitionable) / "peers.json").write_text(json.dumps(reach))
         anvil_port = int(self.rpc_url.rsplit(":", 1)[1].split("/")[0])
         for m in self.network.members:
             if seed_world:
@@ -202,6 +224,20 @@ class Cluster:
 
     # ------------------------------------------------------------------ processes
 
+    def cut_off(self) -> None:
+        """Cut the partitionable node off from every peer, both ways (chain and broker stay reachable)."""
+        for proxy in self.peer_proxies:
+            proxy.cut()
+
+    def reconnect(self) -> None:
+        for proxy in self.peer_proxies:
+            proxy.mend()
+
+    def api_url(self, node_id: str) -> str:
+        if node_id in self.bind_ports:
+            return f"http://127.0.0.1:{self.bind_ports[node_id]}"
+        return self.network.member(node_id).url
+
     def start(self, node_id: str, *, env: dict[str, str] | None = None) -> None:
         d = node_dir(self.directory, node_id)
         log = (d / "node.log").open("ab")
@@ -224,6 +260,7 @@ class Cluster:
                 str(self.directory),
                 "--node",
                 node_id,
+                *(["--port", str(self.bind_ports[node_id])] if node_id in self.bind_ports else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -233,7 +270,7 @@ class Cluster:
         )
 
     def wait_healthy(self, node_id: str, timeout: float = 90.0) -> None:
-        url = self.network.member(node_id).url
+        url = self.api_url(node_id)
 
         def up() -> bool:
             proc = self.procs[node_id]
@@ -283,7 +320,7 @@ class Cluster:
     # ------------------------------------------------------------------ API and chain
 
     def api(self, node_id: str, method: str, path: str, **kw: Any) -> httpx.Response:
-        url = self.network.member(node_id).url + path
+        url = self.api_url(node_id) + path
         headers = {"Authorization": f"Bearer {self.keys[node_id]}"}
         return httpx.request(method, url, headers=headers, timeout=60, **kw)
 
@@ -428,9 +465,11 @@ def running_cluster(
     threshold: int = 3,
     start: bool = True,
     region_overrides: dict[str, dict[str, Any]] | None = None,
+    partitionable: str | None = None,
 ) -> Iterator[Cluster]:
     cluster = Cluster(tmp / "net", rpc_url, mqtt_url, nodes, threshold)
     cluster.region_overrides = region_overrides or {}
+    cluster.partitionable = partitionable
     cluster.setup(tmp / "world")
     try:
         if start:

@@ -27,6 +27,7 @@ PERIOD = "2026-06"
 EPOCH = (2026 * 12 + 6 - 1) * 1000  # the first report for June 2026
 LIAR = "node4"
 REDUCED_SIMD = "node2"
+PARTITIONED = "node1"
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,7 @@ def cluster(
         start=False,
         # The liar's copy of strip s7's boundary is moved into the wet half: a doctored input in its store.
         region_overrides={LIAR: {"s7": box(36.52, -0.14, 36.98, -0.04)}},
+        partitionable=PARTITIONED,
     ) as c:
         features = dispatched_features()
         assert features, "numpy dispatches no SIMD extension here to turn off"
@@ -228,6 +230,38 @@ def test_a_breach_voids_the_shipment_once_on_k_signatures_of_nodes_that_looked_a
     escrow = cluster.deployment.contract(cluster.w3, "ColdChainEscrow")
     voided = escrow.events.ShipmentVoided().get_logs(from_block=cluster.deployment.block)
     assert [bytes(e["args"]["shipmentId"]) for e in voided].count(subject_id("shipment", shipment)) == 1
+
+
+def test_a_node_cut_off_from_its_peers_for_30_s_rejoins_with_no_duplicate_and_nothing_lost(
+    cluster: Cluster,
+) -> None:
+    cut = PARTITIONED
+    transmitter = _transmitter_address(cluster.directory, cut)
+    sent_before = cluster.w3.eth.get_transaction_count(transmitter)
+    cut_at = time.monotonic()
+    cluster.cut_off()  # both ways; its chain and broker stay reachable
+    try:
+        _request_all(cluster, "s4")  # it computes and signs too, but can neither send nor receive
+        assert _landed(cluster, "s4") == EPOCH  # the other three are k
+        view = _settled(cluster, cut, "s4")  # it learns from the chain that the round is over
+        assert view["status"] == "landed"
+        assert [s["node"] for s in view["signatures"]] == [cut]
+        others = cluster.round("node2", "s4", EPOCH)
+        assert cut not in [s["node"] for s in others["signatures"]]
+        time.sleep(max(0.0, 30 - (time.monotonic() - cut_at)))
+    finally:
+        cluster.reconnect()
+    # Back: every member ends up holding every member's signature, all agreeing; nothing was sent twice.
+    for node_id in cluster.network.ids:
+        wait_until(
+            lambda n=node_id: len(cluster.round(n, "s4", EPOCH)["signatures"]) == 4,
+            timeout=60,
+            what=f"{node_id} to hold all four signatures after the partition",
+        )
+        view = cluster.round(node_id, "s4", EPOCH)
+        assert all(s["agrees"] for s in view["signatures"]), node_id
+    _accepted_once(cluster, "s4")
+    assert cluster.w3.eth.get_transaction_count(transmitter) == sent_before
 
 
 def test_unauthenticated_and_forged_peer_messages_are_refused(cluster: Cluster) -> None:
