@@ -96,8 +96,13 @@ def run(
         Path | None, typer.Option("--network", help="run as a member of the network in this directory")
     ] = None,
     node: Annotated[str | None, typer.Option("--node", help="the member to run (with --network)")] = None,
+    single: Annotated[
+        bool, typer.Option("--single", help="one node with one signer instead of the local network")
+    ] = False,
 ) -> None:
-    """Start the service: database, local chain and broker on embedded defaults, workers and the API."""
+    """Start the service. On embedded defaults (dev, no chain configured): a local network of 3 nodes
+    (k = 2) sharing one anvil and one broker, with the live demo; --single runs one node as one process
+    tree; --network DIR --node ID runs one member of a network."""
     from oracle.config import load_settings
     from oracle.service import serve
 
@@ -110,6 +115,13 @@ def run(
 
         settings = node_settings(settings, network, node)
         serve(settings, demo=False, port=port, network_dir=network, node_id=node)
+        return
+    if not single and settings.env == "dev" and not settings.chain_rpc_url:
+        from oracle.devstack.localnet import serve_local_network
+
+        if port is not None:
+            settings = settings.model_copy(update={"api_port": port})
+        serve_local_network(settings, demo=demo)
         return
     serve(settings, demo=demo, port=port)
 

@@ -1,0 +1,375 @@
+"""``oracle run`` on embedded defaults: a local network of nodes (3, k = 2) with the live demo.
+
+One anvil and one mosquitto are shared; every node is a separate ``oracle run --network DIR --node ID``
+process with its own data directory (database, content store, signer child process, transmitter key,
+peer key) under ``<data dir>/network/nodes/``. Node 1 answers on ``ORACLE_API_PORT`` (the dashboard),
+the others on the next ports. The router is deployed with the members' signer addresses and k.
+
+The demo (:class:`NetworkDemo`) plays the single-node scenario (:mod:`oracle.devstack.demo`) against the
+network: every node ingests the same rasters itself, the same loggers are enrolled on every node (one
+secret each) and publish once to the shared broker, every node is asked to evaluate, and each report
+lands when k nodes computed and signed the same one. ``oracle run --single`` runs one node as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from oracle.config import Settings
+from oracle.errors import ToolError
+from oracle.network.membership import NETWORK_FILE, Network
+from oracle.network.node import DEPLOYMENT_FILE, MQTT_URL_FILE, RPC_URL_FILE, node_dir, node_settings
+
+log = logging.getLogger(__name__)
+
+NODES = 3
+THRESHOLD = 2
+
+
+@dataclass
+class LocalNetwork:
+    directory: Path
+    rpc_url: str
+    mqtt_url: str
+    network: Network
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def settings(self, base: Settings, node_id: str) -> Settings:
+        return node_settings(
+            base.model_copy(update={"chain_rpc_url": "", "mqtt_url": ""}), self.directory, node_id
+        )
+
+    def start(self, node_id: str) -> None:
+        d = node_dir(self.directory, node_id)
+        out = (d / "node.log").open("ab")
+        env = {k: v for k, v in os.environ.items() if k not in ("ORACLE_DATA_DIR", "ORACLE_API_PORT")}
+        env |= {"ORACLE_ENV": "dev", "ORACLE_DATA_DIR": str(d)}
+        self.procs[node_id] = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from oracle.cli import main; main()",
+                "run",
+                "--network",
+                str(self.directory),
+                "--node",
+                node_id,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        out.close()
+
+    def wait_healthy(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(self.network.ids)
+        while pending:
+            for node_id in sorted(pending):
+                proc = self.procs[node_id]
+                if proc.poll() is not None:
+                    log_file = node_dir(self.directory, node_id) / "node.log"
+                    tail = log_file.read_text(errors="replace")[-2000:]
+                    raise ToolError(f"{node_id} exited with code {proc.returncode}; its log ends:\n{tail}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(self.network.member(node_id).url + "/healthz", timeout=1).status_code == 200:
+                        pending.discard(node_id)
+            if time.monotonic() > deadline:
+                raise ToolError(f"{', '.join(sorted(pending))} did not answer /healthz within {timeout:.0f}s")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def local_network(
+    settings: Settings, *, nodes: int = NODES, threshold: int = THRESHOLD
+) -> Iterator[LocalNetwork]:
+    """Make (once) and run a local network in ``<data dir>/network``: chain, broker, nodes."""
+    from oracle.chain.anvil import dev_accounts, start_anvil
+    from oracle.chain.client import connect
+    from oracle.chain.deploy import Deployment
+    from oracle.devstack.broker import start_mosquitto
+    from oracle.network.init import deploy_network, init_network
+
+    directory = settings.data_dir / "network"
+    if not (directory / NETWORK_FILE).exists():
+        init_network(directory, nodes=nodes, threshold=threshold, base_port=settings.api_port)
+    network = Network.load(directory)
+    (directory / "chain").mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        anvil = start_anvil(state_file=directory / "chain" / "anvil-state.json")
+        stack.callback(anvil.stop)
+        broker = start_mosquitto(data_dir=directory / "mqtt")
+        stack.callback(broker.stop)
+        (directory / RPC_URL_FILE).write_text(anvil.url + "\n")
+        (directory / MQTT_URL_FILE).write_text(broker.url + "\n")
+        stack.callback((directory / RPC_URL_FILE).unlink, missing_ok=True)
+        w3 = connect(anvil.url)
+        record = directory / DEPLOYMENT_FILE
+        live = False
+        if record.exists():
+            dep = Deployment.load(record)
+            live = dep.chain_id == w3.eth.chain_id and len(w3.eth.get_code(dep.address("OracleRouter"))) > 0  # type: ignore[arg-type]
+        if not live:
+            deploy_network(w3, directory, deployer=dev_accounts(1)[0])
+        net = LocalNetwork(directory, anvil.url, broker.url, network)
+        stack.callback(net.stop)
+        for node_id in network.ids:
+            net.start(node_id)
+        net.wait_healthy()
+        yield net
+
+
+# ---------------------------------------------------------------------------------------------- demo
+
+
+@dataclass
+class NetworkDemo:
+    net: LocalNetwork
+    base: Settings
+    period: str = ""
+    secrets: dict[str, bytes] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+    start_s: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def note(self, message: str) -> None:
+        log.info("demo: %s", message)
+        print(f"  demo       {message}", flush=True)
+
+    def _each_node(self) -> Iterator[tuple[str, Any]]:
+        from oracle.context import open_context
+
+        for node_id in self.net.network.ids:
+            ctx = open_context(self.net.settings(self.base, node_id), upgrade=False)
+            try:
+                yield node_id, ctx
+            finally:
+                ctx.close()
+
+    def seed(self) -> str:
+        """Inputs and keys on every node, policies and escrows on the chain; returns node 1's admin key."""
+        from oracle.api.keys import Role, create_key
+        from oracle.chain.anvil import dev_accounts
+        from oracle.chain.client import connect, transact
+        from oracle.chain.deploy import Deployment
+        from oracle.decisions.coldchain import profile_bytes32
+        from oracle.devices import load_kek, register_device
+        from oracle.devstack.demo import REGIONS, SHIPMENTS, TICKS, seed_inputs
+        from oracle.reports import subject_id, to_fixed
+
+        now = dt.datetime.now(dt.UTC)
+        self.start_s = int(time.time()) - TICKS * 600
+        self.secrets = {"LOGGER-" + s.rsplit("-", 1)[-1]: os.urandom(32) for s in SHIPMENTS}
+        admin = ""
+        for node_id, ctx in self._each_node():
+            self.period = seed_inputs(ctx, now=now)  # the same bytes on every node: each ingests them itself
+            with ctx.sessions() as s:
+                self.keys[node_id] = create_key(
+                    s, role=Role.OPERATOR, name=f"demo driver {node_id}"
+                ).secret_key
+                if node_id == self.net.network.ids[0]:
+                    admin = create_key(s, role=Role.ADMIN, name=f"demo admin {now:%Y-%m-%d %H:%M}").secret_key
+                s.commit()
+            kek = load_kek(ctx.settings)
+            for shipment in SHIPMENTS:
+                device = "LOGGER-" + shipment.rsplit("-", 1)[-1]
+                register_device(
+                    ctx.sessions,
+                    kek,
+                    device_id=device,
+                    shipment_id=shipment,
+                    valid_from=dt.datetime.fromtimestamp(self.start_s - 60, dt.UTC),
+                    secret=self.secrets[device],
+                )
+        deployment = Deployment.load(self.net.directory / DEPLOYMENT_FILE)
+        w3 = connect(self.net.rpc_url)
+        accounts = dev_accounts(8)
+        deployer, buyer, seller = accounts[0], accounts[5], accounts[6]
+        pool = deployment.contract(w3, "DroughtInsurancePool")
+        escrow = deployment.contract(w3, "ColdChainEscrow")
+        coin = deployment.contract(w3, "TestStablecoin")
+        block_time = int(w3.eth.get_block("latest")["timestamp"])
+        for i, region in enumerate(REGIONS):
+            call = pool.functions.createPolicy(
+                accounts[2 + i].address,
+                subject_id("region", region),
+                block_time - 400 * 86_400,
+                block_time + 400 * 86_400,
+                to_fixed(1.0),
+                to_fixed(4.0),
+                10_000 * 10**6,
+            )
+            transact(w3, call, sender=deployer)
+        amount = 2_000 * 10**6
+        transact(w3, coin.functions.mint(buyer.address, amount * len(SHIPMENTS)), sender=deployer)
+        transact(w3, coin.functions.approve(escrow.address, amount * len(SHIPMENTS)), sender=buyer)
+        for shipment in SHIPMENTS:
+            call = escrow.functions.createShipment(
+                subject_id("shipment", shipment),
+                seller.address,
+                coin.address,
+                amount,
+                profile_bytes32("refrigerated"),
+                block_time + 30 * 86_400,
+            )
+            transact(w3, call, sender=buyer)
+        n, k = len(self.net.network.members), self.net.network.threshold
+        self.note(f"seeded 3 regions, 3 policies and 3 escrows; {n} nodes, k = {k}; evaluating {self.period}")
+        return admin
+
+    def _ask_all(self, body: dict[str, Any]) -> list[int]:
+        """Ask every node to evaluate ``body``'s subject (each computes and signs its own report)."""
+        codes = []
+        for node_id in self.net.network.ids:
+            url = self.net.network.member(node_id).url + "/v1/attestations"
+            try:
+                r = httpx.post(
+                    url, json=body, headers={"Authorization": f"Bearer {self.keys[node_id]}"}, timeout=60
+                )
+                codes.append(r.status_code)
+            except httpx.HTTPError as e:
+                log.warning("demo: %s did not answer: %s", node_id, e)
+                codes.append(0)
+        return codes
+
+    def run(self) -> None:
+        try:
+            self._drought()
+            self._sensors_and_verdicts()
+        except Exception:
+            log.exception("the demo stopped with an error; the network keeps running")
+
+    def _drought(self) -> None:
+        from oracle.devstack.demo import REGIONS
+
+        for region in REGIONS:
+            codes = self._ask_all({"subject": {"namespace": "region", "name": region}, "period": self.period})
+            signed = sum(1 for c in codes if c in (200, 201))
+            self.note(
+                f"{region}: {signed} of {len(codes)} nodes computed and signed their report for {self.period}"
+            )
+
+    def _sensors_and_verdicts(self) -> None:
+        from urllib.parse import urlparse
+
+        import numpy as np
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        from ingest.telemetry.envelope import sign_envelope
+        from oracle.decisions.coldchain import mark_delivered
+        from oracle.devstack.demo import SHIPMENTS, TICKS
+
+        u = urlparse(self.net.mqtt_url)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="oracle-demo-sensors")
+        client.connect(u.hostname or "127.0.0.1", u.port or 1883)
+        client.loop_start()
+        settled: set[str] = set()
+        try:
+            for tick in range(TICKS):
+                if self.stop.is_set():
+                    return
+                for shipment, excursion in SHIPMENTS.items():
+                    device = "LOGGER-" + shipment.rsplit("-", 1)[-1]
+                    temp = 4.8 + 0.4 * np.sin(tick / 5.0) + 0.1 * ((tick * 7) % 3 - 1)
+                    if excursion and excursion[0] <= tick < excursion[0] + excursion[1]:
+                        temp = excursion[2] - 0.3 * ((tick * 5) % 3)
+                    body = {
+                        "seq": tick,
+                        "ts": (self.start_s + tick * 600) * 1000,
+                        "temp_c": round(float(temp), 2),
+                        "battery_pct": 95.0,
+                    }
+                    payload = json.dumps(sign_envelope(body, self.secrets[device]))
+                    client.publish(f"oracle/v1/telemetry/{device}", payload, qos=1)
+                if tick % 5 == 4:
+                    for shipment in SHIPMENTS:
+                        if shipment in settled:
+                            continue
+                        codes = self._ask_all({"subject": {"namespace": "shipment", "name": shipment}})
+                        if any(c in (200, 201) for c in codes):
+                            self.note(
+                                f"{shipment}: BREACH detected by the nodes; the void goes out on k signatures"
+                            )
+                            settled.add(shipment)
+                self.stop.wait(1.0)
+            delivered_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+            for shipment in SHIPMENTS:
+                if shipment in settled:
+                    continue
+                # The consignee's hand-over reaches every node alike (one document, one CID).
+                for _, ctx in self._each_node():
+                    mark_delivered(
+                        ctx.sessions, ctx.blobs, shipment, delivered_at=delivered_at, by="demo consignee"
+                    )
+                codes = self._ask_all({"subject": {"namespace": "shipment", "name": shipment}})
+                if any(c in (200, 201) for c in codes):
+                    self.note(f"{shipment}: delivered without breach; the release goes out on k signatures")
+        finally:
+            client.loop_stop()
+            client.disconnect()
+
+
+def serve_local_network(settings: Settings, *, demo: bool) -> None:
+    """Run the local network (and its demo) until interrupted."""
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with local_network(settings) as net:
+            first = net.network.members[0]
+            lines = [
+                f"oracle network is running: {len(net.network.members)} nodes, k = {net.network.threshold}",
+                *(f"  {m.id:<10} {m.url}  (signer {m.signer})" for m in net.network.members),
+                f"  chain      {net.rpc_url}",
+                f"  broker     {net.mqtt_url}",
+                f"  data dir   {net.directory.resolve()}",
+            ]
+            print("\n".join(lines), flush=True)
+            runner = None
+            if demo:
+                d = NetworkDemo(net, settings)
+                key = d.seed()
+                d.note(f"dashboard  {first.url}/#key={key}")
+                d.note(f"admin API key (shown once): {key}")
+                runner = threading.Thread(target=d.run, name="demo", daemon=True)
+                runner.start()
+            while not stop.is_set():
+                for node_id, proc in net.procs.items():
+                    if proc.poll() is not None:
+                        raise ToolError(f"{node_id} exited with code {proc.returncode}; see its node.log")
+                stop.wait(1.0)
+            if demo and runner is not None:
+                d.stop.set()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    log.info("oracle network stopped")
