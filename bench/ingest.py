@@ -345,7 +345,7 @@ def oracle_run(data_dir: Path, *, ingest_worker: bool) -> Iterator[RunningOracle
     log_path = data_dir.parent / f"{data_dir.name}-run.log"
     with log_path.open("wb") as out:
         proc = subprocess.Popen(
-            [*_oracle_cli(), "run", "--no-demo"],
+            [*_oracle_cli(), "run", "--single", "--no-demo"],
             env=env,
             cwd=data_dir.parent,  # no stray .env from the caller's directory
             stdout=out,

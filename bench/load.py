@@ -100,7 +100,7 @@ def oracle_run(data_dir: Path, limits: dict[str, str]) -> Iterator[str]:
     log_path = data_dir.parent / "oracle-run.log"
     with log_path.open("wb") as out:
         proc = subprocess.Popen(
-            [*_oracle_cli(), "run", "--no-demo"],
+            [*_oracle_cli(), "run", "--single", "--no-demo"],
             env=env,
             cwd=data_dir.parent,  # no stray .env from the caller's directory
             stdout=out,

@@ -38,7 +38,7 @@ def test_run_serves_health_and_stops_cleanly(tmp_path: Path) -> None:
     log = (tmp_path / "run.log").open("w")
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from oracle.cli import main; main()", "run", "--no-demo"],
+        [sys.executable, "-c", "from oracle.cli import main; main()", "run", "--single", "--no-demo"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -203,14 +203,43 @@ def attestations_view(s: Session, *, limit: int = 100) -> list[dict[str, Any]]:
                 "manifest_cid": r.detail.get("manifest_cid")
                 if isinstance(r.detail.get("manifest_cid"), str)
                 else None,
-                "tx_hash": tx.tx_hash if tx is not None else None,
+                # On a network node that did not transmit, the transaction another member sent.
+                "tx_hash": tx.tx_hash if tx is not None else _str_or_none(r.detail.get("tx_hash")),
                 "tx_status": tx.status if tx is not None else None,
                 "block_number": tx.block_number if tx is not None else None,
                 "gas_used": tx.gas_used if tx is not None else None,
                 "revert_reason": tx.revert_reason if tx is not None else None,
+                "network": network_word(s, r),
             }
         )
     return out
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def network_word(s: Session, report: ReportRow) -> dict[str, Any] | None:
+    """On a network node: which members signed this report's digest, which signed another one (a
+    disagreement), whose signatures this node combined, and who transmitted. ``None`` on a single node."""
+    from oracle.storage.network_tables import NetworkRound, PeerSignature
+
+    rnd = s.scalar(select(NetworkRound).where(NetworkRound.report_id == report.id))
+    if rnd is None:
+        return None
+    sigs = s.scalars(
+        select(PeerSignature)
+        .where(PeerSignature.subject == rnd.subject, PeerSignature.epoch == rnd.epoch)
+        .order_by(PeerSignature.node_id)
+    ).all()
+    transmitted = report.detail.get("transmitted_by")
+    return {
+        "round": rnd.status,
+        "signed": [x.node_id for x in sigs if x.digest == rnd.digest],
+        "disagreed": [x.node_id for x in sigs if x.digest != rnd.digest],
+        "combined": list(rnd.combined),
+        "transmitted_by": transmitted if isinstance(transmitted, str) else None,
+    }
 
 
 def rejects_view(s: Session, *, limit: int = 100) -> list[dict[str, Any]]:

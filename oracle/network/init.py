@@ -84,7 +84,15 @@ def init_network(
             ).address
         peer = create_peer_key(d, passphrase=secrets.token_urlsafe(24))
         transmitters[node_id] = _create_transmitter(d)
-        members.append(Member(node_id, str(to_checksum_address(signer)), peer, f"http://{host}:{port}"))
+        members.append(
+            Member(
+                node_id,
+                str(to_checksum_address(signer)),
+                peer,
+                f"http://{host}:{port}",
+                transmitter=transmitters[node_id],
+            )
+        )
     network = Network(
         name=name, threshold=threshold, members=tuple(members), transmit_timeout_s=transmit_timeout_s
     )

@@ -38,9 +38,14 @@ class Member:
     signer: str
     peer_key: str
     url: str
+    #: The account that pays gas for this node's transmissions (optional; shown, never trusted).
+    transmitter: str = ""
 
     def to_json(self) -> dict[str, str]:
-        return {"id": self.id, "signer": self.signer, "peer_key": self.peer_key, "url": self.url}
+        out = {"id": self.id, "signer": self.signer, "peer_key": self.peer_key, "url": self.url}
+        if self.transmitter:
+            out["transmitter"] = self.transmitter
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,10 @@ class Network:
             if m.id == node_id:
                 return m
         raise ConfigError(f"{node_id!r} is not a member of network {self.name!r} ({', '.join(self.ids)})")
+
+    def by_transmitter(self, address: str) -> Member | None:
+        want = address.lower()
+        return next((m for m in self.members if m.transmitter and m.transmitter.lower() == want), None)
 
     def by_signer(self, address: str) -> Member | None:
         want = address.lower()
@@ -137,7 +146,16 @@ def _member(raw: Any, source: str) -> Member:
     url = str(raw["url"]).rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"{source}: member {node_id}: url {url!r} is not http(s)")
-    return Member(id=node_id, signer=addresses["signer"], peer_key=addresses["peer_key"], url=url)
+    transmitter = str(raw.get("transmitter") or "")
+    if transmitter and not is_hex_address(transmitter):
+        raise ConfigError(f"{source}: member {node_id}: transmitter {transmitter!r} is not an address")
+    return Member(
+        id=node_id,
+        signer=addresses["signer"],
+        peer_key=addresses["peer_key"],
+        url=url,
+        transmitter=str(to_checksum_address(transmitter)) if transmitter else "",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- identity

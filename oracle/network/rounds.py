@@ -517,20 +517,45 @@ class RoundDriver:
         if int(latest_epoch) < epoch:
             return False
         landed = int(latest_epoch) == epoch and _hex(bytes(report_hash)) == digest
+        tx_hash, sender = self._landing(subject, epoch) if landed else (None, None)
         with self.ctx.sessions() as s:
             rnd = s.get(NetworkRound, round_id)
             if rnd is None or rnd.status not in OPEN:
                 return True
             rnd.status = "landed" if landed else "superseded"
             rnd.landed_at = utcnow()
+            rnd.landed_tx = tx_hash
             row = s.get(ReportRow, rnd.report_id)
-            if row is not None and row.status in ("collecting", "queued", "pending"):
-                row.status = "confirmed" if landed else "superseded"
+            if row is not None:
+                if row.status in ("collecting", "queued", "pending"):
+                    row.status = "confirmed" if landed else "superseded"
+                if sender is not None:
+                    member = self.runtime.network.by_transmitter(sender)
+                    row.detail = {
+                        **row.detail,
+                        "transmitted_by": member.id if member else sender,
+                        "tx_hash": tx_hash,
+                    }
             s.commit()
         self._checked.pop(round_id, None)
         self.runtime.count("rounds_landed" if landed else "rounds_superseded")
         log.info("round %s subject=%s epoch=%s", "landed" if landed else "superseded", subject, epoch)
         return True
+
+    def _landing(self, subject: str, epoch: int) -> tuple[str | None, str | None]:
+        """The transaction that carried the round's report, and who sent it (for the record only)."""
+        try:
+            head = int(self.w3.eth.block_number)
+            logs = self._router.events.ReportAccepted().get_logs(
+                from_block=max(0, head - 10_000), argument_filters={"subject": bytes.fromhex(subject[2:])}
+            )
+            for entry in logs:
+                if int(entry["args"]["epoch"]) == epoch:
+                    tx = self.w3.eth.get_transaction(entry["transactionHash"])
+                    return "0x" + bytes(entry["transactionHash"]).hex(), str(tx["from"])
+        except Exception as e:  # noqa: BLE001 - who transmitted is shown, never needed
+            log.debug("could not find the landing transaction: %s", e)
+        return None, None
 
     def _deliver(self, round_id: int, now: float) -> None:
         with self.ctx.sessions() as s:

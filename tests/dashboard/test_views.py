@@ -441,3 +441,67 @@ def test_pending_changes_are_sorted_and_named() -> None:
             "seconds_left": 50,
         },
     ]
+
+
+def test_an_attestation_on_a_network_node_names_who_signed_who_disagreed_and_who_sent_it(
+    ctx: Context,
+) -> None:
+    from oracle.dashboard.views import attestations_view
+    from oracle.storage.network_tables import NetworkRound, PeerSignature
+
+    subject = "0x" + subject_id("region", "KE-NET").hex()
+    with ctx.sessions() as s:
+        row = ReportRow(
+            subject=subject,
+            subject_name="KE-NET",
+            kind=1,
+            value="2500000",
+            epoch=7,
+            observed_at=1,
+            inputs_root="0x" + "00" * 32,
+            model_id="0x" + "11" * 32,
+            status="confirmed",
+            detail={"transmitted_by": "node3", "tx_hash": "0x" + "ab" * 32},
+        )
+        s.add(row)
+        s.flush()
+        ours, theirs = "0x" + "aa" * 32, "0x" + "bb" * 32
+        s.add(
+            NetworkRound(
+                subject=subject, epoch=7, report_id=row.id, digest=ours, status="landed", combined=[]
+            )
+        )
+        for node, digest in (("node1", ours), ("node2", ours), ("node3", ours), ("node4", theirs)):
+            s.add(
+                PeerSignature(
+                    subject=subject,
+                    epoch=7,
+                    node_id=node,
+                    signer="0x" + "00" * 20,
+                    digest=digest,
+                    signature="0x",
+                )
+            )
+        s.commit()
+        single = ReportRow(
+            subject="0x" + subject_id("region", "KE-ONE").hex(),
+            subject_name="KE-ONE",
+            kind=1,
+            value="1",
+            epoch=1,
+            observed_at=1,
+            inputs_root="0x" + "00" * 32,
+            model_id="0x" + "11" * 32,
+        )
+        s.add(single)
+        s.commit()
+        views = {v["subject_name"]: v for v in attestations_view(s)}
+    assert views["KE-NET"]["network"] == {
+        "round": "landed",
+        "signed": ["node1", "node2", "node3"],
+        "disagreed": ["node4"],
+        "combined": [],
+        "transmitted_by": "node3",
+    }
+    assert views["KE-NET"]["tx_hash"] == "0x" + "ab" * 32  # sent by another member
+    assert views["KE-ONE"]["network"] is None  # a single node has no network word

@@ -262,10 +262,12 @@
   function renderAttestations(list) {
     const target = clear(byId("attestations"));
     if (!list.length) { target.append(emptyNote("No attestations yet.")); return; }
-    target.append(table(["#", "subject", "kind", "value", "epoch", "status", "tx hash", "block", "top factors"], list.map((a) => {
+    const nodes = (a) => a.network ? `${a.network.signed.length} signed` + (a.network.disagreed.length ? ` · ${a.network.disagreed.length} disagreed` : "") : "—";
+    target.append(table(["#", "subject", "kind", "value", "epoch", "status", "nodes", "tx hash", "block", "top factors"], list.map((a) => {
       const tr = el("tr", { class: "clickable" + (state.attestation === a.id ? " selected" : ""), "data-testid": "attestation-row", "data-id": a.id, onclick: () => { state.attestation = a.id; renderAttestations(state.data.attestations); renderAttestationDetail(); } },
         el("td", { text: a.id }), el("td", { text: a.subject_name || short(a.subject) }), el("td", { text: a.kind }),
         el("td", { text: a.display_value }), el("td", { text: a.epoch }), el("td", {}, badge(a.tx_status || a.status)),
+        el("td", { text: nodes(a), "data-testid": "attestation-nodes" }),
         el("td", { class: "mono", text: short(a.tx_hash) }), el("td", { text: a.block_number === null ? "—" : a.block_number }),
         el("td", { text: a.factors.map((f) => f.name).join(", ") || "—" }));
       return tr;
@@ -278,7 +280,10 @@
     target.append(el("h3", { text: `Attestation #${a.id}: ${a.subject_name || a.subject}` }),
       kv([["kind", a.kind], ["value", `${a.display_value} (raw ${a.value})`], ["epoch", a.epoch], ["observed at", when(a.observed_at)],
         ["report status", a.status], ["tx status", a.tx_status], ["tx hash", a.tx_hash || "not sent yet", "tx-hash"], ["block", a.block_number], ["gas used", a.gas_used],
-        ["revert reason", a.revert_reason], ["signers", a.signers.join(", ") || "—"], ["subject", a.subject], ["inputs root", a.inputs_root], ["model id", a.model_id], ["manifest", a.manifest_cid]]),
+        ["revert reason", a.revert_reason], ["signers", a.signers.join(", ") || "—"],
+        ...(a.network ? [["nodes signed", a.network.signed.join(", ") || "—", "network-signed"], ["nodes disagreed", a.network.disagreed.join(", ") || "none", "network-disagreed"],
+          ["combined here", a.network.combined.join(", ") || "— (another node transmitted)"], ["transmitted by", a.network.transmitted_by || "not yet", "network-transmitter"], ["round", a.network.round]] : []),
+        ["subject", a.subject], ["inputs root", a.inputs_root], ["model id", a.model_id], ["manifest", a.manifest_cid]]),
       el("h4", { text: "Top-3 factors" }), factorList(a.factors),
       el("section", { class: "custody", "data-testid": "custody" }, el("h4", { text: "Chain of custody" }), el("div", { id: "custody-body" }, emptyNote("loading…"))));
     renderCustody(a.id);
