@@ -55,6 +55,12 @@ class Network:
     members: tuple[Member, ...]
     #: Seconds the next node in the transmission schedule waits for the one before it.
     transmit_timeout_s: float = 3.0
+    #: Report policy, the same on every node so that all decide alike whether to sign: a *revised*
+    #: drought report for a period the router already holds is signed only when its value moved by at
+    #: least ``deviation`` (severity units) or ``heartbeat_s`` passed since the one on-chain. A subject
+    #: with no accepted report for ``heartbeat_s`` is flagged in /metrics.
+    deviation: float = 0.1
+    heartbeat_s: int = 35 * 86_400
 
     def __post_init__(self) -> None:
         n = len(self.members)
@@ -69,6 +75,10 @@ class Network:
             )
         if not 0.1 <= self.transmit_timeout_s <= 600:
             raise ConfigError("transmit_timeout_s must be between 0.1 and 600 seconds")
+        if not 0 <= self.deviation <= 5:
+            raise ConfigError("deviation must be between 0 and 5 severity units")
+        if not 60 <= self.heartbeat_s <= 400 * 86_400:
+            raise ConfigError("heartbeat_s must be between a minute and 400 days")
         for field_name in ("id", "signer", "peer_key", "url"):
             values = [getattr(m, field_name).lower() for m in self.members]
             if len(set(values)) != n:
@@ -98,6 +108,7 @@ class Network:
             "name": self.name,
             "threshold": self.threshold,
             "transmit_timeout_s": self.transmit_timeout_s,
+            "report_policy": {"deviation": self.deviation, "heartbeat_s": self.heartbeat_s},
             "members": [m.to_json() for m in self.members],
         }
 
@@ -115,6 +126,8 @@ class Network:
                 threshold=int(data["threshold"]),
                 members=members,
                 transmit_timeout_s=float(data.get("transmit_timeout_s", 3.0)),
+                deviation=float((data.get("report_policy") or {}).get("deviation", 0.1)),
+                heartbeat_s=int((data.get("report_policy") or {}).get("heartbeat_s", 35 * 86_400)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ConfigError(f"{source} is malformed: {type(e).__name__}: {e}") from None

@@ -17,6 +17,9 @@ from oracle.storage.network_tables import NetworkRound
 log = logging.getLogger(__name__)
 
 
+MAX_SUBJECTS = 1000
+
+
 class NetworkCollector(Collector):
     def __init__(self, ctx: Context, runtime: NodeRuntime) -> None:
         self.ctx = ctx
@@ -47,9 +50,47 @@ class NetworkCollector(Collector):
         )
         dis.add_metric([], float(disagreements))
         yield dis
+        yield self._heartbeats()
         counters = CounterMetricFamily(
             "oracle_network_events", "network events since this node started", labels=["event"]
         )
         for name, n in sorted(self.runtime.counters.items()):
             counters.add_metric([name], float(n))
         yield counters
+
+    def _heartbeats(self) -> GaugeMetricFamily:
+        """1 for a subscribed subject whose newest accepted report is older than the heartbeat."""
+        import time
+
+        missed = GaugeMetricFamily(
+            "oracle_heartbeat_missed",
+            "1 when a subscribed subject's newest accepted report is older than the network's heartbeat",
+            labels=["subject"],
+        )
+        now = time.time()
+        try:
+            self._fill(missed, now)
+        except SQLAlchemyError as e:
+            log.warning("metrics: heartbeats unavailable: %s", e.__class__.__name__)
+        return missed
+
+    def _fill(self, missed: GaugeMetricFamily, now: float) -> None:
+        from oracle.storage.tables import ReportRow, Subscription
+
+        with self.ctx.sessions() as s:
+            subjects = s.scalars(
+                select(Subscription.subject)
+                .where(Subscription.active.is_(True))
+                .distinct()
+                .limit(MAX_SUBJECTS)
+            ).all()
+            for subject in subjects:
+                row = s.execute(
+                    select(func.max(ReportRow.observed_at), func.max(ReportRow.subject_name)).where(
+                        ReportRow.subject == subject.lower(), ReportRow.status.in_(("confirmed", "accepted"))
+                    )
+                ).one()
+                if row[0] is None:
+                    continue
+                late = now - int(row[0]) > self.runtime.network.heartbeat_s
+                missed.add_metric([str(row[1] or subject)], 1.0 if late else 0.0)

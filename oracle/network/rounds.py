@@ -182,6 +182,43 @@ def begin_round(
     return Attestation(report_id, 0, "", created)
 
 
+# ---------------------------------------------------------------------------------------------- policy
+
+
+def within_deviation(
+    runtime: NodeRuntime, w3: Web3, report: Report, *, now: float | None = None
+) -> str | None:
+    """Why a revised drought report need not be signed (the router holds this period's report, the value
+    moved less than the network's deviation and its heartbeat has not passed), or ``None`` to sign it.
+
+    Every node reads the same router and applies the same policy (the network file's), so they decide
+    alike. A first report for a period, a cold-chain verdict, or an unreadable router: always sign.
+    """
+    from oracle.decisions.drought import REVISIONS_PER_PERIOD
+    from oracle.reports import VALUE_SCALE, ReportKind
+
+    if report.kind != ReportKind.DROUGHT_SEVERITY:
+        return None
+    router = w3.eth.contract(address=to_checksum_address(runtime.router), abi=_router_abi())
+    try:
+        epoch, observed_at, value, _, _ = router.functions.latest(report.subject).call()
+    except Exception:  # noqa: BLE001 - when in doubt, sign: the router refuses a stale epoch anyway
+        return None
+    if (
+        int(epoch) // REVISIONS_PER_PERIOD != report.epoch // REVISIONS_PER_PERIOD
+        or int(epoch) >= report.epoch
+    ):
+        return None
+    moved = abs(report.value - int(value)) / VALUE_SCALE
+    age = (time.time() if now is None else now) - int(observed_at)
+    network = runtime.network
+    if moved >= network.deviation or age >= network.heartbeat_s:
+        return None
+    return (
+        f"moved {moved:.3f} < deviation {network.deviation}; heartbeat ({network.heartbeat_s} s) not passed"
+    )
+
+
 # ---------------------------------------------------------------------------------------------- receive
 
 

@@ -47,7 +47,7 @@ def attest_outcome(ctx: Context, outcome: DecisionOutcome, *, subject_name: str)
     :raises ValidationError: the decision is incomplete (``decision_incomplete``): nothing is signed.
     """
     from oracle.decisions.post import post_decision
-    from oracle.network.rounds import NodeRuntime, begin_round
+    from oracle.network.rounds import NodeRuntime, begin_round, within_deviation
 
     runtime = ctx.extras.get("network_node")
     if isinstance(runtime, NodeRuntime):
@@ -55,6 +55,14 @@ def attest_outcome(ctx: Context, outcome: DecisionOutcome, *, subject_name: str)
             raise ValidationError(
                 f"decision {outcome.decision_id} is {outcome.status}: {outcome.reason}",
                 reason="decision_incomplete",
+            )
+        from oracle.chain.client import connect
+
+        skip = within_deviation(runtime, connect(ctx.chain_rpc_url), outcome.report)
+        if skip is not None:
+            raise ValidationError(
+                f"decision {outcome.decision_id} revises a report the router holds and is not signed: {skip}",
+                reason="within_deviation",
             )
         return begin_round(
             ctx,
@@ -89,6 +97,11 @@ def post_outcome(ctx: Context, outcome: DecisionOutcome, *, subject_name: str) -
         return attest_outcome(ctx, outcome, subject_name=subject_name).outbox_id
     except (ConfigError, NotFound) as e:
         log.warning("decision %s for %s not posted: %s", outcome.decision_id, subject_name, e)
+        return None
+    except ValidationError as e:
+        if getattr(e, "reason", "") != "within_deviation":
+            raise
+        log.info("decision %s for %s not posted: %s", outcome.decision_id, subject_name, e)
         return None
 
 
