@@ -2,20 +2,169 @@
 
 Every command has ``--help``. User errors (bad configuration, missing files, refused input) print one
 line to stderr and exit 1 (2 for usage errors); tracebacks are for bugs only.
+
+The command groups that live beside their domain code (``signer``, ``ingest``, ``models``, ...) are
+loaded only when invoked: :data:`LAZY_COMMANDS` holds each one's one-line help for ``oracle --help``,
+so that ``oracle --help`` and ``oracle version`` import neither SQLAlchemy, web3, numpy nor LightGBM.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from oracle import __version__
-from oracle.config import Settings
 from oracle.errors import ConfigError, OracleError, ValidationError
 from oracle.logs import configure_logging
+
+if TYPE_CHECKING:
+    from typer import _click as click  # typer vendors click: its groups hold these commands
+
+    from oracle.config import Settings
+
+
+@dataclass(frozen=True)
+class LazyCommand:
+    """A command or group mounted on first use: ``load`` returns its click command."""
+
+    help: str
+    load: Callable[[], click.Command]
+
+
+def _typer_group(module: str, attribute: str = "app") -> Callable[[], click.Command]:
+    def load() -> click.Command:
+        sub: typer.Typer = getattr(importlib.import_module(module), attribute)
+        return typer.main.get_group(sub)  # a group even with one command, as add_typer mounts it
+
+    return load
+
+
+def _typer_function(module: str, attribute: str, name: str, help_: str) -> Callable[[], click.Command]:
+    def load() -> click.Command:
+        sub = typer.Typer(add_completion=False)
+        sub.command(name, help=help_)(getattr(importlib.import_module(module), attribute))
+        return typer.main.get_command(sub)
+
+    return load
+
+
+def _load_ingest() -> click.Command:
+    from oracle.commands import pipeline
+    from oracle.commands.telemetry import ingest_app
+
+    if not any(c.name == "raster" for c in ingest_app.registered_commands):
+        ingest_app.command("raster")(pipeline.ingest_raster_command)
+        ingest_app.command("weather")(pipeline.ingest_weather_command)
+    return typer.main.get_group(ingest_app)
+
+
+def _load_indices() -> click.Command:
+    from oracle.commands.coldchain import mkt_command
+    from oracle.commands.drought import spi_command
+
+    indices_app = typer.Typer(help=LAZY_COMMANDS["indices"].help, no_args_is_help=True)
+    indices_app.command("spi", help="Standardized Precipitation Index from monthly totals.")(spi_command)
+    indices_app.command("mkt", help="Mean kinetic temperature (USP <1160>) of a log.")(mkt_command)
+    return typer.main.get_group(indices_app)
+
+
+def _load_models() -> click.Command:
+    from oracle.commands.coldchain import train_coldchain_command
+    from oracle.commands.drought import train_drought_command
+
+    models_app = typer.Typer(help=LAZY_COMMANDS["models"].help, no_args_is_help=True)
+    train_app = typer.Typer(help="Train a model; its artifact hash is the modelId.", no_args_is_help=True)
+    train_app.command("drought", help="Train the drought severity model.")(train_drought_command)
+    train_app.command("coldchain", help="Train the cold-chain breach model.")(train_coldchain_command)
+    models_app.add_typer(train_app, name="train")
+    return typer.main.get_group(models_app)
+
+
+_VERIFY_HELP = "Recompute an attested decision from its inputs: MATCH or MISMATCH per step."
+_EXPORT_HELP = "Write a self-contained bundle that `oracle verify --bundle` checks offline."
+_ZONAL_HELP = (
+    'Exact area-weighted mean per region: CSV region_id,mean,valid_fraction on stdout ("" = no data).'
+)
+
+#: The groups and commands beside their domain code, in ``oracle --help`` order. The help strings are
+#: the loaded commands' own (a test compares them), kept here so that listing them imports nothing.
+LAZY_COMMANDS: dict[str, LazyCommand] = {
+    "signer": LazyCommand(
+        "The oracle signer: generate a key, serve EIP-712 report signatures on loopback.",
+        _typer_group("oracle.signer.cli"),
+    ),
+    "regions": LazyCommand(
+        "Insured regions (GeoJSON polygons).", _typer_group("oracle.commands.pipeline", "regions_app")
+    ),
+    "evaluate": LazyCommand(
+        "Run one evaluation now.", _typer_group("oracle.commands.pipeline", "evaluate_app")
+    ),
+    "shipments": LazyCommand(
+        "Shipments under escrow.", _typer_group("oracle.commands.pipeline", "shipments_app")
+    ),
+    "devices": LazyCommand(
+        "Telemetry devices: HMAC secrets bound to shipments.",
+        _typer_group("oracle.commands.telemetry", "devices_app"),
+    ),
+    "apikeys": LazyCommand(
+        "API keys for the operators' HTTP API (roles: viewer, operator, admin).",
+        _typer_group("oracle.commands.apikeys"),
+    ),
+    "backfill": LazyCommand("Evaluate past periods.", _typer_group("oracle.commands.backfill")),
+    "network": LazyCommand(
+        "A network of oracle nodes that co-sign every report (k of n).",
+        _typer_group("oracle.commands.network"),
+    ),
+    "verify": LazyCommand(
+        _VERIFY_HELP, _typer_function("oracle.commands.verify", "verify_command", "verify", _VERIFY_HELP)
+    ),
+    "export": LazyCommand(
+        _EXPORT_HELP, _typer_function("oracle.commands.verify", "export_command", "export", _EXPORT_HELP)
+    ),
+    "ingest": LazyCommand("Ingest workers.", _load_ingest),
+    "zonal": LazyCommand(
+        _ZONAL_HELP, _typer_function("oracle.commands.pipeline", "zonal_command", "zonal", _ZONAL_HELP)
+    ),
+    "indices": LazyCommand("Drought and cold-chain indices from CSV files.", _load_indices),
+    "models": LazyCommand("Model training and the model registry.", _load_models),
+}
+
+
+@functools.cache
+def load_command(name: str) -> click.Command:
+    """The real command behind the lazy entry ``name`` (imported once per process)."""
+    return LAZY_COMMANDS[name].load()
+
+
+class _LazyGroup(TyperGroup):
+    """The root group: lists the lazy entries by their help alone and imports one only to run it."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in LAZY_COMMANDS if n not in self.commands)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is not None or cmd_name not in LAZY_COMMANDS:
+            return found
+        # For listings (help, suggestions): a stand-in that carries the help and nothing else.
+        lazy = LAZY_COMMANDS[cmd_name]
+        return TyperCommand(cmd_name, help=lazy.help, short_help=lazy.help)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] in LAZY_COMMANDS and args[0] not in self.commands:
+            self.add_command(load_command(args[0]), args[0])
+        return super().resolve_command(ctx, args)
+
 
 app = typer.Typer(
     name="oracle",
@@ -23,6 +172,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=_LazyGroup,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 chain_app = typer.Typer(help="Local chain and contract deployments.", no_args_is_help=True)
@@ -261,62 +411,8 @@ def _redact_url(url: str) -> str:
         return url.split("@")[-1]
 
 
-_registered = False
-
-
-def _register_optional(app_: typer.Typer) -> None:
-    """Mount the command groups that live beside their domain code (once)."""
-    global _registered
-    if _registered:
-        return
-    _registered = True
-    from oracle.commands import pipeline
-    from oracle.commands.coldchain import mkt_command, train_coldchain_command
-    from oracle.commands.drought import spi_command, train_drought_command
-    from oracle.commands.telemetry import devices_app, ingest_app
-    from oracle.signer.cli import app as signer_app
-
-    app_.add_typer(signer_app, name="signer")
-    app_.add_typer(pipeline.regions_app, name="regions")
-    app_.add_typer(pipeline.evaluate_app, name="evaluate")
-    app_.add_typer(pipeline.shipments_app, name="shipments")
-    app_.add_typer(devices_app, name="devices")
-    from oracle.commands.apikeys import app as apikeys_app
-
-    app_.add_typer(apikeys_app, name="apikeys")
-    from oracle.commands.backfill import app as backfill_app
-
-    app_.add_typer(backfill_app, name="backfill")
-    from oracle.commands.network import app as network_app
-
-    app_.add_typer(network_app, name="network")
-    from oracle.commands.verify import export_command, verify_command
-
-    app_.command(
-        "verify", help="Recompute an attested decision from its inputs: MATCH or MISMATCH per step."
-    )(verify_command)
-    app_.command(
-        "export", help="Write a self-contained bundle that `oracle verify --bundle` checks offline."
-    )(export_command)
-    ingest_app.command("raster")(pipeline.ingest_raster_command)
-    ingest_app.command("weather")(pipeline.ingest_weather_command)
-    app_.add_typer(ingest_app, name="ingest")
-    app_.command("zonal")(pipeline.zonal_command)
-    indices_app = typer.Typer(help="Drought and cold-chain indices from CSV files.", no_args_is_help=True)
-    indices_app.command("spi", help="Standardized Precipitation Index from monthly totals.")(spi_command)
-    indices_app.command("mkt", help="Mean kinetic temperature (USP <1160>) of a log.")(mkt_command)
-    app_.add_typer(indices_app, name="indices")
-    models_app = typer.Typer(help="Model training and the model registry.", no_args_is_help=True)
-    train_app = typer.Typer(help="Train a model; its artifact hash is the modelId.", no_args_is_help=True)
-    train_app.command("drought", help="Train the drought severity model.")(train_drought_command)
-    train_app.command("coldchain", help="Train the cold-chain breach model.")(train_coldchain_command)
-    models_app.add_typer(train_app, name="train")
-    app_.add_typer(models_app, name="models")
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the Typer app and turns OracleError into one clear line."""
-    _register_optional(app)
     try:
         app(args=argv, standalone_mode=True)
     except OracleError as e:
