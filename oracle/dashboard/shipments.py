@@ -22,6 +22,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from oracle.dashboard.views import SETTLEMENT_TOKEN, Token, token_amount
 from oracle.errors import NotFound, ValidationError
 from oracle.reports import ReportKind, subject_id
 from oracle.storage.tables import ReportRow, Shipment, TelemetryReading
@@ -58,8 +59,9 @@ def _names_by_subject(s: Session) -> dict[str, str]:
     return names
 
 
-def shipments_view(s: Session, *, limit: int = 200) -> list[dict[str, Any]]:
-    """Every escrowed shipment and every telemetry stream, newest readings first."""
+def shipments_view(s: Session, *, limit: int = 200, token: Token = SETTLEMENT_TOKEN) -> list[dict[str, Any]]:
+    """Every escrowed shipment and every telemetry stream, newest readings first. ``status`` is the
+    escrow's as the listener projected it (open, voided, released, reclaimed), or "not escrowed"."""
     names = _names_by_subject(s)
     stats = {
         shipment_id: (n, last)
@@ -85,6 +87,7 @@ def shipments_view(s: Session, *, limit: int = 200) -> list[dict[str, Any]]:
                 "profile": profile_name(row.profile) if row is not None else None,
                 "profile_hash": row.profile if row is not None else None,
                 "amount": row.amount if row is not None else None,
+                "amount_display": token_amount(row.amount, token) if row is not None else None,
                 "buyer": row.buyer if row is not None else None,
                 "seller": row.seller if row is not None else None,
                 "deadline": row.deadline if row is not None else None,

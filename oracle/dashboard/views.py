@@ -9,6 +9,7 @@ read into a view.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from oracle.reports import VALUE_SCALE, ReportKind, Verdict
 from oracle.storage.decision_tables import Decision, Region
 from oracle.storage.tables import (
+    ChainEvent,
     OutboxRow,
     Payout,
     Policy,
@@ -28,6 +30,52 @@ from oracle.storage.tables import (
 
 #: US Drought Monitor classes by severity level 0…5 (the DROUGHT_SEVERITY value rounds down to one).
 SEVERITY_CLASSES: tuple[str, ...] = ("none", "D0", "D1", "D2", "D3", "D4")
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """An ERC-20 as the page shows it: amounts on-chain are integers of ``10**-decimals`` ``symbol``."""
+
+    symbol: str
+    decimals: int
+
+
+#: What the pool pays and the escrow holds: ``TestStablecoin`` as ``deploy_all`` deploys it ("tUSD",
+#: ``decimals() == 6``; a test reads both back from a deployed copy).
+SETTLEMENT_TOKEN = Token(symbol="tUSD", decimals=6)
+
+#: Report states that come from the chain (the listener saw ``ReportAccepted``; a network round saw its
+#: digest land, or a later one take its place). They outrank this node's own transaction, which may still
+#: read pending or sent, or reverted because another member's copy of the report landed first.
+CHAIN_REPORT_STATES = ("accepted", "confirmed", "superseded")
+
+
+def token_amount(base_units: str | int | None, token: Token) -> str | None:
+    """``base_units`` (an on-chain integer, as stored: a decimal string) in token units with thousands
+    separators and the symbol: ``10000000000`` of a 6-decimal "tUSD" is ``"10,000.00 tUSD"``. At least
+    two decimals are shown, and every further one that is not zero, so nothing is rounded away. None when
+    absent or not an integer."""
+    if base_units is None:
+        return None
+    try:
+        n = int(base_units)
+    except ValueError:
+        return None
+    whole, frac = divmod(abs(n), 10**token.decimals)
+    digits = str(frac).rjust(token.decimals, "0").rstrip("0") if token.decimals else ""
+    if token.decimals:
+        digits = digits.ljust(min(2, token.decimals), "0")
+    sign = "-" if n < 0 else ""
+    return f"{sign}{whole:,}{'.' + digits if digits else ''} {token.symbol}"
+
+
+def attestation_state(report_status: str, tx_status: str | None) -> str:
+    """The one word the attestation log shows: the chain's when it has spoken (``CHAIN_REPORT_STATES``),
+    else this node's transaction's (pending, signed, sent, confirmed, reverted), else the report's own
+    (pending, queued)."""
+    if report_status in CHAIN_REPORT_STATES:
+        return report_status
+    return tx_status or report_status
 
 
 def fixed_to_float(value: str | None) -> float | None:
@@ -119,8 +167,9 @@ def regions_view(s: Session) -> list[dict[str, Any]]:
     return out
 
 
-def policies_view(s: Session, *, limit: int = 200) -> list[dict[str, Any]]:
-    """Policies with their terms as severities, the insured region's name and the payout, if any."""
+def policies_view(s: Session, *, limit: int = 200, token: Token = SETTLEMENT_TOKEN) -> list[dict[str, Any]]:
+    """Policies with their terms as severities, the insured region's name and the payout, if any.
+    ``limit``/``payout`` are base units; ``*_display`` the same in ``token`` units."""
     names = {r.subject: r.name or r.region_id for r in s.scalars(select(Region))}
     payouts = {(p.pool, p.policy_id): p for p in s.scalars(select(Payout))}
     out = []
@@ -137,15 +186,17 @@ def policies_view(s: Session, *, limit: int = 200) -> list[dict[str, Any]]:
                 "trigger": fixed_to_float(p.trigger),
                 "exit": fixed_to_float(p.exit),
                 "limit": p.limit,
+                "limit_display": token_amount(p.limit, token),
                 "status": p.status,
                 "payout": paid.amount if paid is not None else None,
+                "payout_display": token_amount(paid.amount, token) if paid is not None else None,
                 "payout_tx": paid.tx_hash if paid is not None else None,
             }
         )
     return out
 
 
-def payouts_view(s: Session, *, limit: int = 200) -> list[dict[str, Any]]:
+def payouts_view(s: Session, *, limit: int = 200, token: Token = SETTLEMENT_TOKEN) -> list[dict[str, Any]]:
     rows = s.scalars(select(Payout).order_by(Payout.block_number.desc(), Payout.id.desc()).limit(limit))
     return [
         {
@@ -153,6 +204,7 @@ def payouts_view(s: Session, *, limit: int = 200) -> list[dict[str, Any]]:
             "policy_id": p.policy_id,
             "insured": p.insured,
             "amount": p.amount,
+            "amount_display": token_amount(p.amount, token),
             "tx_hash": p.tx_hash,
             "block_number": p.block_number,
         }
@@ -173,7 +225,10 @@ def _display_value(kind: int, value: str) -> str:
 
 
 def attestations_view(s: Session, *, limit: int = 100) -> list[dict[str, Any]]:
-    """The newest reports with their transaction (hash, status, block, gas) and top-3 factors."""
+    """The newest reports with their transaction (hash, status, block, gas) and top-3 factors.
+
+    ``state`` is what to show (:func:`attestation_state`). Once the chain accepted a report, its ``tx_hash``
+    and ``block_number`` are those of the transaction that carried it, whoever sent it."""
     reports = s.scalars(select(ReportRow).order_by(ReportRow.id.desc()).limit(limit)).all()
     ids = [r.id for r in reports]
     txs = {
@@ -183,6 +238,9 @@ def attestations_view(s: Session, *, limit: int = 100) -> list[dict[str, Any]]:
     out = []
     for r in reports:
         tx = txs.get(r.id)
+        on_chain = r.status in CHAIN_REPORT_STATES
+        chain_tx = _str_or_none(r.detail.get("tx_hash"))
+        chain_block = r.detail.get("block")
         kind_name = ReportKind(r.kind).name if r.kind in ReportKind._value2member_map_ else str(r.kind)
         out.append(
             {
@@ -197,6 +255,7 @@ def attestations_view(s: Session, *, limit: int = 100) -> list[dict[str, Any]]:
                 "inputs_root": r.inputs_root,
                 "model_id": r.model_id,
                 "status": r.status,
+                "state": attestation_state(r.status, tx.status if tx is not None else None),
                 "created_at": _iso(r.created_at),
                 "factors": top_factors(r.detail.get("factors")),
                 "signers": [x for x in r.detail.get("signers", []) if isinstance(x, str)],
@@ -204,9 +263,13 @@ def attestations_view(s: Session, *, limit: int = 100) -> list[dict[str, Any]]:
                 if isinstance(r.detail.get("manifest_cid"), str)
                 else None,
                 # On a network node that did not transmit, the transaction another member sent.
-                "tx_hash": tx.tx_hash if tx is not None else _str_or_none(r.detail.get("tx_hash")),
+                "tx_hash": chain_tx
+                if chain_tx is not None and (on_chain or tx is None)
+                else (tx.tx_hash if tx is not None else None),
                 "tx_status": tx.status if tx is not None else None,
-                "block_number": tx.block_number if tx is not None else None,
+                "block_number": chain_block
+                if isinstance(chain_block, int) and (on_chain or tx is None)
+                else (tx.block_number if tx is not None else None),
                 "gas_used": tx.gas_used if tx is not None else None,
                 "revert_reason": tx.revert_reason if tx is not None else None,
                 "network": network_word(s, r),
@@ -263,7 +326,10 @@ def change_cursor(s: Session) -> str:
     re-fetches only when it moves."""
     parts = [
         s.scalar(select(func.max(ReportRow.id))),
-        s.scalar(select(func.count(ReportRow.id)).where(ReportRow.status == "confirmed")),
+        s.scalar(select(func.count(ReportRow.id)).where(ReportRow.status.in_(CHAIN_REPORT_STATES))),
+        # Every event the listener projects (a report accepted, a shipment voided or released, a policy
+        # paid) is stored with its effect, so the newest one moves the cursor whatever it changed.
+        s.scalar(select(func.max(ChainEvent.id))),
         s.scalar(select(func.max(OutboxRow.updated_at))),
         s.scalar(select(func.count(OutboxRow.id)).where(OutboxRow.tx_hash.is_not(None))),
         s.scalar(select(func.max(Decision.id))),
@@ -279,16 +345,17 @@ def change_cursor(s: Session) -> str:
     return ".".join("" if p is None else str(p) for p in parts)
 
 
-def overview(s: Session) -> dict[str, Any]:
-    """Everything the page's panels list, in one answer."""
+def overview(s: Session, *, token: Token = SETTLEMENT_TOKEN) -> dict[str, Any]:
+    """Everything the page's panels list, in one answer; ``token`` is what amounts are counted in."""
     from oracle.dashboard.shipments import shipments_view
 
     return {
         "cursor": change_cursor(s),
+        "token": {"symbol": token.symbol, "decimals": token.decimals},
         "regions": regions_view(s),
-        "policies": policies_view(s),
-        "payouts": payouts_view(s),
-        "shipments": shipments_view(s),
+        "policies": policies_view(s, token=token),
+        "payouts": payouts_view(s, token=token),
+        "shipments": shipments_view(s, token=token),
         "attestations": attestations_view(s),
         "rejects": rejects_view(s),
     }
