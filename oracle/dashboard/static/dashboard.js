@@ -71,27 +71,39 @@
     for (const s of [0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30]) if (span / s <= 8) return s;
     return 30;
   }
-  // A plain graticule is the shipped basemap: no tiles, nothing fetched from elsewhere.
-  function drawGraticule(bounds) {
+  // A plain graticule is the shipped basemap: no tiles, nothing fetched from elsewhere. It follows the view
+  // (redrawn on every move) and labels the lines where they cross the view's edges: latitudes at the right
+  // edge, longitudes at the top, clear of the zoom buttons (top left) and the attribution (bottom right).
+  function degrees(v, step, pos, neg) {
+    const digits = step >= 1 ? 0 : step >= 0.5 ? 1 : 2;
+    return `${Math.abs(v).toFixed(digits)}°${v > 0 ? pos : v < 0 ? neg : ""}`;
+  }
+  function drawGraticule() {
     graticule.clearLayers();
+    const bounds = map.getBounds();
     const span = Math.max(bounds.getNorth() - bounds.getSouth(), bounds.getEast() - bounds.getWest(), 0.1);
     const step = niceStep(span);
-    const south = Math.max(-85, Math.floor((bounds.getSouth() - 4 * step) / step) * step);
-    const north = Math.min(85, Math.ceil((bounds.getNorth() + 4 * step) / step) * step);
-    const west = Math.max(-180, Math.floor((bounds.getWest() - 4 * step) / step) * step);
-    const east = Math.min(180, Math.ceil((bounds.getEast() + 4 * step) / step) * step);
+    const south = Math.max(-85, Math.floor(bounds.getSouth() / step) * step);
+    const north = Math.min(85, Math.ceil(bounds.getNorth() / step) * step);
+    const west = Math.max(-180, Math.floor(bounds.getWest() / step) * step);
+    const east = Math.min(180, Math.ceil(bounds.getEast() / step) * step);
     const style = { color: "#9fb3c8", weight: 0.7, interactive: false };
-    for (let lat = south; lat <= north + 1e-9; lat += step) {
+    const label = (latlng, text, cls) => L.marker(latlng, { interactive: false, keyboard: false,
+      icon: L.divIcon({ html: el("span", { class: "graticule-label " + cls, "data-testid": "graticule-label", text }), className: "graticule-icon", iconSize: null }) }).addTo(graticule);
+    // Pixels kept free along the edges: the top row of longitude labels, the zoom buttons, the attribution.
+    const size = map.getSize(), TOP = 22, LEFT = 56, RIGHT = 44, BOTTOM = 24;
+    for (let i = 0, lat = south; lat <= north + 1e-9; lat = south + ++i * step) {
       L.polyline([[lat, west], [lat, east]], style).addTo(graticule);
-      const label = el("span", { class: "graticule-label", text: `${Math.abs(lat).toFixed(step < 1 ? 2 : 0)}°${lat < 0 ? "S" : lat > 0 ? "N" : ""}` });
-      L.marker([lat, west], { interactive: false, icon: L.divIcon({ html: label, className: "", iconSize: null }) }).addTo(graticule);
+      const y = map.latLngToContainerPoint([lat, bounds.getEast()]).y;
+      if (y > TOP && y < size.y - BOTTOM) label([lat, bounds.getEast()], degrees(lat, step, "N", "S"), "lat");
     }
-    for (let lon = west; lon <= east + 1e-9; lon += step) {
+    for (let i = 0, lon = west; lon <= east + 1e-9; lon = west + ++i * step) {
       L.polyline([[south, lon], [north, lon]], style).addTo(graticule);
-      const label = el("span", { class: "graticule-label", text: `${Math.abs(lon).toFixed(step < 1 ? 2 : 0)}°${lon < 0 ? "W" : lon > 0 ? "E" : ""}` });
-      L.marker([south, lon], { interactive: false, icon: L.divIcon({ html: label, className: "", iconSize: null }) }).addTo(graticule);
+      const x = map.latLngToContainerPoint([bounds.getNorth(), lon]).x;
+      if (x > LEFT && x < size.x - RIGHT) label([bounds.getNorth(), lon], degrees(lon, step, "E", "W"), "lon");
     }
   }
+  map.on("moveend", drawGraticule);
 
   function drawLegend() {
     const legend = clear(byId("legend"));
@@ -120,8 +132,8 @@
       const b = layer.getBounds();
       if (b.isValid()) bounds = bounds ? bounds.extend(b) : L.latLngBounds(b.getSouthWest(), b.getNorthEast());
     }
-    if (bounds && !state.fitted) { map.fitBounds(bounds.pad(0.35)); state.fitted = true; drawGraticule(bounds); }
-    if (!bounds && !state.fitted) drawGraticule(L.latLngBounds([-35, -20], [38, 55]));
+    if (bounds && !state.fitted) { map.fitBounds(bounds.pad(0.35)); state.fitted = true; }
+    drawGraticule();
   }
 
   // ---- charts -------------------------------------------------------------------------------------------
@@ -266,7 +278,7 @@
     target.append(table(["#", "subject", "kind", "value", "epoch", "status", "nodes", "tx hash", "block", "top factors"], list.map((a) => {
       const tr = el("tr", { class: "clickable" + (state.attestation === a.id ? " selected" : ""), "data-testid": "attestation-row", "data-id": a.id, onclick: () => { state.attestation = a.id; renderAttestations(state.data.attestations); renderAttestationDetail(); } },
         el("td", { text: a.id }), el("td", { text: a.subject_name || short(a.subject) }), el("td", { text: a.kind }),
-        el("td", { text: a.display_value }), el("td", { text: a.epoch }), el("td", {}, badge(a.tx_status || a.status)),
+        el("td", { text: a.display_value }), el("td", { text: a.epoch }), el("td", { "data-testid": "attestation-state" }, badge(a.state)),
         el("td", { text: nodes(a), "data-testid": "attestation-nodes" }),
         el("td", { class: "mono", text: short(a.tx_hash) }), el("td", { text: a.block_number === null ? "—" : a.block_number }),
         el("td", { text: a.factors.map((f) => f.name).join(", ") || "—" }));
@@ -279,7 +291,7 @@
     if (!a) return;
     target.append(el("h3", { text: `Attestation #${a.id}: ${a.subject_name || a.subject}` }),
       kv([["kind", a.kind], ["value", `${a.display_value} (raw ${a.value})`], ["epoch", a.epoch], ["observed at", when(a.observed_at)],
-        ["report status", a.status], ["tx status", a.tx_status], ["tx hash", a.tx_hash || "not sent yet", "tx-hash"], ["block", a.block_number], ["gas used", a.gas_used],
+        ["status", a.state, "attestation-detail-state"], ["report status", a.status], ["tx status", a.tx_status], ["tx hash", a.tx_hash || "not sent yet", "tx-hash"], ["block", a.block_number], ["gas used", a.gas_used],
         ["revert reason", a.revert_reason], ["signers", a.signers.join(", ") || "—"],
         ...(a.network ? [["nodes signed", a.network.signed.join(", ") || "—", "network-signed"], ["nodes disagreed", a.network.disagreed.join(", ") || "none", "network-disagreed"],
           ["combined here", a.network.combined.join(", ") || "— (another node transmitted)"], ["transmitted by", a.network.transmitted_by || "not yet", "network-transmitter"], ["round", a.network.round]] : []),
@@ -365,7 +377,7 @@
     if (!list.length) { target.append(emptyNote("No shipments yet.")); return; }
     target.append(table(["shipment", "status", "profile", "readings", "last reading"], list.map((s) =>
       el("tr", { class: "clickable" + (state.shipment === s.subject ? " selected" : ""), "data-testid": "shipment-row", "data-subject": s.subject, onclick: () => { state.shipment = s.subject; renderShipments(state.data.shipments); renderShipment(); } },
-        el("td", { text: s.name || short(s.subject) }), el("td", {}, badge(s.status)), el("td", { text: s.profile || (s.profile_hash ? "unknown" : "—") }),
+        el("td", { text: s.name || short(s.subject) }), el("td", { "data-testid": "shipment-state" }, badge(s.status)), el("td", { text: s.profile || (s.profile_hash ? "unknown" : "—") }),
         el("td", { text: s.readings }), el("td", { text: s.last_reading_ms ? when(s.last_reading_ms / 1000) : "—" })))));
   }
   async function renderShipment() {
@@ -377,7 +389,7 @@
     const breaches = d.markers.filter((m) => m.type === "breach"), warnings = d.markers.filter((m) => m.type === "warning");
     clear(target).append(
       el("h3", { text: d.name || d.subject, "data-testid": "shipment-name" }),
-      kv([["status", d.status], ["profile", d.profile ? `${d.profile} (${d.band.low_c}–${d.band.high_c} °C)` : "unknown"], ["rules verdict", d.rules_verdict], ["settlement tx", d.settled_tx]]),
+      kv([["status", d.status, "shipment-status"], ["escrowed", d.amount_display, "shipment-amount"], ["profile", d.profile ? `${d.profile} (${d.band.low_c}–${d.band.high_c} °C)` : "unknown"], ["rules verdict", d.rules_verdict], ["settlement tx", d.settled_tx]]),
       temperatureChart(d),
       el("div", { class: "chart-legend" }, el("span", { text: "green: profile band" }), el("span", { text: `red: breach (${breaches.length})` }), el("span", { text: `amber: early warning (${warnings.length})` })),
       d.note ? emptyNote(d.note) : "",
@@ -390,7 +402,7 @@
     if (!policies.length) { target.append(emptyNote("No policies yet.")); return; }
     target.append(table(["policy", "region", "trigger", "exit", "limit", "status", "payout", "payout tx"], policies.map((p) =>
       el("tr", { "data-testid": "policy-row" }, el("td", { text: p.policy_id }), el("td", { text: p.region }), el("td", { text: fmt(p.trigger, 2) }), el("td", { text: fmt(p.exit, 2) }),
-        el("td", { text: p.limit }), el("td", {}, badge(p.status)), el("td", { text: p.payout || "—" }), el("td", { class: "mono", text: short(p.payout_tx) })))));
+        el("td", { class: "amount", text: p.limit_display || p.limit }), el("td", {}, badge(p.status)), el("td", { class: "amount", "data-testid": "policy-payout", text: p.payout_display || "—" }), el("td", { class: "mono", text: short(p.payout_tx) })))));
   }
   function renderRejects(rejects) {
     const target = clear(byId("rejects"));
