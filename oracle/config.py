@@ -78,6 +78,9 @@ class Settings(BaseSettings):
         "false = never",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line per event; json: one JSON object per line"
+    )
 
     # --- Telemetry ingest (MQTT worker, HTTP gateway path, device secrets) ---
     mqtt_client_id: str = Field(
