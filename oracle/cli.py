@@ -198,12 +198,18 @@ def db_upgrade(
 ) -> None:
     """Bring the database schema up to REVISION (default: the newest)."""
     from oracle.config import load_settings
+    from oracle.context import check_database_setting, database_setting
+    from oracle.errors import StorageError
     from oracle.storage import migrate
+    from oracle.storage.db import redacted
 
     settings = load_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrate.upgrade(settings.resolved_database_url, revision)
-    typer.echo(f"database at {revision}: {_redact_url(settings.resolved_database_url)}")
+    check_database_setting(settings)
+    try:
+        migrate.upgrade(settings.resolved_database_url, revision)
+    except StorageError as e:
+        raise ConfigError(f"{database_setting(settings)}: {e}") from None
+    typer.echo(f"database at {revision}: {redacted(settings.resolved_database_url)}")
 
 
 @chain_app.command("up")
@@ -400,15 +406,6 @@ def _chain_url(settings: Settings) -> str:
     if not url:
         raise ConfigError("ORACLE_CHAIN_RPC_URL is not set and no local chain is up (`oracle chain up`)")
     return url
-
-
-def _redact_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a malformed URL is shown without its credentials, never raised here
-        return url.split("@")[-1]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 
@@ -30,10 +31,67 @@ from oracle.devices import Kek
 if TYPE_CHECKING:
     from oracle.chain.deploy import Deployment
     from oracle.chainlink.requests import OracleRequestFollower
-from oracle.context import Context, open_context
+from oracle.context import Context, check_database_setting, open_context
 from oracle.errors import ConfigError, ToolError
 
 log = logging.getLogger(__name__)
+
+
+#: Seconds a start-up probe of a configured chain, broker or database waits for an answer.
+PROBE_TIMEOUT = 5.0
+
+
+def _shown(url: str) -> str:
+    """``url`` without its password (RPC and broker URLs may carry credentials)."""
+    u = urlsplit(url)
+    if u.password is None:
+        return url
+    netloc = f"{u.username}:***@{u.hostname}" + (f":{u.port}" if u.port else "")
+    return urlunsplit(u._replace(netloc=netloc))
+
+
+def check_configured_endpoints(settings: Settings) -> None:
+    """Before anything starts: the database, and the chain and broker when the settings name them, must
+    answer. :raises ConfigError: one line naming the setting, what was tried and why."""
+    check_database_setting(settings)
+    if settings.chain_rpc_url:
+        _check_chain(settings.chain_rpc_url)
+    if settings.mqtt_url:
+        _check_broker(settings.mqtt_url)
+
+
+def _check_chain(url: str) -> None:
+    import httpx
+
+    query = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+    try:
+        answer = httpx.post(url, json=query, timeout=PROBE_TIMEOUT)
+        answer.raise_for_status()
+        int(answer.json()["result"], 16)
+    except httpx.HTTPStatusError as e:
+        raise ConfigError(
+            f"ORACLE_CHAIN_RPC_URL: eth_chainId at {_shown(url)} answered HTTP {e.response.status_code}"
+        ) from None
+    except httpx.HTTPError as e:
+        reason = " ".join(str(e).split()) or e.__class__.__name__
+        raise ConfigError(f"ORACLE_CHAIN_RPC_URL: no chain answers at {_shown(url)} ({reason})") from None
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(
+            f"ORACLE_CHAIN_RPC_URL: {_shown(url)} answered eth_chainId with something other than a chain id"
+        ) from None
+
+
+def _check_broker(url: str) -> None:
+    import socket
+
+    u = urlsplit(url)
+    host, port = u.hostname or "localhost", u.port or (8883 if u.scheme == "mqtts" else 1883)
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT):
+            pass
+    except OSError as e:
+        reason = e.strerror or e.__class__.__name__
+        raise ConfigError(f"ORACLE_MQTT_URL: no broker answers at {_shown(url)} ({reason})") from None
 
 
 @contextlib.contextmanager
@@ -174,6 +232,7 @@ def serve(
     from oracle.api.app import create_app
     from oracle.chain.deploy import Deployment
 
+    check_configured_endpoints(settings)
     ctx = open_context(settings)
     with contextlib.ExitStack() as stack:
         stack.callback(ctx.close)

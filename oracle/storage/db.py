@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -70,3 +71,35 @@ def ping(engine: Engine) -> None:
             conn.execute(text("SELECT 1"))
     except SQLAlchemyError as e:
         raise StorageError(f"database unreachable: {e.__class__.__name__}") from e
+
+
+def redacted(url: str) -> str:
+    """``url`` as it may be shown: the password replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL is shown without its credentials, never raised here
+        return url.split("@")[-1]
+
+
+def error_reason(error: BaseException) -> str:
+    """The driver's own words for a database error, on one line (no SQLAlchemy background link)."""
+    cause = getattr(error, "orig", None) or error
+    return " ".join(str(cause).split()) or cause.__class__.__name__
+
+
+def check_database(url: str, *, timeout: float = 5.0) -> None:
+    """Connect to ``url`` once (giving up after ``timeout`` seconds) and run ``SELECT 1``.
+
+    :raises StorageError: the database cannot be opened; the message names the redacted URL and why.
+    """
+    engine = make_engine(url) if url.startswith("sqlite") else None
+    try:
+        if engine is None:
+            engine = create_engine(url, connect_args={"connect_timeout": max(1, round(timeout))})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as e:
+        raise StorageError(f"cannot open the database {redacted(url)}: {error_reason(e)}") from None
+    finally:
+        if engine is not None:
+            engine.dispose()

@@ -9,6 +9,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from oracle.errors import StorageError
+from oracle.storage.db import error_reason, redacted
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -22,7 +26,14 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+    """Bring the schema at ``url`` to ``revision``. :raises StorageError: the database failed (why, on
+    one line, with the URL's password hidden)."""
+    try:
+        command.upgrade(alembic_config(url), revision)
+    except SQLAlchemyError as e:
+        raise StorageError(
+            f"cannot bring the database {redacted(url)} to {revision}: {error_reason(e)}"
+        ) from None
 
 
 def current_revision(engine: Engine) -> str | None:
