@@ -3,7 +3,10 @@
 Start order: data dir and database schema → chain (configured RPC, or a local anvil with the contracts
 deployed) → MQTT broker (configured, or a local mosquitto child) → signer (configured URL, or a local
 signer child process: the key never enters this process) → background workers → the HTTP API.
-Everything started here is stopped on exit, in reverse order.
+Everything started here is stopped on exit, in reverse order: the workers (demo, ingest worker,
+model warm-up, scheduler jobs, Chainlink follower), each waited for, before the signer, the broker and
+the chain they use. A configured database, chain or broker that does not answer stops start-up with one
+line naming the setting (:func:`check_configured_endpoints`).
 """
 
 from __future__ import annotations
@@ -174,6 +177,9 @@ def local_signer(settings: Settings, *, chain_id: int, router: str) -> Iterator[
         ],
         stdout=log_file,
         stderr=subprocess.STDOUT,
+        # Out of the terminal's process group: Ctrl-C reaches this process only, which stops the
+        # workers that ask for signatures before it stops the signer.
+        start_new_session=True,
     )
     try:
         url = _wait_for_file(d / URL_FILE, proc, timeout=60)
@@ -215,8 +221,14 @@ class Worker(threading.Thread):
                 log.exception("worker %s step failed; retrying in %.1fs", self.name, self.interval)
             self.stopping.wait(self.interval)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the loop to end and wait (bounded) for a step in progress: the caller stops the chain,
+        broker and signer next, and a step still running then would fail against them."""
         self.stopping.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
+            if self.is_alive():
+                log.warning("worker %s still running %.0f s after stop", self.name, timeout)
 
 
 def serve(
@@ -254,7 +266,9 @@ def serve(
         stack.callback(start_scheduler(ctx).stop)
         # The first evaluation would otherwise pay LightGBM's import (about 4 s here) inside the
         # breach-to-void path; load it beside start-up instead, off the path to /healthz.
-        threading.Thread(target=_warm_models, name="warm-models", daemon=True).start()
+        warm = threading.Thread(target=_warm_models, name="warm-models", daemon=True)
+        warm.start()
+        stack.callback(warm.join, 30.0)
         if settings.run_ingest_worker:
             stack.callback(start_ingest_worker(ctx))
         else:

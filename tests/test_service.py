@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -79,6 +80,7 @@ def test_run_serves_health_and_stops_cleanly(tmp_path: Path) -> None:
         proc.wait(timeout=30)
         log.close()
     assert proc.returncode == 0, (tmp_path / "run.log").read_text()
+    assert "Traceback" not in (tmp_path / "run.log").read_text()
     assert running_chain_url(in_data_dir) is None  # gone with the run
     time.sleep(0.5)
     for child in children:
@@ -86,3 +88,58 @@ def test_run_serves_health_and_stops_cleanly(tmp_path: Path) -> None:
             not Path(f"/proc/{child}").exists()
             or "zombie" in Path(f"/proc/{child}/status").read_text().lower()
         )
+
+
+def test_worker_stop_waits_for_the_step_in_progress() -> None:
+    """The service stops the chain, broker and signer right after the workers: a step still running
+    then failed against them (the Chainlink follower's tracebacks at shutdown, issue 16 item 12)."""
+    from oracle.service import Worker
+
+    entered, release = threading.Event(), threading.Event()
+    finished: list[bool] = []
+
+    def step() -> None:
+        entered.set()
+        release.wait(5)
+        finished.append(True)
+
+    worker = Worker("slow", step, 0.01)
+    worker.start()
+    assert entered.wait(5)
+    threading.Timer(0.3, release.set).start()
+    worker.stop()
+    assert finished == [True]
+    assert not worker.is_alive()
+
+
+@pytest.mark.chain
+@pytest.mark.mqtt
+def test_ctrl_c_stops_the_workers_before_the_chain_without_tracebacks(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal signals the whole process group; with the demo running (Chainlink follower,
+    outbox, scheduler jobs, ingest worker, model warm-up) the shutdown logs no traceback and exits 0."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORACLE_")}
+    env |= {"ORACLE_DATA_DIR": str(tmp_path / "data"), "ORACLE_API_PORT": str(port)}
+    log_path = tmp_path / "run.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from oracle.cli import main; main()", "run", "--single"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a terminal gives it
+        )
+        try:
+            started = time.monotonic()
+            while "outbox confirmed" not in log_path.read_text():
+                assert proc.poll() is None, log_path.read_text()
+                assert time.monotonic() - started < 180, "the demo posted nothing within 180 s"
+                time.sleep(0.5)
+            assert (tmp_path / "data" / "chain" / "chainlink-jobs.json").exists()  # the follower runs
+        finally:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=60)
+    text = log_path.read_text()
+    assert proc.returncode == 0, text
+    assert "Traceback" not in text
+    assert "oracle stopped" in text
