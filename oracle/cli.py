@@ -263,7 +263,7 @@ def run(
     from oracle.service import serve
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_format=settings.log_format)
     if (network is None) != (node is None):
         raise ConfigError("--network and --node go together: oracle run --network DIR --node ID")
     if network is not None and node is not None:
@@ -297,7 +297,7 @@ def outbox_pump(
     from oracle.posting import make_poster
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_format=settings.log_format)
     ctx = open_context(settings)
     ctx.chain_rpc_url = _chain_url(settings)
     poster = make_poster(ctx, load_or_create_transmitter(settings))

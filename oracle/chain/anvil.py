@@ -149,7 +149,7 @@ def start_anvil(
             args += ["--block-time", str(block_time)]
         log = Path(tempfile.mkstemp(prefix=f"anvil-{chosen}-", suffix=".log")[1])
         with log.open("wb") as out:
-            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         anvil = AnvilProcess(proc, port=chosen, log_path=log)
         if _wait_ready(anvil, startup_timeout):
             return anvil

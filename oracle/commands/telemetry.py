@@ -183,7 +183,7 @@ def ingest_telemetry(
 
     ctx = _context()
     settings = ctx.settings
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_format=settings.log_format)
     if not settings.mqtt_url:
         ctx.close()
         raise ConfigError("ORACLE_MQTT_URL: the ingest worker needs a broker, e.g. mqtt://127.0.0.1:1883")
