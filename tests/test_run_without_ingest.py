@@ -86,7 +86,11 @@ def test_run_without_ingest_worker_has_no_mqtt_consumer(tmp_path: Path) -> None:
     run_log = tmp_path / "run.log"
     with run_log.open("w") as out:
         service = subprocess.Popen(
-            [*CLI, "run", "--single", "--no-demo"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [*CLI, "run", "--single", "--no-demo"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     worker: subprocess.Popen[bytes] | None = None
     try:

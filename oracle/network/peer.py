@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from oracle.errors import IntegrityError, NotFound, ValidationError
@@ -78,11 +79,15 @@ def peer_router(ctx: Context, runtime: NodeRuntime) -> APIRouter:
         if len(body) > MAX_BODY:
             return _problem(413, "peer message too large", "too_large")
         try:
-            member = runtime.verifier.verify(request.method, path, request.headers, body)
-        except PeerAuthError as e:
-            store_peer_reject(
-                ctx, reason=e.reason, message=str(e), sender=request.headers.get("X-Oracle-Node", "")
+            # Signature recovery and the replay check are CPU work: off the event loop.
+            member = await run_in_threadpool(
+                runtime.verifier.verify, request.method, path, request.headers, body
             )
+        except PeerAuthError as e:
+            claimed = (
+                "claimed:" + request.headers.get("X-Oracle-Node", "")[:32]
+            )  # unauthenticated: not a sender
+            await run_in_threadpool(store_peer_reject, ctx, reason=e.reason, message=str(e), sender=claimed)
             return _problem(401, str(e), e.reason)
         return member, body
 
@@ -94,9 +99,12 @@ def peer_router(ctx: Context, runtime: NodeRuntime) -> APIRouter:
         member, body = got
         try:
             message = json.loads(body)
-            result = accept_peer_signature(ctx, runtime, member, message)
-        except (ValueError, TypeError, KeyError, AttributeError) as e:
-            store_peer_reject(ctx, reason="malformed", message=f"{type(e).__name__}: {e}", sender=member.id)
+            result = await run_in_threadpool(accept_peer_signature, ctx, runtime, member, message)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:
+            text = f"{type(e).__name__}: {e}"
+            await run_in_threadpool(
+                store_peer_reject, ctx, reason="malformed", message=text, sender=member.id
+            )
             return _problem(422, f"malformed signature message: {type(e).__name__}", "malformed")
         except ValidationError as e:
             return _problem(409 if e.reason == "equivocation" else 422, str(e), e.reason or "invalid")
@@ -107,7 +115,7 @@ def peer_router(ctx: Context, runtime: NodeRuntime) -> APIRouter:
         got = await authenticate(request)
         if isinstance(got, JSONResponse):
             return got
-        return JSONResponse(round_view(ctx, subject, epoch))
+        return JSONResponse(await run_in_threadpool(round_view, ctx, subject, epoch))
 
     @router.get("/blobs/{cid}")
     async def get_blob(request: Request, cid: str) -> Response:
@@ -115,7 +123,7 @@ def peer_router(ctx: Context, runtime: NodeRuntime) -> APIRouter:
         if isinstance(got, JSONResponse):
             return got
         try:
-            data = ctx.blobs.get(cid)
+            data = await run_in_threadpool(ctx.blobs.get, cid)
         except (NotFound, ValidationError):
             return _problem(404, f"no blob {cid[:80]}", "not_found")
         except IntegrityError:

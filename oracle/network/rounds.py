@@ -250,6 +250,8 @@ def accept_peer_signature(
         is malformed or out of range (``bad_report``), or the sender already gave a different signature
         for this round (``equivocation``). Each refusal is recorded as a reject.
     """
+    from oracle.chain.client import compact_signature
+    from oracle.reports import max_epoch
     from oracle.verify.replay import report_from_json
 
     report = report_from_json(message["report"])
@@ -257,9 +259,14 @@ def accept_peer_signature(
     manifest = str(message.get("manifest_cid") or "")[:100]
     try:
         report.check_value_range()
+        # Only the canonical form the router takes (65 bytes, v 27/28, low s): anything else could not be
+        # combined, and one such signature would stop every node that tried to.
+        compact_signature(signature)
+        if report.epoch > max_epoch(int(report.kind), now=int(time.time())):
+            raise ValidationError(f"epoch {report.epoch} is too far ahead", reason="epoch_too_far_ahead")
     except ValidationError as e:
-        store_peer_reject(ctx, reason="bad_report", message=str(e), sender=sender.id)
-        raise ValidationError(str(e), reason="bad_report") from None
+        store_peer_reject(ctx, reason=e.reason or "bad_report", message=str(e), sender=sender.id)
+        raise ValidationError(str(e), reason=e.reason or "bad_report") from None
     digest = report_digest(report, chain_id=runtime.chain_id, router=runtime.router)
     try:
         signer = recover_signer(report, signature, chain_id=runtime.chain_id, router=runtime.router)
@@ -435,12 +442,18 @@ class RoundDriver:
         for round_id in ids:
             if self.stopping.is_set():
                 return
-            self._advance(round_id, current)
+            try:
+                self._advance(round_id, current)
+            except Exception:  # one round's trouble must not stop the others
+                log.exception("network round %s could not advance; retrying on the next pass", round_id)
         for round_id, delivered in settled:
             if self.stopping.is_set():
                 return
             if not peers <= set(delivered or []):
-                self._deliver(round_id, current)
+                try:
+                    self._deliver(round_id, current)
+                except Exception:
+                    log.exception("network round %s could not deliver; retrying on the next pass", round_id)
 
     def _advance(self, round_id: int, now: float) -> None:
         self._deliver(round_id, now)
