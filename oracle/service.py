@@ -174,6 +174,7 @@ def local_signer(settings: Settings, *, chain_id: int, router: str) -> Iterator[
             str(d),
             "--port",
             "0",
+            "--exit-with-parent",
         ],
         stdout=log_file,
         stderr=subprocess.STDOUT,

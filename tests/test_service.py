@@ -3,6 +3,7 @@ real (anvil with contracts, mosquitto, the signer child), and a stop leaves no c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -143,3 +144,53 @@ def test_ctrl_c_stops_the_workers_before_the_chain_without_tracebacks(tmp_path: 
     assert proc.returncode == 0, text
     assert "Traceback" not in text
     assert "oracle stopped" in text
+
+
+@pytest.mark.chain
+@pytest.mark.mqtt
+def test_a_service_killed_outright_does_not_leave_its_signer_running(tmp_path: Path) -> None:
+    """The signer runs in a session of its own (Ctrl-C must reach the service first), so a SIGKILLed
+    service would orphan it with the key loaded; it notices its parent is gone and stops."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORACLE_")}
+    env |= {"ORACLE_DATA_DIR": str(tmp_path / "data"), "ORACLE_API_PORT": str(port)}
+    log = (tmp_path / "run.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from oracle.cli import main; main()", "run", "--single", "--no-demo"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    started = time.monotonic()
+    others: list[int] = []
+    try:
+        while True:
+            assert proc.poll() is None, (tmp_path / "run.log").read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() - started < 90, "no /healthz"
+            time.sleep(0.25)
+        children = _children(proc.pid)
+        signers = [
+            p
+            for p in children
+            if "oracle.signer.cli" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+        ]
+        assert len(signers) == 1, children
+        others = [p for p in children if p not in signers]
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{signers[0]}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not Path(f"/proc/{signers[0]}").exists(), "the signer outlived its service"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for p in others:  # anvil and mosquitto, orphaned by the SIGKILL: this test's own mess
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGTERM)
+        log.close()

@@ -167,11 +167,17 @@ def serve(
     global_burst: Annotated[float, typer.Option(help="burst size, all subjects")] = 200.0,
     subject_rate: Annotated[float, typer.Option(help="signatures per second for one subject")] = 1.0,
     subject_burst: Annotated[float, typer.Option(help="burst size for one subject")] = 10.0,
+    exit_with_parent: Annotated[
+        bool, typer.Option("--exit-with-parent", help="stop when the process that started this one is gone")
+    ] = False,
 ) -> None:
     """Serve ``POST /v1/sign`` and ``GET /v1/health`` on loopback until interrupted."""
     import uvicorn
 
     from oracle.signer.app import create_app
+
+    if exit_with_parent:
+        _watch_parent()
 
     settings = _settings()
     logging.basicConfig(
@@ -222,6 +228,25 @@ def serve(
     # uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, so nothing after run() is guaranteed to
     # execute; SQLite has committed every signature already, and the url file is replaced at next start.
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def _watch_parent() -> None:
+    """Stop (as on SIGTERM) once the parent is gone: a service killed outright must not leave its signer
+    running with the key loaded. The signer runs in a session of its own, so nothing else would stop it."""
+    import os
+    import signal
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        logger.warning("the process that started this signer is gone; stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 if __name__ == "__main__":
