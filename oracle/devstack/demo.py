@@ -132,6 +132,68 @@ def seed_inputs(ctx: Context, *, now: dt.datetime, seed: int = 11) -> str:
     return period
 
 
+def device_of(shipment: str) -> str:
+    """The demo logger travelling with ``shipment``."""
+    return "LOGGER-" + shipment.rsplit("-", 1)[-1]
+
+
+def sensor_payload(
+    tick: int, excursion: tuple[int, int, float] | None, *, start_s: int, secret: bytes
+) -> str:
+    """The signed envelope a demo logger publishes at ``tick`` (one reading every 10 simulated minutes)."""
+    from ingest.telemetry.envelope import sign_envelope
+
+    temp = 4.8 + 0.4 * np.sin(tick / 5.0) + 0.1 * ((tick * 7) % 3 - 1)
+    if excursion and excursion[0] <= tick < excursion[0] + excursion[1]:
+        temp = excursion[2] - 0.3 * ((tick * 5) % 3)
+    body = {
+        "seq": tick,
+        "ts": (start_s + tick * 600) * 1000,
+        "temp_c": round(float(temp), 2),
+        "battery_pct": 95.0,
+    }
+    return json.dumps(sign_envelope(body, secret))
+
+
+def open_policies_and_escrows(w3: Any, deployment: Any) -> None:
+    """A funded policy per demo region and an escrow per demo shipment, as insurer and buyer would."""
+    from oracle.chain.anvil import dev_accounts
+    from oracle.chain.client import transact
+    from oracle.decisions.coldchain import profile_bytes32
+    from oracle.reports import subject_id, to_fixed
+
+    accounts = dev_accounts(8)
+    deployer, buyer, seller = accounts[0], accounts[5], accounts[6]
+    pool = deployment.contract(w3, "DroughtInsurancePool")
+    escrow = deployment.contract(w3, "ColdChainEscrow")
+    coin = deployment.contract(w3, "TestStablecoin")
+    block_time = int(w3.eth.get_block("latest")["timestamp"])
+    for i, region in enumerate(REGIONS):
+        call = pool.functions.createPolicy(
+            accounts[2 + i].address,
+            subject_id("region", region),
+            block_time - 400 * 86_400,
+            block_time + 400 * 86_400,
+            to_fixed(1.0),
+            to_fixed(4.0),
+            10_000 * 10**6,
+        )
+        transact(w3, call, sender=deployer)
+    amount = 2_000 * 10**6
+    transact(w3, coin.functions.mint(buyer.address, amount * len(SHIPMENTS)), sender=deployer)
+    transact(w3, coin.functions.approve(escrow.address, amount * len(SHIPMENTS)), sender=buyer)
+    for shipment in SHIPMENTS:
+        call = escrow.functions.createShipment(
+            subject_id("shipment", shipment),
+            seller.address,
+            coin.address,
+            amount,
+            profile_bytes32("refrigerated"),
+            block_time + 30 * 86_400,
+        )
+        transact(w3, call, sender=buyer)
+
+
 @dataclass
 class Demo:
     ctx: Context
@@ -149,61 +211,22 @@ class Demo:
     # -- set-up on the chain ---------------------------------------------------------------------
 
     def seed(self) -> None:
-        from oracle.chain.anvil import dev_accounts
-        from oracle.chain.client import connect, transact
+        from oracle.chain.client import connect
         from oracle.chain.deploy import Deployment
-        from oracle.decisions.coldchain import profile_bytes32
         from oracle.devices import load_kek, register_device
-        from oracle.reports import subject_id, to_fixed
 
         now = dt.datetime.now(dt.UTC)
         self.period = seed_inputs(self.ctx, now=now)
         deployment = self.ctx.extras["deployment"]
         assert isinstance(deployment, Deployment)
-        w3 = connect(self.ctx.chain_rpc_url)
-        accounts = dev_accounts(8)
-        deployer, buyer, seller = accounts[0], accounts[5], accounts[6]
-        pool = deployment.contract(w3, "DroughtInsurancePool")
-        escrow = deployment.contract(w3, "ColdChainEscrow")
-        coin = deployment.contract(w3, "TestStablecoin")
-        block_time = int(w3.eth.get_block("latest")["timestamp"])
-        for i, region in enumerate(REGIONS):
-            transact(
-                w3,
-                pool.functions.createPolicy(
-                    accounts[2 + i].address,
-                    subject_id("region", region),
-                    block_time - 400 * 86_400,
-                    block_time + 400 * 86_400,
-                    to_fixed(1.0),
-                    to_fixed(4.0),
-                    10_000 * 10**6,
-                ),
-                sender=deployer,
-            )
-        amount = 2_000 * 10**6
-        transact(w3, coin.functions.mint(buyer.address, amount * len(SHIPMENTS)), sender=deployer)
-        transact(w3, coin.functions.approve(escrow.address, amount * len(SHIPMENTS)), sender=buyer)
+        open_policies_and_escrows(connect(self.ctx.chain_rpc_url), deployment)
         kek = load_kek(self.ctx.settings)
         self.start_s = int(time.time()) - TICKS * 600
         for shipment in SHIPMENTS:
-            transact(
-                w3,
-                escrow.functions.createShipment(
-                    subject_id("shipment", shipment),
-                    seller.address,
-                    coin.address,
-                    amount,
-                    profile_bytes32("refrigerated"),
-                    block_time + 30 * 86_400,
-                ),
-                sender=buyer,
-            )
-            device = "LOGGER-" + shipment.rsplit("-", 1)[-1]
-            self.secrets[device] = register_device(
+            self.secrets[device_of(shipment)] = register_device(
                 self.ctx.sessions,
                 kek,
-                device_id=device,
+                device_id=device_of(shipment),
                 shipment_id=shipment,
                 valid_from=dt.datetime.fromtimestamp(self.start_s - 60, dt.UTC),
             )
@@ -242,7 +265,6 @@ class Demo:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
-        from ingest.telemetry.envelope import sign_envelope
         from oracle.decisions.coldchain import ShipmentTerms, evaluate_shipment, mark_delivered
 
         u = urlparse(self.ctx.mqtt_url)
@@ -255,21 +277,11 @@ class Demo:
                 if self.stop.is_set():
                     return
                 for shipment, excursion in SHIPMENTS.items():
-                    device = "LOGGER-" + shipment.rsplit("-", 1)[-1]
-                    temp = 4.8 + 0.4 * np.sin(tick / 5.0) + 0.1 * ((tick * 7) % 3 - 1)
-                    if excursion and excursion[0] <= tick < excursion[0] + excursion[1]:
-                        temp = excursion[2] - 0.3 * ((tick * 5) % 3)
-                    body = {
-                        "seq": tick,
-                        "ts": (self.start_s + tick * 600) * 1000,
-                        "temp_c": round(float(temp), 2),
-                        "battery_pct": 95.0,
-                    }
-                    client.publish(
-                        f"oracle/v1/telemetry/{device}",
-                        json.dumps(sign_envelope(body, self.secrets[device])),
-                        qos=1,
+                    device = device_of(shipment)
+                    payload = sensor_payload(
+                        tick, excursion, start_s=self.start_s, secret=self.secrets[device]
                     )
+                    client.publish(f"oracle/v1/telemetry/{device}", payload, qos=1)
                 if tick % 5 == 4:
                     for shipment in SHIPMENTS:
                         if shipment in settled:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import logging
 import os
 import signal
@@ -178,17 +177,14 @@ class NetworkDemo:
     def seed(self) -> str:
         """Inputs and keys on every node, policies and escrows on the chain; returns node 1's admin key."""
         from oracle.api.keys import Role, create_key
-        from oracle.chain.anvil import dev_accounts
-        from oracle.chain.client import connect, transact
+        from oracle.chain.client import connect
         from oracle.chain.deploy import Deployment
-        from oracle.decisions.coldchain import profile_bytes32
         from oracle.devices import load_kek, register_device
-        from oracle.devstack.demo import REGIONS, SHIPMENTS, TICKS, seed_inputs
-        from oracle.reports import subject_id, to_fixed
+        from oracle.devstack.demo import SHIPMENTS, TICKS, device_of, open_policies_and_escrows, seed_inputs
 
         now = dt.datetime.now(dt.UTC)
         self.start_s = int(time.time()) - TICKS * 600
-        self.secrets = {"LOGGER-" + s.rsplit("-", 1)[-1]: os.urandom(32) for s in SHIPMENTS}
+        self.secrets = {device_of(s): os.urandom(32) for s in SHIPMENTS}
         admin = ""
         for node_id, ctx in self._each_node():
             self.period = seed_inputs(ctx, now=now)  # the same bytes on every node: each ingests them itself
@@ -201,7 +197,7 @@ class NetworkDemo:
                 s.commit()
             kek = load_kek(ctx.settings)
             for shipment in SHIPMENTS:
-                device = "LOGGER-" + shipment.rsplit("-", 1)[-1]
+                device = device_of(shipment)
                 register_device(
                     ctx.sessions,
                     kek,
@@ -211,37 +207,7 @@ class NetworkDemo:
                     secret=self.secrets[device],
                 )
         deployment = Deployment.load(self.net.directory / DEPLOYMENT_FILE)
-        w3 = connect(self.net.rpc_url)
-        accounts = dev_accounts(8)
-        deployer, buyer, seller = accounts[0], accounts[5], accounts[6]
-        pool = deployment.contract(w3, "DroughtInsurancePool")
-        escrow = deployment.contract(w3, "ColdChainEscrow")
-        coin = deployment.contract(w3, "TestStablecoin")
-        block_time = int(w3.eth.get_block("latest")["timestamp"])
-        for i, region in enumerate(REGIONS):
-            call = pool.functions.createPolicy(
-                accounts[2 + i].address,
-                subject_id("region", region),
-                block_time - 400 * 86_400,
-                block_time + 400 * 86_400,
-                to_fixed(1.0),
-                to_fixed(4.0),
-                10_000 * 10**6,
-            )
-            transact(w3, call, sender=deployer)
-        amount = 2_000 * 10**6
-        transact(w3, coin.functions.mint(buyer.address, amount * len(SHIPMENTS)), sender=deployer)
-        transact(w3, coin.functions.approve(escrow.address, amount * len(SHIPMENTS)), sender=buyer)
-        for shipment in SHIPMENTS:
-            call = escrow.functions.createShipment(
-                subject_id("shipment", shipment),
-                seller.address,
-                coin.address,
-                amount,
-                profile_bytes32("refrigerated"),
-                block_time + 30 * 86_400,
-            )
-            transact(w3, call, sender=buyer)
+        open_policies_and_escrows(connect(self.net.rpc_url), deployment)
         n, k = len(self.net.network.members), self.net.network.threshold
         self.note(f"seeded 3 regions, 3 policies and 3 escrows; {n} nodes, k = {k}; evaluating {self.period}")
         return admin
@@ -281,13 +247,11 @@ class NetworkDemo:
     def _sensors_and_verdicts(self) -> None:
         from urllib.parse import urlparse
 
-        import numpy as np
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
-        from ingest.telemetry.envelope import sign_envelope
         from oracle.decisions.coldchain import mark_delivered
-        from oracle.devstack.demo import SHIPMENTS, TICKS
+        from oracle.devstack.demo import SHIPMENTS, TICKS, device_of, sensor_payload
 
         u = urlparse(self.net.mqtt_url)
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="oracle-demo-sensors")
@@ -299,17 +263,10 @@ class NetworkDemo:
                 if self.stop.is_set():
                     return
                 for shipment, excursion in SHIPMENTS.items():
-                    device = "LOGGER-" + shipment.rsplit("-", 1)[-1]
-                    temp = 4.8 + 0.4 * np.sin(tick / 5.0) + 0.1 * ((tick * 7) % 3 - 1)
-                    if excursion and excursion[0] <= tick < excursion[0] + excursion[1]:
-                        temp = excursion[2] - 0.3 * ((tick * 5) % 3)
-                    body = {
-                        "seq": tick,
-                        "ts": (self.start_s + tick * 600) * 1000,
-                        "temp_c": round(float(temp), 2),
-                        "battery_pct": 95.0,
-                    }
-                    payload = json.dumps(sign_envelope(body, self.secrets[device]))
+                    device = device_of(shipment)
+                    payload = sensor_payload(
+                        tick, excursion, start_s=self.start_s, secret=self.secrets[device]
+                    )
                     client.publish(f"oracle/v1/telemetry/{device}", payload, qos=1)
                 if tick % 5 == 4:
                     for shipment in SHIPMENTS:
