@@ -10,11 +10,11 @@ NODE_STAMP := node_modules/.installed
 SYS_STAMP := $(VENV)/.system-deps
 PACKAGES := oracle ingest models
 
-.PHONY: help install run test lint typecheck pytest lock contracts bench clean
+.PHONY: help install run test lint typecheck forge pytest lock contracts bench clean
 
 help:
 	@echo "make run    install what is missing, then start the oracle on embedded defaults"
-	@echo "make test   install what is missing, then ruff, mypy --strict, hadolint and the whole test suite"
+	@echo "make test   install what is missing, then ruff, mypy --strict, hadolint, the forge suites and the whole test suite"
 	@echo "make lock   re-pin Python dependencies (uv pip compile --generate-hashes)"
 	@echo "make contracts   recompile contracts/src into contracts/build"
 
@@ -48,10 +48,14 @@ lint: install
 typecheck: install
 	$(BIN)/mypy --strict $(PACKAGES)
 
+# Fuzz and invariant suites (contracts/test, foundry.toml): forge from npm, solc through tools/solc.
+forge: $(NODE_STAMP)
+	node_modules/.bin/forge test
+
 pytest: install
 	$(BIN)/pytest -q -p no:cacheprovider
 
-test: lint typecheck pytest
+test: lint typecheck forge pytest
 
 lock: | $(BIN)/python
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 requirements-bootstrap.in -o requirements-bootstrap.lock
@@ -65,4 +69,4 @@ bench: install
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python "$$b"; done
 
 clean:
-	rm -rf $(VENV) node_modules data .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) node_modules data .mypy_cache .ruff_cache .pytest_cache .forge
