@@ -305,6 +305,7 @@ def _start_network_node(
     """Join the network as ``node_id``: its own signer signs only its own reports; the round driver
     exchanges signatures with the peers and transmits on its turn."""
     from oracle.chain.client import connect
+    from oracle.network.inputs import PeerBackedBlobStore
     from oracle.network.membership import Network, load_identity
     from oracle.network.node import peer_urls
     from oracle.network.rounds import NodeRuntime, RoundDriver
@@ -329,6 +330,8 @@ def _start_network_node(
     if runtime.identity.address.lower() != member.peer_key.lower():
         raise ConfigError(f"node {node_id}'s peer key does not match the network file")
     ctx.extras["network_node"] = runtime
+    # Decisions read inputs through the peers' stores when this node's own lacks one (checked by CID).
+    ctx.blobs = PeerBackedBlobStore(ctx.blobs, ctx, runtime)
     driver = RoundDriver(ctx, runtime, connect(ctx.chain_rpc_url))
     driver.start()
     stack.callback(driver.stop)

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.numerics import quantise
-from oracle.decisions.record import DecisionOutcome, record_decision
+from oracle.decisions.record import DecisionOutcome, lacking_inputs, record_decision
 from oracle.decisions.trace import Trace, canonical_json, step_boundary
 from oracle.errors import NotFound, ValidationError
 from oracle.provenance import merkle_root
@@ -366,7 +366,29 @@ def evaluate_shipment(
             .order_by(Observation.observed_at, Observation.id)
         ).first()
     accepted = {(row.device_id, int(row.seq)) for row in stored}
-    messages = message_inputs(blobs, sorted({row.batch_cid for row in stored}), set(devices))
+    ingest_batches = sorted({row.batch_cid for row in stored})
+    lacking = lacking_inputs(blobs, ingest_batches)
+    if lacking:
+        # Telemetry this node accepted but can no longer read (nor get from a peer): no verdict, unsigned.
+        reason = "; ".join(lacking)
+        _, _, manifest_cid = record_decision(
+            sessions,
+            Trace(blobs),
+            kind="coldchain",
+            subject_name=shipment_id,
+            subject=subject,
+            period="",
+            raw_inputs=ingest_batches,
+            model_cid=None,
+            status="incomplete",
+            reason=reason,
+            fields=None,
+            confidence=None,
+            factors=[],
+        )
+        log.warning("shipment %s not decided: %s", shipment_id, reason)
+        return DecisionOutcome(0, "incomplete", reason, None, None, [], manifest_cid, [])
+    messages = message_inputs(blobs, ingest_batches, set(devices))
     if only_batches is not None:
         messages = {c: m for c, m in messages.items() if c in only_batches}
     batch_cids = sorted(messages)

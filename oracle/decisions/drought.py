@@ -40,7 +40,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from oracle.decisions.record import DecisionOutcome, record_decision
+from oracle.decisions.record import DecisionOutcome, lacking_inputs, record_decision
 from oracle.decisions.trace import Trace, step_boundary
 from oracle.errors import NotFound, ValidationError
 from oracle.provenance import merkle_root
@@ -344,6 +344,20 @@ def evaluate_drought(
         inputs = _gather(s, region_id, period, terms)
         region_cid, subject = region.cid, region.subject
     trace = Trace(blobs)
+    raw_inputs = sorted({region_cid, *(r.cid for r in inputs.rasters), *(f.cid for f in inputs.feeds)})
+    lacking = lacking_inputs(blobs, raw_inputs)
+    if lacking:
+        # An input this node cannot read (nor get from a peer): the decision stays incomplete, unsigned.
+        return _record(
+            sessions,
+            trace,
+            region_id,
+            subject,
+            period,
+            raw_inputs,
+            status="incomplete",
+            reason="; ".join(lacking),
+        )
     region_bytes = blobs.get(region_cid)
     parts: list[dict[str, Any]] = []
     part_cids: list[str] = []
@@ -375,7 +389,6 @@ def evaluate_drought(
             f"monthly precipitation: {len(missing_months)} of the {terms.min_precip_months} months up to "
             f"{period} (first missing {missing_months[0]})"
         )
-    raw_inputs = sorted({region_cid, *(r.cid for r in inputs.rasters), *(f.cid for f in inputs.feeds)})
     if inputs.missing:
         return _record(
             sessions,

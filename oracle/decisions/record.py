@@ -9,6 +9,7 @@ epoch so a corrected decision (late data) gets a higher one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from oracle.decisions.trace import Step, Trace, canonical_json, save_steps
+from oracle.errors import IntegrityError, NotFound
 from oracle.reports import Report
+from oracle.storage.blobs import BlobStore
 from oracle.storage.decision_tables import Decision
 
 
@@ -32,6 +35,23 @@ class DecisionOutcome:
     manifest_cid: str
     steps: list[Step] = field(default_factory=list)
     flags: list[dict[str, Any]] = field(default_factory=list)
+
+
+def lacking_inputs(blobs: BlobStore, cids: Sequence[str]) -> list[str]:
+    """Why each of ``cids`` cannot be read, for a decision that must then stay incomplete.
+
+    A node of a network asks its peers for what it lacks (the store is then
+    :class:`oracle.network.inputs.PeerBackedBlobStore`); the reasons name what each peer answered.
+    """
+    out = []
+    for cid in cids:
+        if blobs.has(cid):
+            continue
+        try:
+            blobs.get(cid)
+        except (NotFound, IntegrityError) as e:
+            out.append(f"input unavailable: {e}")
+    return out
 
 
 def record_decision(

@@ -43,23 +43,36 @@ class PeerClient:
     def close(self) -> None:
         self._http.close()
 
-    def _call(self, member: Member, method: str, path: str, payload: Any = None) -> httpx.Response:
+    def _call(
+        self,
+        member: Member,
+        method: str,
+        path: str,
+        payload: Any = None,
+        *,
+        timeout: float | None = None,
+    ) -> httpx.Response:
         body = b"" if payload is None else json.dumps(payload, sort_keys=True).encode()
         headers = sign_request(self.runtime.identity, self.runtime.network, method, path, body)
         headers["Content-Type"] = "application/json"
-        return self._http.request(method, self.runtime.url_of(member) + path, content=body, headers=headers)
+        url = self.runtime.url_of(member) + path
+        if timeout is None:
+            return self._http.request(method, url, content=body, headers=headers)
+        limits = httpx.Timeout(timeout, connect=1.0)
+        return self._http.request(method, url, content=body, headers=headers, timeout=limits)
 
     def push_signature(self, member: Member, message: dict[str, Any]) -> httpx.Response:
         return self._call(member, "POST", "/v1/peer/signatures", message)
 
-    def fetch_blob(self, member: Member, cid: str) -> bytes:
+    def fetch_blob(self, member: Member, cid: str, *, timeout: float | None = None) -> bytes:
         """The bytes of ``cid`` from ``member``, checked against the CID.
 
         :raises NotFound: the peer has no such blob. :raises IntegrityError: the bytes do not hash to it.
         """
-        from oracle.storage.blobs import verify
+        from oracle.storage.blobs import parse_cid, verify
 
-        r = self._call(member, "GET", f"/v1/peer/blobs/{cid}")
+        parse_cid(cid)  # never put a caller's arbitrary text into a URL path
+        r = self._call(member, "GET", f"/v1/peer/blobs/{cid}", timeout=timeout)
         if r.status_code == 404:
             raise NotFound(f"{member.id} has no blob {cid}")
         r.raise_for_status()
@@ -123,7 +136,10 @@ def peer_router(ctx: Context, runtime: NodeRuntime) -> APIRouter:
         if isinstance(got, JSONResponse):
             return got
         try:
-            data = await run_in_threadpool(ctx.blobs.get, cid)
+            # This node's own store only: a peer-backed store would ask the peers in turn, and two nodes
+            # lacking the same blob would ask each other in a circle.
+            local = getattr(ctx.blobs, "local", ctx.blobs)
+            data = await run_in_threadpool(local.get, cid)
         except (NotFound, ValidationError):
             return _problem(404, f"no blob {cid[:80]}", "not_found")
         except IntegrityError:

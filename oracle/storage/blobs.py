@@ -7,6 +7,7 @@ single-block file gives the same id). Reading back re-hashes the bytes; a mismat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -91,12 +92,22 @@ class FilesystemBlobStore:
     def has(self, cid: str) -> bool:
         return self.path(cid).exists()
 
+    def quarantine(self, cid: str) -> None:
+        """Move a (corrupt) blob aside to ``<root>/quarantine/``, kept for audit, so a good copy can be
+        stored under its CID."""
+        source = self.path(cid)
+        target = self.root / "quarantine" / cid
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(source, target)
+
 
 class MemoryBlobStore:
     """In-memory store for unit tests; same contract as the filesystem one."""
 
     def __init__(self) -> None:
         self.blobs: dict[str, bytes] = {}
+        self.quarantined: dict[str, bytes] = {}
 
     def put(self, data: bytes) -> str:
         cid = cid_for(data)
@@ -113,3 +124,6 @@ class MemoryBlobStore:
 
     def has(self, cid: str) -> bool:
         return cid in self.blobs
+
+    def quarantine(self, cid: str) -> None:
+        self.quarantined[cid] = self.blobs.pop(cid, b"")
