@@ -135,6 +135,10 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     ),
     "indices": LazyCommand("Drought and cold-chain indices from CSV files.", _load_indices),
     "models": LazyCommand("Model training and the model registry.", _load_models),
+    "products": LazyCommand(
+        "Insurance products: terms and hash, burn analysis (backtest) and basis risk.",
+        _typer_group("oracle.commands.products"),
+    ),
 }
 
 
