@@ -22,6 +22,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPARED = ("synthetic_frame", "drought_artifact", "breach_artifact", "step_cids", "report_digests")
+#: Decisions of each kind per run: 100 drought region-months and 100 shipments, so every setting is
+#: compared on 200 consecutive decisions (every step CID and report digest of each).
+DECISIONS = 100
 
 
 def _clean_env(**env: str) -> dict[str, str]:
@@ -50,6 +53,7 @@ def probe(**env: str) -> dict[str, Any]:
     full = {
         k: v for k, v in os.environ.items() if k not in ("NPY_DISABLE_CPU_FEATURES", "PROBE_PERTURB_NUMPY")
     }
+    full["PROBE_DECISIONS"] = str(DECISIONS)
     full.update(env)
     done = subprocess.run(
         [sys.executable, "-m", "tests.models.determinism_probe"],
@@ -71,7 +75,8 @@ def native() -> dict[str, Any]:
 
 
 def test_probe_covers_both_decision_kinds(native: dict[str, Any]) -> None:
-    assert native["steps"] == 20 * 4 + 20 * 4
+    assert native["steps"] == DECISIONS * 4 + DECISIONS * 4
+    assert len(native["drought_values"]) + len(native["coldchain_values"]) == 200
     assert len(set(native["drought_values"])) > 10  # real, varied scores, not one constant
     assert set(native["coldchain_values"]) == {1, 2}  # breaches and clean deliveries both occur
     assert native["synthetic_rows"] > 1000
