@@ -24,7 +24,7 @@ from oracle.api.limits import ApiLimits, BodySizeLimit, TokenBuckets
 from oracle.api.metrics import DatabaseCollector, HttpMetrics
 from oracle.api.openapi import problem_openapi
 from oracle.api.problems import install_problem_handlers
-from oracle.api.routes import admin, attestations, contracts, inputs, models, outbox
+from oracle.api.routes import admin, attestations, contracts, inputs, models, outbox, products
 from oracle.chainlink import adapter as adapter_routes
 from oracle.context import Context
 from oracle.dashboard import routes as dashboard_routes
@@ -38,6 +38,7 @@ ROUTERS: list[APIRouter] = [
     contracts.router,
     inputs.router,
     models.router,
+    products.router,
     admin.router,
     telemetry_routes.router,
     provenance_routes.router,
