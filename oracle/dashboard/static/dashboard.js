@@ -404,6 +404,32 @@
       el("tr", { "data-testid": "policy-row" }, el("td", { text: p.policy_id }), el("td", { text: p.region }), el("td", { text: fmt(p.trigger, 2) }), el("td", { text: fmt(p.exit, 2) }),
         el("td", { class: "amount", text: p.limit_display || p.limit }), el("td", {}, badge(p.status)), el("td", { class: "amount", "data-testid": "policy-payout", text: p.payout_display || "—" }), el("td", { class: "mono", text: short(p.payout_tx) })))));
   }
+  // Products (GET /v1/products): each one's hash and the burn figures over its reference series, the same
+  // figures `oracle products backtest --json` prints. Amounts are in the token's base units.
+  function tokenAmount(base, token) {
+    if (base === null || base === undefined) return "—";
+    const t = token || { symbol: "tUSD", decimals: 6 };
+    return `${(Number(base) / 10 ** t.decimals).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })} ${t.symbol}`;
+  }
+  function renderProducts(products, token) {
+    const target = clear(byId("products"));
+    if (!products || !products.length) { target.append(emptyNote("No products.")); return; }
+    target.append(table(["product", "hash", "seasons", "payout freq.", "burn cost", "pure premium", "loaded premium", "1 in 10", "1 in 20", "limit"], products.map((p) => {
+      const b = p.backtest;
+      const cells = b
+        ? [el("td", { text: `${b.seasons} (${b.first_season}–${b.last_season})` }), el("td", { text: fmt(b.payout_frequency, 4) }),
+          el("td", { "data-testid": "product-burn-cost", text: fmt(b.burn_cost, 4) }), el("td", { class: "amount", text: tokenAmount(b.pure_premium, token) }),
+          el("td", { class: "amount", text: tokenAmount(b.loaded_premium, token) }), el("td", { class: "amount", text: tokenAmount(b.payout_1_in_10, token) }),
+          el("td", { class: "amount", text: tokenAmount(b.payout_1_in_20, token) })]
+        : [el("td", { colspan: 7, class: "wrap", text: p.backtest_error || "no reference series" })];
+      return el("tr", { "data-testid": "product-row", "data-product": p.id }, el("td", { class: "wrap", text: `${p.name} (${p.id} v${p.version})` }),
+        el("td", { class: "mono", title: p.hash, text: short(p.hash) }), ...cells, el("td", { class: "amount", text: tokenAmount(p.limit, token) }));
+    })));
+  }
+  async function refreshProducts(token) {
+    try { renderProducts((await api("/v1/products?limit=100")).items, token); }
+    catch (e) { if (e.auth) throw e; clear(byId("products")).append(emptyNote(`Not available: ${e.message}`)); }
+  }
   function renderRejects(rejects) {
     const target = clear(byId("rejects"));
     if (!rejects.length) { target.append(emptyNote("No rejected inputs.")); return; }
@@ -442,7 +468,7 @@
     drawRegions(data.regions);
     renderAttestations(data.attestations); renderAttestationDetail();
     renderShipments(data.shipments); renderPolicies(data.policies); renderRejects(data.rejects);
-    await Promise.all([renderRegion(), renderShipment(), refreshGovernance()]);
+    await Promise.all([renderRegion(), renderShipment(), refreshGovernance(), refreshProducts(data.token)]);
   }
 
   // Polling a tiny cursor keeps the page live without holding a connection per tab; the full overview is
@@ -477,7 +503,7 @@
   byId("key-form").addEventListener("submit", (ev) => { ev.preventDefault(); const k = byId("key-input").value.trim(); if (k) connect(k); });
   byId("disconnect").addEventListener("click", () => disconnect(""));
   drawLegend();
-  renderAttestations([]); renderShipments([]); renderPolicies([]); renderRejects([]); renderGovernance(null); drawRegions([]);
+  renderAttestations([]); renderShipments([]); renderPolicies([]); renderRejects([]); renderProducts([]); renderGovernance(null); drawRegions([]);
   // A key in the fragment (never sent to the server) is taken once and removed from the address bar.
   const m = /(?:^#|&)key=([^&]+)/.exec(location.hash);
   if (m) { history.replaceState(null, "", location.pathname + location.search); connect(decodeURIComponent(m[1])); }
