@@ -73,6 +73,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     ORACLE_DATA_DIR=/var/lib/oracle \
     ORACLE_CONTRACTS_BUILD_DIR=/app/contracts/build \
+    ORACLE_PRODUCTS_DIR=/app/products \
     ORACLE_API_HOST=0.0.0.0 \
     ORACLE_API_PORT=8000
 
@@ -88,6 +89,8 @@ RUN groupadd --system --gid 10001 oracle \
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 COPY contracts/build ./contracts/build
+# Insurance products (terms files and their reference series) listed by GET /v1/products.
+COPY products ./products
 
 USER 10001:10001
 EXPOSE 8000
