@@ -138,3 +138,39 @@ def test_series_errors_name_file_and_line(tmp_path: Path) -> None:
     bad.write_text("date,precip\n2000-01,1\n", encoding="utf-8")
     with pytest.raises(ValidationError, match="header must be period,value"):
         read_monthly_series(bad)
+
+
+def test_monthly_grid_rolling_rainfall_total_and_seasonal_vhi_mean(tmp_path: Path) -> None:
+    # Rolling 2-month totals at January and February: Dec+Jan and Jan+Feb. Trigger 100, exit 50.
+    rolling = parse_terms(
+        january_terms(
+            index={"kind": "rainfall_total", "months": 2},
+            period_grid="monthly",
+            coverage={"start_month": 1, "months": 2},
+            windows=[{"name": "jf", "first_month": 1, "last_month": 2, "weight": 1}],
+        )
+    )
+    months: list[float | None] = [60.0] * 24
+    months[11], months[12], months[13] = 50.0, 30.0, 10.0  # Dec 2000, Jan 2001, Feb 2001
+    run = run_product(rolling, read_monthly_series(write_series(tmp_path / "s.csv", 2000, months)))
+    # 2000 is skipped (its January needs December 1999). 2001: Dec+Jan = 80 pays 400, Jan+Feb = 40 pays
+    # the whole 1000; the window pays the larger.
+    assert run.skipped == (2000,)
+    assert [(s.season, s.payout) for s in run.seasons] == [(2001, 1000)]
+    assert run.seasons[0].windows[0].value == 40.0
+
+    # VHI on the seasonal grid: the mean of the window's months. Trigger 40, exit 10, limit 1000.
+    vhi = parse_terms(
+        january_terms(
+            index={"kind": "vhi"},
+            coverage={"start_month": 1, "months": 3},
+            windows=[{"name": "q1", "first_month": 1, "last_month": 3, "weight": 1}],
+            trigger=40,
+            exit=10,
+        )
+    )
+    # Mean of 30, 20, 25 = 25: floor(1000 * (40 - 25) / 30) = 500.
+    run = run_product(
+        vhi, read_monthly_series(write_series(tmp_path / "v.csv", 2000, [30, 20, 25] + [50] * 9))
+    )
+    assert [(s.season, s.payout) for s in run.seasons] == [(2000, 500)]
