@@ -1,0 +1,328 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.19;
+
+import {CheatBase, Test} from "./utils/Test.sol";
+import {RouterFixture} from "./utils/RouterFixture.sol";
+import {OracleRouter} from "../src/OracleRouter.sol";
+import {Report} from "../src/interfaces/IOracleRouter.sol";
+
+/// @notice Drives a real OracleRouter (which it owns) with random reports and governance. Every report
+///         is signed with `vm.sign` by a random choice of keys: distinct members, random multisets of
+///         members and outsiders (duplicates included), sorted or not. The handler keeps its own model
+///         of the signer set, threshold, pending changes and latest epochs, built only from what the
+///         timelock allows, and counts every disagreement with the router.
+contract RouterHandler is RouterFixture {
+    uint256 internal constant KEYS = 10; // memberKey(0 .. 9); 0 .. 4 start as members
+    uint256 internal constant ADDABLE = 8; // keys 8 and 9 are never scheduled: permanent outsiders
+    uint256 internal constant SUBJECTS = 4;
+    uint64 public constant DELAY = 1 days;
+    uint64 internal constant MAX_EPOCH = 1000; // cold-chain epoch bound
+
+    struct Pending {
+        bytes32 id;
+        uint8 action;
+        address target;
+        uint8 threshold;
+        uint64 scheduledAt;
+    }
+
+    OracleRouter public router;
+    uint256[] internal _keys;
+    address[] public keyAddress; // vm.addr(_keys[i]), computed once
+
+    // The handler's model of the router.
+    mapping(address => bool) public ghostMember;
+    uint256 public ghostSignerCount;
+    uint8 public ghostThreshold;
+    mapping(bytes32 => uint64) public ghostLatest;
+    Pending[] internal _pending;
+
+    // Outcomes and violations.
+    uint256 public accepted;
+    uint256 public refused;
+    uint256 public acceptedWithoutQuorum; // accepted with fewer than k distinct members' signatures
+    uint256 public staleAccepted; // accepted with an epoch not above the subject's latest
+    uint256 public epochRegressions; // a subject's latest epoch went down
+    uint256 public earlyActivations; // a governance change took effect before its timelock
+    uint256 public activations;
+    uint256 public unexpected; // any other outcome the model did not predict
+    mapping(bytes32 => uint64) internal _observedLatest;
+
+    constructor() {
+        (router, _keys) = deployRouter(5, 3);
+        for (uint256 i = 5; i < KEYS; ++i) _keys.push(memberKey(i));
+        for (uint256 i = 0; i < KEYS; ++i) keyAddress.push(vm.addr(_keys[i]));
+        for (uint256 i = 0; i < 5; ++i) ghostMember[keyAddress[i]] = true;
+        ghostSignerCount = 5;
+        ghostThreshold = 3;
+        router.setModelDelay(DELAY);
+    }
+
+    function subject(uint256 i) public pure returns (bytes32) {
+        return keccak256(abi.encode("subject", i % SUBJECTS));
+    }
+
+    function pendingCount() external view returns (uint256) {
+        return _pending.length;
+    }
+
+    function pending(uint256 i) external view returns (Pending memory) {
+        return _pending[i];
+    }
+
+    // ------------------------------------------------------------------ reports
+
+    function submit(uint256 subjectSeed, uint256 epochSeed, uint256 mode, uint256 pickSeed, uint256 count) external {
+        bytes32 s = subject(subjectSeed);
+        uint64 latest = ghostLatest[s];
+        uint64 epoch;
+        if (epochSeed % 4 == 0) {
+            epoch = uint64(bound(epochSeed >> 8, 0, latest)); // stale (or a replay of the latest)
+        } else {
+            epoch = latest + 1 + uint64(epochSeed % 3);
+            if (epoch > MAX_EPOCH) epoch = MAX_EPOCH;
+        }
+        Report memory report = coldChainReport(s, int256(epochSeed % 3), epoch);
+        uint256[] memory signing = _pick(mode % 4, pickSeed, count); // indices into _keys
+        bytes memory sigs;
+        bytes32 digest = router.reportDigest(report);
+        for (uint256 i = 0; i < signing.length; ++i) {
+            sigs = bytes.concat(sigs, signCompact(_keys[signing[i]], digest));
+        }
+
+        // The model: ascending distinct members, at least k of them, and a fresh epoch in bounds.
+        uint256 members = _distinctMembers(signing);
+        bool ascending = true;
+        bool allMembers = true;
+        for (uint256 i = 0; i < signing.length; ++i) {
+            if (i > 0 && keyAddress[signing[i]] <= keyAddress[signing[i - 1]]) ascending = false;
+            if (!ghostMember[keyAddress[signing[i]]]) allMembers = false;
+        }
+        bool predicted = ascending && allMembers && signing.length >= ghostThreshold && epoch > latest;
+
+        try router.submit(report, sigs) {
+            ++accepted;
+            if (members < ghostThreshold) ++acceptedWithoutQuorum;
+            if (epoch <= latest) ++staleAccepted;
+            if (!predicted) ++unexpected;
+            ghostLatest[s] = epoch;
+        } catch {
+            ++refused;
+            if (predicted) ++unexpected;
+        }
+        _checkEpochs();
+    }
+
+    /// @dev Key indices. mode 0 and 1: distinct current members, k - 1 or more, sorted; 2: any keys
+    ///      (members, outsiders, duplicates), sorted; 3: any keys in random order.
+    function _pick(uint256 mode, uint256 seed, uint256 count) internal view returns (uint256[] memory out) {
+        if (mode <= 1) {
+            uint256[] memory pool = new uint256[](KEYS);
+            uint256 n = 0;
+            for (uint256 i = 0; i < KEYS; ++i) {
+                if (ghostMember[keyAddress[i]]) pool[n++] = i;
+            }
+            out = new uint256[](bound(count, ghostThreshold - 1, n));
+            for (uint256 i = 0; i < out.length; ++i) {
+                uint256 j = uint256(keccak256(abi.encode(seed, i))) % n;
+                out[i] = pool[j];
+                pool[j] = pool[--n];
+            }
+        } else {
+            out = new uint256[](bound(count, 0, 8));
+            for (uint256 i = 0; i < out.length; ++i) {
+                out[i] = uint256(keccak256(abi.encode(seed, i))) % KEYS;
+            }
+        }
+        if (mode != 3) {
+            for (uint256 i = 1; i < out.length; ++i) {
+                uint256 v = out[i];
+                uint256 j = i;
+                while (j > 0 && keyAddress[out[j - 1]] > keyAddress[v]) {
+                    out[j] = out[j - 1];
+                    --j;
+                }
+                out[j] = v;
+            }
+        }
+    }
+
+    /// @dev Distinct current members among the signers, counted from the model, not the router.
+    function _distinctMembers(uint256[] memory signing) internal view returns (uint256 n) {
+        for (uint256 i = 0; i < signing.length; ++i) {
+            address a = keyAddress[signing[i]];
+            if (!ghostMember[a]) continue;
+            bool seen = false;
+            for (uint256 j = 0; j < i; ++j) {
+                if (keyAddress[signing[j]] == a) seen = true;
+            }
+            if (!seen) ++n;
+        }
+    }
+
+    function _checkEpochs() internal {
+        for (uint256 i = 0; i < SUBJECTS; ++i) {
+            bytes32 s = subject(i);
+            (uint64 epoch,,,,) = router.latest(s);
+            if (epoch < _observedLatest[s]) ++epochRegressions;
+            _observedLatest[s] = epoch;
+        }
+    }
+
+    // ------------------------------------------------------------------ governance (owner = this handler)
+
+    function scheduleAddSigner(uint256 keySeed) external {
+        address target = keyAddress[keySeed % ADDABLE];
+        bytes32 id = router.changeId(router.ADD_SIGNER(), target);
+        bool predicted = !ghostMember[target] && _indexOf(id) == type(uint256).max;
+        try router.scheduleAddSigner(target) returns (bytes32 got) {
+            if (!predicted || got != id) ++unexpected;
+            _pending.push(Pending(id, router.ADD_SIGNER(), target, 0, uint64(block.timestamp)));
+        } catch {
+            if (predicted) ++unexpected;
+        }
+    }
+
+    function scheduleThreshold(uint256 seed) external {
+        uint8 t = uint8(bound(seed, 1, 8));
+        bytes32 id = router.changeId(router.SET_THRESHOLD(), address(0));
+        bool predicted = _indexOf(id) == type(uint256).max;
+        try router.scheduleThreshold(t) returns (bytes32 got) {
+            if (!predicted || got != id) ++unexpected;
+            _pending.push(Pending(id, router.SET_THRESHOLD(), address(0), t, uint64(block.timestamp)));
+        } catch {
+            if (predicted) ++unexpected;
+        }
+    }
+
+    /// @dev Anyone may activate: the handler tries pending changes whether or not their time has come.
+    function activateGovernance(uint256 seed) external {
+        if (_pending.length == 0) return;
+        uint256 idx = seed % _pending.length;
+        Pending memory p = _pending[idx];
+        bool due = block.timestamp >= p.scheduledAt + DELAY;
+        bool valid = p.action != router.SET_THRESHOLD() || p.threshold <= ghostSignerCount;
+        try router.activateGovernance(p.id) {
+            ++activations;
+            if (!due) ++earlyActivations;
+            if (!valid) ++unexpected;
+            _remove(idx);
+            if (p.action == router.ADD_SIGNER()) {
+                ghostMember[p.target] = true;
+                ++ghostSignerCount;
+            } else {
+                ghostThreshold = p.threshold;
+            }
+        } catch {
+            if (due && valid) ++unexpected;
+        }
+    }
+
+    function cancelGovernance(uint256 seed) external {
+        if (_pending.length == 0) return;
+        uint256 idx = seed % _pending.length;
+        try router.cancelGovernance(_pending[idx].id) {
+            _remove(idx);
+        } catch {
+            ++unexpected;
+        }
+    }
+
+    function removeSigner(uint256 keySeed) external {
+        address target = keyAddress[keySeed % KEYS];
+        bool predicted = ghostMember[target] && ghostSignerCount - 1 >= ghostThreshold;
+        try router.removeSigner(target) {
+            if (!predicted) ++unexpected;
+            ghostMember[target] = false;
+            --ghostSignerCount;
+        } catch {
+            if (predicted) ++unexpected;
+        }
+    }
+
+    function warp(uint256 seconds_) external {
+        vm.warp(block.timestamp + bound(seconds_, 0, 2 days));
+    }
+
+    function _indexOf(bytes32 id) internal view returns (uint256) {
+        for (uint256 i = 0; i < _pending.length; ++i) {
+            if (_pending[i].id == id) return i;
+        }
+        return type(uint256).max;
+    }
+
+    function _remove(uint256 idx) internal {
+        _pending[idx] = _pending[_pending.length - 1];
+        _pending.pop();
+    }
+}
+
+/// @notice Invariants of the router under RouterHandler: 50 runs × 200 calls (foundry.toml).
+contract OracleRouterInvariantsTest is Test {
+    RouterHandler internal handler;
+    OracleRouter internal router;
+
+    function setUp() public {
+        vm.warp(1_750_000_000);
+        handler = new RouterHandler();
+        router = handler.router();
+        bytes4[] memory selectors = new bytes4[](7);
+        selectors[0] = RouterHandler.submit.selector;
+        selectors[1] = RouterHandler.scheduleAddSigner.selector;
+        selectors[2] = RouterHandler.scheduleThreshold.selector;
+        selectors[3] = RouterHandler.activateGovernance.selector;
+        selectors[4] = RouterHandler.cancelGovernance.selector;
+        selectors[5] = RouterHandler.removeSigner.selector;
+        selectors[6] = RouterHandler.warp.selector;
+        targetContract(address(handler));
+        targetSelector(FuzzSelector(address(handler), selectors));
+    }
+
+    /// @notice A report is accepted only with k distinct member signatures, k and membership as the
+    ///         timelock allows them; and the router decides every report as that rule predicts.
+    function invariant_reportAcceptedOnlyWithKDistinctMembers() public {
+        assertEq(handler.acceptedWithoutQuorum(), 0, "report accepted without k distinct members");
+        assertEq(handler.unexpected(), 0, "router disagreed with the k-of-n model");
+    }
+
+    /// @notice A stale epoch never overwrites a newer one: each subject's latest epoch only rises and
+    ///         equals the highest epoch accepted for it.
+    function invariant_staleEpochNeverOverwrites() public {
+        assertEq(handler.staleAccepted(), 0, "stale epoch accepted");
+        assertEq(handler.epochRegressions(), 0, "latest epoch went down");
+        for (uint256 i = 0; i < 4; ++i) {
+            bytes32 s = handler.subject(i);
+            (uint64 epoch,,,,) = router.latest(s);
+            assertEq(uint256(epoch), uint256(handler.ghostLatest(s)), "latest epoch is the highest accepted");
+        }
+    }
+
+    /// @notice Governance changes never take effect before their timelock: the signer set and threshold
+    ///         are exactly what activations after the delay produced, and every pending change waits for
+    ///         scheduledAt + delay.
+    function invariant_governanceWaitsForTimelock() public {
+        assertEq(handler.earlyActivations(), 0, "change activated before its timelock");
+        for (uint256 i = 0; i < 10; ++i) {
+            address a = handler.keyAddress(i);
+            assertEq(router.isSigner(a), handler.ghostMember(a), "signer set differs from timelocked changes");
+        }
+        assertEq(uint256(router.threshold()), uint256(handler.ghostThreshold()), "threshold differs");
+        uint256 n = handler.pendingCount();
+        assertEq(router.pendingGovernance().length, n, "pending changes");
+        for (uint256 i = 0; i < n; ++i) {
+            RouterHandler.Pending memory p = handler.pending(i);
+            assertEq(
+                uint256(router.pendingChange(p.id).activatesAt),
+                uint256(p.scheduledAt) + handler.DELAY(),
+                "pending change activates after the delay"
+            );
+        }
+    }
+
+    /// @notice The signer count never drops below the threshold.
+    function invariant_signerCountCoversThreshold() public {
+        assertGe(uint256(router.signerCount()), uint256(router.threshold()), "fewer signers than threshold");
+        assertEq(uint256(router.signerCount()), handler.ghostSignerCount(), "signer count");
+        assertEq(router.signers().length, uint256(router.signerCount()), "signer list length");
+    }
+}
