@@ -83,7 +83,7 @@ contract RouterHandler is RouterFixture {
             if (epoch > MAX_EPOCH) epoch = MAX_EPOCH;
         }
         Report memory report = coldChainReport(s, int256(epochSeed % 3), epoch);
-        uint256[] memory signing = _pick(mode % 4, pickSeed, count); // indices into _keys
+        uint256[] memory signing = _pick(mode % 5, pickSeed, count); // indices into _keys
         bytes memory sigs;
         bytes32 digest = router.reportDigest(report);
         for (uint256 i = 0; i < signing.length; ++i) {
@@ -113,16 +113,18 @@ contract RouterHandler is RouterFixture {
         _checkEpochs();
     }
 
-    /// @dev Key indices. mode 0 and 1: distinct current members, k - 1 or more, sorted; 2: any keys
-    ///      (members, outsiders, duplicates), sorted; 3: any keys in random order.
+    /// @dev Key indices. mode 0 and 1: distinct current members, k - 1 or more, sorted; 2: the same
+    ///      with k - 1 members, one of them signing twice; 3: any keys (members, outsiders, duplicates),
+    ///      sorted; 4: any keys in random order.
     function _pick(uint256 mode, uint256 seed, uint256 count) internal view returns (uint256[] memory out) {
-        if (mode <= 1) {
+        if (mode <= 2) {
             uint256[] memory pool = new uint256[](KEYS);
             uint256 n = 0;
             for (uint256 i = 0; i < KEYS; ++i) {
                 if (ghostMember[keyAddress[i]]) pool[n++] = i;
             }
-            out = new uint256[](bound(count, ghostThreshold - 1, n));
+            // mode 2: k - 1 distinct members, so the duplicate below makes exactly k signatures.
+            out = new uint256[](mode == 2 ? ghostThreshold - 1 : bound(count, ghostThreshold - 1, n));
             for (uint256 i = 0; i < out.length; ++i) {
                 uint256 j = uint256(keccak256(abi.encode(seed, i))) % n;
                 out[i] = pool[j];
@@ -134,7 +136,13 @@ contract RouterHandler is RouterFixture {
                 out[i] = uint256(keccak256(abi.encode(seed, i))) % KEYS;
             }
         }
-        if (mode != 3) {
+        if (mode == 2 && out.length > 0) {
+            uint256[] memory twice = new uint256[](out.length + 1);
+            for (uint256 i = 0; i < out.length; ++i) twice[i] = out[i];
+            twice[out.length] = out[seed % out.length];
+            out = twice;
+        }
+        if (mode != 4) {
             for (uint256 i = 1; i < out.length; ++i) {
                 uint256 v = out[i];
                 uint256 j = i;
