@@ -16,6 +16,12 @@ Guarantees, each covered by a test:
   receipts are looked up for every hash the row ever had, so whichever version is mined counts once;
 * a receipt that disappears in a reorg before ``confirmations`` blocks sends the row back to
   re-broadcasting the same bytes;
+* a broadcast refused because the max fee is below the block's base fee (signed before a base-fee
+  spike, e.g. by a poster that crashed right after signing) is re-signed with the same nonce at a fee
+  priced from the current base fee, so the row cannot sit in ``signed`` with every later nonce behind it;
+* a nonce used by a foreign transaction (the same key used elsewhere), once that block is settled and
+  no version of the row has a receipt, moves the row to a fresh nonce: the old nonce is spent, so no
+  earlier version can land, and the router refuses a second report for the same (subject, epoch);
 * an unreachable RPC is recorded and retried with backoff; nothing is lost;
 * a revert is recorded with its decoded reason and not retried blindly.
 
@@ -280,6 +286,11 @@ class OutboxPoster:
             elif "underpriced" in message:
                 self._replace(s, row, result, reason="replacement underpriced")
                 return
+            elif _is_fee_too_low(message):
+                # Signed at a fee the chain's base fee has since passed (a spike while this poster was
+                # down): the same nonce again, priced from the current base fee.
+                self._replace(s, row, result, reason="max fee below the block base fee", reprice=True)
+                return
             else:
                 raise ConnectionError(str(e)) from e
         row.status = "sent"
@@ -300,6 +311,9 @@ class OutboxPoster:
                 row.status = "signed"
                 s.commit()
                 self._broadcast(s, row, result)
+                return
+            if self._nonce_taken(row):
+                self._renonce(s, row, result)
                 return
             sent_at = _aware(row.sent_at) if row.sent_at else now
             waited = (now - sent_at).total_seconds()
@@ -325,8 +339,63 @@ class OutboxPoster:
         if row.status == "confirmed":
             self._fire("confirmed", row)
 
-    def _replace(self, s: Session, row: OutboxRow, result: PumpResult, *, reason: str) -> None:
-        """Re-sign with the same nonce and bumped fees; store before broadcasting."""
+    def _nonce_taken(self, row: OutboxRow) -> bool:
+        """True when the account's nonce ``row.nonce`` was used, deep enough not to be undone, by a
+        transaction that is none of this row's: a foreign transaction (an operator's wallet, another
+        tool with the same key) took it, and none of this row's signed versions can ever be mined."""
+        assert row.nonce is not None
+        sender = Web3.to_checksum_address(row.sender or self.account.address)
+        if int(self.w3.eth.get_transaction_count(sender, "latest")) <= row.nonce:
+            return False
+        head = int(self.w3.eth.block_number)
+        settled = max(0, head - self.confirmations + 1)
+        if int(self.w3.eth.get_transaction_count(sender, settled)) <= row.nonce:
+            return False  # used in a block that could still be reorganised away: wait
+        # Looked for after the nonce was seen used, so a version of ours mined meanwhile is found here.
+        return self._find_receipt(row) is None
+
+    def _renonce(self, s: Session, row: OutboxRow, result: PumpResult) -> None:
+        """Move the row to a fresh nonce, signed at current fees. Safe against two landings: the old
+        nonce is spent (settled), so no earlier version of this row can be mined any more; and the
+        router refuses a second report for a (subject, epoch) it already accepted."""
+        assert row.nonce is not None
+        old = row.nonce
+        sender = self.account.address
+        chain_pending = int(self.w3.eth.get_transaction_count(sender, "pending"))
+        max_fee, tip = self._initial_fees()
+        nonce = reserve_nonce(s, chain_id=self.chain_id, address=sender, chain_pending=chain_pending)
+        signed = self.account.sign_transaction(
+            {
+                "type": 2,
+                "chainId": self.chain_id,
+                "nonce": nonce,
+                "to": Web3.to_checksum_address(row.to_address),
+                "data": HexBytes(row.calldata),
+                "value": 0,
+                "gas": row.gas_limit,
+                "maxFeePerGas": max_fee,
+                "maxPriorityFeePerGas": tip,
+            }
+        )
+        row.previous_hashes = [*row.previous_hashes, row.tx_hash]
+        row.nonce = nonce
+        row.raw_tx = bytes(signed.raw_transaction)
+        row.tx_hash = "0x" + bytes(signed.hash).hex()
+        row.max_fee, row.priority_fee = str(max_fee), str(tip)
+        row.status = "signed"
+        row.sent_at = None
+        row.last_error = f"nonce {old} was taken by a foreign transaction; moved to nonce {nonce}"
+        s.commit()
+        result.replaced += 1
+        log.warning("outbox key=%s: %s (tx_hash=%s)", row.key, row.last_error, row.tx_hash)
+        self._fire("renonced", row)
+        self._broadcast(s, row, result)
+
+    def _replace(
+        self, s: Session, row: OutboxRow, result: PumpResult, *, reason: str, reprice: bool = False
+    ) -> None:
+        """Re-sign with the same nonce and bumped fees (with ``reprice``, at least what a fresh
+        transaction would pay at the current base fee); store before broadcasting."""
         assert row.nonce is not None
         assert row.max_fee is not None
         assert row.priority_fee is not None
@@ -334,6 +403,9 @@ class OutboxPoster:
         old_fee, old_tip = int(row.max_fee), int(row.priority_fee)
         tip = -(-old_tip * bump // 100)
         max_fee = min(max(-(-old_fee * bump // 100), tip), self.fees.max_fee_cap)
+        if reprice:
+            current, _ = self._initial_fees()
+            max_fee = min(max(max_fee, current), self.fees.max_fee_cap)
         if max_fee <= old_fee or tip > max_fee:
             # At the cap: keep waiting on the bytes we have rather than send something a node refuses.
             row.status = "sent"
@@ -429,6 +501,22 @@ class OutboxPoster:
     def _fire(self, step: str, row: OutboxRow) -> None:
         if self.hook is not None:
             self.hook(step, row)
+
+
+def _is_fee_too_low(message: str) -> bool:
+    """A node's refusal of a transaction whose max fee is below the current base fee (geth, anvil,
+    reth, erigon and nethermind word it differently)."""
+    return any(
+        words in message
+        for words in (
+            "less than block base fee",
+            "fee cap less than block base fee",
+            "feecap too low",
+            "fee cap too low",
+            "max fee per gas less than",
+            "maxfeepergas too low",
+        )
+    )
 
 
 def _aware(t: dt.datetime) -> dt.datetime:
