@@ -1,9 +1,12 @@
 """The event listener: follows our contracts' events and keeps the database's view current.
 
 It reads logs from a persisted block cursor up to ``head − confirmations`` (so a shallow reorg never
-reaches the database), in bounded block ranges. Each event is stored once (unique on transaction hash and
-log index) in the same database transaction as its effect and the cursor move, so a replay, a crash
-mid-range or two listeners racing all converge on the same state.
+reaches the database), in bounded block ranges. The cursor keeps its block's hash: when the chain's
+block at that height has another hash, a deeper reorg happened, and the listener rewinds to the last
+applied event still on the chain, recording each orphaned event (see ``_rewind_if_reorganised``).
+Each event is stored once (unique on transaction hash and log index) in the same database transaction
+as its effect and the cursor move, so a replay, a crash mid-range or two listeners racing all converge
+on the same state.
 
 Projections: subscriptions, policies, payouts, shipments and their settlement, and the status of our
 own reports (``accepted`` with the transaction that carried them).
@@ -22,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
+from web3.exceptions import BlockNotFound
 
 from oracle.chain.artifacts import load_artifact
 from oracle.chain.deploy import Deployment
@@ -30,6 +34,7 @@ from oracle.storage.tables import (
     ChainEvent,
     Payout,
     Policy,
+    Reject,
     ReportRow,
     Shipment,
     Subscription,
@@ -133,6 +138,8 @@ class ChainListener:
         self.idle_final_s = idle_final_s
         self._head = -1
         self._head_since = 0.0
+        #: Reorganisations seen (the cursor's block replaced), for /metrics and tests.
+        self.reorgs = 0
 
     def poll(self) -> int:
         """Apply every final event not yet applied; returns how many new events were stored.
@@ -151,6 +158,7 @@ class ChainListener:
         if self.confirmations == 1 and now - self._head_since >= self.idle_final_s:
             final = head
         applied = 0
+        self._rewind_if_reorganised()
         with self.sessions() as s:
             cursor = s.get(ChainCursor, CURSOR)
             start = (cursor.block + 1) if cursor is not None else self.deployment.block
@@ -164,6 +172,75 @@ class ChainListener:
             applied += self._apply(events, end, end_hash)
             start = end + 1
         return applied
+
+    def _block_hash(self, number: int) -> str | None:
+        try:
+            return "0x" + bytes(self.w3.eth.get_block(number)["hash"]).hex()
+        except BlockNotFound:
+            return None  # the chain is now shorter than it was
+
+    def _rewind_if_reorganised(self) -> None:
+        """Compare the stored hash of the cursor's block with the chain's. If the block was replaced (a
+        reorg deeper than the confirmations, or an idle head that got a rival), walk back over the
+        applied events, newest first, to the last one whose block is still on the chain; record each
+        event above it as orphaned (a ``reorg_orphaned`` reject with the whole event, kept for the audit
+        trail), drop it from the applied set so a re-included transaction is applied again from its new
+        block, and move the cursor back to that block. A projection made from an orphaned event that
+        the new chain does not repeat is not undone here: the reject names it for an operator."""
+        with self.sessions() as s:
+            cursor = s.get(ChainCursor, CURSOR)
+            if cursor is None or not cursor.block_hash:
+                return
+            if self._block_hash(cursor.block) == cursor.block_hash:
+                return
+            fork = self.deployment.block - 1
+            hashes: dict[int, str | None] = {}
+            orphaned: list[ChainEvent] = []
+            rows = s.scalars(
+                select(ChainEvent)
+                .where(ChainEvent.block_number <= cursor.block)
+                .order_by(ChainEvent.block_number.desc(), ChainEvent.log_index.desc())
+            )
+            for ev in rows:
+                if ev.block_number not in hashes:
+                    hashes[ev.block_number] = self._block_hash(ev.block_number)
+                if hashes[ev.block_number] == ev.block_hash:
+                    fork = ev.block_number
+                    break
+                orphaned.append(ev)
+            old_block, old_hash = cursor.block, cursor.block_hash
+            for ev in orphaned:
+                s.add(
+                    Reject(
+                        source="chain",
+                        reason="reorg_orphaned",
+                        message=(
+                            f"{ev.contract}.{ev.name} in block {ev.block_number} ({ev.block_hash}), "
+                            f"transaction {ev.tx_hash}, is no longer on the chain"
+                        ),
+                        subject=ev.tx_hash,
+                        meta={
+                            "block_number": ev.block_number,
+                            "block_hash": ev.block_hash,
+                            "log_index": ev.log_index,
+                            "contract": ev.contract,
+                            "name": ev.name,
+                            "args": ev.args,
+                        },
+                    )
+                )
+                s.delete(ev)
+            cursor.block = fork
+            cursor.block_hash = (self._block_hash(fork) or "") if fork >= 0 else ""
+            s.commit()
+        self.reorgs += 1
+        log.warning(
+            "chain reorganised: block %s (%s) is gone; %d applied event(s) orphaned; re-reading from %s",
+            old_block,
+            old_hash,
+            len(orphaned),
+            fork + 1,
+        )
 
     def _apply(self, events: Iterable[DecodedEvent], end: int, end_hash: str) -> int:
         new = 0
