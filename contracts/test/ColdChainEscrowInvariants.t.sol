@@ -132,7 +132,9 @@ contract EscrowHandler is RouterFixture {
         Report memory report = coldChainReport(id, int256(value % 3), epoch);
         uint256[] memory signing = new uint256[](quorum ? K : K - 1);
         uint256 first = epochSeed % 3;
-        for (uint256 i = 0; i < signing.length; ++i) signing[i] = _keys[(first + i) % 3];
+        for (uint256 i = 0; i < signing.length; ++i) {
+            signing[i] = _keys[(first + i) % 3];
+        }
         bytes memory sigs = signSorted(signing, router.reportDigest(report));
 
         Status was = status(id);

@@ -50,9 +50,15 @@ contract RouterHandler is RouterFixture {
 
     constructor() {
         (router, _keys) = deployRouter(5, 3);
-        for (uint256 i = 5; i < KEYS; ++i) _keys.push(memberKey(i));
-        for (uint256 i = 0; i < KEYS; ++i) keyAddress.push(vm.addr(_keys[i]));
-        for (uint256 i = 0; i < 5; ++i) ghostMember[keyAddress[i]] = true;
+        for (uint256 i = 5; i < KEYS; ++i) {
+            _keys.push(memberKey(i));
+        }
+        for (uint256 i = 0; i < KEYS; ++i) {
+            keyAddress.push(vm.addr(_keys[i]));
+        }
+        for (uint256 i = 0; i < 5; ++i) {
+            ghostMember[keyAddress[i]] = true;
+        }
         ghostSignerCount = 5;
         ghostThreshold = 3;
         router.setModelDelay(DELAY);
@@ -138,7 +144,9 @@ contract RouterHandler is RouterFixture {
         }
         if (mode == 2 && out.length > 0) {
             uint256[] memory twice = new uint256[](out.length + 1);
-            for (uint256 i = 0; i < out.length; ++i) twice[i] = out[i];
+            for (uint256 i = 0; i < out.length; ++i) {
+                twice[i] = out[i];
+            }
             twice[out.length] = out[seed % out.length];
             out = twice;
         }

@@ -38,9 +38,7 @@ contract OracleRouterSignaturesTest is Test, RouterFixture {
         }
     }
 
-    function testFuzz_anyKDistinctMembersAreAccepted(uint256 seed, bytes32 subject, uint64 epoch, uint8 extra)
-        public
-    {
+    function testFuzz_anyKDistinctMembersAreAccepted(uint256 seed, bytes32 subject, uint64 epoch, uint8 extra) public {
         epoch = uint64(bound(epoch, 1, 1000));
         uint256 k = bound(extra, K, N);
         Report memory report = _report(subject, epoch);
@@ -148,7 +146,9 @@ contract OracleRouterSignaturesTest is Test, RouterFixture {
 
     function testFuzz_nonMemberIsRefused(uint256 seed, bytes32 subject, uint256 outsider) public {
         outsider = bound(outsider, 1, SECP256K1_N - 1);
-        for (uint256 i = 0; i < N; ++i) vm.assume(outsider != keys[i]);
+        for (uint256 i = 0; i < N; ++i) {
+            vm.assume(outsider != keys[i]);
+        }
         Report memory report = _report(subject, 1);
         uint256[] memory signing = _subset(seed, K);
         signing[0] = outsider; // k signatures, only k - 1 from members
