@@ -19,6 +19,7 @@ accepted once and removed from the address bar) and calls the JSON views below w
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,16 @@ async def get_overview(ctx: CtxDep, _: ViewerKey) -> dict[str, Any]:
 
     def run() -> dict[str, Any]:
         with ctx.sessions() as s:
-            return overview(s)
+            out = overview(s)
+            runtime = ctx.extras.get("network_node")
+            network = getattr(runtime, "network", None)
+            if network is not None:
+                from oracle.network.heartbeat import heartbeats
+
+                out["heartbeats"] = heartbeats(s, int(network.heartbeat_s), time.time())
+            else:
+                out["heartbeats"] = None
+            return out
 
     return await run_in_threadpool(run)
 

@@ -17,9 +17,6 @@ from oracle.storage.network_tables import NetworkRound
 log = logging.getLogger(__name__)
 
 
-MAX_SUBJECTS = 1000
-
-
 class NetworkCollector(Collector):
     def __init__(self, ctx: Context, runtime: NodeRuntime) -> None:
         self.ctx = ctx
@@ -75,22 +72,8 @@ class NetworkCollector(Collector):
         return missed
 
     def _fill(self, missed: GaugeMetricFamily, now: float) -> None:
-        from oracle.storage.tables import ReportRow, Subscription
+        from oracle.network.heartbeat import heartbeats
 
         with self.ctx.sessions() as s:
-            subjects = s.scalars(
-                select(Subscription.subject)
-                .where(Subscription.active.is_(True))
-                .distinct()
-                .limit(MAX_SUBJECTS)
-            ).all()
-            for subject in subjects:
-                row = s.execute(
-                    select(func.max(ReportRow.observed_at), func.max(ReportRow.subject_name)).where(
-                        ReportRow.subject == subject.lower(), ReportRow.status.in_(("confirmed", "accepted"))
-                    )
-                ).one()
-                if row[0] is None:
-                    continue
-                late = now - int(row[0]) > self.runtime.network.heartbeat_s
-                missed.add_metric([str(row[1] or subject)], 1.0 if late else 0.0)
+            for beat in heartbeats(s, self.runtime.network.heartbeat_s, now):
+                missed.add_metric([beat["name"]], 1.0 if beat["missed"] else 0.0)

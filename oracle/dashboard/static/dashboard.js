@@ -438,6 +438,15 @@
         el("td", {}, badge(r.reason)), el("td", { class: "wrap", text: r.subject || "—" }), el("td", { class: "wrap", text: r.message })))));
   }
 
+  function renderHeartbeats(beats) {
+    const target = clear(byId("heartbeats"));
+    if (!beats) { target.append(emptyNote("Shown on a network node (the network file sets the heartbeat).")); return; }
+    if (!beats.length) { target.append(emptyNote("No subscribed subject has an accepted report yet.")); return; }
+    target.append(table(["subject", "last report", "age", "heartbeat", "status"], beats.map((b) =>
+      el("tr", { "data-testid": "heartbeat-row", "data-missed": String(b.missed) }, el("td", { class: "wrap", text: b.name }), el("td", { text: when(b.last_observed_at) }),
+        el("td", { text: duration(b.age_s) }), el("td", { text: duration(b.heartbeat_s) }), el("td", {}, badge(b.missed ? "missed" : "ok"))))));
+  }
+
   function duration(s) {
     if (s >= 86400) return `${fmt(s / 86400, 1)} d`;
     if (s >= 3600) return `${fmt(s / 3600, 1)} h`;
@@ -467,7 +476,7 @@
     state.data = data; state.cursor = data.cursor;
     drawRegions(data.regions);
     renderAttestations(data.attestations); renderAttestationDetail();
-    renderShipments(data.shipments); renderPolicies(data.policies); renderRejects(data.rejects);
+    renderShipments(data.shipments); renderPolicies(data.policies); renderRejects(data.rejects); renderHeartbeats(data.heartbeats);
     await Promise.all([renderRegion(), renderShipment(), refreshGovernance(), refreshProducts(data.token)]);
   }
 
