@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OPEN = ("collecting", "ready", "queued")
+#: A round still short of k agreeing signatures this long after it opened is set aside as ``stalled``
+#: (no longer polled every pass, shown as such); an agreeing signature arriving later reopens it.
+STALL_AFTER_S = 7 * 86_400
 #: How often an open round asks the router whether it is already settled, seconds.
 CHAIN_CHECK_S = 0.5
 #: Longest wait between two deliveries to a peer that does not answer, seconds.
@@ -319,7 +322,12 @@ def accept_peer_signature(
         own = s.scalar(
             select(NetworkRound).where(NetworkRound.subject == subject, NetworkRound.epoch == epoch)
         )
-    agrees = None if own is None else own.digest == _hex(digest)
+        own_digest = None if own is None else own.digest
+        if own is not None and own.status == "stalled" and own_digest == _hex(digest):
+            own.status = "collecting"  # a late agreeing word: the round may reach k after all
+            s.commit()
+            log.info("round reopened subject=%s epoch=%s by %s's signature", subject, epoch, sender.id)
+    agrees = None if own_digest is None else own_digest == _hex(digest)
     if agrees is False and have is None:
         runtime.count("disagreements")
         log.warning(
@@ -328,7 +336,7 @@ def accept_peer_signature(
             epoch,
             sender.id,
             _hex(digest)[:18],
-            own.digest[:18] if own else "",
+            (own_digest or "")[:18],
         )
     runtime.wake.set()
     return {"stored": True, "agrees": agrees}
@@ -465,6 +473,23 @@ class RoundDriver:
                 return
             agreeing = self._agreeing(s, rnd)
             k = self.runtime.network.threshold
+            if (
+                rnd.status == "collecting"
+                and len(agreeing) < k
+                and now - _aware(rnd.created_at).timestamp() > STALL_AFTER_S
+            ):
+                rnd.status = "stalled"
+                s.commit()
+                self.runtime.count("rounds_stalled")
+                log.warning(
+                    "round stalled subject=%s epoch=%s: %d of the %d agreeing signatures after %.0f days",
+                    rnd.subject,
+                    rnd.epoch,
+                    len(agreeing),
+                    k,
+                    STALL_AFTER_S / 86_400,
+                )
+                return
             if rnd.status == "collecting" and len(agreeing) >= k:
                 rnd.status = "ready"
                 rnd.ready_at = utcnow()
