@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
@@ -98,6 +99,34 @@ def record_report(
     return row, True
 
 
+def store_report(
+    sessions: sessionmaker[Session],
+    report: Report,
+    *,
+    subject_name: str = "",
+    detail: dict[str, Any] | None = None,
+) -> tuple[int, bool]:
+    """:func:`record_report` in a transaction of its own, committed; returns (row id, created).
+
+    Two callers recording the same report at once (the scheduler and an operator's request, two API
+    workers) both find no row and both insert: the loser's commit hits the unique (subject, epoch)
+    constraint. It then reads the winner's row, which is the same report (or a conflicting one, refused
+    as ``epoch_conflict``), instead of failing with a database error.
+    """
+    for attempt in (1, 2):
+        with sessions() as s:
+            try:
+                row, created = record_report(s, report, subject_name=subject_name, detail=detail)
+                s.commit()
+            except DbIntegrityError:
+                s.rollback()
+                if attempt == 2:
+                    raise
+                continue
+            return row.id, created
+    raise AssertionError("unreachable")
+
+
 def attest(
     sessions: sessionmaker[Session],
     report: Report,
@@ -110,10 +139,8 @@ def attest(
     detail: dict[str, Any] | None = None,
 ) -> Attestation:
     """Record ``report``, gather ``threshold`` signatures and queue the router transaction."""
+    report_id, created = store_report(sessions, report, subject_name=subject_name, detail=detail)
     with sessions() as s:
-        row, created = record_report(s, report, subject_name=subject_name, detail=detail)
-        s.commit()
-        report_id = row.id
         queued = s.scalar(select(OutboxRow).where(OutboxRow.key == outbox_key(report)))
         if queued is not None:
             return Attestation(report_id, queued.id, queued.key, created)

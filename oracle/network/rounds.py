@@ -34,7 +34,7 @@ from eth_utils.address import to_checksum_address
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
-from oracle.attest import Attestation, outbox_key, record_report, submit_calldata
+from oracle.attest import Attestation, outbox_key, store_report, submit_calldata
 from oracle.chain.client import encode_signatures
 from oracle.chain.outbox import TxIntent, enqueue
 from oracle.errors import ValidationError
@@ -128,13 +128,11 @@ def begin_round(
     epoch this node already signed is refused (``epoch_conflict``) by the report table and the signer.
     """
     manifest = str((detail or {}).get("manifest_cid") or "")
+    report_id, created = store_report(ctx.sessions, report, subject_name=subject_name, detail=detail)
     with ctx.sessions() as s:
-        row, created = record_report(s, report, subject_name=subject_name, detail=detail)
-        s.commit()
-        report_id = row.id
         existing = s.scalar(
             select(NetworkRound).where(
-                NetworkRound.subject == row.subject, NetworkRound.epoch == report.epoch
+                NetworkRound.subject == _hex(report.subject), NetworkRound.epoch == report.epoch
             )
         )
         if existing is not None:
