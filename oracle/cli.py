@@ -111,7 +111,7 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
         "Shipments under escrow.", _typer_group("oracle.commands.pipeline", "shipments_app")
     ),
     "devices": LazyCommand(
-        "Telemetry devices: HMAC secrets bound to shipments.",
+        "Telemetry devices: public keys (or legacy HMAC secrets) bound to shipments.",
         _typer_group("oracle.commands.telemetry", "devices_app"),
     ),
     "apikeys": LazyCommand(

@@ -1,8 +1,22 @@
-"""Telemetry devices: registration, shipment bindings, revocation and secrets encrypted at rest.
+"""Telemetry devices: registration, shipment bindings, public keys, rotation, revocation, sealed secrets.
 
-Every logger signs its readings with HMAC-SHA256 under a 32-byte secret of its own. The oracle needs the
-secret in clear to verify, so it cannot store a hash; instead each secret is sealed with AES-256-GCM under a
-key-encryption key (KEK) that never enters the database:
+A device registered with a public key (:func:`register_device_key`) signs with its own private key
+(ES256 or EdDSA, see :mod:`oracle.device_keys`); the oracle stores only the public key, so neither a node
+nor an operator can forge its readings, and an auditor verifies any stored reading with that key.
+
+- **Rotation** (:func:`rotate_device_key`): the new key verifies from now on; the old key stays valid only
+  for envelopes whose readings all have seq at most ``old_valid_through_seq``. An old-key envelope with a
+  higher seq is refused as ``stale_key``.
+- **Revocation** (:func:`revoke_device`) is defined by sequence number, not by receive time (a logger may
+  flush a buffer hours later): the highest seq accepted at revocation time is kept as ``revoked_after_seq``
+  and any envelope holding a reading past it is refused as ``revoked_key``. Readings at or below it are
+  judged as before (a redelivery is a duplicate). A thief of the key can therefore at most fill gaps below
+  that seq, never add readings after it.
+
+Legacy devices sign with HMAC-SHA256 (HS256) under a 32-byte secret of their own; they are shown as
+weaker everywhere, because the oracle needs the secret in clear to verify and so could forge their
+readings. It cannot store a hash; instead each secret is sealed with AES-256-GCM under a key-encryption
+key (KEK) that never enters the database:
 
 - ``ORACLE_DEVICE_KEK`` (64 hex chars) or ``ORACLE_DEVICE_KEK_FILE`` (a file with 32 raw bytes or 64 hex
   chars, readable by the service only) in production;
@@ -28,13 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from Crypto.Cipher import AES
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from oracle.config import Settings
+from oracle.device_keys import Alg, DevicePublicKey, auth_kind, load_public_key
 from oracle.errors import ConfigError, IntegrityError, NotFound, ValidationError
 from oracle.storage.db import transaction
-from oracle.storage.tables import Device, DeviceBinding
+from oracle.storage.tables import Device, DeviceBinding, DeviceKey, TelemetryReading
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 """Device ids are safe as an MQTT topic level: no ``/``, ``+``, ``#`` or whitespace."""
@@ -71,13 +86,37 @@ class Binding:
 
 
 @dataclass(frozen=True)
+class KeyWindow:
+    """A registered public key and the last seq it may sign (None: the current key)."""
+
+    key: DevicePublicKey
+    valid_through_seq: int | None
+
+    def covers(self, max_seq: int | None) -> bool:
+        """May this key sign an envelope whose highest seq is ``max_seq`` (None: unknown, so no bound)?"""
+        if self.valid_through_seq is None:
+            return True
+        return max_seq is not None and max_seq <= self.valid_through_seq
+
+
+@dataclass(frozen=True)
 class DeviceCredentials:
-    """What the ingest path needs to judge a device's readings. ``secret`` is the clear HMAC key."""
+    """What the ingest path needs to judge a device's readings.
+
+    ``secret`` is the clear HMAC key of a legacy HS256 device (None for a device with its own key pair);
+    ``keys`` are a key device's public keys, current one first.
+    """
 
     device_id: str
-    secret: bytes = field(repr=False)
+    secret: bytes | None = field(repr=False)
     active: bool
     bindings: tuple[Binding, ...]
+    keys: tuple[KeyWindow, ...] = ()
+    revoked_after_seq: int | None = None
+
+    @property
+    def alg(self) -> Alg:
+        return Alg.HS256 if self.secret is not None else self.keys[0].key.alg
 
     def shipment_at(self, ts_ms: int) -> str | None:
         """The shipment the device was bound to at ``ts_ms`` (the latest binding wins), else None."""
@@ -88,6 +127,14 @@ class DeviceCredentials:
 
 
 @dataclass(frozen=True)
+class KeySummary:
+    alg: str
+    fingerprint: str
+    valid_through_seq: int | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
 class DeviceSummary:
     device_id: str
     status: str
@@ -95,6 +142,14 @@ class DeviceSummary:
     created_at: dt.datetime
     revoked_at: dt.datetime | None
     bindings: tuple[Binding, ...]
+    auth: str = "hmac"
+    keys: tuple[KeySummary, ...] = ()
+    revoked_after_seq: int | None = None
+
+    @property
+    def auth_view(self) -> dict[str, str]:
+        """``{"alg", "strength"[, "note"]}``: HS256 devices are marked weaker."""
+        return auth_kind(Alg.HS256 if self.auth == "hmac" else self.keys[0].alg)
 
 
 def check_device_id(device_id: str) -> str:
@@ -245,6 +300,89 @@ def register_device(
     return secret
 
 
+def register_device_key(
+    sessions: sessionmaker[Session],
+    *,
+    device_id: str,
+    public_key_pem: bytes | str,
+    shipment_id: str | None = None,
+    valid_from: dt.datetime | None = None,
+    valid_to: dt.datetime | None = None,
+) -> DevicePublicKey:
+    """Register a device that signs with its own key; only the public key is stored.
+
+    P-256 keys sign ES256, Ed25519 keys EdDSA; other curves, RSA or a private key raise
+    ValidationError(reason="bad_public_key"). ``shipment_id`` binds it at once (else use
+    :func:`bind_device`). Every node of a network registers the same public key.
+    """
+    check_device_id(device_id)
+    key = load_public_key(public_key_pem)
+    window = _window(valid_from, valid_to) if shipment_id is not None else None
+    if shipment_id is not None:
+        _check_shipment(shipment_id)
+    with transaction(sessions) as s:
+        if s.get(Device, device_id) is not None:
+            raise ValidationError(
+                f"device {device_id} already exists; `devices rotate` gives it a new key", reason="exists"
+            )
+        # No secret: the sealed-secret columns stay empty for a device with its own key.
+        s.add(Device(device_id=device_id, secret_nonce=b"", secret_ct=b"", kek_id="", auth="key"))
+        s.flush()
+        s.add(
+            DeviceKey(device_id=device_id, alg=key.alg.value, public_key=key.pem, fingerprint=key.fingerprint)
+        )
+        if shipment_id is not None and window is not None:
+            s.add(
+                DeviceBinding(
+                    device_id=device_id, shipment_id=shipment_id, valid_from=window[0], valid_to=window[1]
+                )
+            )
+    return key
+
+
+def rotate_device_key(
+    sessions: sessionmaker[Session],
+    *,
+    device_id: str,
+    public_key_pem: bytes | str,
+    old_valid_through_seq: int,
+) -> DevicePublicKey:
+    """Give a key device a new public key; its current key verifies only seq <= ``old_valid_through_seq``.
+
+    Raises NotFound for an unknown device, ValidationError for an HMAC device (register it anew with a
+    key), a revoked device, a negative seq, or a key it already had.
+    """
+    key = load_public_key(public_key_pem)
+    if old_valid_through_seq < 0:
+        raise ValidationError("--old-valid-through-seq must be 0 or more", reason="bad_seq")
+    with transaction(sessions) as s:
+        device = s.get(Device, device_id)
+        if device is None:
+            raise NotFound(f"device {device_id} is not registered")
+        if device.auth != "key":
+            raise ValidationError(
+                f"device {device_id} signs with an HMAC secret (HS256); register its key pair as a new "
+                "device id with `devices add --public-key`",
+                reason="hmac_device",
+            )
+        if device.status != "active":
+            raise ValidationError(f"device {device_id} is {device.status}", reason="revoked_device")
+        rows = s.scalars(select(DeviceKey).where(DeviceKey.device_id == device_id)).all()
+        if any(r.fingerprint == key.fingerprint for r in rows):
+            raise ValidationError(
+                f"device {device_id} already had key {key.fingerprint}; rotate to a new key", reason="exists"
+            )
+        now = dt.datetime.now(dt.UTC)
+        for r in rows:
+            if r.valid_through_seq is None:
+                r.valid_through_seq = old_valid_through_seq
+                r.rotated_at = now
+        s.add(
+            DeviceKey(device_id=device_id, alg=key.alg.value, public_key=key.pem, fingerprint=key.fingerprint)
+        )
+    return key
+
+
 def bind_device(
     sessions: sessionmaker[Session],
     *,
@@ -265,21 +403,35 @@ def bind_device(
         s.add(DeviceBinding(device_id=device_id, shipment_id=shipment_id, valid_from=start, valid_to=end))
 
 
-def revoke_device(sessions: sessionmaker[Session], device_id: str) -> None:
-    """Refuse every further reading from the device (its secret is considered compromised or retired)."""
+def revoke_device(sessions: sessionmaker[Session], device_id: str) -> int:
+    """Refuse every reading signed after now: returns the seq readings must not exceed (-1: none at all).
+
+    "After" is by sequence number: the highest seq accepted so far is kept, and any envelope with a reading
+    past it is refused (``revoked_key``), whenever it arrives. Revoking twice keeps the first bound.
+    """
     with transaction(sessions) as s:
         device = s.get(Device, device_id)
         if device is None:
             raise NotFound(f"device {device_id} is not registered")
         if device.status != "revoked":
+            last = s.scalar(
+                select(func.max(TelemetryReading.seq)).where(TelemetryReading.device_id == device_id)
+            )
             device.status = "revoked"
             device.revoked_at = dt.datetime.now(dt.UTC)
+            device.revoked_after_seq = -1 if last is None else int(last)
+        return -1 if device.revoked_after_seq is None else int(device.revoked_after_seq)
 
 
 def list_devices(sessions: sessionmaker[Session]) -> list[DeviceSummary]:
     with transaction(sessions) as s:
         devices = s.scalars(select(Device).order_by(Device.device_id)).all()
         bindings = _bindings_by_device(s, None)
+        keys: dict[str, list[KeySummary]] = {}
+        for k in _key_rows(s, None):
+            keys.setdefault(k.device_id, []).append(
+                KeySummary(k.alg, k.fingerprint, k.valid_through_seq, _utc(k.created_at))
+            )
         return [
             DeviceSummary(
                 device_id=d.device_id,
@@ -288,24 +440,49 @@ def list_devices(sessions: sessionmaker[Session]) -> list[DeviceSummary]:
                 created_at=_utc(d.created_at),
                 revoked_at=_utc(d.revoked_at) if d.revoked_at else None,
                 bindings=bindings.get(d.device_id, ()),
+                auth=d.auth,
+                keys=tuple(keys.get(d.device_id, ())),
+                revoked_after_seq=d.revoked_after_seq,
             )
             for d in devices
         ]
 
 
+def _key_rows(s: Session, device_id: str | None) -> list[DeviceKey]:
+    """Public keys, current key (valid_through_seq NULL) first, then newest first."""
+    q = select(DeviceKey)
+    if device_id is not None:
+        q = q.where(DeviceKey.device_id == device_id)
+    rows = list(s.scalars(q))
+    rows.sort(key=lambda r: (r.valid_through_seq is not None, -(r.valid_through_seq or 0), -r.id))
+    return rows
+
+
 def load_credentials(session: Session, kek: Kek, device_id: str) -> DeviceCredentials | None:
-    """The device's clear secret and bindings, or None when it is not registered."""
+    """The device's public keys (or clear HMAC secret) and bindings, or None when it is not registered."""
     device = session.get(Device, device_id)
     if device is None:
         return None
-    secret = open_secret(
-        kek, device_id=device_id, nonce=device.secret_nonce, sealed=device.secret_ct, kek_id=device.kek_id
-    )
+    secret: bytes | None = None
+    windows: tuple[KeyWindow, ...] = ()
+    if device.auth == "key":
+        windows = tuple(
+            KeyWindow(load_public_key(r.public_key), r.valid_through_seq)
+            for r in _key_rows(session, device_id)
+        )
+        if not windows:
+            raise IntegrityError(f"device {device_id} signs with its own key but has no public key stored")
+    else:
+        secret = open_secret(
+            kek, device_id=device_id, nonce=device.secret_nonce, sealed=device.secret_ct, kek_id=device.kek_id
+        )
     return DeviceCredentials(
         device_id=device_id,
         secret=secret,
         active=device.status == "active",
         bindings=_bindings_by_device(session, device_id).get(device_id, ()),
+        keys=windows,
+        revoked_after_seq=device.revoked_after_seq,
     )
 
 

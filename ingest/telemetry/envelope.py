@@ -2,14 +2,19 @@
 
 Wire format (MQTT payload or HTTP body), UTF-8 JSON::
 
-    {"body": <reading> | [<reading>, ...], "sig": "<64 hex chars>"}
+    {"body": <reading> | [<reading>, ...], "sig": "<hex>", "alg"?: "ES256" | "EdDSA" | "HS256"}
 
     reading = {"seq": int, "ts": int (UNIX ms), "temp_c": number,
                "humidity_pct"?: number, "door_open"?: bool, "battery_pct"?: number,
                "lat"?: number, "lon"?: number}
 
-``sig = HMAC-SHA256(device_secret, canonical_json(body))`` where :func:`canonical_json` is
-``json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` encoded as UTF-8.
+The signature covers :func:`canonical_json` of ``body``, i.e.
+``json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` encoded as UTF-8:
+
+- ``ES256``: ECDSA P-256/SHA-256 with the device's private key, ``sig`` = raw r‖s (128 hex chars);
+- ``EdDSA``: Ed25519 with the device's private key (128 hex chars);
+- ``HS256`` or no ``alg``: HMAC-SHA256 under the device's secret (64 hex chars). Weaker: the oracle holds
+  that secret too (see :mod:`oracle.device_keys`).
 
 Numbers: the oracle parses the body and re-serialises it, so a device must sign exactly the bytes this
 function produces. Integers render as integers (``4``); floats render as the shortest decimal that
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from oracle.device_keys import SIG_BYTES, Alg, PrivateKey, sign
 from oracle.errors import ValidationError
 
 MAX_ENVELOPE_BYTES = 262_144
@@ -60,7 +66,9 @@ class RejectReason(StrEnum):
     TOO_LARGE = "too_large"  # over MAX_ENVELOPE_BYTES or MAX_READINGS_PER_ENVELOPE
     BAD_SIGNATURE = "bad_signature"
     UNKNOWN_DEVICE = "unknown_device"
-    REVOKED_DEVICE = "revoked_device"
+    REVOKED_DEVICE = "revoked_device"  # kept for rows recorded before revocation went by seq
+    REVOKED_KEY = "revoked_key"  # the device was revoked; the reading's seq is past the last accepted one
+    STALE_KEY = "stale_key"  # signed by a rotated-out key, for a seq past that key's last valid one
     UNBOUND_DEVICE = "unbound_device"  # no shipment binding covers the reading's time
     REPLAY = "replay"  # a sequence number already used for different content
     FUTURE_TIMESTAMP = "future_timestamp"
@@ -96,6 +104,7 @@ class Reading:
 class Envelope:
     body: Any
     sig: bytes
+    alg: Alg
     items: tuple[Any, ...]
     """The body's readings, still unvalidated (one per array element, or the single object)."""
 
@@ -114,8 +123,14 @@ def sign_body(body: Any, secret: bytes) -> str:
 
 
 def sign_envelope(body: Any, secret: bytes) -> dict[str, Any]:
-    """The reference signer for device makers, tests and benchmarks: ``{"body": body, "sig": hex}``."""
+    """The reference HMAC signer (HS256, no ``alg`` key, as legacy devices send): ``{"body", "sig"}``."""
     return {"body": body, "sig": sign_body(body, secret)}
+
+
+def sign_envelope_with_key(body: Any, private_key: PrivateKey) -> dict[str, Any]:
+    """The reference signer for devices with their own key: ``{"body", "sig", "alg"}`` (ES256 or EdDSA)."""
+    alg, sig = sign(private_key, canonical_json(body))
+    return {"body": body, "sig": sig.hex(), "alg": str(alg)}
 
 
 def _refuse_constant(name: str) -> Any:
@@ -155,18 +170,27 @@ def parse_envelope(payload: bytes) -> Envelope:
         raise EnvelopeError("payload nests too deeply", RejectReason.MALFORMED) from None
     if not isinstance(doc, dict):
         raise EnvelopeError("envelope must be a JSON object with body and sig", RejectReason.MALFORMED)
-    if set(doc) != {"body", "sig"}:
+    if not {"body", "sig"} <= set(doc) <= {"body", "sig", "alg"}:
         raise EnvelopeError(
-            f"envelope must have exactly the keys body and sig, got {sorted(map(str, doc))[:5]}",
+            "envelope must have exactly the keys body and sig (and optionally alg), "
+            f"got {sorted(map(str, doc))[:5]}",
             RejectReason.MALFORMED,
         )
+    alg_name = doc.get("alg", "HS256")
+    try:
+        alg = Alg(alg_name)
+    except ValueError:
+        raise EnvelopeError(
+            f"alg must be ES256, EdDSA or HS256, got {str(alg_name)[:20]!r}", RejectReason.MALFORMED
+        ) from None
+    want = 2 * SIG_BYTES[alg]
     sig_hex = doc["sig"]
-    if not isinstance(sig_hex, str) or len(sig_hex) != 64:
-        raise EnvelopeError("sig must be 64 hex characters (HMAC-SHA256)", RejectReason.MALFORMED)
+    if not isinstance(sig_hex, str) or len(sig_hex) != want:
+        raise EnvelopeError(f"sig must be {want} hex characters for {alg}", RejectReason.MALFORMED)
     try:
         sig = bytes.fromhex(sig_hex)
     except ValueError:
-        raise EnvelopeError("sig must be 64 hex characters (HMAC-SHA256)", RejectReason.MALFORMED) from None
+        raise EnvelopeError(f"sig must be {want} hex characters for {alg}", RejectReason.MALFORMED) from None
     body = doc["body"]
     if isinstance(body, dict):
         items: tuple[Any, ...] = (body,)
@@ -181,7 +205,7 @@ def parse_envelope(payload: bytes) -> Envelope:
         items = tuple(body)
     else:
         raise EnvelopeError("body must be a reading object or an array of them", RejectReason.MALFORMED)
-    return Envelope(body=body, sig=sig, items=items)
+    return Envelope(body=body, sig=sig, alg=alg, items=items)
 
 
 def signature_ok(envelope: Envelope, secret: bytes) -> bool:

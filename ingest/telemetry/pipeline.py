@@ -2,9 +2,12 @@
 
 :meth:`TelemetryIngest.process` takes raw payloads with the device id they arrived for and returns, per
 message, how many readings were stored, how many were redeliveries, and every refusal with its reason.
-When it returns, all of it is committed: readings, refusals (``rejects``), and the batch's raw bytes in the
-content store, indexed as an ``observations`` row of kind ``telemetry_batch`` whose CID each reading and
-refusal references (chain of custody: an auditor can re-verify every HMAC from the stored bytes).
+When it returns, all of it is committed: readings, refusals (``rejects``), and the raw bytes of the
+batch's authenticated messages in the content store, indexed as an ``observations`` row of kind
+``telemetry_batch`` whose CID each reading and refusal references (chain of custody: an auditor re-verifies
+every signature from the stored bytes and the device's public key). A message that is not the device's own
+(unknown device, bad signature, revoked or stale key, malformed envelope) is not stored: it leaves one
+reject row with its reason and no CID, and a batch of nothing else writes no blob at all.
 
 Only then may the caller acknowledge the messages. A database failure raises StorageError and nothing is
 committed, so the caller keeps the messages unacknowledged and retries.
@@ -28,13 +31,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.telemetry import metrics
+from ingest.telemetry.authn import check_envelope
 from ingest.telemetry.envelope import (
     EnvelopeError,
     Reading,
     RejectReason,
     canonical_items,
     mac_key,
-    mac_ok,
     parse_envelope,
     validate_reading,
 )
@@ -97,6 +100,7 @@ class MessageOutcome:
 @dataclass(frozen=True)
 class BatchOutcome:
     cid: str
+    """The stored batch's CID; empty when no message of the batch was authenticated (nothing stored)."""
     messages: tuple[MessageOutcome, ...]
 
     @property
@@ -177,7 +181,8 @@ class TelemetryIngest:
                 newest = s.scalar(
                     select(func.max(TelemetryReading.ts_ms)).where(TelemetryReading.device_id == device_id)
                 )
-        entry = _Cached(creds, now, newest, mac_key(creds.secret) if creds is not None else None)
+        mac = mac_key(creds.secret) if creds is not None and creds.secret is not None else None
+        entry = _Cached(creds, now, newest, mac)
         with self._lock:
             old = self._cache.get(device_id)
             if old is not None and old.newest_ts_ms is not None:
@@ -199,26 +204,39 @@ class TelemetryIngest:
         """Validate, store and commit ``messages``; see the module docstring. Raises StorageError."""
         started = time.perf_counter()
         now_ms = int(self.clock() * 1000)
-        blob = cbor2.dumps(
-            [
-                {
-                    "device": m.device_id,
-                    "source": m.source,
-                    "received_ms": m.received_ms,
-                    "payload": m.payload,
-                }
-                for m in messages
-            ]
-        )
-        cid = self.blobs.put(blob)
         rejects: list[list[RejectRecord]] = [[] for _ in messages]
         accepted = [0] * len(messages)
         dups = [0] * len(messages)
         candidates: dict[tuple[str, int], _Candidate] = {}
         newest_seen: dict[str, int] = {}
+        stored_at: dict[int, int] = {}  # message index -> its position in the stored batch
 
+        judged = []
         for i, m in enumerate(messages):
-            for c in self._judge(i, m, now_ms, rejects[i]):
+            authentic, found = self._judge(i, m, now_ms, rejects[i])
+            if authentic:
+                stored_at[i] = len(stored_at)
+            judged.append(found)
+        # Only what the devices really signed goes into the content store.
+        blob = b""
+        cid = ""
+        if stored_at:
+            blob = cbor2.dumps(
+                [
+                    {
+                        "device": m.device_id,
+                        "source": m.source,
+                        "received_ms": m.received_ms,
+                        "payload": m.payload,
+                    }
+                    for i, m in enumerate(messages)
+                    if i in stored_at
+                ]
+            )
+            cid = self.blobs.put(blob)
+
+        for i, found in enumerate(judged):
+            for c in found:
                 key = (c.device_id, c.reading.seq)
                 prior = candidates.get(key)
                 if prior is None:
@@ -261,7 +279,7 @@ class TelemetryIngest:
                             newest_seen[c.device_id] = max(prev or 0, c.reading.ts_ms)
             finally:
                 cursor.close()
-            self._record_batch(s, cid, len(blob), messages, rejects, sum(accepted))
+            self._record_batch(s, cid, len(blob), messages, rejects, sum(accepted), stored_at)
 
         with self._lock:
             for device_id, ts in newest_seen.items():
@@ -280,42 +298,37 @@ class TelemetryIngest:
 
     def _judge(
         self, index: int, m: IncomingMessage, now_ms: int, rejects: list[RejectRecord]
-    ) -> list[_Candidate]:
-        """Envelope- and reading-level checks before the database: returns the readings worth storing."""
+    ) -> tuple[bool, list[_Candidate]]:
+        """Envelope- and reading-level checks before the database: (authenticated, readings worth storing).
+
+        ``authenticated``: the envelope is signed by the device's own key (only such messages are stored)."""
         device_id = m.device_id
         if not DEVICE_ID_RE.fullmatch(device_id):
             rejects.append(
                 RejectRecord(device_id[:120], RejectReason.MALFORMED, "device id is not a valid topic level")
             )
-            return []
+            return False, []
         try:
             env = parse_envelope(m.payload)
         except EnvelopeError as e:
             rejects.append(RejectRecord(device_id, e.code, str(e)))
-            return []
+            return False, []
         try:
             entry = self._device(device_id)
-        except OracleError as e:  # wrong KEK or tampered secret row: refuse, and say why in the log
+        except OracleError as e:  # wrong KEK, tampered secret or key row: refuse, and say why in the log
             logger.error("device %s credentials unusable: %s", device_id, e)
             rejects.append(RejectRecord(device_id, RejectReason.UNKNOWN_DEVICE, f"credentials unusable: {e}"))
-            return []
+            return False, []
         creds = entry.creds
         if creds is None:
             rejects.append(RejectRecord(device_id, RejectReason.UNKNOWN_DEVICE, "device is not registered"))
-            return []
-        if not creds.active:
-            rejects.append(RejectRecord(device_id, RejectReason.REVOKED_DEVICE, "device is revoked"))
-            return []
+            return False, []
         canonical = canonical_items(env)
-        if canonical is None or entry.mac is None or not mac_ok(entry.mac, canonical[0], env.sig):
-            rejects.append(
-                RejectRecord(
-                    device_id,
-                    RejectReason.BAD_SIGNATURE,
-                    "HMAC over the canonical JSON of body does not match",
-                )
-            )
-            return []
+        refusal = check_envelope(creds, entry.mac, env, canonical[0] if canonical is not None else None)
+        if refusal is not None or canonical is None:
+            reason, message = refusal or (RejectReason.BAD_SIGNATURE, "body cannot be re-serialised")
+            rejects.append(RejectRecord(device_id, reason, message))
+            return False, []
         out: list[_Candidate] = []
         newest = entry.newest_ts_ms
         for item, item_bytes in zip(env.items, canonical[1], strict=True):
@@ -358,7 +371,7 @@ class TelemetryIngest:
                 )
                 continue
             out.append(_Candidate(index, device_id, shipment, r))
-        return out
+        return True, out
 
     # --- SQL -------------------------------------------------------------------------------------------
 
@@ -383,15 +396,46 @@ class TelemetryIngest:
         messages: Sequence[IncomingMessage],
         rejects: list[list[RejectRecord]],
         accepted: int,
+        stored_at: dict[int, int],
     ) -> None:
         now = dt.datetime.now(dt.UTC)
+        if cid:
+            self._insert_blob_rows(
+                s, cid, size, [m for i, m in enumerate(messages) if i in stored_at], now, accepted
+            )
+        reject_rows = [
+            {
+                "source": messages[i].source,
+                "reason": r.reason.value,
+                "message": r.message[:2000],
+                "subject": r.device_id[:120],
+                # A message that was not stored has no CID; the row is all it leaves (bounded message).
+                "cid": cid if i in stored_at else None,
+                "received_at": now,
+                "meta": _reject_meta(r, stored_at.get(i)),
+            }
+            for i, rs in enumerate(rejects)
+            for r in rs
+        ]
+        if reject_rows:
+            s.execute(insert(Reject.__table__), reject_rows)  # type: ignore[arg-type]
+
+    def _insert_blob_rows(
+        self,
+        s: Session,
+        cid: str,
+        size: int,
+        stored: Sequence[IncomingMessage],
+        now: dt.datetime,
+        accepted: int,
+    ) -> None:
         self._insert_ignore(
             s,
             Blob.__table__,  # type: ignore[arg-type]
             [{"cid": cid, "size": size, "media_type": BATCH_MEDIA_TYPE, "created_at": now}],
             ["cid"],
         )
-        sources = sorted({m.source for m in messages})
+        sources = sorted({m.source for m in stored})
         self._insert_ignore(
             s,
             Observation.__table__,  # type: ignore[arg-type]
@@ -399,33 +443,18 @@ class TelemetryIngest:
                 {
                     "kind": "telemetry_batch",
                     "variable": "",
-                    "subject": messages[0].device_id if len({m.device_id for m in messages}) == 1 else "",
+                    "subject": stored[0].device_id if len({m.device_id for m in stored}) == 1 else "",
                     "cid": cid,
                     "source": ",".join(sources),
                     "collector": "ingest.telemetry",
-                    "signature_status": "hmac",
+                    "signature_status": "verified",
                     "observed_at": now,
                     "received_at": now,
-                    "meta": {"messages": len(messages), "accepted": accepted},
+                    "meta": {"messages": len(stored), "accepted": accepted},
                 }
             ],
             ["kind", "cid"],
         )
-        reject_rows = [
-            {
-                "source": messages[i].source,
-                "reason": r.reason.value,
-                "message": r.message[:2000],
-                "subject": r.device_id[:120],
-                "cid": cid,
-                "received_at": now,
-                "meta": {"seq": r.seq, "message_index": i} if r.seq is not None else {"message_index": i},
-            }
-            for i, rs in enumerate(rejects)
-            for r in rs
-        ]
-        if reject_rows:
-            s.execute(insert(Reject.__table__), reject_rows)  # type: ignore[arg-type]
 
     @staticmethod
     def record_metrics(messages: Sequence[IncomingMessage], outcome: BatchOutcome, seconds: float) -> None:
@@ -453,6 +482,16 @@ class TelemetryIngest:
                     metrics.READINGS_DUPLICATE.labels(source).inc(n)
             else:
                 metrics.REJECTS.labels(source, what).inc(n)
+
+
+def _reject_meta(r: RejectRecord, position: int | None) -> dict[str, Any]:
+    """``seq`` when known, ``message_index`` (position in the stored batch) when the message was stored."""
+    meta: dict[str, Any] = {}
+    if r.seq is not None:
+        meta["seq"] = r.seq
+    if position is not None:
+        meta["message_index"] = position
+    return meta
 
 
 def _replay(c: _Candidate) -> RejectRecord:

@@ -10,9 +10,11 @@ Checks, in order; a post that fails one stores nothing (no blob, no observation,
    read: ``429`` with ``Retry-After``. Counted in the metrics only, so a flood writes nothing at all;
 2. **the request**: a body over the envelope limit is ``413``, a bad device id or an unusable envelope
    ``400``;
-3. **the device's signature**: unknown device ``404``, revoked device ``403``, an HMAC that does not match
-   ``401``. Steps 2 and 3 leave one bounded reject row (source ``http``, reason, a short message, the
-   device id and source address; no payload, no CID) and count in the metrics;
+3. **the device's signature** (its registered public key, ES256 or EdDSA, or a legacy HMAC secret):
+   unknown device ``404``, a reading past a revoked device's last seq ``403`` (``revoked_key``), a
+   signature that does not verify ``401`` (``bad_signature``), or one by a rotated-out key past its last
+   seq ``401`` (``stale_key``). Steps 2 and 3 leave one bounded reject row (source ``http``, reason, a
+   short message, the device id and source address; no payload, no CID) and count in the metrics;
 4. **per device** (``ORACLE_TELEMETRY_HTTP_DEVICE_RATE_PER_S`` / ``_BURST``), counted only for posts the
    device really signed, so forged posts naming a device cannot use up its allowance: ``429`` with
    ``Retry-After``.
@@ -38,12 +40,12 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ingest.telemetry import metrics
+from ingest.telemetry.authn import check_envelope
 from ingest.telemetry.envelope import (
     MAX_ENVELOPE_BYTES,
     EnvelopeError,
     RejectReason,
     canonical_items,
-    mac_ok,
     parse_envelope,
 )
 from ingest.telemetry.pipeline import BatchOutcome, IncomingMessage, RejectRecord, TelemetryIngest
@@ -67,6 +69,8 @@ _STATUS = {
     RejectReason.TOO_LARGE: 413,
     RejectReason.BAD_SIGNATURE: 401,
     RejectReason.REVOKED_DEVICE: 403,
+    RejectReason.REVOKED_KEY: 403,
+    RejectReason.STALE_KEY: 401,
     RejectReason.UNKNOWN_DEVICE: 404,
 }
 #: Longest message kept in a reject row for an unauthenticated post (the row is all such a post leaves).
@@ -150,7 +154,7 @@ def http_limits(ctx: Context) -> HttpLimits:
 
 
 def authenticate(ingest: TelemetryIngest, device_id: str, payload: bytes) -> RejectRecord | None:
-    """``None`` when ``payload`` is an envelope signed with ``device_id``'s active secret, else the refusal.
+    """``None`` when ``payload`` is an envelope signed with a valid key of ``device_id``, else the refusal.
 
     The same checks the pipeline makes before a reading, made here before anything is stored. Raises
     StorageError when the database fails, OracleError when the device's sealed secret cannot be opened.
@@ -161,17 +165,14 @@ def authenticate(ingest: TelemetryIngest, device_id: str, payload: bytes) -> Rej
         envelope = parse_envelope(payload)
     except EnvelopeError as e:
         return RejectRecord(device_id, e.code, str(e))
-    # The pipeline's own cache of device secrets (decrypted once, shared with process()).
+    # The pipeline's own cache of device keys (loaded once, shared with process()).
     entry = ingest._device(device_id)
     if entry.creds is None:
         return RejectRecord(device_id, RejectReason.UNKNOWN_DEVICE, "device is not registered")
-    if not entry.creds.active:
-        return RejectRecord(device_id, RejectReason.REVOKED_DEVICE, "device is revoked")
     canonical = canonical_items(envelope)
-    if canonical is None or entry.mac is None or not mac_ok(entry.mac, canonical[0], envelope.sig):
-        return RejectRecord(
-            device_id, RejectReason.BAD_SIGNATURE, "HMAC over the canonical JSON of body does not match"
-        )
+    refusal = check_envelope(entry.creds, entry.mac, envelope, canonical[0] if canonical else None)
+    if refusal is not None:
+        return RejectRecord(device_id, refusal[0], refusal[1])
     return None
 
 

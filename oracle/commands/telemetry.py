@@ -1,4 +1,4 @@
-"""CLI for telemetry: ``oracle devices add|bind|list|revoke`` and ``oracle ingest telemetry``.
+"""CLI for telemetry: ``oracle devices add|rotate|bind|list|revoke`` and ``oracle ingest telemetry``.
 
 Two Typer apps to mount in ``oracle/cli.py``: :data:`devices_app` as ``devices`` and :data:`ingest_app` as
 ``ingest``. :data:`app` holds both for standalone use (``python -m oracle.commands.telemetry devices ...``).
@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlparse
 
@@ -19,7 +20,9 @@ import typer
 
 from oracle.errors import ConfigError, OracleError, ValidationError
 
-devices_app = typer.Typer(help="Telemetry devices: HMAC secrets bound to shipments.", no_args_is_help=True)
+devices_app = typer.Typer(
+    help="Telemetry devices: public keys (or legacy HMAC secrets) bound to shipments.", no_args_is_help=True
+)
 ingest_app = typer.Typer(help="Ingest workers.", no_args_is_help=True)
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(devices_app, name="devices")
@@ -55,13 +58,47 @@ ToOption = Annotated[str | None, typer.Option("--to", help="binding end, ISO-860
 @devices_app.command("add")
 def devices_add(
     device_id: Annotated[str, typer.Argument(help="device id (A-Z a-z 0-9 . _ : -, at most 64)")],
-    shipment: ShipmentOption,
+    shipment: Annotated[str | None, typer.Option("--shipment", help="shipment the device measures")] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key",
+            help="the device's public key, PEM (P-256 → ES256, Ed25519 → EdDSA); the oracle keeps only it",
+        ),
+    ] = None,
     valid_from: FromOption = None,
     valid_to: ToOption = None,
 ) -> None:
-    """Register a device, bind it to a shipment and print its new HMAC secret (hex) ONCE."""
-    from oracle.devices import load_kek, register_device
+    """Register a device by its public key; without --public-key, a legacy HMAC device (weaker).
 
+    With --public-key the device signs with its own private key and the oracle stores only the public
+    key. Without it a new HMAC secret is drawn, sealed, and printed (hex) ONCE; HS256 is weaker: the oracle
+    holds that secret and could forge the device's readings.
+    """
+    from oracle.devices import load_kek, register_device, register_device_key
+
+    if public_key is not None:
+        pem = _read_pem(public_key)
+        ctx = _context()
+        try:
+            key = register_device_key(
+                ctx.sessions,
+                device_id=device_id,
+                public_key_pem=pem,
+                shipment_id=shipment,
+                valid_from=_when(valid_from, "--from"),
+                valid_to=_when(valid_to, "--to"),
+            )
+        finally:
+            ctx.close()
+        bound = f", bound to shipment {shipment}" if shipment else " (bind it with `devices bind`)"
+        typer.echo(f"device {device_id} registered with {key.alg} key {key.fingerprint}{bound}")
+        return
+    if shipment is None:
+        raise ValidationError(
+            "--shipment: an HMAC device is bound when it is added (or give --public-key)",
+            reason="missing_shipment",
+        )
     ctx = _context()
     try:
         secret = register_device(
@@ -77,8 +114,55 @@ def devices_add(
     typer.echo(secret.hex())
     typer.echo(
         f"device {device_id} bound to shipment {shipment}; the secret above is shown only once: "
-        "provision it into the logger now",
+        "provision it into the logger now. HS256 is weaker: the oracle holds this secret too; "
+        "prefer `--public-key` (ES256 or EdDSA)",
         err=True,
+    )
+
+
+def _read_pem(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ValidationError(
+            f"--public-key: cannot read {path}: {e.strerror}", reason="bad_public_key"
+        ) from None
+    if len(data) > 16_384:
+        raise ValidationError(
+            f"--public-key: {path} is not a PEM public key (too large)", reason="bad_public_key"
+        )
+    return data
+
+
+@devices_app.command("rotate")
+def devices_rotate(
+    device_id: Annotated[str, typer.Argument(help="a registered key device")],
+    public_key: Annotated[Path, typer.Option("--public-key", help="the device's new public key, PEM")],
+    old_valid_through_seq: Annotated[
+        int,
+        typer.Option(
+            "--old-valid-through-seq",
+            help="the last seq the old key may sign; readings past it must verify with the new key",
+        ),
+    ],
+) -> None:
+    """Give a device a new key; its old key stays valid only up to --old-valid-through-seq."""
+    from oracle.devices import rotate_device_key
+
+    pem = _read_pem(public_key)
+    ctx = _context()
+    try:
+        key = rotate_device_key(
+            ctx.sessions,
+            device_id=device_id,
+            public_key_pem=pem,
+            old_valid_through_seq=old_valid_through_seq,
+        )
+    finally:
+        ctx.close()
+    typer.echo(
+        f"device {device_id} now signs with {key.alg} key {key.fingerprint}; the old key verifies seq "
+        f"<= {old_valid_through_seq} only (running workers pick this up within 30 s)"
     )
 
 
@@ -128,9 +212,15 @@ def devices_list(
         {
             "device_id": d.device_id,
             "status": d.status,
-            "kek_id": d.kek_id,
+            "auth": d.auth_view,
+            "keys": [
+                {"alg": k.alg, "fingerprint": k.fingerprint, "valid_through_seq": k.valid_through_seq}
+                for k in d.keys
+            ],
+            "kek_id": d.kek_id or None,
             "created_at": d.created_at.isoformat(),
             "revoked_at": d.revoked_at.isoformat() if d.revoked_at else None,
+            "revoked_after_seq": d.revoked_after_seq,
             "bindings": [
                 {"shipment_id": b.shipment_id, "from": _iso_ms(b.valid_from_ms), "to": _iso_ms(b.valid_to_ms)}
                 for b in d.bindings
@@ -144,25 +234,41 @@ def devices_list(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("device", "status", "shipment", "from", "to")
+    table = Table("device", "status", "auth", "shipment", "from", "to")
     for d in devices:
+        view = d.auth_view
+        auth = f"{view['alg']} ({view['strength']})"
         lines = [(b.shipment_id, _iso_ms(b.valid_from_ms), _iso_ms(b.valid_to_ms)) for b in d.bindings]
         for i, (shipment, start, end) in enumerate(lines or [("-", "-", "-")]):
-            table.add_row(d.device_id if i == 0 else "", d.status if i == 0 else "", shipment, start, end)
+            first = i == 0
+            table.add_row(
+                d.device_id if first else "",
+                d.status if first else "",
+                auth if first else "",
+                shipment,
+                start,
+                end,
+            )
     Console(width=120).print(table)
 
 
 @devices_app.command("revoke")
 def devices_revoke(device_id: Annotated[str, typer.Argument(help="a registered device")]) -> None:
-    """Refuse every further reading from a device (lost, retired or compromised)."""
+    """Refuse every reading a device signs from now on (lost, retired or compromised).
+
+    "From now on" is by sequence number: readings with a seq past the highest one accepted so far are
+    refused (revoked_key), whenever they arrive; readings up to it stay valid.
+    """
     from oracle.devices import revoke_device
 
     ctx = _context()
     try:
-        revoke_device(ctx.sessions, device_id)
+        bound = revoke_device(ctx.sessions, device_id)
     finally:
         ctx.close()
-    typer.echo(f"device {device_id} revoked; running workers refuse it within 30 s")
+    typer.echo(
+        f"device {device_id} revoked after seq {bound}; running workers refuse later readings within 30 s"
+    )
 
 
 @ingest_app.command("telemetry")

@@ -231,11 +231,15 @@ class Shipment(Base):
 
 
 class Device(Base):
-    """An IoT logger allowed to publish telemetry, with its HMAC secret encrypted at rest.
+    """An IoT logger allowed to publish telemetry.
 
+    ``auth``: ``key`` for a device that signs with its own private key (ES256 or EdDSA; its public keys
+    are in ``device_keys`` and the secret columns are empty), ``hmac`` for a legacy HS256 device whose
     ``secret_ct`` is AES-256-GCM ciphertext+tag of the 32-byte secret under the key-encryption key that
     lives outside the database (see :mod:`oracle.devices`); the device id is the associated data, so a
     ciphertext copied onto another device's row does not decrypt. ``kek_id`` names the key that sealed it.
+    ``revoked_after_seq``: on revocation, the highest seq accepted so far (-1 if none); readings past it
+    are refused.
     """
 
     __tablename__ = "devices"
@@ -246,6 +250,27 @@ class Device(Base):
     status: Mapped[str] = mapped_column(String(20), default="active")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    auth: Mapped[str] = mapped_column(String(10), default="hmac", server_default="hmac")
+    revoked_after_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class DeviceKey(Base):
+    """A device's public key (SubjectPublicKeyInfo PEM). The private key never reaches the oracle.
+
+    ``valid_through_seq``: NULL for the current key; after a rotation the old key verifies only readings
+    with seq at most this. ``fingerprint``: first 32 hex chars of SHA-256 over the DER public key.
+    """
+
+    __tablename__ = "device_keys"
+    __table_args__ = (UniqueConstraint("device_id", "fingerprint", name="uq_device_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.device_id"), index=True)
+    alg: Mapped[str] = mapped_column(String(10))
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(32))
+    valid_through_seq: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    rotated_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class DeviceBinding(Base):

@@ -89,7 +89,7 @@ def test_unauthenticated_posts_store_nothing_but_a_bounded_reject(make_client: F
         ("gw-1", padded, 401, "bad_signature"),
         ("gw-1", sign_envelope(good["body"], b"\x01" * 32), 401, "bad_signature"),
         ("gw-nobody", good, 404, "unknown_device"),
-        ("gw-old", sign_envelope(good["body"], b"\x02" * 32), 403, "revoked_device"),
+        ("gw-old", sign_envelope(good["body"], b"\x02" * 32), 403, "revoked_key"),
         ("gw-1", b"not json", 400, "malformed"),
         ("gw-1", b'{"body": {}}', 400, "malformed"),
         ("bad id!", good, 400, "malformed"),
