@@ -5,10 +5,12 @@ node processes and their signers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -88,3 +90,22 @@ def test_demo_network_pays_out_and_voids_on_k_signatures(tmp_path: Path) -> None
     for node in ("node1", "node2", "node3"):
         assert "Traceback" not in (nodes / node / "node.log").read_text(), node
     assert "Traceback" not in log
+    # The loggers signed with their own keys (the void above came from them): the private keys are on the
+    # simulated devices' side only, and every node holds the same public keys and no device secret.
+    device_side = tmp_path / "data" / "network" / "demo-devices"
+    pems = sorted(device_side.glob("*.pem"))
+    assert len(pems) == 3
+    assert all(p.stat().st_mode & 0o077 == 0 and b"PRIVATE KEY" in p.read_bytes() for p in pems)
+    held = set()
+    for node in ("node1", "node2", "node3"):
+        with contextlib.closing(sqlite3.connect(nodes / node / "oracle.sqlite3")) as db:
+            rows = db.execute(
+                "SELECT d.device_id, d.auth, length(d.secret_ct), k.alg, k.fingerprint"
+                " FROM devices d JOIN device_keys k ON k.device_id = d.device_id"
+            ).fetchall()
+        assert len(rows) == 3, rows
+        assert {(auth, secret_len, alg) for _, auth, secret_len, alg, _ in rows} == {("key", 0, "EdDSA")}
+        held.add(frozenset((device, fp) for device, _, _, _, fp in rows))
+        node_files = [p for p in (nodes / node).rglob("*") if p.is_file() and p.suffix == ".pem"]
+        assert not any(p.read_bytes() == pem.read_bytes() for p in node_files for pem in pems)
+    assert len(held) == 1  # the same public key on every node

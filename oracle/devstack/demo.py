@@ -3,7 +3,9 @@
 Three regions over a small grid in central Kenya, each insured by a funded policy on the local chain; the
 northern one slides into drought over the seeded months (its rains fail from six months before the
 evaluated period and its vegetation browns). Three shipments are escrowed; their simulated loggers
-publish signed readings over MQTT, one compressed "10 minutes" per second, and one of them overheats.
+publish readings over MQTT, one compressed "10 minutes" per second, and one of them overheats. Each logger
+signs EdDSA with its own key, generated at run time under ``<data dir>/demo-devices/``; the oracle is
+given only the public key.
 
 What happens, all through the real pipeline (content store, decisions, signer, outbox, router): the
 drought decisions are posted at once and the northern policy pays out; the overheated shipment is
@@ -15,14 +17,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from oracle.context import Context
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,8 @@ REGIONS = {
 DROUGHT_REGION = "KE-NORTH"
 SHIPMENTS = {"SHP-VACCINES-1": None, "SHP-VACCINES-2": (25, 9, 46.0), "SHP-INSULIN-3": None}
 TICKS = 120
+DEVICE_KEYS_DIR = "demo-devices"
+"""Under the data directory: the simulated loggers' private keys (the device side; never given to a node)."""
 
 
 def evaluated_period(now: dt.datetime) -> str:
@@ -137,11 +146,39 @@ def device_of(shipment: str) -> str:
     return "LOGGER-" + shipment.rsplit("-", 1)[-1]
 
 
+def simulated_device_key(directory: Path, device: str) -> Ed25519PrivateKey:
+    """The demo logger's own Ed25519 key, generated at run time under ``directory`` (mode 0600).
+
+    This directory is the simulated device's side: the oracle nodes are given only the public key
+    (``public_pem``), as an operator would register a real logger. Never committed: it lives in the run's
+    data directory.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    path = directory / f"{device}.pem"
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if isinstance(key, Ed25519PrivateKey):
+            return key
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    return key
+
+
 def sensor_payload(
-    tick: int, excursion: tuple[int, int, float] | None, *, start_s: int, secret: bytes
+    tick: int, excursion: tuple[int, int, float] | None, *, start_s: int, key: Ed25519PrivateKey
 ) -> str:
-    """The signed envelope a demo logger publishes at ``tick`` (one reading every 10 simulated minutes)."""
-    from ingest.telemetry.envelope import sign_envelope
+    """The envelope a demo logger publishes at ``tick`` (one reading every 10 simulated minutes), signed
+    EdDSA with the logger's own key."""
+    from ingest.telemetry.envelope import sign_envelope_with_key
 
     temp = 4.8 + 0.4 * np.sin(tick / 5.0) + 0.1 * ((tick * 7) % 3 - 1)
     if excursion and excursion[0] <= tick < excursion[0] + excursion[1]:
@@ -152,7 +189,7 @@ def sensor_payload(
         "temp_c": round(float(temp), 2),
         "battery_pct": 95.0,
     }
-    return json.dumps(sign_envelope(body, secret))
+    return json.dumps(sign_envelope_with_key(body, key))
 
 
 def open_policies_and_escrows(w3: Any, deployment: Any) -> None:
@@ -198,7 +235,7 @@ def open_policies_and_escrows(w3: Any, deployment: Any) -> None:
 class Demo:
     ctx: Context
     period: str = ""
-    secrets: dict[str, bytes] = field(default_factory=dict)
+    device_keys: dict[str, Ed25519PrivateKey] = field(default_factory=dict, repr=False)
     start_s: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
     events: list[str] = field(default_factory=list)
@@ -213,20 +250,23 @@ class Demo:
     def seed(self) -> None:
         from oracle.chain.client import connect
         from oracle.chain.deploy import Deployment
-        from oracle.devices import load_kek, register_device
+        from oracle.device_keys import public_pem
+        from oracle.devices import register_device_key
 
         now = dt.datetime.now(dt.UTC)
         self.period = seed_inputs(self.ctx, now=now)
         deployment = self.ctx.extras["deployment"]
         assert isinstance(deployment, Deployment)
         open_policies_and_escrows(connect(self.ctx.chain_rpc_url), deployment)
-        kek = load_kek(self.ctx.settings)
         self.start_s = int(time.time()) - TICKS * 600
+        device_side = self.ctx.settings.data_dir / DEVICE_KEYS_DIR
         for shipment in SHIPMENTS:
-            self.secrets[device_of(shipment)] = register_device(
+            device = device_of(shipment)
+            self.device_keys[device] = simulated_device_key(device_side, device)
+            register_device_key(  # the oracle gets the public key only
                 self.ctx.sessions,
-                kek,
-                device_id=device_of(shipment),
+                device_id=device,
+                public_key_pem=public_pem(self.device_keys[device]),
                 shipment_id=shipment,
                 valid_from=dt.datetime.fromtimestamp(self.start_s - 60, dt.UTC),
             )
@@ -279,7 +319,7 @@ class Demo:
                 for shipment, excursion in SHIPMENTS.items():
                     device = device_of(shipment)
                     payload = sensor_payload(
-                        tick, excursion, start_s=self.start_s, secret=self.secrets[device]
+                        tick, excursion, start_s=self.start_s, key=self.device_keys[device]
                     )
                     client.publish(f"oracle/v1/telemetry/{device}", payload, qos=1)
                 if tick % 5 == 4:

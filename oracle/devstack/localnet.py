@@ -6,9 +6,11 @@ peer key) under ``<data dir>/network/nodes/``. Node 1 answers on ``ORACLE_API_PO
 the others on the next ports. The router is deployed with the members' signer addresses and k.
 
 The demo (:class:`NetworkDemo`) plays the single-node scenario (:mod:`oracle.devstack.demo`) against the
-network: every node ingests the same rasters itself, the same loggers are enrolled on every node (one
-secret each) and publish once to the shared broker, every node is asked to evaluate, and each report
-lands when k nodes computed and signed the same one. ``oracle run --single`` runs one node as before.
+network: every node ingests the same rasters itself, the same loggers are enrolled on every node by their
+public key (each logger's Ed25519 private key is generated at run time under ``<data dir>/network/
+demo-devices/``, the device side, and no node holds it) and publish once to the shared broker, every node
+is asked to evaluate, and each report lands when k nodes computed and signed the same one. ``oracle run
+--single`` runs one node as before.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -33,6 +35,9 @@ from oracle.config import Settings
 from oracle.errors import ToolError
 from oracle.network.membership import NETWORK_FILE, Network
 from oracle.network.node import DEPLOYMENT_FILE, MQTT_URL_FILE, RPC_URL_FILE, node_dir, node_settings
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +160,7 @@ class NetworkDemo:
     net: LocalNetwork
     base: Settings
     period: str = ""
-    secrets: dict[str, bytes] = field(default_factory=dict)
+    device_keys: dict[str, Ed25519PrivateKey] = field(default_factory=dict, repr=False)
     keys: dict[str, str] = field(default_factory=dict)
     start_s: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
@@ -179,12 +184,22 @@ class NetworkDemo:
         from oracle.api.keys import Role, create_key
         from oracle.chain.client import connect
         from oracle.chain.deploy import Deployment
-        from oracle.devices import load_kek, register_device
-        from oracle.devstack.demo import SHIPMENTS, TICKS, device_of, open_policies_and_escrows, seed_inputs
+        from oracle.device_keys import public_pem
+        from oracle.devices import register_device_key
+        from oracle.devstack.demo import (
+            DEVICE_KEYS_DIR,
+            SHIPMENTS,
+            TICKS,
+            device_of,
+            open_policies_and_escrows,
+            seed_inputs,
+            simulated_device_key,
+        )
 
         now = dt.datetime.now(dt.UTC)
         self.start_s = int(time.time()) - TICKS * 600
-        self.secrets = {device_of(s): os.urandom(32) for s in SHIPMENTS}
+        device_side = self.net.directory / DEVICE_KEYS_DIR
+        self.device_keys = {device_of(s): simulated_device_key(device_side, device_of(s)) for s in SHIPMENTS}
         admin = ""
         for node_id, ctx in self._each_node():
             self.period = seed_inputs(ctx, now=now)  # the same bytes on every node: each ingests them itself
@@ -195,16 +210,14 @@ class NetworkDemo:
                 if node_id == self.net.network.ids[0]:
                     admin = create_key(s, role=Role.ADMIN, name=f"demo admin {now:%Y-%m-%d %H:%M}").secret_key
                 s.commit()
-            kek = load_kek(ctx.settings)
             for shipment in SHIPMENTS:
                 device = device_of(shipment)
-                register_device(
+                register_device_key(  # the same public key on every node; no node holds a device secret
                     ctx.sessions,
-                    kek,
                     device_id=device,
+                    public_key_pem=public_pem(self.device_keys[device]),
                     shipment_id=shipment,
                     valid_from=dt.datetime.fromtimestamp(self.start_s - 60, dt.UTC),
-                    secret=self.secrets[device],
                 )
         deployment = Deployment.load(self.net.directory / DEPLOYMENT_FILE)
         open_policies_and_escrows(connect(self.net.rpc_url), deployment)
@@ -265,7 +278,7 @@ class NetworkDemo:
                 for shipment, excursion in SHIPMENTS.items():
                     device = device_of(shipment)
                     payload = sensor_payload(
-                        tick, excursion, start_s=self.start_s, secret=self.secrets[device]
+                        tick, excursion, start_s=self.start_s, key=self.device_keys[device]
                     )
                     client.publish(f"oracle/v1/telemetry/{device}", payload, qos=1)
                 if tick % 5 == 4:
