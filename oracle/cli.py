@@ -90,6 +90,7 @@ def _load_models() -> click.Command:
 
 _VERIFY_HELP = "Recompute an attested decision from its inputs: MATCH or MISMATCH per step."
 _EXPORT_HELP = "Write a self-contained bundle that `oracle verify --bundle` checks offline."
+_WATCH_HELP = "Recompute every report the router accepts (no network keys needed); flag mismatches."
 _ZONAL_HELP = (
     'Exact area-weighted mean per region: CSV region_id,mean,valid_fraction on stdout ("" = no data).'
 )
@@ -128,6 +129,9 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     ),
     "export": LazyCommand(
         _EXPORT_HELP, _typer_function("oracle.commands.verify", "export_command", "export", _EXPORT_HELP)
+    ),
+    "watch": LazyCommand(
+        _WATCH_HELP, _typer_function("oracle.commands.watch", "watch_command", "watch", _WATCH_HELP)
     ),
     "ingest": LazyCommand("Ingest workers.", _load_ingest),
     "zonal": LazyCommand(

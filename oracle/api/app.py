@@ -1,7 +1,9 @@
 """The FastAPI application: built by :func:`create_app` from a :class:`~oracle.context.Context`.
 
-Unauthenticated: ``/healthz``, ``/readyz``, ``/metrics``, ``/docs``, ``/openapi.json``. Everything under
-``/v1`` needs an API key (see :mod:`oracle.api.auth`); errors are problem+json (:mod:`oracle.api.problems`).
+Unauthenticated: ``/healthz``, ``/readyz``, ``/metrics``, ``/docs``, ``/openapi.json``, and the data a
+watcher needs to recompute a posted report (``/v1/blobs/{cid}``, ``/v1/reports/{subject}/{epoch}/manifest``,
+rate-limited per address; :mod:`oracle.api.routes.public`). Everything else under ``/v1`` needs an API
+key (see :mod:`oracle.api.auth`); errors are problem+json (:mod:`oracle.api.problems`).
 To add a resource, write a router with the dependencies in :mod:`oracle.api.deps` and list it in
 :data:`ROUTERS`.
 """
@@ -24,7 +26,7 @@ from oracle.api.limits import ApiLimits, BodySizeLimit, TokenBuckets
 from oracle.api.metrics import DatabaseCollector, HttpMetrics
 from oracle.api.openapi import problem_openapi
 from oracle.api.problems import install_problem_handlers
-from oracle.api.routes import admin, attestations, contracts, inputs, models, outbox, products
+from oracle.api.routes import admin, attestations, contracts, inputs, models, outbox, products, public
 from oracle.chainlink import adapter as adapter_routes
 from oracle.context import Context
 from oracle.dashboard import routes as dashboard_routes
@@ -39,6 +41,7 @@ ROUTERS: list[APIRouter] = [
     inputs.router,
     models.router,
     products.router,
+    public.router,
     admin.router,
     telemetry_routes.router,
     provenance_routes.router,
