@@ -26,6 +26,15 @@ import {IOracleRouter, IReportSubscriber, Report, ReportKinds} from "./interface
 ///      While `modelDelay` is 0 (a fresh router, before `setModelDelay` arms the timelock) a scheduled
 ///      change is active at once: deployment sets the router up this way, then arms the delay.
 ///
+///      Epochs rise strictly per subject, with one exception, corrections: a drought epoch is month index
+///      × 1000 + revision, and a drought report for an earlier month than the latest's is accepted as a
+///      correction when its epoch is above every correction already accepted for that month
+///      (`correctionEpoch`). It is forwarded and emitted like any report but leaves `latest` alone. The
+///      router does not remember which revision a month had when a later month superseded it (that
+///      would cost a new storage slot on every month change), so the first correction of a month may be
+///      a re-delivery of a revision subscribers already saw: subscribers keep the highest revision per
+///      (subject, month) and ignore anything not above it (DroughtInsurancePool does).
+///
 ///      Epochs are bounded by the period clock, as the signers bound them (`oracle.reports.max_epoch`),
 ///      so no quorum can sign an epoch so far ahead that every honest report after it is stale.
 contract OracleRouter is IOracleRouter, Ownable, EIP712 {
@@ -77,6 +86,8 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
     mapping(bytes32 => uint256) private _state;
     /// @dev subject => EIP-712 digest of the latest accepted report.
     mapping(bytes32 => bytes32) private _reportHash;
+    /// @dev subject => month index => highest epoch accepted as a correction of that month (drought only).
+    mapping(bytes32 => mapping(uint256 => uint64)) private _periodEpoch;
     /// @dev subject => slot => subscriber (slots 0 .. count-1 are used; count lives in `_state`).
     mapping(bytes32 => mapping(uint256 => address)) private _subscriberAt;
     /// @dev subject => subscriber => 1-based slot; 0 = not subscribed.
@@ -267,7 +278,11 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
         bytes32 subject = report.subject;
         uint256 state = _state[subject];
         uint64 latestEpoch = uint64(state);
-        if (report.epoch <= latestEpoch) revert StaleEpoch(subject, latestEpoch, report.epoch);
+        bool correction = false;
+        if (report.epoch <= latestEpoch) {
+            _checkCorrection(subject, state, report.kind, report.epoch);
+            correction = true;
+        }
         if (_modelActiveSince[report.kind][report.modelId] == 0) {
             revert ModelNotApproved(report.kind, report.modelId);
         }
@@ -276,8 +291,12 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
         _verify(digest, signatures);
 
         uint256 subscriberCount = state >> 240;
-        _state[subject] = _pack(report, subscriberCount);
-        _reportHash[subject] = digest;
+        if (correction) {
+            _periodEpoch[subject][report.epoch / MAX_REVISIONS] = report.epoch;
+        } else {
+            _state[subject] = _pack(report, subscriberCount);
+            _reportHash[subject] = digest;
+        }
         emit ReportAccepted(
             subject,
             report.kind,
@@ -290,6 +309,24 @@ contract OracleRouter is IOracleRouter, Ownable, EIP712 {
         );
 
         if (subscriberCount != 0) _forward(subject, subscriberCount, report);
+    }
+
+    /// @dev A drought report whose epoch is not above the subject's latest is a correction of an earlier
+    ///      period (month): accepted when the latest is a drought report of a later month and the epoch is
+    ///      above every correction already accepted for that month. Anything else is StaleEpoch.
+    function _checkCorrection(bytes32 subject, uint256 state, uint8 kind, uint64 epoch) private view {
+        uint64 latestEpoch = uint64(state);
+        uint256 period = epoch / MAX_REVISIONS;
+        if (
+            kind != ReportKinds.DROUGHT_SEVERITY || uint8(state >> 224) != ReportKinds.DROUGHT_SEVERITY
+                || period >= latestEpoch / MAX_REVISIONS || epoch <= _periodEpoch[subject][period]
+        ) revert StaleEpoch(subject, latestEpoch, epoch);
+    }
+
+    /// @notice The highest epoch accepted as a correction of `period` (a month index) for `subject`, 0 if
+    ///         none; the latest report's own period is in `latest`.
+    function correctionEpoch(bytes32 subject, uint256 period) external view returns (uint64) {
+        return _periodEpoch[subject][period];
     }
 
     /// @dev Value range and epoch bound per kind. A drought epoch is the observed month's index × 1000 +

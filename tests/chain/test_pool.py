@@ -1,5 +1,6 @@
-"""DroughtInsurancePool on a real anvil: automatic payouts, once per policy, underfunding, and the payout
-rule checked against ``models.payout`` with hypothesis."""
+"""DroughtInsurancePool on a real anvil: automatic payouts once per period with top-ups for revisions, the
+capital kept for open policies, and the payout rule checked against ``models.payout`` with hypothesis.
+The review's findings are in test_pool_findings.py, the product lifecycle in test_pool_lifecycle.py."""
 
 from __future__ import annotations
 
@@ -14,67 +15,52 @@ from web3.contract import Contract
 from models.payout import INT64_MAX, drought_payout
 from oracle.chain.deploy import deploy_contract
 from oracle.errors import RevertError
-from oracle.reports import Report, ReportKind, subject_id
-from tests.fixtures.chain import Accounts, ChainKit, make_report
+from oracle.reports import month_index_of, subject_id
+from tests.chain.pool_kit import END, REGION, START, USD, create_policy, paid, severity
+from tests.fixtures.chain import Accounts, ChainKit
 
 pytestmark = pytest.mark.chain
 
-REGION = subject_id("region", "test-pool")
-START, END = 1_690_000_000, 1_700_000_000
-USD = 10**6
+OTHER = subject_id("region", "test-pool-other")
 
 
-def create_policy(
-    chain: ChainKit,
-    *,
-    trigger: int = 2_000_000,
-    exit: int = 4_000_000,
-    limit: int = 1_000 * USD,
-    insured: str | None = None,
-    region: bytes = REGION,
-) -> int:
-    call = chain.pool.functions.createPolicy(
-        insured or chain.accounts.insured.address, region, START, END, trigger, exit, limit
-    )
-    receipt = chain.send(call)
-    (event,) = chain.events(chain.pool, "PolicyCreated", receipt)
-    return int(event["policyId"])
-
-
-def severity(epoch: int, value: int, observed_at: int = END - 86_400) -> Report:
-    return make_report(
-        REGION, kind=ReportKind.DROUGHT_SEVERITY, value=value, epoch=epoch, observed_at=observed_at
-    )
-
-
-def test_report_pays_the_insured_automatically_and_only_once(chain: ChainKit) -> None:
+def test_report_pays_the_insured_automatically_once_per_period(chain: ChainKit) -> None:
     insured = chain.accounts.insured.address
     before = chain.balance(insured)
     policy = create_policy(chain)
     assert chain.router.functions.subscribers(REGION).call() == [chain.pool.address]
-    receipt = chain.submit(severity(1, 3_000_000))
-    paid = chain.events(chain.pool, "PayoutSent", receipt)
-    assert paid == [{"policyId": policy, "insured": insured, "amount": 500 * USD, "epoch": 1}]
+    receipt = chain.submit(severity(3_000_000, revision=1))
+    assert chain.events(chain.pool, "PayoutSent", receipt) == [
+        {"policyId": policy, "insured": insured, "amount": 500 * USD, "epoch": 1}
+    ]
     assert chain.balance(insured) - before == 500 * USD
-    # A worse report in the same period pays nothing more: the policy's one period is settled.
-    receipt = chain.submit(severity(2, 5_000_000))
+    # A worse revision of the same period pays only the difference (a top-up) ...
+    receipt = chain.submit(severity(5_000_000, revision=2))
+    assert chain.events(chain.pool, "PayoutSent", receipt) == [
+        {"policyId": policy, "insured": insured, "amount": 500 * USD, "epoch": 2}
+    ]
+    # ... and a milder one takes nothing back and pays nothing: the period is settled at its highest.
+    receipt = chain.submit(severity(2_500_000, revision=3))
     assert chain.events(chain.pool, "PayoutSent", receipt) == []
-    assert chain.balance(insured) - before == 500 * USD
-    assert chain.pool.functions.policy(policy).call()[2] == 2  # Status.Paid
+    assert chain.balance(insured) - before == 1_000 * USD
+    assert chain.pool.functions.policy(policy).call()[4] == 1_000 * USD  # paid
+    assert chain.pool.functions.periodPaid(policy, 0).call() == 1_000 * USD
+    # Settling the period again, by anyone, pays nothing.
+    assert chain.pool.functions.claim(policy, 0).call() == 0
 
 
 def test_reports_below_trigger_or_outside_coverage_pay_nothing(chain: ChainKit) -> None:
     insured = chain.accounts.insured.address
     before = chain.balance(insured)
     create_policy(chain)
-    for epoch, (value, observed) in enumerate(
+    for revision, (value, observed) in enumerate(
         [(2_000_000, END - 10), (5_000_000, START), (5_000_000, END + 1), (5_000_000, START - 1)], start=1
     ):
-        receipt = chain.submit(severity(epoch, value, observed))
+        receipt = chain.submit(severity(value, revision=revision, observed_at=observed))
         assert chain.events(chain.pool, "PayoutSent", receipt) == []
     assert chain.balance(insured) == before
     # The boundary END itself is inside the window (start, end].
-    receipt = chain.submit(severity(5, 5_000_000, END))
+    receipt = chain.submit(severity(5_000_000, revision=5, observed_at=END))
     assert chain.events(chain.pool, "PayoutSent", receipt)[0]["amount"] == 1_000 * USD
 
 
@@ -85,73 +71,55 @@ def test_many_policies_in_one_region_each_get_their_own_payout(chain: ChainKit) 
         (3_500_000, 4_000_000, 7 * USD),
     ]
     ids = [create_policy(chain, trigger=t, exit=x, limit=lim) for t, x, lim in terms]
-    receipt = chain.submit(severity(1, 2_750_000))
-    paid = {e["policyId"]: e["amount"] for e in chain.events(chain.pool, "PayoutSent", receipt)}
+    receipt = chain.submit(severity(2_750_000))
     expected = {
         pid: drought_payout(value=2_750_000, trigger=t, exit=x, limit=lim)
         for pid, (t, x, lim) in zip(ids, terms, strict=True)
     }
-    assert paid == {pid: amount for pid, amount in expected.items() if amount}
-    assert paid == {ids[0]: 262_500_000, ids[1]: 100_000_000}
-    assert chain.pool.functions.activePolicies(REGION).call() == [ids[2]]
-
-
-def test_policy_limit_per_region_is_enforced(chain: ChainKit) -> None:
-    cap = chain.pool.functions.MAX_POLICIES_PER_REGION().call()
-    for _ in range(cap):
-        create_policy(chain, limit=USD)
-    with pytest.raises(RevertError) as e:
-        create_policy(chain, limit=USD)
-    assert e.value.reason == "TooManyPolicies"
-    receipt = chain.submit(severity(1, 5_000_000))
-    assert len(chain.events(chain.pool, "PayoutSent", receipt)) == cap
+    assert paid(chain, receipt) == {pid: amount for pid, amount in expected.items() if amount}
+    assert paid(chain, receipt) == {ids[0]: 262_500_000, ids[1]: 100_000_000}
+    assert chain.pool.functions.regionPolicies(REGION, 0, 10).call() == ids
+    assert chain.pool.functions.observation(REGION, 0).call() == [True, 1, 2_750_000, END - 86_400, 3]
 
 
 def test_bad_policy_terms_are_refused(chain: ChainKit) -> None:
     with pytest.raises(RevertError, match=re.escape("BadTerms('need 0 <= trigger < exit',)")):
         create_policy(chain, trigger=3_000_000, exit=3_000_000)
+    with pytest.raises(RevertError, match=re.escape("BadTerms('coverage too long',)")):
+        create_policy(chain, start=START, end=START + 61 * 31 * 86_400)
     with pytest.raises(RevertError, match="Ownable"):
         chain.send(
             chain.pool.functions.createPolicy(chain.accounts.stranger.address, REGION, START, END, 1, 2, 3),
             chain.accounts.stranger,
         )
-
-
-def test_underfunded_pool_records_the_debt_and_never_pays_twice(chain: ChainKit) -> None:
-    owner, insured = chain.accounts.deployer, chain.accounts.insured.address
-    balance = chain.balance(chain.pool.address)
-    chain.send(chain.pool.functions.withdraw(owner.address, balance - 100 * USD))
-    policy = create_policy(chain, limit=1_000 * USD)
-    other_region = subject_id("region", "test-pool-other")
-    recorder = chain.subscriber("RecordingSubscriber", REGION)
-
-    receipt = chain.submit(severity(1, 5_000_000))
-    assert chain.events(chain.pool, "PayoutFailed", receipt) == [
-        {"policyId": policy, "insured": insured, "amount": 1_000 * USD, "epoch": 1}
-    ]
-    assert chain.events(chain.router, "SubscriberFailed", receipt) == []
-    assert recorder.functions.calls().call() == 1
-    assert chain.pool.functions.policy(policy).call()[2] == 3  # Status.Owed
-    assert chain.pool.functions.totalOwed().call() == 1_000 * USD
     with pytest.raises(RevertError) as e:
-        chain.send(chain.pool.functions.claimOwed(policy))
-    assert e.value.reason == "ERC20: transfer amount exceeds balance"
+        chain.send(chain.pool.functions.claim(99, 0))
+    assert e.value.reason == "UnknownPolicy"
+
+
+def test_withdraw_keeps_what_open_policies_and_owed_claims_require(chain: ChainKit) -> None:
+    owner = chain.accounts.deployer.address
+    policy = create_policy(chain, limit=1_000 * USD, start=chain.now() - 86_400, end=chain.now() + 86_400)
+    assert chain.pool.functions.reserved().call() == 1_000 * USD
+    free = chain.pool.functions.freeCapital().call()
+    assert free == chain.balance(chain.pool.address) - 1_000 * USD
     with pytest.raises(RevertError) as e:
-        chain.send(chain.pool.functions.withdraw(owner.address, 1))
+        chain.send(chain.pool.functions.withdraw(owner, free + 1))
     assert e.value.reason == "WouldUnderfundOwed"
-
-    chain.send(chain.coin.functions.mint(chain.pool.address, 10_000 * USD))
-    before = chain.balance(insured)
-    receipt = chain.send(chain.pool.functions.claimOwed(policy), chain.accounts.stranger)
-    assert chain.events(chain.pool, "PayoutSent", receipt)[0]["amount"] == 1_000 * USD
-    assert chain.balance(insured) - before == 1_000 * USD
+    chain.send(chain.pool.functions.withdraw(owner, free))
+    assert chain.balance(chain.pool.address) == 1_000 * USD
+    # A partial payout leaves the rest of the limit reserved until the policy closes.
+    month = month_index_of(chain.now())
+    chain.submit(severity(3_000_000, month=month - 1, revision=0, observed_at=chain.now()))
+    assert chain.pool.functions.reserved().call() == 500 * USD == chain.balance(chain.pool.address)
     with pytest.raises(RevertError) as e:
-        chain.send(chain.pool.functions.claimOwed(policy))
-    assert e.value.reason == "NotOwed"
-    receipt = chain.submit(severity(2, 5_000_000))
-    assert chain.events(chain.pool, "PayoutSent", receipt) == []
-    assert chain.balance(insured) - before == 1_000 * USD
-    assert chain.router.functions.subscribers(other_region).call() == []
+        chain.send(chain.pool.functions.withdraw(owner, 1))
+    assert e.value.reason == "WouldUnderfundOwed"
+    chain.advance_time(2 * 86_400 + int(chain.pool.functions.DEFAULT_GRACE().call()))
+    chain.send(chain.pool.functions.closeExpired(policy))
+    assert chain.pool.functions.reserved().call() == 0
+    chain.send(chain.pool.functions.withdraw(owner, 500 * USD))
+    assert chain.balance(chain.pool.address) == 0
 
 
 @pytest.mark.parametrize(
@@ -160,7 +128,7 @@ def test_underfunded_pool_records_the_debt_and_never_pays_twice(chain: ChainKit)
 )
 def test_end_to_end_payout_matches_the_python_rule(chain: ChainKit, value: int, expected: int) -> None:
     create_policy(chain)
-    receipt = chain.submit(severity(1, value))
+    receipt = chain.submit(severity(value))
     (event,) = chain.events(chain.pool, "PayoutSent", receipt)
     assert (
         event["amount"]

@@ -31,6 +31,8 @@ interface IOracleRouter {
 
     function unsubscribe(bytes32 subject) external;
 
+    function subscribers(bytes32 subject) external view returns (address[] memory);
+
     function latest(bytes32 subject)
         external
         view
