@@ -38,8 +38,10 @@ import os
 import re
 import secrets
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from Crypto.Cipher import AES
 from sqlalchemy import func, select
@@ -511,3 +513,33 @@ def _window(start: dt.datetime | None, end: dt.datetime | None) -> tuple[dt.date
 def _check_shipment(shipment_id: str) -> None:
     if not 1 <= len(shipment_id) <= 120 or not shipment_id.isprintable():
         raise ValidationError("shipment id must be 1-120 printable characters", reason="bad_shipment_id")
+
+
+def device_views(session: Session, device_ids: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Public view of devices (all, or ``device_ids``): how each signs, HS256 marked weaker. No secrets.
+
+    ``{"device_id", "status", "alg", "strength", "note"?, "key_fingerprint"?, "revoked_after_seq"}``.
+    """
+    q = select(Device).order_by(Device.device_id)
+    if device_ids is not None:
+        wanted = sorted(set(device_ids))
+        if not wanted:
+            return {}
+        q = q.where(Device.device_id.in_(wanted))
+    devices = list(session.scalars(q))
+    current: dict[str, DeviceKey] = {}
+    if any(d.auth == "key" for d in devices):
+        keys = select(DeviceKey).where(
+            DeviceKey.device_id.in_([d.device_id for d in devices]), DeviceKey.valid_through_seq.is_(None)
+        )
+        current = {k.device_id: k for k in session.scalars(keys)}
+    out: dict[str, dict[str, Any]] = {}
+    for d in devices:
+        key = current.get(d.device_id) if d.auth == "key" else None
+        view: dict[str, Any] = {"device_id": d.device_id, "status": d.status}
+        view |= auth_kind(Alg(key.alg) if key is not None else Alg.HS256)
+        if key is not None:
+            view["key_fingerprint"] = key.fingerprint
+        view["revoked_after_seq"] = d.revoked_after_seq
+        out[d.device_id] = view
+    return out

@@ -116,8 +116,17 @@ def name_raw_inputs(s: Session, manifest: dict[str, Any], cids: Iterable[str]) -
             .where(TelemetryReading.batch_cid.in_(rest))
             .group_by(TelemetryReading.batch_cid)
         ).all()
+        from oracle.devices import device_views
+
+        auth = device_views(s, {str(b[2]) for b in batches})
         for cid, count, device, shipment, source in batches:
-            label = f"{count} readings from {device} · shipment {shipment}"
+            signed = auth.get(device)
+            how = ""
+            if signed is not None:
+                how = f" · {signed['alg']}" + (
+                    " (weaker: the oracle holds the secret)" if signed["strength"] == "weaker" else ""
+                )
+            label = f"{count} readings from {device} · shipment {shipment}{how}"
             out.setdefault(cid, RawInput(cid=cid, what="telemetry batch", label=label, source=source))
     for c in wanted:
         out.setdefault(c, RawInput(cid=c, what="unknown input", label="not in the database"))

@@ -9,7 +9,10 @@ accepted once and removed from the address bar) and calls the JSON views below w
 ``GET /v1/dashboard/overview``         regions (GeoJSON + current severity), policies, payouts,
                                        shipments, attestations (tx hash, top-3 factors), rejects
 ``GET /v1/dashboard/regions/{id}``     one region's decisions by period: severity, factors, SPI-1/3/6
-``GET /v1/dashboard/shipments/{id}``   one shipment's temperatures, profile band, breach/warning markers
+``GET /v1/dashboard/shipments/{id}``   one shipment's temperatures, profile band, breach/warning markers,
+                                       its devices and how each signs
+``GET /v1/dashboard/devices``          every device: status, how it signs (ES256/EdDSA key, or HS256
+                                       marked weaker), current key fingerprint; never a secret
 ``GET .../attestations/{id}/custody``  one attestation's chain of custody: the decision's steps, raw
                                        inputs named by what they are, a stage graph
 ``GET /v1/dashboard/governance``       from the chain: signers, threshold, timelock, and the signer,
@@ -118,6 +121,19 @@ async def get_shipment(shipment: str, ctx: CtxDep, _: ViewerKey) -> dict[str, An
     def run() -> dict[str, Any]:
         with ctx.sessions() as s:
             return shipment_detail(s, shipment)
+
+    return await run_in_threadpool(run)
+
+
+@api.get("/devices")
+async def get_devices(ctx: CtxDep, _: ViewerKey) -> dict[str, Any]:
+    """Every telemetry device and how it signs; HS256 devices carry ``strength: weaker`` and a note."""
+
+    def run() -> dict[str, Any]:
+        from oracle.devices import device_views
+
+        with ctx.sessions() as s:
+            return {"items": list(device_views(s).values())}
 
     return await run_in_threadpool(run)
 

@@ -159,7 +159,8 @@ def _markers(
 
 
 def shipment_detail(s: Session, subject_or_name: str) -> dict[str, Any]:
-    """One shipment's chart: ``series`` (UNIX s, °C), the profile ``band`` and ``markers``.
+    """One shipment's chart: ``series`` (UNIX s, °C), the profile ``band`` and ``markers``, and its
+    ``devices`` with how each signs (HS256 marked weaker: the oracle holds its secret).
 
     ``subject_or_name`` is the 0x subject or the telemetry shipment name. Raises NotFound."""
     overview = {x["subject"]: x for x in shipments_view(s, limit=10_000)}
@@ -201,8 +202,16 @@ def shipment_detail(s: Session, subject_or_name: str) -> dict[str, Any]:
     if rules_verdict is not None and rules_verdict.startswith("rules not"):
         note, rules_verdict = rules_verdict, None
     chart_t, chart_v = _bucket(ts, temp)
+    devices: list[dict[str, Any]] = []
+    if item["name"]:
+        from oracle.devices import device_views
+        from oracle.storage.tables import DeviceBinding
+
+        bound = s.scalars(select(DeviceBinding.device_id).where(DeviceBinding.shipment_id == item["name"]))
+        devices = list(device_views(s, bound).values())
     return {
         **item,
+        "devices": devices,
         "band": band,
         "series": {"t": chart_t, "temp_c": chart_v},
         "markers": markers,

@@ -68,6 +68,15 @@ def test_operator_clicks_through_and_sees_live_updates(
     browser: Browser, server: str, ctx: Context, viewer_key: str, chain: ChainKit, tmp_path: Path
 ) -> None:
     seeded = seed_world(ctx, chain, tmp_path)
+    # The shipment's logger signs with its own key; an older one with HS256, which the page marks weaker.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from oracle.device_keys import public_pem
+    from oracle.devices import load_kek, register_device, register_device_key
+
+    logger_key = public_pem(Ed25519PrivateKey.generate())
+    register_device_key(ctx.sessions, device_id="logger-1", public_key_pem=logger_key, shipment_id=SHIPMENT)
+    register_device(ctx.sessions, load_kek(ctx.settings), device_id="logger-0", shipment_id=SHIPMENT)
     page, errors, outside = _open(browser, server, viewer_key)
     expect(page.get_by_test_id("live")).to_have_text(re.compile("^live"), timeout=10_000)
     assert "key=" not in page.url  # the key left the address bar
@@ -96,6 +105,14 @@ def test_operator_clicks_through_and_sees_live_updates(
     assert chart.get_by_test_id("marker-warning").count() >= 1
     expect(page.get_by_test_id("shipment-panel")).to_contain_text("refrigerated (2–8 °C)")
     expect(page.get_by_test_id("shipment-row").filter(has_text=SHIPMENT)).to_contain_text("voided")
+    devices = page.get_by_test_id("shipment-device")
+    expect(devices).to_have_count(2)
+    expect(devices.filter(has_text="logger-0").get_by_test_id("device-auth")).to_have_text(
+        "HS256 (weaker: the oracle holds its secret)"
+    )
+    expect(devices.filter(has_text="logger-1").get_by_test_id("device-auth")).to_have_text(
+        "EdDSA (device-held key)"
+    )
 
     # Attestation: the confirmed dry-region report shows its tx hash and top-3 factors.
     dry_row = page.get_by_test_id("attestation-row").filter(has_text="dry").first

@@ -393,6 +393,10 @@
       temperatureChart(d),
       el("div", { class: "chart-legend" }, el("span", { text: "green: profile band" }), el("span", { text: `red: breach (${breaches.length})` }), el("span", { text: `amber: early warning (${warnings.length})` })),
       d.note ? emptyNote(d.note) : "",
+      (d.devices || []).length ? table(["device", "status", "signs with", "key"], d.devices.map((v) =>
+        el("tr", { "data-testid": "shipment-device" }, el("td", { text: v.device_id }), el("td", {}, badge(v.status)),
+          el("td", { "data-testid": "device-auth", title: v.note || "", text: v.strength === "weaker" ? `${v.alg} (weaker: the oracle holds its secret)` : `${v.alg} (device-held key)` }),
+          el("td", { class: "mono", text: v.key_fingerprint ? short(v.key_fingerprint) : "—" })))) : "",
       d.markers.length ? table(["at", "type", "rule", "measured", "limit"], d.markers.map((m) =>
         el("tr", {}, el("td", { text: when(m.at_s) }), el("td", {}, badge(m.type)), el("td", { class: "wrap", text: m.rule }), el("td", { text: `${fmt(m.measured, 2)} ${m.unit}` }), el("td", { text: fmt(m.limit, 2) })))) : emptyNote("No breach or warning."));
   }
