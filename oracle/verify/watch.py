@@ -55,20 +55,49 @@ MAX_RANGE = 2_000
 
 class HttpSource:
     """Bytes by CID from the nodes' public blob endpoints (then a bundle directory), each checked
-    against its CID: a node that sends other bytes is skipped, never believed."""
+    against its CID: a node that sends other bytes is skipped, never believed.
+
+    A CID no source could provide is remembered in :attr:`unavailable`: a replay that lacked data is
+    not evidence of a wrong report (the watcher calls it UNAVAILABLE and tries again later). A node
+    that answers 429 is waited for (its ``Retry-After``, at most :data:`MAX_WAIT_S`) a few times.
+    """
+
+    #: Longest single wait for a rate-limited node, seconds, and how many times to wait per blob.
+    MAX_WAIT_S = 5.0
+    RETRIES_429 = 3
 
     def __init__(self, nodes: Sequence[str], client: httpx.Client, bundle: Path | None = None) -> None:
         self.nodes = [n.rstrip("/") for n in nodes]
         self.client = client
         self.bundle = DirectorySource(bundle) if bundle is not None else None
         self.refused: list[str] = []
+        self.unavailable: set[str] = set()
+
+    def _get(self, url: str) -> httpx.Response:
+        for _ in range(self.RETRIES_429):
+            r = self.client.get(url)
+            if r.status_code != 429:
+                return r
+            try:
+                wait = float(r.headers.get("Retry-After", "1"))
+            except ValueError:
+                wait = 1.0
+            time.sleep(min(max(wait, 0.05), self.MAX_WAIT_S))
+        return self.client.get(url)
 
     def read(self, cid: str) -> bytes:
+        try:
+            return self._read(cid)
+        except NotFound:
+            self.unavailable.add(cid)
+            raise
+
+    def _read(self, cid: str) -> bytes:
         parse_cid(cid)
         answers = []
         for node in self.nodes:
             try:
-                r = self.client.get(f"{node}/v1/blobs/{cid}")
+                r = self._get(f"{node}/v1/blobs/{cid}")
             except httpx.HTTPError as e:
                 answers.append(f"{node}: {type(e).__name__}")
                 continue
@@ -222,6 +251,7 @@ class Watcher:
             )
         tried: list[Verification] = []
         for manifest in manifests:
+            self.source.unavailable.clear()
             try:
                 verification = replay(self.source, manifest, attested)
             except NotFound as e:
@@ -231,6 +261,12 @@ class Watcher:
                 continue
             if verification.ok:
                 return self._done(WatchResult(subject, epoch, tx_hash, MATCH, "", manifest))
+            if self.source.unavailable:
+                # Data withheld or rate-limited away is no evidence against the report: look again later.
+                missing = ", ".join(sorted(self.source.unavailable)[:3])
+                return self._done(
+                    WatchResult(subject, epoch, tx_hash, UNAVAILABLE, f"could not fetch {missing}", manifest)
+                )
             tried.append(verification)
         if not tried:
             return self._done(

@@ -101,7 +101,7 @@ def node(chain: ChainKit, tmp_path: Path) -> Iterator[Node]:
 
 
 def test_the_watcher_matches_the_honest_report_and_gives_evidence_against_the_tampered_one(
-    node: Node, chain: ChainKit, tmp_path: Path
+    node: Node, chain: ChainKit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     watcher = Watcher(
         chain.w3,
@@ -143,6 +143,8 @@ def test_the_watcher_matches_the_honest_report_and_gives_evidence_against_the_ta
         assert again.poll() == []
     finally:
         again.close()
+    # The data it used needs no API key; bad requests get problems, and the endpoints are limited.
+    _public_endpoints_need_no_key_and_refuse_bad_requests(node, monkeypatch)
 
 
 def test_withheld_data_is_unavailable_not_a_match_and_is_retried(
@@ -159,8 +161,14 @@ def test_withheld_data_is_unavailable_not_a_match_and_is_retried(
     try:
         assert {r.status for r in watcher.poll()} == {UNAVAILABLE}
         assert set(watcher.state.retry) == {node.honest_tx, node.tampered_tx}
-        watcher.source.nodes = [node.url]  # the data comes back
+        # The node comes back but rate-limits this watcher to a trickle: inputs it cannot fetch are no
+        # evidence against a report, so still nothing is called a mismatch.
+        watcher.source.nodes = [node.url]
         watcher.nodes = [node.url]
+        watcher.source.RETRIES_429 = 0
+        node.ctx.extras[public._LIMIT_KEY] = RateLimit(rate_per_s=0.001, burst=20)
+        assert {r.status for r in watcher.poll()} == {UNAVAILABLE}
+        node.ctx.extras.pop(public._LIMIT_KEY)  # the limit lifts
         statuses = {r.tx_hash: r.status for r in watcher.poll()}
         assert statuses == {node.honest_tx: MATCH, node.tampered_tx: "MISMATCH"}
         assert watcher.state.retry == {}
@@ -200,7 +208,7 @@ def test_oracle_watch_once_exits_1_on_a_mismatch(node: Node, chain: ChainKit, tm
     assert len(list((tmp_path / "ev").iterdir())) == 1
 
 
-def test_the_public_endpoints_need_no_key_and_refuse_bad_requests(
+def _public_endpoints_need_no_key_and_refuse_bad_requests(
     node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     r = httpx.get(f"{node.url}/v1/blobs/{node.manifest}", timeout=10)

@@ -38,8 +38,8 @@ router = APIRouter(tags=["data availability"])
 #: Largest blob served (bytes): a real raster tile fits, a whole archive does not.
 MAX_BLOB_BYTES = 64 * 1024 * 1024
 #: Requests per second (and burst) per source address: a replay fetches one blob per input and step.
-RATE_PER_S = 50.0
-BURST = 500.0
+RATE_PER_S = 200.0
+BURST = 2000.0
 _LIMIT_KEY = "public_data_limit"
 
 Subject = Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$", description="the report's subject (bytes32)")]
