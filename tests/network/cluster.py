@@ -30,6 +30,7 @@ from oracle.chain.client import connect
 from oracle.chain.deploy import Deployment
 from oracle.config import Settings
 from oracle.context import open_context
+from oracle.device_keys import PrivateKey
 from oracle.network.init import deploy_network, init_network
 from oracle.network.membership import Network
 from oracle.network.node import MQTT_URL_FILE, RPC_URL_FILE, node_dir, node_settings
@@ -387,42 +388,56 @@ class Cluster:
         finally:
             ctx.close()
 
-    def enroll(self, device: str, shipment: str, *, start_s: int, secret: bytes) -> None:
-        """The same logger (one secret) enrolled on every node, as each node's operator would."""
+    def enroll(self, device: str, shipment: str, *, start_s: int, secret: bytes | PrivateKey) -> None:
+        """The same logger enrolled on every node, as each node's operator would: by its public key when
+        ``secret`` is the logger's private key (no node then holds anything it could sign with), or with
+        one shared HMAC secret for a legacy HS256 logger."""
         import datetime as dt
 
-        from oracle.devices import load_kek, register_device
+        from oracle.device_keys import public_pem
+        from oracle.devices import load_kek, register_device, register_device_key
 
+        since = dt.datetime.fromtimestamp(start_s - 60, dt.UTC)
         for m in self.network.members:
             settings = self.settings(m.id)
             ctx = open_context(settings, upgrade=False)
             try:
-                register_device(
-                    ctx.sessions,
-                    load_kek(settings),
-                    device_id=device,
-                    shipment_id=shipment,
-                    valid_from=dt.datetime.fromtimestamp(start_s - 60, dt.UTC),
-                    secret=secret,
-                )
+                if isinstance(secret, bytes):
+                    register_device(
+                        ctx.sessions,
+                        load_kek(settings),
+                        device_id=device,
+                        shipment_id=shipment,
+                        valid_from=since,
+                        secret=secret,
+                    )
+                else:
+                    register_device_key(
+                        ctx.sessions,
+                        device_id=device,
+                        public_key_pem=public_pem(secret),
+                        shipment_id=shipment,
+                        valid_from=since,
+                    )
             finally:
                 ctx.close()
 
     def publish(
         self,
         device: str,
-        secret: bytes,
+        secret: bytes | PrivateKey,
         temps: list[float],
         *,
         start_s: int,
         first_seq: int = 0,
         per_msg: int = 6,
     ) -> None:
-        """Signed readings every 10 minutes from ``start_s``, published at QoS 1 on the shared broker."""
+        """Signed readings every 10 minutes from ``start_s``, published at QoS 1 on the shared broker
+        (signed with the logger's private key, or HS256 when ``secret`` is bytes)."""
         import json
         from urllib.parse import urlparse
 
-        from ingest.telemetry.envelope import sign_envelope
+        from ingest.telemetry.envelope import sign_envelope, sign_envelope_with_key
         from tests.telemetry.mqtt_helpers import publish_all, publisher
 
         payloads = []
@@ -436,7 +451,12 @@ class Cluster:
                 }
                 for i in range(first, min(first + per_msg, len(temps)))
             ]
-            payloads.append(json.dumps(sign_envelope(body, secret)).encode())
+            envelope = (
+                sign_envelope(body, secret)
+                if isinstance(secret, bytes)
+                else sign_envelope_with_key(body, secret)
+            )
+            payloads.append(json.dumps(envelope).encode())
         u = urlparse(self.mqtt_url)
         client = publisher(u.hostname or "127.0.0.1", u.port or 1883, f"test-{device}-{first_seq}")
         try:

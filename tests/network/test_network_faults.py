@@ -194,7 +194,7 @@ def test_a_breach_voids_the_shipment_once_on_k_signatures_of_nodes_that_looked_a
 ) -> None:
     """Every node ingests the logger's messages itself and evaluates after each commit of its own; the
     breach report is decided on the batches that establish it, so all agree on one digest."""
-    import os
+    from cryptography.hazmat.primitives.asymmetric import ec
 
     from tests.coldchain.helpers import temperatures
 
@@ -205,7 +205,8 @@ def test_a_breach_voids_the_shipment_once_on_k_signatures_of_nodes_that_looked_a
         timeout=60,
         what="every node to see the escrowed shipment",
     )
-    secret = os.urandom(32)
+    # The logger signs ES256 with its own key; every node registers only the public key.
+    secret = ec.generate_private_key(ec.SECP256R1())
     start = int(time.time()) - 20 * 3600
     cluster.enroll(device, shipment, start_s=start, secret=secret)
     temps = temperatures(20, excursion=(6, 2, 46.0))
