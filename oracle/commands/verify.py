@@ -28,6 +28,7 @@ from oracle.verify import (
     verify_bundle,
 )
 from oracle.verify.chain import Located
+from oracle.verify.device_signatures import DeviceAuth
 
 
 def _fail(message: str) -> typer.Exit:
@@ -56,7 +57,7 @@ def _print(result: Verification, *, as_json: bool) -> None:
 
 def _online(
     attestation: str, *, rpc_url: str | None, router: str | None
-) -> tuple[Located, AttestedReport, StoreSource]:
+) -> tuple[Located, AttestedReport, StoreSource, dict[str, DeviceAuth]]:
     from oracle.chain.client import connect
     from oracle.chain.deploy import Deployment
     from oracle.config import load_settings
@@ -81,7 +82,11 @@ def _online(
             else:
                 router = router_for(ctx.sessions, located.tx_hash)
         attested = read_attested(connect(url), router=router, tx_hash=located.tx_hash)
-        return located, attested, StoreSource(ctx.blobs)
+        from oracle.verify.device_signatures import device_auth
+
+        with ctx.sessions() as s:
+            keys = device_auth(s)  # public keys only: every telemetry message's signature is checked
+        return located, attested, StoreSource(ctx.blobs), keys
     finally:
         ctx.close()
 
@@ -117,9 +122,9 @@ def verify_command(
                 raise ValidationError(
                     "give an attestation (report id or tx hash) or --bundle DIR", reason="bad_arguments"
                 )
-            located, attested, store = _online(attestation, rpc_url=rpc_url, router=router)
+            located, attested, store, keys = _online(attestation, rpc_url=rpc_url, router=router)
             source = LayeredSource([DirectorySource(inputs), store] if inputs is not None else [store])
-            result = replay(source, located.manifest_cid, attested)
+            result = replay(source, located.manifest_cid, attested, device_keys=keys)
     except OracleError as e:
         raise _fail(str(e)) from None
     _print(result, as_json=as_json)
@@ -138,8 +143,10 @@ def export_command(
 ) -> None:
     """Write a self-contained bundle that `oracle verify --bundle DIR` checks offline."""
     try:
-        located, attested, store = _online(attestation, rpc_url=rpc_url, router=router)
-        export_bundle(store, manifest_cid=located.manifest_cid, attested=attested, directory=directory)
+        located, attested, store, keys = _online(attestation, rpc_url=rpc_url, router=router)
+        export_bundle(
+            store, manifest_cid=located.manifest_cid, attested=attested, directory=directory, device_keys=keys
+        )
     except OracleError as e:
         raise _fail(str(e)) from None
     typer.echo(f"bundle written to {directory} (manifest {located.manifest_cid}, tx {attested.tx_hash})")

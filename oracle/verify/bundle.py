@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oracle.errors import NotFound, ValidationError
 from oracle.provenance import merkle_proof, verify_proof
@@ -34,17 +35,32 @@ from oracle.verify.replay import (
 )
 from oracle.verify.sources import DirectorySource
 
+if TYPE_CHECKING:
+    from oracle.verify.device_signatures import DeviceAuth
+
 BUNDLE_FORMAT = "oracle-verification-bundle/1"
 TRUST_NOTE = (
     "offline: the report, chain id, router and tx hash are taken from bundle.json as given; "
     "the chain was not consulted"
 )
+KEYS_NOTE = (
+    "the devices' public keys are taken from bundle.json as given; compare their fingerprints with the "
+    "ones the device makers or operators published"
+)
 
 
 def export_bundle(
-    source: ContentSource, *, manifest_cid: str, attested: AttestedReport, directory: Path
+    source: ContentSource,
+    *,
+    manifest_cid: str,
+    attested: AttestedReport,
+    directory: Path,
+    device_keys: Mapping[str, DeviceAuth] | None = None,
 ) -> Path:
     """Write the bundle for ``manifest_cid`` / ``attested`` into ``directory`` (created; must be empty).
+
+    ``device_keys``: the public keys of the devices whose messages are inputs (kept in ``bundle.json``, so
+    the offline check verifies every message's signature; public keys only, never a secret).
 
     :raises ValidationError: ``directory`` exists and is not empty. :raises NotFound / IntegrityError: a
         blob is missing or corrupt in ``source`` (a bundle is never written from bad bytes).
@@ -77,6 +93,11 @@ def export_bundle(
         "inputs": inputs,
         "proofs": {cid: ["0x" + h.hex() for h in merkle_proof(inputs, cid)] for cid in inputs},
     }
+    if device_keys is not None:
+        from oracle.verify.device_signatures import telemetry_devices
+
+        used = telemetry_devices({cid: (staging / "blobs" / cid).read_bytes() for cid in inputs})
+        doc["device_keys"] = {d: device_keys[d].to_json() for d in sorted(used) if d in device_keys}
     (staging / "bundle.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     # Rename last, so a crash never leaves something that looks like a complete bundle.
     if directory.exists():
@@ -123,9 +144,23 @@ def verify_bundle(directory: Path) -> Verification:
         proof_checks.append(
             Check(f"proof {cid}", MATCH if ok else MISMATCH, "" if ok else "not in inputsRoot")
         )
-    result = replay(DirectorySource(directory / "blobs"), str(doc["manifest_cid"]), attested)
+    keys = None
+    notes = [TRUST_NOTE]
+    if "device_keys" in doc:
+        from oracle.verify.device_signatures import DeviceAuth
+
+        raw_keys = doc["device_keys"]
+        if not isinstance(raw_keys, dict):
+            raise ValidationError(
+                f"{directory}/bundle.json: device_keys is not an object", reason="bad_bundle"
+            )
+        keys = {str(d): DeviceAuth.from_json(v) for d, v in raw_keys.items()}
+        notes.append(KEYS_NOTE)
+    result = replay(
+        DirectorySource(directory / "blobs"), str(doc["manifest_cid"]), attested, device_keys=keys
+    )
     return Verification(
         manifest_cid=result.manifest_cid,
         checks=(*proof_checks, *result.checks),
-        notes=(TRUST_NOTE,),
+        notes=(*notes, *result.notes),
     )

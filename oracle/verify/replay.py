@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from oracle.decisions import coldchain, drought
 from oracle.decisions.trace import Step, canonical_json
@@ -21,6 +21,9 @@ from oracle.errors import IntegrityError, NotFound, OracleError, ValidationError
 from oracle.provenance import merkle_root
 from oracle.reports import Report, report_digest
 from oracle.storage.blobs import cid_for, verify
+
+if TYPE_CHECKING:
+    from oracle.verify.device_signatures import DeviceAuth
 
 MATCH = "MATCH"
 MISMATCH = "MISMATCH"
@@ -243,9 +246,18 @@ class _Replay:
         return output
 
 
-def replay(source: ContentSource, manifest_cid: str, attested: AttestedReport) -> Verification:
+def replay(
+    source: ContentSource,
+    manifest_cid: str,
+    attested: AttestedReport,
+    *,
+    device_keys: Mapping[str, DeviceAuth] | None = None,
+) -> Verification:
     """Recompute the decision ``manifest_cid`` and compare it with ``attested``; never raises for a
-    mismatch (it is reported), only for a manifest that cannot be read at all."""
+    mismatch (it is reported), only for a manifest that cannot be read at all.
+
+    ``device_keys``: the devices' public keys; when given, every telemetry message among the inputs must
+    verify under its device's key (one check per device, see :mod:`oracle.verify.device_signatures`)."""
     from models.registry import model_id_for
 
     manifest = load_manifest(source, manifest_cid)
@@ -253,6 +265,12 @@ def replay(source: ContentSource, manifest_cid: str, attested: AttestedReport) -
     inputs = [str(c) for c in manifest.get("inputs") or []]
     for cid in inputs:
         run.check_input(cid, "input")
+    notes: list[str] = []
+    if device_keys is not None:
+        from oracle.verify.device_signatures import signature_checks
+
+        signed, notes = signature_checks({c: run.raw[c] for c in inputs if c in run.raw}, device_keys)
+        run.checks.extend(signed)
     model_cid = manifest.get("model")
     if model_cid:
         run.check_input(str(model_cid), "model")
@@ -284,7 +302,7 @@ def replay(source: ContentSource, manifest_cid: str, attested: AttestedReport) -
         digest == attested.report_hash,
         f"recomputed 0x{digest.hex()}, attested 0x{attested.report_hash.hex()}",
     )
-    return Verification(manifest_cid=manifest_cid, checks=tuple(run.checks))
+    return Verification(manifest_cid=manifest_cid, checks=tuple(run.checks), notes=tuple(notes))
 
 
 def report_to_json(report: Report) -> dict[str, Any]:

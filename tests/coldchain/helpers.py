@@ -7,10 +7,11 @@ import os
 import time
 from collections.abc import Sequence
 
-from ingest.telemetry.envelope import sign_envelope
+from ingest.telemetry.envelope import sign_envelope, sign_envelope_with_key
 from ingest.telemetry.pipeline import IncomingMessage, TelemetryIngest
 from oracle.decisions.coldchain import profile_bytes32
-from oracle.devices import Kek, register_device
+from oracle.device_keys import PrivateKey, public_pem
+from oracle.devices import Kek, register_device, register_device_key
 from oracle.reports import subject_id
 from tests.fixtures.chain import ChainKit
 
@@ -40,16 +41,29 @@ class Fleet:
         self.ingest = TelemetryIngest(sessions=sessions, blobs=blobs, kek=self.kek)  # type: ignore[arg-type]
         self.sessions = sessions
         self.secrets: dict[str, bytes] = {}
+        self.keys: dict[str, PrivateKey] = {}
 
-    def add(self, device: str, shipment: str, *, start_s: int) -> None:
+    def add(self, device: str, shipment: str, *, start_s: int, key: PrivateKey | None = None) -> None:
+        """Register ``device``: by its public key when ``key`` (its private key) is given, else HS256."""
         import datetime as dt
 
+        since = dt.datetime.fromtimestamp(start_s - 60, dt.UTC)
+        if key is not None:
+            register_device_key(
+                self.sessions,  # type: ignore[arg-type]
+                device_id=device,
+                public_key_pem=public_pem(key),
+                shipment_id=shipment,
+                valid_from=since,
+            )
+            self.keys[device] = key
+            return
         self.secrets[device] = register_device(
             self.sessions,  # type: ignore[arg-type]
             self.kek,
             device_id=device,
             shipment_id=shipment,
-            valid_from=dt.datetime.fromtimestamp(start_s - 60, dt.UTC),
+            valid_from=since,
         )
 
     def publish(self, device: str, temps: Sequence[float], *, start_s: int, batch: int = 36) -> int:
@@ -70,7 +84,9 @@ class Fleet:
                 }
                 for i in range(first, min(first + batch, len(temps)))
             ]
-            payload = json.dumps(sign_envelope(body, self.secrets[device])).encode()
+            key = self.keys.get(device)
+            envelope = sign_envelope_with_key(body, key) if key else sign_envelope(body, self.secrets[device])
+            payload = json.dumps(envelope).encode()
             accepted += self.ingest.process(
                 [IncomingMessage(device_id=device, payload=payload, source="http")]
             ).accepted
