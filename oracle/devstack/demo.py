@@ -192,12 +192,42 @@ def sensor_payload(
     return json.dumps(sign_envelope_with_key(body, key))
 
 
+def demo_product_terms(region: str, now: int) -> dict[str, Any]:
+    """The demo's drought product for ``region`` as ``DroughtInsurancePool.registerProduct`` takes it:
+    severity trigger 1.0, exit 4.0, limit 10,000 tUSD, monthly, coverage now ± 400 days, 60 days' grace,
+    premium 5 % of the limit with a 20 % loading (600 tUSD). ``termsHash`` is keccak256 of the terms as
+    canonical JSON (sorted keys, no spaces)."""
+    from eth_utils.crypto import keccak
+
+    from oracle.reports import subject_id, to_fixed
+
+    terms: dict[str, Any] = {
+        "region": region,
+        "index": "drought_severity",
+        "trigger": to_fixed(1.0),
+        "exit": to_fixed(4.0),
+        "limit": 10_000 * 10**6,
+        "deductible": 0,
+        "coverageStart": now - 400 * 86_400,
+        "coverageEnd": now + 400 * 86_400,
+        "grace": 60 * 86_400,
+        "periodMonths": 1,
+        "premium": 0,
+        "rateBps": 500,
+        "loadingBps": 2_000,
+    }
+    canonical = json.dumps(terms, sort_keys=True, separators=(",", ":")).encode()
+    on_chain = {k: v for k, v in terms.items() if k != "index"}
+    return {**on_chain, "termsHash": keccak(canonical), "region": subject_id("region", region)}
+
+
 def open_policies_and_escrows(w3: Any, deployment: Any) -> None:
-    """A funded policy per demo region and an escrow per demo shipment, as insurer and buyer would."""
+    """A policy per demo region, bought by its policyholder from the insurer's product, and an escrow per
+    demo shipment, as insurer, policyholders and buyer would."""
     from oracle.chain.anvil import dev_accounts
     from oracle.chain.client import transact
     from oracle.decisions.coldchain import profile_bytes32
-    from oracle.reports import subject_id, to_fixed
+    from oracle.reports import subject_id
 
     accounts = dev_accounts(8)
     deployer, buyer, seller = accounts[0], accounts[5], accounts[6]
@@ -206,16 +236,16 @@ def open_policies_and_escrows(w3: Any, deployment: Any) -> None:
     coin = deployment.contract(w3, "TestStablecoin")
     block_time = int(w3.eth.get_block("latest")["timestamp"])
     for i, region in enumerate(REGIONS):
-        call = pool.functions.createPolicy(
-            accounts[2 + i].address,
-            subject_id("region", region),
-            block_time - 400 * 86_400,
-            block_time + 400 * 86_400,
-            to_fixed(1.0),
-            to_fixed(4.0),
-            10_000 * 10**6,
-        )
-        transact(w3, call, sender=deployer)
+        # The insurer registers the region's product; its policyholder buys it, paying the premium.
+        terms = demo_product_terms(region, block_time)
+        receipt = transact(w3, pool.functions.registerProduct(terms), sender=deployer)
+        (registered,) = pool.events.ProductRegistered().process_receipt(receipt)
+        product_id = int(registered["args"]["productId"])
+        premium = int(pool.functions.product(product_id).call()[8])
+        holder = accounts[2 + i]
+        transact(w3, coin.functions.mint(holder.address, premium), sender=deployer)
+        transact(w3, coin.functions.approve(pool.address, premium), sender=holder)
+        transact(w3, pool.functions.buyPolicy(product_id, holder.address), sender=holder)
     amount = 2_000 * 10**6
     transact(w3, coin.functions.mint(buyer.address, amount * len(SHIPMENTS)), sender=deployer)
     transact(w3, coin.functions.approve(escrow.address, amount * len(SHIPMENTS)), sender=buyer)

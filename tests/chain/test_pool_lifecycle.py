@@ -185,3 +185,35 @@ def test_closing_settles_every_month_then_frees_the_unused_limit(chain: ChainKit
     with pytest.raises(RevertError) as e:
         chain.send(chain.pool.functions.closeExpired(policy))
     assert e.value.reason == "NotClosable"
+
+
+def test_the_demo_policyholders_buy_the_demo_product_and_are_paid_by_its_terms(chain: ChainKit) -> None:
+    """What `make run` does: each demo region's policyholder buys the insurer's product (600 tUSD premium
+    on a 10,000 tUSD limit); a severity report then pays as the product's terms say."""
+    from oracle.chain.anvil import dev_accounts
+    from oracle.devstack.demo import REGIONS, demo_product_terms, open_policies_and_escrows
+    from oracle.reports import subject_id
+
+    before = chain.pool.functions.policyCount().call()
+    open_policies_and_escrows(chain.w3, chain.deployment)
+    assert chain.pool.functions.policyCount().call() == before + len(REGIONS)
+    region = next(iter(REGIONS))
+    holder = dev_accounts(3)[2].address
+    policy = before + 1
+    product = chain.pool.functions.product(chain.pool.functions.policy(policy).call()[2]).call()
+    # The terms hash is the demo terms' canonical JSON, dates included (coverageStart = now - 400 days).
+    assert product[0] == demo_product_terms(region, product[4] + 400 * 86_400)["termsHash"]
+    assert product[8] == 600 * USD  # premium: 10,000 x 5 % x 1.2
+    start = chain.balance(holder)
+    now = chain.now()
+    report = severity(
+        2_500_000,
+        month=month_index_of(now) - 1,
+        revision=0,
+        observed_at=now - 86_400,
+        region=subject_id("region", region),
+    )
+    receipt = chain.submit(report)
+    expected = drought_payout(value=2_500_000, trigger=1_000_000, exit=4_000_000, limit=10_000 * USD)
+    assert paid(chain, receipt) == {policy: expected} == {policy: 5_000 * USD}
+    assert chain.balance(holder) - start == 5_000 * USD
