@@ -3,12 +3,12 @@
 
 Two classes of traffic run concurrently, each ``--n`` posts at ``--concurrency`` in flight (httpx async):
 
-- ``authenticated``: envelopes of ``--readings`` readings each, signed with the real secrets of
-  ``--devices`` registered devices, round-robin; each device posts from a source address of its own
-  (127.0.0.10, .11, ...), so only the per-device limit binds;
-- ``unauthenticated``: envelopes of about 6 KB (the review's 500 posts added 2.9 MB) with a wrong HMAC for
-  those devices, or for devices that do not exist, all from one source address (127.0.0.3), so the
-  per-source limit binds.
+- ``authenticated``: envelopes of ``--readings`` readings each, signed (``--alg``, default ES256 with the
+  devices' own keys; HS256 with their secrets) by ``--devices`` registered devices, round-robin; each
+  device posts from a source address of its own (127.0.0.10, .11, ...), so only the per-device limit binds;
+- ``unauthenticated``: envelopes of about 6 KB (the review's 500 posts added 2.9 MB) signed with the right
+  alg but another key (a forged ES256 envelope by default) for those devices, or for devices that do not
+  exist, all from one source address (127.0.0.3), so the per-source limit binds.
 
 The service runs with explicit limits (``--device-rate``/``--device-burst``, ``--source-rate``/
 ``--source-burst``). The bench checks, from the answers and the service's own data dir:
@@ -50,15 +50,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 
 from ingest.telemetry import sign_envelope
+from ingest.telemetry.envelope import sign_envelope_with_key
 from oracle.config import Settings
 from oracle.context import open_context
-from oracle.devices import load_kek, register_device
+from oracle.device_keys import PrivateKey, public_pem
+from oracle.devices import load_kek, register_device, register_device_key
 from oracle.devstack.broker import free_port
 
 AUTH_SOURCE_BASE = "127.0.0.{}"  # .10, .11, ...: one address per device
 UNAUTH_SOURCE = "127.0.0.3"
 UNAUTH_READINGS = 110  # about 6 KB per envelope, as in the review (2.9 MB for 500)
 UNAUTH_SEQ = 1_000_000  # unauthenticated readings use sequence numbers from here on
+Credential = bytes | PrivateKey
+"""A device's HS256 secret, or its private key (ES256/EdDSA; the service holds only the public key)."""
 
 
 @dataclass
@@ -130,20 +134,48 @@ def oracle_run(data_dir: Path, limits: dict[str, str]) -> Iterator[str]:
                 proc.wait(timeout=10)
 
 
-def register_devices(data_dir: Path, n: int) -> dict[str, bytes]:
-    """``n`` devices bound to one shipment from an hour ago, in the service's database (same data dir)."""
+def register_devices(data_dir: Path, n: int, alg: str) -> dict[str, Credential]:
+    """``n`` devices bound to one shipment from an hour ago, in the service's database (same data dir):
+    by public key for ES256/EdDSA (the private key stays here, on the devices' side), else HS256."""
     ctx = open_context(Settings(data_dir=data_dir, _env_file=None))
     try:
-        kek = load_kek(ctx.settings)
         start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-        return {
-            f"load-{i:03d}": register_device(
-                ctx.sessions, kek, device_id=f"load-{i:03d}", shipment_id="SHP-LOAD", valid_from=start
+        out: dict[str, Credential] = {}
+        for i in range(n):
+            device = f"load-{i:03d}"
+            if alg == "HS256":
+                out[device] = register_device(
+                    ctx.sessions,
+                    load_kek(ctx.settings),
+                    device_id=device,
+                    shipment_id="SHP-LOAD",
+                    valid_from=start,
+                )
+                continue
+            key = _new_key(alg)
+            register_device_key(
+                ctx.sessions,
+                device_id=device,
+                public_key_pem=public_pem(key),
+                shipment_id="SHP-LOAD",
+                valid_from=start,
             )
-            for i in range(n)
-        }
+            out[device] = key
+        return out
     finally:
         ctx.close()
+
+
+def _new_key(alg: str) -> PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    return ec.generate_private_key(ec.SECP256R1()) if alg == "ES256" else ed25519.Ed25519PrivateKey.generate()
+
+
+def _sign(body: Any, credential: Credential) -> dict[str, Any]:
+    if isinstance(credential, bytes):
+        return sign_envelope(body, credential)
+    return sign_envelope_with_key(body, credential)
 
 
 def stored(data_dir: Path) -> dict[str, int]:
@@ -215,21 +247,22 @@ async def run_class(
 
 
 def build_posts(
-    secrets: dict[str, bytes], n: int, readings: int
+    secrets: dict[str, Credential], n: int, readings: int, alg: str
 ) -> tuple[list[tuple[str, str, bytes]], list[tuple[str, str, bytes]]]:
     devices = sorted(secrets)
+    thief: Credential = b"\x66" * 32 if alg == "HS256" else _new_key(alg)  # not the device's key
     source = {d: AUTH_SOURCE_BASE.format(10 + i) for i, d in enumerate(devices)}
     authenticated = []
     for i in range(n):
         device = devices[i % len(devices)]
         seq = (i // len(devices)) * readings + 1
-        body = json.dumps(sign_envelope(_readings(seq, readings), secrets[device])).encode()
+        body = json.dumps(_sign(_readings(seq, readings), secrets[device])).encode()
         authenticated.append((device, source[device], body))
     unauthenticated = []
     for i in range(n):
         device = devices[i % len(devices)] if i % 2 else f"ghost-{i:04d}"
         forged = _readings(UNAUTH_SEQ + i * UNAUTH_READINGS, UNAUTH_READINGS)
-        envelope = sign_envelope(forged, b"\x66" * 32)  # not the device's secret
+        envelope = _sign(forged, thief)  # the right alg, the wrong key
         unauthenticated.append((device, UNAUTH_SOURCE, json.dumps(envelope).encode()))
     return authenticated, unauthenticated
 
@@ -309,6 +342,9 @@ def main() -> None:
     parser.add_argument("--device-burst", type=int, default=10)
     parser.add_argument("--source-rate", type=float, default=10.0)
     parser.add_argument("--source-burst", type=int, default=50)
+    parser.add_argument(
+        "--alg", choices=["ES256", "EdDSA", "HS256"], default="ES256", help="how the devices sign"
+    )
     args = parser.parse_args()
     limits = {
         "ORACLE_TELEMETRY_HTTP_DEVICE_RATE_PER_S": str(args.device_rate),
@@ -320,8 +356,8 @@ def main() -> None:
         data_dir = Path(tmp) / "data"
         data_dir.mkdir()
         with oracle_run(data_dir, limits) as base:
-            secrets = register_devices(data_dir, args.devices)
-            authenticated, unauthenticated = build_posts(secrets, args.n, args.readings)
+            secrets = register_devices(data_dir, args.devices, args.alg)
+            authenticated, unauthenticated = build_posts(secrets, args.n, args.readings, args.alg)
             before = stored(data_dir)
 
             async def both() -> list[ClassResult]:

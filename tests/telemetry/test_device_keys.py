@@ -100,8 +100,9 @@ def _blob_files(root: Path) -> int:
 
 
 @pytest.mark.mqtt
+@pytest.mark.parametrize("writer_process", [True, False], ids=["writer-process", "in-thread"])
 def test_es256_and_eddsa_over_mqtt_stored_forgery_refused_auditor_verifies(
-    mosquitto: BrokerProcess, db: Db, kek: Kek, tmp_path: Path
+    mosquitto: BrokerProcess, db: Db, kek: Kek, tmp_path: Path, writer_process: bool
 ) -> None:
     es, ed, thief = _es256(), _eddsa(), _es256()
     register_device_key(
@@ -112,7 +113,11 @@ def test_es256_and_eddsa_over_mqtt_stored_forgery_refused_auditor_verifies(
     )
     cid = f"keys-worker-{random.getrandbits(32)}"
     config = WorkerConfig(
-        host=mosquitto.host, port=mosquitto.port, client_id=cid, share_group=cid, writer_process=False
+        host=mosquitto.host,
+        port=mosquitto.port,
+        client_id=cid,
+        share_group=cid,
+        writer_process=writer_process,
     )
     blob_dir = tmp_path / "blobs"
     worker = IngestWorker(make_ingest(db, kek, tmp_path), config)
