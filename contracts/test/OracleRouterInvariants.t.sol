@@ -17,6 +17,7 @@ contract RouterHandler is RouterFixture {
     uint256 internal constant SUBJECTS = 4;
     uint64 public constant DELAY = 1 days;
     uint64 internal constant MAX_EPOCH = 1000; // cold-chain epoch bound
+    uint64 internal constant MAX_REVISIONS = 1000; // drought epoch = month index × 1000 + revision
 
     struct Pending {
         bytes32 id;
@@ -35,13 +36,15 @@ contract RouterHandler is RouterFixture {
     uint256 public ghostSignerCount;
     uint8 public ghostThreshold;
     mapping(bytes32 => uint64) public ghostLatest;
+    mapping(bytes32 => mapping(uint64 => uint64)) public ghostCorrection; // subject => month => epoch
     Pending[] internal _pending;
 
     // Outcomes and violations.
     uint256 public accepted;
     uint256 public refused;
     uint256 public acceptedWithoutQuorum; // accepted with fewer than k distinct members' signatures
-    uint256 public staleAccepted; // accepted with an epoch not above the subject's latest
+    uint256 public staleAccepted; // accepted at or below the latest epoch, and not a valid correction
+    uint256 public corrections; // drought corrections of an earlier month accepted
     uint256 public epochRegressions; // a subject's latest epoch went down
     uint256 public earlyActivations; // a governance change took effect before its timelock
     uint256 public activations;
@@ -78,45 +81,97 @@ contract RouterHandler is RouterFixture {
 
     // ------------------------------------------------------------------ reports
 
+    /// @notice A report for one of four subjects: 0 and 1 take cold-chain verdicts (epoch ≤ 1000), 2 and
+    ///         3 drought scores (epoch = month index × 1000 + revision, at most this month's). One call in
+    ///         four reuses an epoch at or below the latest: stale, or for drought possibly a correction
+    ///         of an earlier month, which may be accepted but must leave `latest` alone.
     function submit(uint256 subjectSeed, uint256 epochSeed, uint256 mode, uint256 pickSeed, uint256 count) external {
         bytes32 s = subject(subjectSeed);
+        bool drought = subjectSeed % SUBJECTS >= 2;
         uint64 latest = ghostLatest[s];
-        uint64 epoch;
-        if (epochSeed % 4 == 0) {
-            epoch = uint64(bound(epochSeed >> 8, 0, latest)); // stale (or a replay of the latest)
-        } else {
-            epoch = latest + 1 + uint64(epochSeed % 3);
-            if (epoch > MAX_EPOCH) epoch = MAX_EPOCH;
-        }
-        Report memory report = coldChainReport(s, int256(epochSeed % 3), epoch);
-        uint256[] memory signing = _pick(mode % 5, pickSeed, count); // indices into _keys
+        uint64 epoch = drought ? _droughtEpoch(latest, epochSeed) : _coldChainEpoch(latest, epochSeed);
+        Report memory report = drought
+            ? droughtReport(s, int256(epochSeed % 5_000_001), epoch)
+            : coldChainReport(s, int256(epochSeed % 3), epoch);
+        _submit(report, _pick(mode % 5, pickSeed, count));
+        _checkEpochs();
+    }
+
+    /// @notice A drought report for a month before the subject's latest, signed by k or more distinct
+    ///         members: a correction (accepted when above that month's corrections; `latest` stays).
+    function correct(uint256 subjectSeed, uint256 epochSeed, uint256 pickSeed, uint256 count) external {
+        bytes32 s = subject(2 + subjectSeed % 2);
+        uint64 latestMonth = ghostLatest[s] / MAX_REVISIONS;
+        if (latestMonth < 4) return; // no drought report yet
+        uint64 epoch = (latestMonth - 1 - uint64(epochSeed % 3)) * MAX_REVISIONS + uint64((epochSeed >> 8) % 4);
+        _submit(droughtReport(s, int256(epochSeed % 5_000_001), epoch), _pick(0, pickSeed, count));
+        _checkEpochs();
+    }
+
+    /// @dev Submit `report` signed by the keys at indices `signing`, and judge the outcome by the model:
+    ///      ascending distinct members, at least k of them, and an epoch above the latest (or, for
+    ///      drought, a correction of an earlier month above that month's corrections).
+    function _submit(Report memory report, uint256[] memory signing) internal {
         bytes memory sigs;
         bytes32 digest = router.reportDigest(report);
         for (uint256 i = 0; i < signing.length; ++i) {
             sigs = bytes.concat(sigs, signCompact(_keys[signing[i]], digest));
         }
-
-        // The model: ascending distinct members, at least k of them, and a fresh epoch in bounds.
-        uint256 members = _distinctMembers(signing);
-        bool ascending = true;
-        bool allMembers = true;
-        for (uint256 i = 0; i < signing.length; ++i) {
-            if (i > 0 && keyAddress[signing[i]] <= keyAddress[signing[i - 1]]) ascending = false;
-            if (!ghostMember[keyAddress[signing[i]]]) allMembers = false;
-        }
-        bool predicted = ascending && allMembers && signing.length >= ghostThreshold && epoch > latest;
+        bool signed = _validlySigned(signing);
+        bytes32 s = report.subject;
+        uint64 latest = ghostLatest[s];
+        uint64 month = report.epoch / MAX_REVISIONS;
+        bool correction = report.kind == 1 && report.epoch <= latest && month < latest / MAX_REVISIONS
+            && report.epoch > ghostCorrection[s][month];
 
         try router.submit(report, sigs) {
             ++accepted;
-            if (members < ghostThreshold) ++acceptedWithoutQuorum;
-            if (epoch <= latest) ++staleAccepted;
-            if (!predicted) ++unexpected;
-            ghostLatest[s] = epoch;
+            if (_distinctMembers(signing) < ghostThreshold) ++acceptedWithoutQuorum;
+            if (!signed) ++unexpected;
+            if (report.epoch > latest) {
+                ghostLatest[s] = report.epoch;
+            } else if (correction) {
+                ++corrections; // accepted, and `latest` must not move (checked by the invariant)
+                ghostCorrection[s][month] = report.epoch;
+            } else {
+                ++staleAccepted;
+            }
         } catch {
             ++refused;
-            if (predicted) ++unexpected;
+            if (signed && report.epoch > latest) ++unexpected;
         }
-        _checkEpochs();
+    }
+
+    function _validlySigned(uint256[] memory signing) internal view returns (bool) {
+        if (signing.length < ghostThreshold) return false;
+        for (uint256 i = 0; i < signing.length; ++i) {
+            if (i > 0 && keyAddress[signing[i]] <= keyAddress[signing[i - 1]]) return false;
+            if (!ghostMember[keyAddress[signing[i]]]) return false;
+        }
+        return true;
+    }
+
+    function _coldChainEpoch(uint64 latest, uint256 seed) internal pure returns (uint64 epoch) {
+        if (seed % 4 == 0) return uint64(bound(seed >> 8, 0, latest)); // stale (or a replay of the latest)
+        epoch = latest + 1 + uint64(seed % 3);
+        if (epoch > MAX_EPOCH) epoch = MAX_EPOCH;
+    }
+
+    function _droughtEpoch(uint64 latest, uint256 seed) internal view returns (uint64 epoch) {
+        uint64 current = uint64(router.monthIndex(block.timestamp));
+        uint64 latestMonth = latest / MAX_REVISIONS;
+        if (seed % 4 == 0) {
+            // At or below the latest: a month up to 3 before the latest's, revision 0 .. 3.
+            if (latest == 0) return 0;
+            uint64 m = latestMonth - uint64((seed >> 8) % 4);
+            epoch = m * MAX_REVISIONS + uint64((seed >> 16) % 4);
+            return epoch > latest ? latest : epoch;
+        }
+        if (latest == 0) return (current - 1 - uint64(seed % 3)) * MAX_REVISIONS;
+        // Fresh: the next revision of the latest month, or a later month (never past this month).
+        epoch = (seed >> 8) % 2 == 0 ? latest + 1 : (latestMonth + 1 + uint64((seed >> 16) % 2)) * MAX_REVISIONS;
+        uint64 cap = current * MAX_REVISIONS + MAX_REVISIONS - 1;
+        if (epoch > cap) epoch = cap;
     }
 
     /// @dev Key indices. mode 0 and 1: distinct current members, k - 1 or more, sorted; 2: the same
@@ -282,7 +337,8 @@ contract OracleRouterInvariantsTest is Test {
         vm.warp(1_750_000_000);
         handler = new RouterHandler();
         router = handler.router();
-        bytes4[] memory selectors = new bytes4[](7);
+        bytes4[] memory selectors = new bytes4[](8);
+        selectors[7] = RouterHandler.correct.selector;
         selectors[0] = RouterHandler.submit.selector;
         selectors[1] = RouterHandler.scheduleAddSigner.selector;
         selectors[2] = RouterHandler.scheduleThreshold.selector;

@@ -65,6 +65,19 @@ abstract contract RouterFixture is CheatBase {
         }
     }
 
+    /// @notice A drought report; `epoch` is month index × 1000 + revision (`OracleRouter.monthIndex`).
+    function droughtReport(bytes32 subject, int256 value, uint64 epoch) internal pure returns (Report memory) {
+        return Report({
+            subject: subject,
+            kind: ReportKinds.DROUGHT_SEVERITY,
+            value: value,
+            epoch: epoch,
+            observedAt: 1_700_000_000,
+            inputsRoot: keccak256(abi.encode("inputs", subject, epoch)),
+            modelId: DROUGHT_MODEL
+        });
+    }
+
     function coldChainReport(bytes32 subject, int256 verdict, uint64 epoch) internal pure returns (Report memory) {
         return Report({
             subject: subject,
