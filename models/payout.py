@@ -30,3 +30,29 @@ def drought_payout(*, value: int, trigger: int, exit: int, limit: int) -> int:
     if value >= exit:
         return limit
     return limit * (value - trigger) // (exit - trigger)
+
+
+def period_due(
+    *,
+    value: int,
+    trigger: int,
+    exit: int,
+    limit: int,
+    deductible: int,
+    period_paid: int,
+    policy_paid: int,
+) -> int:
+    """What ``DroughtInsurancePool`` pays a policy when a month's value is settled (its ``due``).
+
+    The period's entitlement is ``drought_payout(...) - deductible`` (at least 0); the pool pays what it
+    exceeds ``period_paid`` (what the period already settled: a top-up for a revision or a worse month
+    of the same period, nothing when lower, never a claw-back), at most what is left of the limit after
+    ``policy_paid`` (all periods' payouts so far). Raises ``ValueError`` on terms the contract refuses.
+    """
+    if not 0 <= deductible < limit:
+        raise ValueError("deductible must be in [0, limit)")
+    if not (0 <= period_paid <= policy_paid <= limit):
+        raise ValueError("need 0 <= period_paid <= policy_paid <= limit")
+    gross = drought_payout(value=value, trigger=trigger, exit=exit, limit=limit)
+    entitled = max(gross - deductible, 0)
+    return max(min(entitled - period_paid, limit - policy_paid), 0)
