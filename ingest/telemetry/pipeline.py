@@ -136,8 +136,9 @@ class _Candidate:
 class TelemetryIngest:
     """Thread-safe: the MQTT writer thread and HTTP request threads may call :meth:`process` at once.
 
-    Device secrets are decrypted once and cached ``cache_ttl_s`` seconds (unknown devices
-    ``negative_ttl_s``), so a revocation or a new binding takes effect within that time.
+    Device keys (public keys, or a legacy HS256 device's decrypted secret) are loaded once and cached
+    ``cache_ttl_s`` seconds (unknown devices ``negative_ttl_s``), so a rotation, a revocation or a new
+    binding takes effect within that time.
     """
 
     def __init__(

@@ -255,7 +255,7 @@ async def post_telemetry(device_id: str, request: Request) -> JSONResponse:
         return _problem(
             503,
             "Device credentials unusable",
-            "nothing was stored; the operator must check the KEK",
+            "nothing was stored; the operator must check the device's stored key or the KEK",
             "credentials_unusable",
         )
     if refusal is not None:

@@ -433,3 +433,36 @@ def test_the_guides_python_examples_produce_envelopes_the_oracle_accepts(
         [IncomingMessage("guide-es", es_payload), IncomingMessage("guide-ed", ed_payload)]
     )
     assert [m.accepted for m in out.messages] == [1, 1]
+
+
+def test_a_tampered_key_row_refuses_the_device_without_a_crash(
+    db: Db, kek: Kek, tmp_path: Path, api: Api
+) -> None:
+    """A stored public key that no longer parses (a corrupted or hand-edited row) stores nothing: the
+    pipeline records why, the HTTP route answers 503 and the service keeps running."""
+    from sqlalchemy import update
+
+    from ingest.telemetry.pipeline import IncomingMessage
+
+    key = _eddsa()  # the API and the pipeline below share one database
+    register_device_key(
+        db.sessions, device_id="bent", public_key_pem=public_pem(key), shipment_id="S", valid_from=START
+    )
+    with db.sessions() as s:
+        s.execute(
+            update(DeviceKey).where(DeviceKey.device_id == "bent").values(public_key="-----BEGIN nonsense")
+        )
+        s.commit()
+    payload = _payload(sign_envelope_with_key([reading(1, now_ms())], key))
+    out = make_ingest(db, kek, tmp_path).process([IncomingMessage("bent", payload)])
+    assert out.accepted == 0
+    assert out.cid == ""  # nothing went into the content store
+    (refusal,) = out.messages[0].rejects
+    assert (refusal.reason.value, refusal.message.startswith("credentials unusable")) == (
+        "unknown_device",
+        True,
+    )
+    r = api.post("bent", payload)
+    assert (r.status_code, r.json()["reason"]) == (503, "credentials_unusable")
+    assert api.stored()["readings"] == 0
+    assert "nonsense" not in r.text
