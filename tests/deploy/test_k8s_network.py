@@ -229,7 +229,7 @@ def network_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         member["url"] = f"http://oracle-node-{i}.oracle-node:8101"
     (d / NETWORK_FILE).write_text(json.dumps(network))
     (d / "deployment.json").write_text(
-        json.dumps({"chain_id": 31337, "block": 1, "addresses": {"OracleRouter": "0x" + "11" * 20}})
+        json.dumps({"chainId": 31337, "block": 1, "addresses": {"OracleRouter": "0x" + "11" * 20}})
     )
     return d
 
@@ -306,7 +306,7 @@ def test_node_start_script_lays_out_what_oracle_run_network_accepts(
     assert settings.data_dir.resolve() == at("node").resolve()
     assert settings.api_port == 8101
     # node_settings copied the shared deployment record onto the node's volume.
-    assert json.loads((at("node") / "deployment.json").read_text())["chain_id"] == 31337
+    assert json.loads((at("node") / "deployment.json").read_text())["chainId"] == 31337
 
 
 class _Echo(BaseHTTPRequestHandler):
