@@ -15,7 +15,7 @@ contract RouterHandler is RouterFixture {
     uint256 internal constant KEYS = 10; // memberKey(0 .. 9); 0 .. 4 start as members
     uint256 internal constant ADDABLE = 8; // keys 8 and 9 are never scheduled: permanent outsiders
     uint256 internal constant SUBJECTS = 4;
-    uint64 public constant DELAY = 1 days;
+    uint64 internal constant INITIAL_DELAY = 1 days;
     uint64 internal constant MAX_EPOCH = 1000; // cold-chain epoch bound
     uint64 internal constant MAX_REVISIONS = 1000; // drought epoch = month index × 1000 + revision
 
@@ -24,7 +24,7 @@ contract RouterHandler is RouterFixture {
         uint8 action;
         address target;
         uint8 threshold;
-        uint64 scheduledAt;
+        uint64 activatesAt; // scheduled time + the delay in force then, by the model
     }
 
     OracleRouter public router;
@@ -36,6 +36,9 @@ contract RouterHandler is RouterFixture {
     uint256 public ghostSignerCount;
     uint8 public ghostThreshold;
     mapping(bytes32 => uint64) public ghostLatest;
+    uint64 public ghostDelay = INITIAL_DELAY;
+    uint64 public ghostPendingDelay;
+    uint64 public ghostPendingDelayAt; // 0 = no shorter delay scheduled
     mapping(bytes32 => mapping(uint64 => uint64)) public ghostCorrection; // subject => month => epoch
     Pending[] internal _pending;
 
@@ -64,7 +67,7 @@ contract RouterHandler is RouterFixture {
         }
         ghostSignerCount = 5;
         ghostThreshold = 3;
-        router.setModelDelay(DELAY);
+        router.setModelDelay(INITIAL_DELAY);
     }
 
     function subject(uint256 i) public pure returns (bytes32) {
@@ -185,7 +188,9 @@ contract RouterHandler is RouterFixture {
                 if (ghostMember[keyAddress[i]]) pool[n++] = i;
             }
             // mode 2: k - 1 distinct members, so the duplicate below makes exactly k signatures.
-            out = new uint256[](mode == 2 ? ghostThreshold - 1 : bound(count, ghostThreshold - 1, n));
+            out = new uint256[](
+                mode == 2 ? (ghostThreshold - 1 < n ? ghostThreshold - 1 : n) : bound(count, ghostThreshold - 1, n)
+            );
             for (uint256 i = 0; i < out.length; ++i) {
                 uint256 j = uint256(keccak256(abi.encode(seed, i))) % n;
                 out[i] = pool[j];
@@ -242,13 +247,19 @@ contract RouterHandler is RouterFixture {
 
     // ------------------------------------------------------------------ governance (owner = this handler)
 
+    /// @dev With the delay at 0 a scheduled change applies at once (and nothing is pending).
     function scheduleAddSigner(uint256 keySeed) external {
         address target = keyAddress[keySeed % ADDABLE];
         bytes32 id = router.changeId(router.ADD_SIGNER(), target);
         bool predicted = !ghostMember[target] && _indexOf(id) == type(uint256).max;
         try router.scheduleAddSigner(target) returns (bytes32 got) {
             if (!predicted || got != id) ++unexpected;
-            _pending.push(Pending(id, router.ADD_SIGNER(), target, 0, uint64(block.timestamp)));
+            if (ghostDelay == 0) {
+                ghostMember[target] = true;
+                ++ghostSignerCount;
+            } else {
+                _pending.push(Pending(id, router.ADD_SIGNER(), target, 0, uint64(block.timestamp) + ghostDelay));
+            }
         } catch {
             if (predicted) ++unexpected;
         }
@@ -257,12 +268,41 @@ contract RouterHandler is RouterFixture {
     function scheduleThreshold(uint256 seed) external {
         uint8 t = uint8(bound(seed, 1, 8));
         bytes32 id = router.changeId(router.SET_THRESHOLD(), address(0));
-        bool predicted = _indexOf(id) == type(uint256).max;
+        bool predicted = _indexOf(id) == type(uint256).max && (ghostDelay != 0 || t <= ghostSignerCount);
         try router.scheduleThreshold(t) returns (bytes32 got) {
             if (!predicted || got != id) ++unexpected;
-            _pending.push(Pending(id, router.SET_THRESHOLD(), address(0), t, uint64(block.timestamp)));
+            if (ghostDelay == 0) {
+                ghostThreshold = t;
+            } else {
+                _pending.push(Pending(id, router.SET_THRESHOLD(), address(0), t, uint64(block.timestamp) + ghostDelay));
+            }
         } catch {
             if (predicted) ++unexpected;
+        }
+    }
+
+    /// @dev A longer delay applies at once; a shorter one only after the delay in force, so lowering it
+    ///      cannot shorten the wait of what is scheduled or of what will be.
+    function setModelDelay(uint256 seed) external {
+        uint64 d = uint64(bound(seed, 0, 3 days));
+        router.setModelDelay(d);
+        if (d >= ghostDelay) {
+            ghostDelay = d;
+            (ghostPendingDelay, ghostPendingDelayAt) = (0, 0);
+        } else {
+            (ghostPendingDelay, ghostPendingDelayAt) = (d, uint64(block.timestamp) + ghostDelay);
+        }
+    }
+
+    function applyModelDelay() external {
+        bool due = ghostPendingDelayAt != 0 && block.timestamp >= ghostPendingDelayAt;
+        try router.applyModelDelay() {
+            ++activations;
+            if (!due) ++earlyActivations;
+            ghostDelay = ghostPendingDelay;
+            (ghostPendingDelay, ghostPendingDelayAt) = (0, 0);
+        } catch {
+            if (due) ++unexpected;
         }
     }
 
@@ -271,7 +311,7 @@ contract RouterHandler is RouterFixture {
         if (_pending.length == 0) return;
         uint256 idx = seed % _pending.length;
         Pending memory p = _pending[idx];
-        bool due = block.timestamp >= p.scheduledAt + DELAY;
+        bool due = block.timestamp >= p.activatesAt;
         bool valid = p.action != router.SET_THRESHOLD() || p.threshold <= ghostSignerCount;
         try router.activateGovernance(p.id) {
             ++activations;
@@ -337,8 +377,10 @@ contract OracleRouterInvariantsTest is Test {
         vm.warp(1_750_000_000);
         handler = new RouterHandler();
         router = handler.router();
-        bytes4[] memory selectors = new bytes4[](8);
+        bytes4[] memory selectors = new bytes4[](10);
         selectors[7] = RouterHandler.correct.selector;
+        selectors[8] = RouterHandler.setModelDelay.selector;
+        selectors[9] = RouterHandler.applyModelDelay.selector;
         selectors[0] = RouterHandler.submit.selector;
         selectors[1] = RouterHandler.scheduleAddSigner.selector;
         selectors[2] = RouterHandler.scheduleThreshold.selector;
@@ -369,9 +411,10 @@ contract OracleRouterInvariantsTest is Test {
         }
     }
 
-    /// @notice Governance changes never take effect before their timelock: the signer set and threshold
-    ///         are exactly what activations after the delay produced, and every pending change waits for
-    ///         scheduledAt + delay.
+    /// @notice Governance changes never take effect before their timelock: the signer set, threshold
+    ///         and delay are exactly what activations at or after their time produced, every pending
+    ///         change waits for its scheduled time + the delay in force when it was scheduled, and a
+    ///         shorter delay waits out the current one.
     function invariant_governanceWaitsForTimelock() public {
         assertEq(handler.earlyActivations(), 0, "change activated before its timelock");
         for (uint256 i = 0; i < 10; ++i) {
@@ -385,10 +428,14 @@ contract OracleRouterInvariantsTest is Test {
             RouterHandler.Pending memory p = handler.pending(i);
             assertEq(
                 uint256(router.pendingChange(p.id).activatesAt),
-                uint256(p.scheduledAt) + handler.DELAY(),
+                uint256(p.activatesAt),
                 "pending change activates after the delay"
             );
         }
+        assertEq(uint256(router.modelDelay()), uint256(handler.ghostDelay()), "delay");
+        (uint64 pendingDelay, uint64 pendingAt) = router.pendingModelDelay();
+        assertEq(uint256(pendingDelay), uint256(handler.ghostPendingDelay()), "pending shorter delay");
+        assertEq(uint256(pendingAt), uint256(handler.ghostPendingDelayAt()), "shorter delay waits out the current");
     }
 
     /// @notice The signer count never drops below the threshold.
