@@ -42,6 +42,7 @@ from web3 import Web3
 from oracle.decisions.trace import canonical_json
 from oracle.errors import IntegrityError, NotFound, OracleError
 from oracle.storage.blobs import cid_for, parse_cid, verify
+from oracle.verify.device_signatures import DeviceAuth
 from oracle.verify.replay import MISMATCH, AttestedReport, Verification, replay
 from oracle.verify.sources import DirectorySource
 
@@ -250,10 +251,10 @@ class Watcher:
                 WatchResult(subject, epoch, tx_hash, UNAVAILABLE, "no node serves a manifest for this report")
             )
         tried: list[Verification] = []
-        for manifest in manifests:
+        for manifest, keys in manifests.items():
             self.source.unavailable.clear()
             try:
-                verification = replay(self.source, manifest, attested)
+                verification = replay(self.source, manifest, attested, device_keys=keys)
             except NotFound as e:
                 return self._done(WatchResult(subject, epoch, tx_hash, UNAVAILABLE, str(e), manifest))
             except OracleError as e:
@@ -288,8 +289,12 @@ class Watcher:
             )
         )
 
-    def _manifests(self, subject: str, epoch: int) -> list[str]:
-        found: list[str] = []
+    def _manifests(self, subject: str, epoch: int) -> dict[str, dict[str, DeviceAuth] | None]:
+        """Each distinct manifest CID the nodes name for (subject, epoch), with the device public keys
+        served beside it (a cold-chain verdict): every telemetry message is then checked against its
+        device's key. Keys that two nodes serve differently for one manifest are not used for it."""
+        found: dict[str, dict[str, DeviceAuth] | None] = {}
+        seen: dict[str, Any] = {}
         for node in self.nodes:
             try:
                 r = self.client.get(f"{node.rstrip('/')}/v1/reports/{subject}/{epoch}/manifest")
@@ -301,13 +306,19 @@ class Watcher:
             if r.status_code != 200:
                 continue
             try:
-                cid = str(r.json()["manifest_cid"])
+                doc = r.json()
+                cid = str(doc["manifest_cid"])
                 parse_cid(cid)
-            except (ValueError, KeyError, TypeError, OracleError):
+                raw_keys = doc.get("device_keys") or {}
+                keys = {str(d): DeviceAuth.from_json(k) for d, k in raw_keys.items()} or None
+            except (ValueError, KeyError, TypeError, AttributeError, OracleError):
                 log.warning("watch: %s answered a malformed manifest reference", node)
                 continue
             if cid not in found:
-                found.append(cid)
+                found[cid], seen[cid] = keys, raw_keys
+            elif seen[cid] != raw_keys:
+                log.warning("watch: nodes serve different device keys for manifest %s; not using them", cid)
+                found[cid] = None
         return found
 
     def _evidence(self, attested: AttestedReport, tried: Sequence[Verification]) -> str:

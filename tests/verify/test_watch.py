@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from sqlalchemy import update
 
 from oracle.api.app import create_app
 from oracle.api.routes import public
@@ -29,9 +31,13 @@ from oracle.chain.anvil import free_port
 from oracle.chain.outbox import OutboxPoster
 from oracle.config import Settings
 from oracle.context import Context, open_context
+from oracle.decisions.coldchain import ShipmentTerms, evaluate_shipment
 from oracle.decisions.drought import evaluate_drought
+from oracle.device_keys import public_pem
 from oracle.storage.blobs import cid_for
+from oracle.storage.tables import DeviceKey
 from oracle.verify.watch import MATCH, UNAVAILABLE, Watcher
+from tests.coldchain.helpers import Fleet, day_ago, temperatures
 from tests.drought.world import PERIOD, build
 from tests.fixtures.chain import ChainKit
 from tests.outbox.helpers import local_signers
@@ -47,6 +53,19 @@ class Node:
     honest_tx: str
     tampered_tx: str
     manifest: str
+
+
+def _serve(ctx: Context) -> tuple[uvicorn.Server, threading.Thread, str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive(), "uvicorn exited during start-up"
+        assert time.monotonic() < deadline, "uvicorn did not start within 15 s"
+        time.sleep(0.05)
+    return server, thread, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
@@ -82,19 +101,9 @@ def node(chain: ChainKit, tmp_path: Path) -> Iterator[Node]:
     tampered_tx = chain.router.events.ReportAccepted().get_logs(from_block=chain.deployment.block)[-1][
         "transactionHash"
     ]
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive(), "uvicorn exited during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start within 15 s"
-        time.sleep(0.05)
+    server, thread, url = _serve(ctx)
     assert honest.tx_hash is not None
-    yield Node(
-        ctx, f"http://127.0.0.1:{port}", honest.tx_hash, "0x" + bytes(tampered_tx).hex(), outcome.manifest_cid
-    )
+    yield Node(ctx, url, honest.tx_hash, "0x" + bytes(tampered_tx).hex(), outcome.manifest_cid)
     server.should_exit = True
     thread.join(timeout=10)
     ctx.close()
@@ -229,3 +238,76 @@ def _public_endpoints_need_no_key_and_refuse_bad_requests(
     node.ctx.extras[public._LIMIT_KEY] = RateLimit(rate_per_s=0.01, burst=2)
     codes = [httpx.get(f"{node.url}/v1/blobs/{node.manifest}", timeout=10).status_code for _ in range(3)]
     assert codes == [200, 200, 429]
+
+
+def test_the_watcher_checks_each_telemetry_message_against_its_devices_public_key(
+    chain: ChainKit, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    ctx = open_context(
+        Settings(
+            env="dev",
+            data_dir=data,
+            database_url=f"sqlite:///{data / 'oracle.sqlite3'}",
+            _env_file=None,  # type: ignore[call-arg]
+        )
+    )
+    fleet = Fleet(ctx.sessions, ctx.blobs)
+    start = day_ago()
+    fleet.add("logger-es", "SHP-W", start_s=start, key=ec.generate_private_key(ec.SECP256R1()))
+    fleet.add("logger-ed", "SHP-W", start_s=start, key=ed25519.Ed25519PrivateKey.generate())
+    temps = temperatures(6, excursion=(2, 2, 46.0))
+    for device in ("logger-es", "logger-ed"):
+        assert fleet.publish(device, temps, start_s=start, batch=12) == len(temps)
+    outcome = evaluate_shipment(
+        ctx.sessions, ctx.blobs, shipment_id="SHP-W", terms=ShipmentTerms(profile="refrigerated")
+    )
+    assert outcome.report is not None
+    attest(
+        ctx.sessions,
+        outcome.report,
+        signers=local_signers(chain.keys),
+        threshold=2,
+        chain_id=chain.deployment.chain_id,
+        router=chain.router.address,
+        subject_name="SHP-W",
+        detail={"manifest_cid": outcome.manifest_cid},
+    )
+    OutboxPoster(ctx.sessions, chain.w3, chain.accounts.relayer).run_until_settled(timeout=60)
+    server, thread, url = _serve(ctx)
+    try:
+        report = outcome.report
+        served = httpx.get(f"{url}/v1/reports/0x{report.subject.hex()}/{report.epoch}/manifest", timeout=10)
+        keys = served.json()["device_keys"]
+        assert {d: k["alg"] for d, k in keys.items()} == {"logger-es": "ES256", "logger-ed": "EdDSA"}
+        assert "PRIVATE" not in served.text
+
+        def watch(state: str) -> list[object]:
+            w = Watcher(
+                chain.w3,
+                router=chain.router.address,
+                nodes=[url],
+                state_path=tmp_path / state,
+                evidence_dir=tmp_path / "evidence",
+                from_block=chain.deployment.block,
+            )
+            try:
+                return list(w.poll())
+            finally:
+                w.close()
+
+        (honest,) = watch("a.json")
+        assert honest.status == MATCH  # type: ignore[attr-defined]
+        # The node's operator swaps logger-es's registered key for one of their own (to pass off forged
+        # readings): the watcher, checking every message against the key served, names the device.
+        other = public_pem(ec.generate_private_key(ec.SECP256R1())).decode()
+        with ctx.sessions() as s:
+            s.execute(update(DeviceKey).where(DeviceKey.device_id == "logger-es").values(public_key=other))
+            s.commit()
+        (forged,) = watch("b.json")
+        assert forged.status == "MISMATCH"  # type: ignore[attr-defined]
+        assert forged.first_mismatch == "signatures logger-es"  # type: ignore[attr-defined]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        ctx.close()

@@ -150,4 +150,22 @@ def get_manifest(subject: Subject, epoch: Epoch, request: Request, ctx: CtxDep) 
             "subject_name": row.subject_name,
             "manifest_cid": manifest,
             "report": report_to_json(row_to_report(row)),
+            "device_keys": _device_keys(s, row),
         }
+
+
+def _device_keys(s: Any, row: ReportRow) -> dict[str, Any]:
+    """For a cold-chain verdict, the public keys of the devices bound to the shipment (public by nature),
+    so a watcher can check every telemetry message the decision used."""
+    from oracle.reports import ReportKind, subject_id
+    from oracle.storage.tables import DeviceBinding
+    from oracle.verify.device_signatures import device_auth
+
+    if row.kind != int(ReportKind.COLDCHAIN_VERDICT) or not row.subject_name:
+        return {}
+    if "0x" + subject_id("shipment", row.subject_name).hex() != row.subject.lower():
+        return {}
+    devices = s.scalars(
+        select(DeviceBinding.device_id).where(DeviceBinding.shipment_id == row.subject_name).distinct()
+    ).all()
+    return {d: auth.to_json() for d, auth in device_auth(s, devices).items()}
