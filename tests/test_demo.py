@@ -90,6 +90,11 @@ def test_demo_network_pays_out_and_voids_on_k_signatures(tmp_path: Path) -> None
     for node in ("node1", "node2", "node3"):
         assert "Traceback" not in (nodes / node / "node.log").read_text(), node
     assert "Traceback" not in log
+    # A watcher with no key replayed the reports from the nodes' public data: all of them match.
+    watched = (tmp_path / "data" / "network" / "watch" / "watch.log").read_text()
+    assert "watch: MATCH" in watched, watched[-3000:]
+    assert "MISMATCH" not in watched, watched[-3000:]
+    assert "Traceback" not in watched
     # The loggers signed with their own keys (the void above came from them): the private keys are on the
     # simulated devices' side only, and every node holds the same public keys and no device secret.
     device_side = tmp_path / "data" / "network" / "demo-devices"

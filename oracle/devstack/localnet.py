@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 NODES = 3
 THRESHOLD = 2
+#: The key of the watcher process among :attr:`LocalNetwork.procs`.
+WATCHER = "watcher"
 
 
 @dataclass
@@ -98,6 +100,41 @@ class LocalNetwork:
                 raise ToolError(f"{', '.join(sorted(pending))} did not answer /healthz within {timeout:.0f}s")
             time.sleep(0.3)
 
+    def start_watcher(self, router: str, from_block: int) -> None:
+        """``oracle watch`` beside the nodes, as anyone could run it: no key, only the chain's RPC and the
+        nodes' public URLs. It replays every accepted report; its log is ``<network>/watch/watch.log``."""
+        d = self.directory / "watch"
+        d.mkdir(parents=True, exist_ok=True)
+        out = (d / "watch.log").open("ab")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ORACLE_")}
+        nodes = [arg for m in self.network.members for arg in ("--node", m.url)]
+        self.procs[WATCHER] = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from oracle.cli import main; main()",
+                "watch",
+                "--rpc-url",
+                self.rpc_url,
+                "--router",
+                router,
+                *nodes,
+                "--state",
+                str(d / "state.json"),
+                "--evidence",
+                str(d / "evidence"),
+                "--from-block",
+                str(from_block),
+                "--interval",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        out.close()
+
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -149,6 +186,8 @@ def local_network(
         for node_id in network.ids:
             net.start(node_id)
         net.wait_healthy()
+        dep = Deployment.load(record)
+        net.start_watcher(dep.address("OracleRouter"), dep.block)
         yield net
 
 
@@ -322,6 +361,7 @@ def serve_local_network(settings: Settings, *, demo: bool) -> None:
                 f"  chain      {net.rpc_url}",
                 f"  broker     {net.mqtt_url}",
                 f"  data dir   {net.directory.resolve()}",
+                f"  watcher    oracle watch, no keys: {(net.directory / 'watch' / 'watch.log').resolve()}",
             ]
             print("\n".join(lines), flush=True)
             runner = None
