@@ -5,6 +5,7 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {IOracleRouter, IReportSubscriber, Report, ReportKinds} from "./interfaces/IOracleRouter.sol";
+import {DisputeBondVault} from "./DisputeBondVault.sol";
 
 /// @title DroughtInsurancePool
 /// @notice Parametric drought cover paid in one ERC-20, sold as products.
@@ -47,6 +48,16 @@ import {IOracleRouter, IReportSubscriber, Report, ReportKinds} from "./interface
 ///         router again on every new policy, so after the router's owner removed it (`removeSubscriber`)
 ///         a new policy, or anyone calling `resubscribe`, makes it hear the region again; `sync` records
 ///         the router's latest report for a region the pool missed while unsubscribed.
+///
+///         Liveness and disputes (issue 14). A product may set a liveness window W (`setLiveness`): a
+///         report pays that product's policies only W seconds after it arrived (W = 0: at once). While a
+///         report is pending for any product of its region (arrivedAt + the region's longest W), anyone
+///         may `dispute(subject, epoch, evidenceCid)` it with a bond of `disputeBond` tokens (held by
+///         `bonds`, a DisputeBondVault, apart from capital). A disputed report is frozen: nothing pays on
+///         it, for any product. `resolveDispute` settles it: upheld when the network has since posted a
+///         higher revision for the same (region, month) (bond back to the watcher plus `disputeReward`
+///         from free capital); rejected after `disputeAnswerWindow` with no replacement (bond to the pool;
+///         the frozen report then pays). One dispute per report.
 contract DroughtInsurancePool is IReportSubscriber, Ownable {
     using SafeERC20 for IERC20;
 
@@ -69,6 +80,8 @@ contract DroughtInsurancePool is IReportSubscriber, Ownable {
         uint64 grace;
         uint8 periodMonths;
         bool onSale;
+        /// @dev liveness window, seconds (0: a report pays at once).
+        uint64 liveness;
     }
 
     struct Policy {
@@ -84,11 +97,30 @@ contract DroughtInsurancePool is IReportSubscriber, Ownable {
 
     /// @dev One slot per (region, month): the highest revision heard (revision + 1; 0 = none), its value
     ///      and observedAt, and the paging cursor into the region's policy list for that revision.
+    ///      arrivedAt is when the report reached the pool (its liveness windows start then); released
+    ///      is set when the region's windows and any dispute are over, and restarts the cursor once so
+    ///      the policies skipped while it was pending are paid.
     struct Observation {
         int64 value;
         uint64 observedAt;
         uint32 revision1;
         uint32 cursor;
+        uint40 arrivedAt;
+        bool released;
+    }
+
+    enum DisputeStatus {
+        None,
+        Open,
+        Upheld,
+        Rejected
+    }
+
+    struct Dispute {
+        address watcher;
+        uint40 filedAt;
+        DisputeStatus status;
+        uint128 bond;
     }
 
     /// @notice `oracle.reports.MAX_REVISIONS`: epoch = month index × 1000 + revision.
@@ -102,6 +134,10 @@ contract DroughtInsurancePool is IReportSubscriber, Ownable {
     /// @notice `onReport` stops paying when less than this much gas is left, and keeps its cursor.
     uint256 public constant PUSH_GAS_RESERVE = 120_000;
     uint256 private constant BPS = 10_000;
+    /// @notice Longest liveness window and dispute answer window.
+    uint64 public constant MAX_WINDOW = 30 days;
+    /// @notice How many policies a rejecting `resolveDispute` settles (bounded gas; `settle` goes on).
+    uint256 public constant RESOLVE_PAGE = 20;
 
     IOracleRouter public immutable router;
     IERC20 public immutable token;
@@ -122,6 +158,20 @@ contract DroughtInsurancePool is IReportSubscriber, Ownable {
     /// @dev policyId => period => entitlement already settled for that period.
     mapping(uint256 => mapping(uint256 => uint256)) private _periodPaid;
     mapping(bytes32 => bool) public subscribedRegion;
+
+    /// @notice Holds the open disputes' bonds (its balance is their sum).
+    DisputeBondVault public immutable bonds;
+    /// @notice Bond a new dispute takes (0: disputes are off); reward an upheld one earns from capital.
+    uint128 public disputeBond;
+    uint128 public disputeReward;
+    /// @notice Seconds the network has to post a replacement before a dispute can be rejected.
+    uint64 public disputeAnswerWindow;
+    /// @notice Σ bonds of open disputes (== the vault's balance).
+    uint256 public openBonds;
+    /// @notice Longest liveness window of the region's products: how long its reports can be disputed.
+    mapping(bytes32 => uint64) public regionLiveness;
+    /// @dev region => epoch => dispute.
+    mapping(bytes32 => mapping(uint64 => Dispute)) private _disputes;
 
     event ProductRegistered(
         uint256 indexed productId,
@@ -156,6 +206,13 @@ contract DroughtInsurancePool is IReportSubscriber, Ownable {
     event PayoutSent(uint256 indexed policyId, address indexed insured, uint256 amount, uint64 epoch);
     event PayoutFailed(uint256 indexed policyId, address indexed insured, uint256 amount, uint64 epoch);
     event PolicyClosed(uint256 indexed policyId);
+    event LivenessSet(uint256 indexed productId, bytes32 indexed region, uint64 window);
+    event DisputeTermsSet(uint128 bond, uint128 reward, uint64 answerWindow);
+    event DisputeFiled(
+        bytes32 indexed subject, uint64 indexed epoch, address indexed watcher, uint256 bond, string evidenceCid
+    );
+    event DisputeUpheld(bytes32 indexed subject, uint64 indexed epoch, address indexed watcher, uint256 bond, uint256 reward);
+    event DisputeRejected(bytes32 indexed subject, uint64 indexed epoch, address indexed watcher, uint256 bond);
 
     error NotRouter(address caller);
     error BadTerms(string why);
@@ -166,10 +223,16 @@ contract DroughtInsurancePool is IReportSubscriber, Ownable {
     error NotClosable(uint256 policyId, uint256 closableAfter);
     error UnknownPolicy(uint256 policyId);
     error WouldUnderfundOwed(uint256 balance, uint256 owed, uint256 amount);
+    error DisputesOff();
+    error NotDisputable(bytes32 subject, uint64 epoch, string why);
+    error NoOpenDispute(bytes32 subject, uint64 epoch);
+    error DisputeUnanswered(bytes32 subject, uint64 epoch, uint256 rejectableAt);
+    error Pending(uint256 policyId, uint256 month);
 
     constructor(IOracleRouter router_, IERC20 token_) {
         router = router_;
         token = token_;
+        bonds = new DisputeBondVault(token_);
     }
 
     // ------------------------------------------------------------------ rules
@@ -247,7 +310,8 @@ contract DroughtInsurancePool is IReportSubscriber, Ownable {
                 premium: quotePremium(t.limit, t.premium, t.rateBps, t.loadingBps),
                 grace: t.grace,
                 periodMonths: t.periodMonths,
-                onSale: true
+                onSale: true,
+                liveness: 0
             })
         );
     }
@@ -296,7 +360,8 @@ contract DroughtInsurancePool is IReportSubscriber, Ownable {
                 premium: 0,
                 grace: DEFAULT_GRACE,
                 periodMonths: 1,
-                onSale: false
+                onSale: false,
+                liveness: 0
             })
         );
         policyId = _write(productId, insured, 0);
@@ -343,6 +408,96 @@ contract DroughtInsurancePool is IReportSubscriber, Ownable {
     /// @notice Entitlement already settled for `policyId` in `period` (month index / periodMonths).
     function periodPaid(uint256 policyId, uint256 period) external view returns (uint256) {
         return _periodPaid[policyId][period];
+    }
+
+    // ------------------------------------------------------------------ liveness and disputes
+
+    /// @notice Set a product's liveness window (insurer only; at most MAX_WINDOW). Set it before selling:
+    ///         the region's dispute window (`regionLiveness`) only ever grows.
+    function setLiveness(uint256 productId, uint64 window) external onlyOwner {
+        Product storage p = _product(productId);
+        if (window > MAX_WINDOW) revert BadTerms("liveness too long");
+        p.liveness = window;
+        if (window > regionLiveness[p.region]) regionLiveness[p.region] = window;
+        emit LivenessSet(productId, p.region, window);
+    }
+
+    /// @notice Bond of a new dispute, reward of an upheld one, and the answer window (insurer only).
+    ///         Open disputes keep the bond they were filed with. bond = 0 turns disputes off.
+    function setDisputeTerms(uint128 bond, uint128 reward, uint64 answerWindow) external onlyOwner {
+        if (answerWindow == 0 || answerWindow > MAX_WINDOW) revert BadTerms("answer window out of range");
+        disputeBond = bond;
+        disputeReward = reward;
+        disputeAnswerWindow = answerWindow;
+        emit DisputeTermsSet(bond, reward, answerWindow);
+    }
+
+    /// @notice Dispute the report (subject, epoch) while it is pending: it must be the revision the pool
+    ///         holds for its month, within the region's liveness window. Takes `disputeBond` from the
+    ///         caller (approve the pool first) into the vault. `evidenceCid` names the watcher's evidence.
+    function dispute(bytes32 subject, uint64 epoch, string calldata evidenceCid) external {
+        uint256 bond = disputeBond;
+        if (bond == 0) revert DisputesOff();
+        Observation storage o = _obs[subject][epoch / MAX_REVISIONS];
+        if (o.revision1 != epoch % MAX_REVISIONS + 1) revert NotDisputable(subject, epoch, "not the held revision");
+        if (block.timestamp >= uint256(o.arrivedAt) + regionLiveness[subject]) {
+            revert NotDisputable(subject, epoch, "liveness window over");
+        }
+        Dispute storage d = _disputes[subject][epoch];
+        if (d.status != DisputeStatus.None) revert NotDisputable(subject, epoch, "already disputed");
+        _disputes[subject][epoch] = Dispute({
+            watcher: msg.sender,
+            filedAt: uint40(block.timestamp),
+            status: DisputeStatus.Open,
+            bond: uint128(bond)
+        });
+        openBonds += bond;
+        token.safeTransferFrom(msg.sender, address(bonds), bond);
+        emit DisputeFiled(subject, epoch, msg.sender, bond, evidenceCid);
+    }
+
+    /// @notice Settle an open dispute (anyone). Upheld when the pool holds a higher revision for the
+    ///         report's month (the network replaced it): bond back to the watcher plus the reward (as
+    ///         much of `disputeReward` as free capital allows). Otherwise rejected once
+    ///         `disputeAnswerWindow` has passed since filing: the bond goes to the pool and the report,
+    ///         no longer frozen, pays (the first RESOLVE_PAGE policies of its page; `settle` does the rest).
+    function resolveDispute(bytes32 subject, uint64 epoch) external returns (bool upheld) {
+        Dispute storage d = _disputes[subject][epoch];
+        if (d.status != DisputeStatus.Open) revert NoOpenDispute(subject, epoch);
+        uint256 month = epoch / MAX_REVISIONS;
+        uint256 bond = d.bond;
+        address watcher = d.watcher;
+        if (_obs[subject][month].revision1 > epoch % MAX_REVISIONS + 1) {
+            d.status = DisputeStatus.Upheld;
+            openBonds -= bond;
+            uint256 reward = disputeReward;
+            uint256 free = freeCapital();
+            if (reward > free) reward = free;
+            bonds.pay(watcher, bond);
+            if (reward != 0) token.safeTransfer(watcher, reward);
+            emit DisputeUpheld(subject, epoch, watcher, bond, reward);
+            return true;
+        }
+        uint256 rejectableAt = uint256(d.filedAt) + disputeAnswerWindow;
+        if (block.timestamp < rejectableAt) revert DisputeUnanswered(subject, epoch, rejectableAt);
+        d.status = DisputeStatus.Rejected;
+        openBonds -= bond;
+        bonds.pay(address(this), bond);
+        emit DisputeRejected(subject, epoch, watcher, bond);
+        _page(subject, month, RESOLVE_PAGE, 0);
+        return false;
+    }
+
+    /// @notice The dispute of report (subject, epoch), if any.
+    function disputeOf(bytes32 subject, uint64 epoch) external view returns (Dispute memory) {
+        return _disputes[subject][epoch];
+    }
+
+    /// @notice Whether the report the pool holds for (region, month) is under an open dispute.
+    function frozen(bytes32 region, uint256 month) public view returns (bool) {
+        Observation memory o = _obs[region][month];
+        if (o.revision1 == 0) return false;
+        return _disputes[region][uint64(month * MAX_REVISIONS + o.revision1 - 1)].status == DisputeStatus.Open;
     }
 
     // ------------------------------------------------------------------ reports and settlement
@@ -400,7 +555,10 @@ contract DroughtInsurancePool is IReportSubscriber, Ownable {
         uint256 first = monthIndex(pr.coverageStart);
         first = first == 0 ? 0 : first - 1;
         uint256 last = monthIndex(pr.coverageEnd);
-        for (uint256 m = first; m <= last; ++m) _settle(policyId, m);
+        for (uint256 m = first; m <= last; ++m) {
+            if (_pending(p.region, m, pr.liveness)) revert Pending(policyId, m);
+            _settle(policyId, m);
+        }
         p.status = Status.Closed;
         totalExposure -= pr.limit - p.paid;
         emit PolicyClosed(policyId);
@@ -516,7 +674,9 @@ contract DroughtInsurancePool is IReportSubscriber, Ownable {
             value: int64(value),
             observedAt: observedAt,
             revision1: uint32(revision + 1),
-            cursor: 0
+            cursor: 0,
+            arrivedAt: uint40(block.timestamp),
+            released: regionLiveness[region] == 0
         });
         emit RegionValue(region, month, revision, value, observedAt);
         return (true, month);
@@ -527,6 +687,12 @@ contract DroughtInsurancePool is IReportSubscriber, Ownable {
     function _page(bytes32 region, uint256 month, uint256 count, uint256 gasReserve) private returns (uint256) {
         Observation storage o = _obs[region][month];
         if (o.revision1 == 0) return 0;
+        if (!o.released && !_pending(region, month, regionLiveness[region])) {
+            // Every window is over and no dispute is open: page again from the start, so the policies
+            // skipped while the report was pending are paid (those already paid are due nothing).
+            o.released = true;
+            o.cursor = 0;
+        }
         uint256[] storage ids = _regionPolicies[region];
         uint256 n = ids.length;
         uint256 i = o.cursor;
@@ -548,6 +714,7 @@ contract DroughtInsurancePool is IReportSubscriber, Ownable {
         if (o.revision1 == 0) return (0, 0);
         Product storage pr = _products[p.productId];
         if (o.observedAt <= pr.coverageStart || o.observedAt > pr.coverageEnd) return (0, 0);
+        if (_pending(p.region, month, pr.liveness)) return (0, 0);
         uint256 gross = payoutFor(o.value, pr.trigger, pr.exit, pr.limit);
         if (gross <= pr.deductible) return (0, 0);
         uint256 entitled = gross - pr.deductible;
@@ -577,6 +744,15 @@ contract DroughtInsurancePool is IReportSubscriber, Ownable {
             totalOwed += amount;
             emit PayoutFailed(policyId, p.insured, amount, epoch);
         }
+    }
+
+    /// @dev Whether the report held for (region, month) may not pay yet under a liveness `window`: it
+    ///      arrived less than `window` seconds ago, or it is under an open dispute.
+    function _pending(bytes32 region, uint256 month, uint64 window) private view returns (bool) {
+        Observation storage o = _obs[region][month];
+        if (o.revision1 == 0) return false;
+        if (window != 0 && block.timestamp < uint256(o.arrivedAt) + window) return true;
+        return _disputes[region][uint64(month * MAX_REVISIONS + o.revision1 - 1)].status == DisputeStatus.Open;
     }
 
     /// @dev A failing transfer must not revert the whole page for the other policies, so we call the token
