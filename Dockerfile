@@ -77,6 +77,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     ORACLE_API_HOST=0.0.0.0 \
     ORACLE_API_PORT=8000
 
+# LightGBM's wheel links the GNU OpenMP runtime, which slim bookworm does not ship: without it the
+# cold-chain model cannot load (found by building and running this image with buildah, deploy/README.md).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1=12.2.0-14+deb12u1 \
+ && rm -rf /var/lib/apt/lists/*
+
 # A fixed, unprivileged uid/gid so volume ownership is predictable across rebuilds and hosts.
 RUN groupadd --system --gid 10001 oracle \
  && useradd --system --uid 10001 --gid oracle --home-dir /var/lib/oracle --no-create-home \
