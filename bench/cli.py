@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 #: The least any Typer CLI pays to run a command: typer 0.29 coerces even an absent ``--help`` flag
 #: through pydantic, so this is the floor under ``oracle version`` (a reference, not part of the ratio).
@@ -34,11 +35,16 @@ def other() -> None:
 app(["version"])
 """
 
+#: The installed executable (its entry point, oracle.entry, answers these two without Typer).
+ORACLE = str(Path(sys.executable).with_name("oracle"))
+
 CASES: dict[str, list[str]] = {
     "import typer, rich": [sys.executable, "-c", "import typer, rich"],
     "minimal Typer app": [sys.executable, "-c", MINIMAL_TYPER_APP],
-    "oracle --help": [sys.executable, "-c", "from oracle.cli import main; main()", "--help"],
-    "oracle version": [sys.executable, "-c", "from oracle.cli import main; main()", "version"],
+    "oracle --help": [ORACLE, "--help"],
+    "oracle version": [ORACLE, "version"],
+    # The same two through the Typer app (every other command's path): a reference, not in the ratio.
+    "oracle --help via Typer": [sys.executable, "-c", "from oracle.cli import main; main()", "--help"],
 }
 
 
@@ -69,10 +75,10 @@ def main() -> int:
     medians = {name: statistics.median(s) for name, s in samples.items()}
     base = medians["import typer, rich"]
     ratios = {name: medians[name] / base for name in CASES}
-    print(f"{'command':22} {'median ms':>10} {'min ms':>8} {'max ms':>8} {'× import':>9}")
+    print(f"{'command':24} {'median ms':>10} {'min ms':>8} {'max ms':>8} {'× import':>9}")
     for name, s in samples.items():
         print(
-            f"{name:22} {medians[name] * 1000:10.0f} {min(s) * 1000:8.0f} {max(s) * 1000:8.0f}"
+            f"{name:24} {medians[name] * 1000:10.0f} {min(s) * 1000:8.0f} {max(s) * 1000:8.0f}"
             f" {ratios[name]:9.2f}"
         )
     worst = max(ratios["oracle --help"], ratios["oracle version"])
@@ -88,6 +94,7 @@ def main() -> int:
                 "version_over_import": round(ratios["oracle version"], 3),
                 "minimal_typer_app_ms": round(medians["minimal Typer app"] * 1000, 1),
                 "minimal_typer_app_over_import": round(ratios["minimal Typer app"], 3),
+                "typer_help_over_import": round(ratios["oracle --help via Typer"], 3),
                 "bytecode_cache": not sys.dont_write_bytecode or bool(sys.pycache_prefix),
                 "cli_over_import": round(worst, 3),
                 "ok": worst <= args.limit,

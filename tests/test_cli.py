@@ -221,3 +221,47 @@ def test_zonal_averages_a_raster_without_unit_metadata_and_says_so(tmp_path: Pat
     with pytest.raises(ValidationError) as refused:
         read_raster(raster.read_bytes(), variable="precip")
     assert refused.value.reason == "unknown_units"
+
+
+def test_the_fast_entry_point_lists_exactly_the_apps_commands_with_their_help() -> None:
+    """`oracle --help` and `oracle version` are answered by oracle.entry without Typer; its command index
+    must be the Typer app's, in order, each with the first sentence of the command's own help."""
+    import click
+
+    from oracle.entry import COMMANDS, first_sentence
+
+    root = typer.main.get_command(app)
+    ctx = click.Context(root)
+    listed = []
+    for name in root.list_commands(ctx):  # type: ignore[attr-defined]
+        command = root.get_command(ctx, name)  # type: ignore[attr-defined]
+        listed.append((name, first_sentence(command.help or "")))
+    assert list(COMMANDS) == listed
+
+
+@pytest.mark.parametrize("args", [["version"], ["--help"], []])
+def test_the_installed_oracle_answers_help_and_version_without_typer(args: list[str]) -> None:
+    probe = (
+        "import sys\n"
+        f"sys.argv = ['oracle', *{args!r}]\n"
+        "from oracle.entry import main\n"
+        "main()\n"
+        "print('LOADED', ','.join(sorted(m for m in ('typer', 'click', 'rich') if m in sys.modules)),"
+        " file=sys.stderr)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert [ln for ln in r.stderr.splitlines() if ln.startswith("LOADED")] == ["LOADED "]
+    if args == ["version"]:
+        assert r.stdout == __version__ + "\n"
+    else:
+        assert r.stdout.startswith("Usage: oracle [OPTIONS] COMMAND [ARGS]...\n")
+        assert "  watch " in r.stdout
+        assert "  products " in r.stdout
+
+
+def test_the_installed_oracle_hands_every_other_command_to_typer() -> None:
+    probe = "import sys\nsys.argv = ['oracle', 'db', '--help']\nfrom oracle.entry import main\nmain()\n"
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "upgrade" in r.stdout
