@@ -38,6 +38,7 @@ from .profiles import ProductProfile, load_profile
 from .readings import FloatArray, Readings, make_readings
 from .rules import evaluate_rules
 from .simulator import SimulatorConfig, shipments_to_frame, simulate_shipments
+from .thermal import BreachForecast, forecast_breach
 
 HORIZON_S = 7200
 THRESHOLD = 0.5
@@ -63,6 +64,12 @@ NUM_ROUNDS = 120
 # overfits unless its leaves are large and its trees few.
 COMPROMISED_OVERRIDES: dict[str, Any] = {"num_leaves": 7, "min_data_in_leaf": 300, "learning_rate": 0.05}
 COMPROMISED_ROUNDS = 60
+# The physics forecast beside the model (models.coldchain.thermal), as tuned by bench/early_warning.py on
+# the training split of the simulation: fit the last 3 h, the fitted trajectory only (z = 0), and warn
+# when it reaches a breach within the horizon.
+FORECAST_WINDOW_S = 10800
+FORECAST_Z = 0.0
+FORECAST_WITHIN_S = HORIZON_S
 
 
 @dataclass(frozen=True)
@@ -76,13 +83,20 @@ class Factor:
 
 @dataclass(frozen=True)
 class BreachScore:
-    """Scores at one reading time: probabilities 0…1 and the top-3 factors of each."""
+    """Scores at one reading time: probabilities 0…1 and the top-3 factors of each.
+
+    ``warning``: the early warning, raised by the model (``model_warning``: p_breach_2h >= THRESHOLD) or
+    by the thermal forecast (``forecast``: a breach forecast within ``FORECAST_WITHIN_S``). A warning is
+    an alert; it never decides a verdict.
+    """
 
     p_compromised: float
     p_breach_2h: float
     warning: bool
     compromised_factors: tuple[Factor, ...]
     warning_factors: tuple[Factor, ...]
+    model_warning: bool = False
+    forecast: BreachForecast | None = None
 
 
 @dataclass(frozen=True)
@@ -380,10 +394,17 @@ def score(model: BreachModel, readings: Readings, profile: ProductProfile) -> Br
     p_warn = float(model.early_warning.predict(row)[0])
     comp_contrib = np.asarray(model.compromised.predict(row, pred_contrib=True), dtype=np.float64)[0]
     warn_contrib = np.asarray(model.early_warning.predict(row, pred_contrib=True), dtype=np.float64)[0]
+    forecast = forecast_breach(
+        readings, profile, horizon_s=HORIZON_S, window_s=FORECAST_WINDOW_S, z=FORECAST_Z
+    )
+    last = int(readings.ts_s[-1])
+    physics = forecast.breach_at_s is not None and forecast.breach_at_s - last <= FORECAST_WITHIN_S
     return BreachScore(
         p_compromised=p_comp,
         p_breach_2h=p_warn,
-        warning=p_warn >= THRESHOLD,
+        warning=p_warn >= THRESHOLD or physics,
         compromised_factors=_top3(comp_contrib, row[0]),
         warning_factors=_top3(warn_contrib, row[0]),
+        model_warning=p_warn >= THRESHOLD,
+        forecast=forecast,
     )

@@ -182,43 +182,33 @@ def _battery_stop(readings: Readings, window_s: float, future: FloatArray) -> in
     return int(np.count_nonzero(b[-1] - drain * future > 0.0))
 
 
-def forecast_breach(
-    readings: Readings,
-    profile: ProductProfile,
-    *,
-    horizon_s: int = 7200,
-    window_s: int = 10800,
-    z: float = 1.0,
-) -> BreachForecast:
-    """Forecast the first breach within ``horizon_s`` after the last reading of ``readings``.
-
-    The fit uses the readings of the last ``window_s`` seconds. The record is extended by the fitted
-    trajectory and by the trajectory ± ``z`` standard errors (see the module docstring) and the rule
-    engine runs on each; the earliest breach after the last reading wins.
-    """
+def band_breaches(
+    readings: Readings, profile: ProductProfile, *, horizon_s: int, window_s: int, spread_z: float
+) -> tuple[ThermalFit | None, list[tuple[int, str] | None]]:
+    """The fit, and the first breach (UNIX second, kind) within ``horizon_s`` of each forecast band:
+    [mean + spread_z·sd, mean, mean − spread_z·sd], or [mean] when ``spread_z`` is 0. None: no breach."""
     ts = readings.ts_s
     last = int(ts[-1])
     recent = ts >= last - window_s
     if int(recent.sum()) < MIN_POINTS:
-        return BreachForecast(None, None, None)
+        return None, []
     fit = fit_first_order(ts[recent].astype(np.float64), readings.temp_c[recent])
-    step = int(np.median(np.diff(ts[recent])))
-    step = max(step, 60)
+    step = max(int(np.median(np.diff(ts[recent]))), 60)
     ahead = np.arange(step, horizon_s + step, step, dtype=np.float64)
     ahead = ahead[ahead <= horizon_s]
     if ahead.shape[0] == 0:
-        return BreachForecast(None, None, fit)
+        return fit, []
     full = int(ahead.shape[0])
     alive = _battery_stop(readings, float(window_s), ahead)
     ahead = ahead[:alive]
     mean = fit.predict(ahead)
-    sd = fit.predict_sd(ahead)
-    bands = [mean] if z == 0 else [mean + z * sd, mean, mean - z * sd]
-    best: tuple[int, str] | None = None
-    for band in bands:
+    spread = spread_z * fit.predict_sd(ahead)
+    found: list[tuple[int, str] | None] = []
+    for band in [mean] if spread_z == 0 else [mean + spread, mean, mean - spread]:
         future = np.clip(np.asarray(nm.quantise(band)), ABSOLUTE_ZERO_C + 1.0, 1000.0)
         if alive == full and not may_breach_now(profile, future):
             # In-band futures advance no rule but the slow stability budget: skip the rule engine.
+            found.append(None)
             continue
         extended = make_readings(
             np.concatenate([ts, last + ahead.astype(np.int64)]),
@@ -226,10 +216,41 @@ def forecast_breach(
         )
         verdict = evaluate_rules(extended, profile, now=last + horizon_s, delivered=False)
         later = [b for b in verdict.breaches if b.at_s > last]
-        if later:
-            first = min(later, key=lambda b: (b.at_s, b.kind.value))
-            if best is None or first.at_s < best[0]:
-                best = (int(first.at_s), first.kind.value)
-    if best is None:
+        first = min(later, key=lambda b: (b.at_s, b.kind.value)) if later else None
+        found.append(None if first is None else (int(first.at_s), first.kind.value))
+    return fit, found
+
+
+def pick_breach(found: list[tuple[int, str] | None], z: float) -> tuple[int, str] | None:
+    """The forecast breach of :func:`band_breaches`' bands for ``z`` (see :func:`forecast_breach`)."""
+    if not found:
+        return None
+    if z == 0:
+        found = [found[len(found) // 2]]
+    hits = [f for f in found if f is not None]
+    if z < 0:
+        return max(hits) if len(hits) == len(found) else None
+    return min(hits) if hits else None
+
+
+def forecast_breach(
+    readings: Readings,
+    profile: ProductProfile,
+    *,
+    horizon_s: int = 7200,
+    window_s: int = 10800,
+    z: float = 0.0,
+) -> BreachForecast:
+    """Forecast the first breach within ``horizon_s`` after the last reading of ``readings``.
+
+    The fit uses the readings of the last ``window_s`` seconds. The record is extended by the fitted
+    trajectory and, for ``z`` ≠ 0, by the trajectory ± |z| standard errors of the fitted mean, and the
+    rule engine runs on each (see the module docstring). ``z`` > 0 is cautious: the earliest breach of
+    any of the three. ``z`` < 0 is confident: a breach only when all three reach one, at the latest of
+    them (the fit's favourable side must breach too). ``z`` = 0: the fitted trajectory alone.
+    """
+    fit, found = band_breaches(readings, profile, horizon_s=horizon_s, window_s=window_s, spread_z=abs(z))
+    pick = pick_breach(found, z)
+    if pick is None:
         return BreachForecast(None, None, fit)
-    return BreachForecast(best[0], best[1], fit)
+    return BreachForecast(pick[0], pick[1], fit)

@@ -219,10 +219,21 @@ def model_step(readings: dict[str, Any], profile_yaml: bytes, artifact: bytes) -
             {"feature": f.feature, "value": float(f.value), "contribution": float(f.contribution)} for f in fs
         ]
 
+    fit = s.forecast.fit if s.forecast is not None else None
     return {
         "p_compromised": s.p_compromised,
         "p_breach_2h": s.p_breach_2h,
         "warning": bool(s.warning),
+        "model_warning": bool(s.model_warning),
+        # The thermal forecast (models.coldchain.thermal): when the first-order fit to the last readings
+        # reaches a rule breach, and the fit itself. An alert only, like the rest of this step.
+        "forecast": {
+            "breach_at_s": s.forecast.breach_at_s if s.forecast is not None else None,
+            "kind": s.forecast.kind if s.forecast is not None else None,
+            "tau_s": fit.tau_s if fit is not None else None,
+            "asymptote_c": fit.asymptote_c if fit is not None else None,
+            "rmse_c": fit.rmse_c if fit is not None else None,
+        },
         "compromised_factors": factors(s.compromised_factors),
         "warning_factors": factors(s.warning_factors),
     }
@@ -488,7 +499,13 @@ def evaluate_shipment(
         verdict = Verdict.NO_DECISION
     if scored["p_compromised"] >= terms.alert_threshold or scored["warning"]:
         flags.append(
-            {"alert": "model", "p_compromised": scored["p_compromised"], "p_breach_2h": scored["p_breach_2h"]}
+            {
+                "alert": "model",
+                "p_compromised": scored["p_compromised"],
+                "p_breach_2h": scored["p_breach_2h"],
+                "forecast_breach_s": scored["forecast"]["breach_at_s"],
+                "forecast_kind": scored["forecast"]["kind"],
+            }
         )
     held = any("held" in f for f in flags)
     status = "held" if held else ("complete" if verdict != Verdict.NO_DECISION else "no_decision")
