@@ -37,6 +37,17 @@ def watch_command(
         int | None, typer.Option("--metrics-port", help="serve /metrics on this port (loopback)")
     ] = None,
     once: Annotated[bool, typer.Option("--once", help="one pass, then exit (1 if any mismatch)")] = False,
+    dispute_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--dispute-key",
+            help="file with the watcher's own funded private key (hex, or a JSON keystore whose password"
+            " is in $ORACLE_WATCH_KEY_PASSWORD): file disputes of mismatching reports on --pool",
+        ),
+    ] = None,
+    pool: Annotated[
+        str | None, typer.Option("--pool", help="the DroughtInsurancePool to file disputes on")
+    ] = None,
 ) -> None:
     """Recompute every report the router accepts (no network keys needed); flag mismatches."""
     from oracle.chain.client import connect
@@ -48,9 +59,24 @@ def watch_command(
     if not node and bundle is None:
         typer.echo("give at least one --node URL or a --bundle directory", err=True)
         raise typer.Exit(2)
+    if (dispute_key is None) != (pool is None):
+        typer.echo("--dispute-key and --pool go together", err=True)
+        raise typer.Exit(2)
     try:
+        w3 = connect(rpc_url)
+        filer = None
+        if dispute_key is not None and pool is not None:
+            from oracle.verify.dispute_filer import DisputeFiler, load_key
+
+            filer = DisputeFiler(
+                w3,
+                pool=pool,
+                account=load_key(dispute_key),
+                db_path=state.parent / "disputes.sqlite3",
+                confirmations=max(1, confirmations),
+            )
         watcher = Watcher(
-            connect(rpc_url),
+            w3,
             router=router,
             nodes=node or [],
             state_path=state,
@@ -58,6 +84,7 @@ def watch_command(
             bundle=bundle,
             from_block=from_block,
             confirmations=confirmations,
+            filer=filer,
         )
     except OracleError as e:
         typer.echo(f"error: {e}", err=True)

@@ -19,8 +19,12 @@ unavailable ones and disputes filed. The cursor (last block fully checked) and t
 kept in a JSON state file written atomically after each report, so a watcher killed at any moment goes
 on where it stopped: a report is checked at least once, and checking twice is harmless.
 
-Filing the dispute on-chain needs the consumers' liveness window and the dispute contract (issue 14);
-until those exist the watcher writes the evidence and counts the dispute it would file.
+Filing the dispute. Without a key the watcher writes the evidence and counts the dispute it would file
+(``oracle_watch_disputes``). Given the watcher's own funded account and the pool (``filer``, a
+:class:`~oracle.verify.dispute_filer.DisputeFiler`), a MISMATCH the pool can still take (its liveness
+window open) is queued as ``approve`` + ``dispute(subject, epoch, evidenceCid)`` in a durable outbox
+before the cursor passes the report, and sent; disputes confirmed on-chain are counted
+(``oracle_watch_disputes_filed``). A watcher killed at any moment neither loses nor repeats a dispute.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from eth_utils.address import to_checksum_address
@@ -45,6 +49,9 @@ from oracle.storage.blobs import cid_for, parse_cid, verify
 from oracle.verify.device_signatures import DeviceAuth
 from oracle.verify.replay import MISMATCH, AttestedReport, Verification, replay
 from oracle.verify.sources import DirectorySource
+
+if TYPE_CHECKING:
+    from oracle.verify.dispute_filer import DisputeFiler
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +139,8 @@ class WatchResult:
     manifest_cid: str = ""
     first_mismatch: str | None = None
     evidence_cid: str | None = None
+    #: With a filer: "queued" (stored to be sent), "queued before", or why the pool would refuse it.
+    dispute: str | None = None
 
 
 @dataclass
@@ -172,6 +181,11 @@ class WatchMetrics:
         self.disputes = Counter(
             "oracle_watch_disputes", "disputes the watcher filed (evidence written)", registry=self.registry
         )
+        self.filed = Counter(
+            "oracle_watch_disputes_filed",
+            "disputes confirmed on-chain (sent with --dispute-key)",
+            registry=self.registry,
+        )
 
 
 class Watcher:
@@ -188,6 +202,7 @@ class Watcher:
         confirmations: int = 0,
         retry_unavailable_s: float = 3600.0,
         timeout_s: float = 10.0,
+        filer: DisputeFiler | None = None,
     ) -> None:
         from oracle.chain.artifacts import load_artifact
 
@@ -206,6 +221,7 @@ class Watcher:
         self.confirmations = confirmations
         self.retry_unavailable_s = retry_unavailable_s
         self.metrics = WatchMetrics()
+        self.filer = filer
 
     def close(self) -> None:
         self.client.close()
@@ -213,6 +229,7 @@ class Watcher:
     def poll(self, *, now: float | None = None) -> list[WatchResult]:
         """Check every report accepted since the cursor (and retry unavailable ones)."""
         current = time.time() if now is None else now
+        self._pump()
         results = [self._retry(tx, current) for tx in sorted(self.state.retry)]
         final = int(self.w3.eth.block_number) - self.confirmations
         start = self.state.block + 1
@@ -229,7 +246,14 @@ class Watcher:
             self.state.block = end
             self.state.save(self.state_path)
             start = end + 1
+        self._pump()
         return results
+
+    def _pump(self) -> None:
+        if self.filer is not None:
+            filed = self.filer.pump()
+            if filed:
+                self.metrics.filed.inc(filed)
 
     def _retry(self, tx: str, now: float) -> WatchResult:
         result = self.check(tx)
@@ -276,18 +300,26 @@ class Watcher:
         first = tried[0].first_mismatch
         evidence_cid = self._evidence(attested, tried)
         self.metrics.disputes.inc()
-        return self._done(
-            WatchResult(
-                subject,
-                epoch,
-                tx_hash,
-                MISMATCH,
-                first.detail if first else "",
-                tried[0].manifest_cid,
-                first.name if first else None,
-                evidence_cid,
-            )
+        result = WatchResult(
+            subject,
+            epoch,
+            tx_hash,
+            MISMATCH,
+            first.detail if first else "",
+            tried[0].manifest_cid,
+            first.name if first else None,
+            evidence_cid,
         )
+        self._done(result)
+        if self.filer is not None:
+            why_not = self.filer.disputable(attested.report.subject, epoch, tx_hash)
+            if why_not is None:
+                queued = self.filer.file(attested.report.subject, epoch, evidence_cid)
+                result.dispute = "queued" if queued else "queued before"
+            else:
+                result.dispute = why_not
+                log.warning("watch: not disputing subject=%s epoch=%s: %s", subject, epoch, why_not)
+        return result
 
     def _manifests(self, subject: str, epoch: int) -> dict[str, dict[str, DeviceAuth] | None]:
         """Each distinct manifest CID the nodes name for (subject, epoch), with the device public keys

@@ -1,0 +1,193 @@
+"""Filing disputes on-chain for ``oracle watch --dispute-key`` (issue 14): durable and exactly once.
+
+On a MISMATCH the watcher asks :meth:`DisputeFiler.disputable` whether the pool can still take a
+dispute of the report (disputes on, the pool holds that revision, the region's liveness window still
+open, nobody disputed it yet). If so, :meth:`DisputeFiler.file` writes two rows in one database
+transaction to an outbox of the watcher's own (SQLite under its state directory, the service's
+:class:`~oracle.chain.outbox.OutboxPoster` and schema): ``approve(pool, bond)`` on the pool's token and
+``dispute(subject, epoch, evidenceCid)``. Both start ``held``; :meth:`DisputeFiler.pump` releases them
+one pair at a time (the approve, then its dispute once the approve is confirmed), so an allowance is
+never consumed by another dispute and the dispute's gas estimate sees the allowance.
+
+Rows are keyed by (subject, epoch), so a watcher killed at any moment and restarted neither loses the
+dispute (the cursor passes a report only after its rows are stored) nor files it twice (the rows exist
+already; the outbox re-sends the same signed bytes). The key is the watcher's own funded account; it is
+never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_typing import HexStr
+from eth_utils.address import to_checksum_address
+from sqlalchemy import select
+from web3 import Web3
+
+from oracle.chain.outbox import OPEN_STATES, OutboxPoster, TxIntent, enqueue
+from oracle.errors import OracleError
+from oracle.reports import MAX_REVISIONS
+from oracle.storage import migrate
+from oracle.storage.db import make_engine, session_factory
+from oracle.storage.tables import OutboxRow
+
+log = logging.getLogger(__name__)
+
+APPROVE = "dispute-approve"
+DISPUTE = "dispute"
+HELD = "held"
+#: Environment variable holding the password of a JSON keystore given as ``--dispute-key``.
+PASSWORD_ENV = "ORACLE_WATCH_KEY_PASSWORD"  # noqa: S105 - the variable's name, not a password
+
+_APPROVE_ABI: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": "approve",
+        "stateMutability": "nonpayable",
+        "inputs": [{"name": "spender", "type": "address"}, {"name": "amount", "type": "uint256"}],
+        "outputs": [{"name": "", "type": "bool"}],
+    }
+]
+
+
+def load_key(path: Path) -> LocalAccount:
+    """The watcher's account from ``path``: a hex private key, or a JSON keystore whose password is in
+    ``$ORACLE_WATCH_KEY_PASSWORD``. Errors never quote the file."""
+    try:
+        text = path.read_text().strip()
+    except OSError as e:
+        raise OracleError(f"cannot read the dispute key file {path}: {e.strerror}") from None
+    try:
+        if text.startswith("{"):
+            password = os.environ.get(PASSWORD_ENV)
+            if password is None:
+                raise OracleError(f"{path} is a keystore: set {PASSWORD_ENV} to its password")
+            account: LocalAccount = Account.from_key(Account.decrypt(json.loads(text), password))
+        else:
+            account = Account.from_key(text)
+    except OracleError:
+        raise
+    except Exception:  # noqa: BLE001 - whatever is wrong with the key, its bytes are never shown
+        raise OracleError(f"{path} holds no usable private key or keystore") from None
+    return account
+
+
+class DisputeFiler:
+    """Queues and sends ``dispute`` (with its ``approve``) through a durable outbox of its own."""
+
+    def __init__(
+        self, w3: Web3, *, pool: str, account: LocalAccount, db_path: Path, confirmations: int = 1
+    ) -> None:
+        from oracle.chain.artifacts import load_artifact
+
+        self.w3 = w3
+        self.account = account
+        self.pool = w3.eth.contract(
+            address=to_checksum_address(pool), abi=list(load_artifact("DroughtInsurancePool").abi)
+        )
+        self.token = w3.eth.contract(address=self.pool.functions.token().call(), abi=_APPROVE_ABI)
+        url = f"sqlite:///{db_path}"
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        migrate.upgrade(url)
+        self.sessions = session_factory(make_engine(url))
+        self.poster = OutboxPoster(self.sessions, w3, account, confirmations=confirmations)
+
+    def disputable(self, subject: bytes, epoch: int, tx_hash: str) -> str | None:
+        """Why the pool would refuse a dispute of (subject, epoch) now, or None if it would take it."""
+        pool = self.pool.functions
+        if int(pool.disputeBond().call()) == 0:
+            return "the pool takes no disputes (bond 0)"
+        known, revision, *_ = pool.observation(subject, epoch // MAX_REVISIONS).call()
+        if not known or int(revision) != epoch % MAX_REVISIONS:
+            return "the pool does not hold this revision"
+        if int(pool.disputeOf(subject, epoch).call()[2]) != 0:
+            return "already disputed"
+        block = self.w3.eth.get_transaction_receipt(HexStr(tx_hash))["blockNumber"]
+        arrived = int(self.w3.eth.get_block(block)["timestamp"])
+        now = int(self.w3.eth.get_block("latest")["timestamp"])
+        if now >= arrived + int(pool.regionLiveness(subject).call()):
+            return "outside the liveness window"
+        return None
+
+    def file(self, subject: bytes, epoch: int, evidence_cid: str) -> bool:
+        """Store the approve and the dispute (held); False when they were stored before."""
+        tag = f"0x{subject.hex()}:{epoch}"
+        bond = int(self.pool.functions.disputeBond().call())
+        approve = self.token.functions.approve(self.pool.address, bond)._encode_transaction_data()
+        dispute = self.pool.functions.dispute(subject, epoch, evidence_cid)._encode_transaction_data()
+        with self.sessions() as s:
+            if s.scalar(select(OutboxRow.id).where(OutboxRow.key == f"{DISPUTE}:{tag}")) is not None:
+                return False
+            for purpose, to, data in (
+                (APPROVE, self.token.address, approve),
+                (DISPUTE, self.pool.address, dispute),
+            ):
+                row = enqueue(
+                    s,
+                    TxIntent(
+                        key=f"{purpose}:{tag}", purpose=purpose, to=to, calldata=bytes.fromhex(data[2:])
+                    ),
+                )
+                row.status = HELD
+            s.commit()
+        log.info(
+            "watch: dispute queued subject=0x%s epoch=%s evidence=%s bond=%s",
+            subject.hex(),
+            epoch,
+            evidence_cid,
+            bond,
+        )
+        return True
+
+    def pump(self) -> int:
+        """Release and send queued rows; returns how many disputes were confirmed on-chain by this pass."""
+        before = self._confirmed()
+        for _ in range(6):  # approve: send, confirm; dispute: send, confirm (fewer when blocks lag)
+            self._release()
+            result = self.poster.pump()
+            if result.open == 0 and not self._release():
+                break
+        filed = self._confirmed() - before
+        for key in sorted(filed):
+            log.warning("watch: dispute filed %s", key)
+        return len(filed)
+
+    def _confirmed(self) -> set[str]:
+        with self.sessions() as s:
+            return set(
+                s.scalars(
+                    select(OutboxRow.key).where(OutboxRow.purpose == DISPUTE, OutboxRow.status == "confirmed")
+                ).all()
+            )
+
+    def _release(self) -> bool:
+        """Move the next held row to ``pending``: a dispute whose approve is confirmed; else, when no
+        approve or dispute is in flight, the oldest held approve. A dispute whose approve reverted fails."""
+        with self.sessions() as s:
+            rows = s.scalars(
+                select(OutboxRow).where(OutboxRow.purpose.in_((APPROVE, DISPUTE))).order_by(OutboxRow.id)
+            ).all()
+            by_key = {r.key: r for r in rows}
+            changed = False
+            for row in rows:
+                if row.purpose != DISPUTE or row.status != HELD:
+                    continue
+                approve = by_key.get(APPROVE + row.key[len(DISPUTE) :])
+                if approve is None or approve.status == "confirmed":
+                    row.status, changed = "pending", True
+                elif approve.status in ("reverted", "failed"):
+                    row.status, row.last_error, changed = "failed", "its approve did not go through", True
+            in_flight = any(r.status in OPEN_STATES for r in rows) or changed
+            if not in_flight:
+                held = [r for r in rows if r.purpose == APPROVE and r.status == HELD]
+                if held:
+                    held[0].status, changed = "pending", True
+            if changed:
+                s.commit()
+            return changed
