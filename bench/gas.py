@@ -20,10 +20,12 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from web3 import Web3
+from web3.logs import DISCARD
 
 from oracle.chain.anvil import dev_accounts, start_anvil
 from oracle.chain.client import connect, encode_signatures, transact
 from oracle.chain.deploy import deploy_all, deploy_router
+from oracle.decisions.coldchain import profile_bytes32
 from oracle.reports import Report, ReportKind, Verdict, subject_id, typed_data
 
 CHRONICLE_POKE_5_SIGNERS = 81_025
@@ -136,15 +138,29 @@ def main() -> None:
         transact(w3, coin.functions.mint(buyer.address, 10_000 * 10**6), sender=owner)
         transact(w3, coin.functions.approve(escrow.address, 2**256 - 1), sender=buyer)
         shipment = subject_id("shipment", "bench-1")
-        deadline = w3.eth.get_block("latest")["timestamp"] + 86_400
+        now = int(w3.eth.get_block("latest")["timestamp"])
+        deadline = now + 7 * 86_400
         receipt = transact(
             w3,
             escrow.functions.createShipment(
-                shipment, seller.address, coin.address, 500 * 10**6, keccak(b"2-8C"), deadline
+                shipment,
+                seller.address,
+                coin.address,
+                500 * 10**6,
+                profile_bytes32("refrigerated"),
+                now + 86_400,
+                deadline,
             ),
             sender=buyer,
         )
         figures["create_shipment_gas"] = int(receipt["gasUsed"])
+        (proposed,) = escrow.events.ShipmentProposed().process_receipt(receipt, errors=DISCARD)
+        accepted = transact(
+            w3,
+            escrow.functions.acceptShipment(shipment, buyer.address, proposed["args"]["termsHash"]),
+            sender=seller,
+        )
+        figures["accept_shipment_gas"] = int(accepted["gasUsed"])
         void = report(
             shipment,
             kind=ReportKind.COLDCHAIN_VERDICT,

@@ -283,6 +283,7 @@ _SIGNED_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \S+ out
 def _open_escrows(w3: Any, deployment: Any, accounts: list[Any], shipments: list[str]) -> None:
     """One funded escrow per shipment, refrigerated profile, a month's deadline (as the buyer would)."""
     from oracle.chain.client import transact
+    from oracle.chain.escrow import open_escrow
     from oracle.decisions.coldchain import profile_bytes32
     from oracle.reports import subject_id
 
@@ -292,17 +293,21 @@ def _open_escrows(w3: Any, deployment: Any, accounts: list[Any], shipments: list
     total = ESCROW_AMOUNT * len(shipments)
     transact(w3, coin.functions.mint(buyer.address, total), sender=deployer)
     transact(w3, coin.functions.approve(escrow.address, total), sender=buyer)
-    deadline = int(w3.eth.get_block("latest")["timestamp"]) + 30 * 86_400
+    now = int(w3.eth.get_block("latest")["timestamp"])
     for name in shipments:
-        call = escrow.functions.createShipment(
-            subject_id("shipment", name),
-            seller.address,
-            coin.address,
-            ESCROW_AMOUNT,
-            profile_bytes32("refrigerated"),
-            deadline,
+        # The buyer proposes, the seller accepts the exact terms.
+        open_escrow(
+            w3,
+            escrow,
+            shipment=subject_id("shipment", name),
+            buyer=buyer,
+            seller=seller,
+            token=coin.address,
+            amount=ESCROW_AMOUNT,
+            profile=profile_bytes32("refrigerated"),
+            expected_delivery=now + 7 * 86_400,
+            deadline=now + 30 * 86_400,
         )
-        transact(w3, call, sender=buyer)
 
 
 def _oracle_cli() -> list[str]:

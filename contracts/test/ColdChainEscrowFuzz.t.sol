@@ -6,6 +6,8 @@ import {RouterFixture} from "./utils/RouterFixture.sol";
 import {OracleRouter} from "../src/OracleRouter.sol";
 import {ColdChainEscrow} from "../src/ColdChainEscrow.sol";
 import {TestStablecoin} from "../src/TestStablecoin.sol";
+import {FeeOnTransferToken} from "../src/test/FeeOnTransferToken.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {Report} from "../src/interfaces/IOracleRouter.sol";
 
 /// @notice Fuzz tests of one shipment's life, verdicts relayed through a real 2-of-3 router.
@@ -16,7 +18,10 @@ contract ColdChainEscrowFuzzTest is Test, RouterFixture {
     uint256[] internal keys;
     address internal constant BUYER = address(0xB0B);
     address internal constant SELLER = address(0x5E11);
+    address internal constant MALLORY = address(0xBAD);
     bytes32 internal constant ID = keccak256("shipment one");
+    bytes32 internal constant PROFILE = bytes32("refrigerated");
+    uint64 internal constant MIN_SETTLEMENT = 2 days;
     uint64 internal nextEpoch = 1;
 
     function setUp() public {
@@ -24,16 +29,24 @@ contract ColdChainEscrowFuzzTest is Test, RouterFixture {
         (router, keys) = deployRouter(3, 2);
         escrow = new ColdChainEscrow(router);
         router.scheduleConsumerApproval(address(escrow));
+        escrow.setProfile(PROFILE, keccak256("refrigerated.yaml"), MIN_SETTLEMENT);
         token = new TestStablecoin();
     }
 
+    function _propose(address buyer, IERC20 t, uint256 amount, uint64 ttl) internal returns (bytes32 terms) {
+        uint64 delivery = uint64(block.timestamp) + 1 days;
+        TestStablecoin(address(t)).mint(buyer, amount);
+        vm.prank(buyer);
+        t.approve(address(escrow), amount);
+        vm.prank(buyer);
+        terms = escrow.createShipment(ID, SELLER, t, amount, PROFILE, delivery, delivery + MIN_SETTLEMENT + ttl);
+    }
+
     function _open(uint256 amount, uint64 ttl) internal returns (uint64 deadline) {
-        deadline = uint64(block.timestamp) + ttl;
-        token.mint(BUYER, amount);
-        vm.prank(BUYER);
-        token.approve(address(escrow), amount);
-        vm.prank(BUYER);
-        escrow.createShipment(ID, SELLER, token, amount, keccak256("2-8C"), deadline);
+        bytes32 terms = _propose(BUYER, token, amount, ttl);
+        vm.prank(SELLER);
+        escrow.acceptShipment(ID, BUYER, terms);
+        deadline = escrow.shipment(ID).deadline;
     }
 
     function _verdict(int256 value) internal {
@@ -51,7 +64,7 @@ contract ColdChainEscrowFuzzTest is Test, RouterFixture {
     ///      accepted after the deadline still settles an open shipment.
     function testFuzz_verdictSettlesAsItSays(uint256 amount, uint64 ttl, uint8 value, uint64 lateBy) public {
         amount = bound(amount, 1, 1e30);
-        ttl = uint64(bound(ttl, 1, 365 days));
+        ttl = uint64(bound(ttl, 0, 365 days));
         int256 v = int256(uint256(value % 3));
         uint64 deadline = _open(amount, ttl);
         vm.warp(bound(lateBy, block.timestamp, uint256(deadline) + 30 days));
@@ -77,7 +90,7 @@ contract ColdChainEscrowFuzzTest is Test, RouterFixture {
     function testFuzz_reclaimOnlyByBuyerAfterDeadline(uint256 amount, uint64 ttl, address caller, uint64 at) public {
         vm.assume(caller != BUYER);
         amount = bound(amount, 1, 1e30);
-        ttl = uint64(bound(ttl, 1, 365 days));
+        ttl = uint64(bound(ttl, 0, 365 days));
         uint64 deadline = _open(amount, ttl);
 
         vm.warp(bound(at, block.timestamp, deadline));
@@ -126,16 +139,118 @@ contract ColdChainEscrowFuzzTest is Test, RouterFixture {
         assertEq(uint256(_status()), uint256(ColdChainEscrow.Status.Open), "still open");
     }
 
-    function testFuzz_anIdIsRegisteredOnce(address other, uint256 amount) public {
-        vm.assume(other != address(0));
+    /// @dev Once a seller accepted, the id is bound: nobody else can propose it, nor accept another proposal.
+    function testFuzz_anAcceptedIdIsBoundToItsParties(address other, uint256 amount) public {
+        vm.assume(other != address(0) && other != BUYER && other != SELLER);
         amount = bound(amount, 1, 1e30);
         _open(1e6, 1 days);
         token.mint(other, amount);
         vm.prank(other);
         token.approve(address(escrow), amount);
+        uint64 delivery = uint64(block.timestamp) + 1 days;
         vm.prank(other);
         vm.expectRevert(abi.encodeWithSelector(ColdChainEscrow.ShipmentExists.selector, ID));
-        escrow.createShipment(ID, other, token, amount, bytes32(0), uint64(block.timestamp + 1 days));
+        escrow.createShipment(ID, SELLER, token, amount, PROFILE, delivery, delivery + MIN_SETTLEMENT);
         assertEq(escrow.shipment(ID).buyer, BUYER, "first buyer keeps it");
+    }
+
+    /// @dev Front-running: Mallory proposes the buyer's id first (to any seller, even herself as a second
+    ///      key); the buyer's own proposal still goes through and the seller's acceptance binds it.
+    function testFuzz_aProposalCannotBeFrontRun(address mallorySeller, uint256 amount) public {
+        vm.assume(mallorySeller != address(0) && mallorySeller != MALLORY);
+        amount = bound(amount, 1, 1e30);
+        _propose(MALLORY, token, amount, 0);
+        bytes32 terms = _propose(BUYER, token, amount, 0);
+        vm.prank(SELLER);
+        escrow.acceptShipment(ID, BUYER, terms);
+        assertEq(escrow.shipment(ID).buyer, BUYER, "bound to the buyer");
+        assertEq(escrow.shipment(ID).seller, SELLER, "bound to the seller");
+        // Mallory's pending proposal is hers to cancel; it never touched the buyer's.
+        vm.prank(MALLORY);
+        escrow.cancelShipment(ID, SELLER);
+        assertEq(token.balanceOf(MALLORY), amount, "mallory refunded");
+        assertEq(token.balanceOf(address(escrow)), amount, "the buyer's deposit stays");
+    }
+
+    /// @dev Nothing settles before the seller accepts: verdicts are ignored, the buyer may cancel any time.
+    function testFuzz_nothingSettlesBeforeAcceptance(uint256 amount, uint8 value, uint64 later) public {
+        amount = bound(amount, 1, 1e30);
+        _propose(BUYER, token, amount, 0);
+        _verdict(int256(1 + uint256(value % 2)));
+        assertEq(
+            uint256(escrow.proposal(ID, BUYER, SELLER).status), uint256(ColdChainEscrow.Status.Proposed), "pending"
+        );
+        assertEq(token.balanceOf(address(escrow)), amount, "deposit untouched by a verdict");
+        vm.prank(BUYER);
+        vm.expectRevert(abi.encodeWithSelector(ColdChainEscrow.NotOpen.selector, ID));
+        escrow.reclaim(ID);
+        vm.warp(bound(later, block.timestamp, block.timestamp + 400 days));
+        vm.prank(BUYER);
+        escrow.cancelShipment(ID, SELLER);
+        assertEq(token.balanceOf(BUYER), amount, "cancel refunds the whole deposit");
+        vm.prank(SELLER);
+        vm.expectRevert(abi.encodeWithSelector(ColdChainEscrow.NotProposed.selector, ID));
+        escrow.acceptShipment(ID, BUYER, bytes32(0));
+    }
+
+    /// @dev The seller accepts exact terms: a different terms hash is refused.
+    function testFuzz_sellerAcceptsExactTerms(bytes32 wrong) public {
+        bytes32 terms = _propose(BUYER, token, 1e6, 0);
+        vm.assume(wrong != terms);
+        vm.prank(SELLER);
+        vm.expectRevert(abi.encodeWithSelector(ColdChainEscrow.TermsChanged.selector, wrong, terms));
+        escrow.acceptShipment(ID, BUYER, wrong);
+        vm.prank(MALLORY);
+        vm.expectRevert(abi.encodeWithSelector(ColdChainEscrow.NotProposed.selector, ID));
+        escrow.acceptShipment(ID, BUYER, terms);
+    }
+
+    /// @dev The deadline must be at least the profile's minimum after the expected delivery.
+    function testFuzz_deadlineAtLeastTheProfileMinimum(uint64 short) public {
+        short = uint64(bound(short, 0, MIN_SETTLEMENT - 1));
+        uint64 delivery = uint64(block.timestamp) + 1 days;
+        token.mint(BUYER, 1e6);
+        vm.prank(BUYER);
+        token.approve(address(escrow), 1e6);
+        vm.prank(BUYER);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                ColdChainEscrow.DeadlineTooEarly.selector, delivery + short, delivery + MIN_SETTLEMENT
+            )
+        );
+        escrow.createShipment(ID, SELLER, token, 1e6, PROFILE, delivery, delivery + short);
+    }
+
+    /// @dev A profile not in the registry (or removed) cannot be proposed.
+    function testFuzz_unknownProfileRefused(bytes32 profile) public {
+        vm.assume(profile != PROFILE);
+        uint64 delivery = uint64(block.timestamp) + 1 days;
+        token.mint(BUYER, 1e6);
+        vm.prank(BUYER);
+        token.approve(address(escrow), 1e6);
+        vm.prank(BUYER);
+        vm.expectRevert(abi.encodeWithSelector(ColdChainEscrow.UnknownProfile.selector, profile));
+        escrow.createShipment(ID, SELLER, token, 1e6, profile, delivery, delivery + 400 days);
+        vm.prank(MALLORY);
+        vm.expectRevert(abi.encodeWithSelector(ColdChainEscrow.NotOwner.selector, MALLORY));
+        escrow.setProfile(profile, keccak256("x"), 0);
+    }
+
+    /// @dev With a fee-on-transfer token the recorded amount is what arrived, and exactly that is paid out.
+    function testFuzz_recordedAmountIsReceived(uint256 amount, uint16 feeBps) public {
+        amount = bound(amount, 1e4, 1e30);
+        FeeOnTransferToken fee = new FeeOnTransferToken();
+        fee.setFeeBps(bound(feeBps, 1, 5_000));
+        uint256 before = fee.balanceOf(address(escrow));
+        bytes32 terms = _propose(BUYER, IERC20(address(fee)), amount, 0);
+        uint256 received = fee.balanceOf(address(escrow)) - before;
+        assertLt(received, amount, "the token took a fee");
+        assertEq(escrow.proposal(ID, BUYER, SELLER).amount, received, "recorded = received");
+        vm.prank(SELLER);
+        escrow.acceptShipment(ID, BUYER, terms);
+        fee.setFeeBps(0);
+        _verdict(2);
+        assertEq(fee.balanceOf(SELLER), received, "seller paid what was received");
+        assertEq(fee.balanceOf(address(escrow)), 0, "nothing stuck, nothing short");
     }
 }

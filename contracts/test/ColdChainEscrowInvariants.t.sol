@@ -6,10 +6,12 @@ import {RouterFixture} from "./utils/RouterFixture.sol";
 import {OracleRouter} from "../src/OracleRouter.sol";
 import {ColdChainEscrow} from "../src/ColdChainEscrow.sol";
 import {TestStablecoin} from "../src/TestStablecoin.sol";
+import {FeeOnTransferToken} from "../src/test/FeeOnTransferToken.sol";
 import {Report} from "../src/interfaces/IOracleRouter.sol";
 
-/// @notice Drives a ColdChainEscrow through a real OracleRouter: buyers open shipments in one of two
-///         tokens, verdicts (none, breach, delivered) reach the escrow only as router reports signed
+/// @notice Drives a ColdChainEscrow through a real OracleRouter: buyers propose shipments in one of two
+///         tokens (one takes a 1 % fee on transfer), sellers accept them (or a stranger tries), buyers cancel
+///         proposals, strangers propose ids already taken, verdicts (none, breach, delivered) reach the escrow only as router reports signed
 ///         with `vm.sign` by k of the n members (or by too few, then refused), buyers and strangers try
 ///         to reclaim before and after deadlines, strangers call `onReport` directly, time moves on.
 ///         Every token movement is measured by balances around each call and booked to the one
@@ -18,13 +20,17 @@ contract EscrowHandler is RouterFixture {
     uint256 internal constant MAX_SHIPMENTS = 24;
     uint256 internal constant ACTORS = 3;
     uint8 internal constant K = 2;
+    bytes32 internal constant PROFILE = bytes32("refrigerated");
+    uint64 internal constant MIN_SETTLEMENT = 1 days;
 
     enum Status {
         None,
         Open,
         Voided,
         Released,
-        Reclaimed
+        Reclaimed,
+        Proposed,
+        Cancelled
     }
 
     struct Ghost {
@@ -33,6 +39,7 @@ contract EscrowHandler is RouterFixture {
         TestStablecoin token;
         uint256 amount;
         uint64 deadline;
+        bytes32 terms;
         uint64 epoch; // latest epoch the router accepted for this shipment
         Status settled; // the final status seen right after the call that settled it (None while open)
         uint256 settlements; // calls that moved it from Open to a final status
@@ -42,7 +49,7 @@ contract EscrowHandler is RouterFixture {
 
     OracleRouter public router;
     ColdChainEscrow public escrow;
-    TestStablecoin[2] public tokens;
+    TestStablecoin[2] public tokens; // tokens[1] is a FeeOnTransferToken (same mint/balanceOf ABI)
     uint256[] internal _keys;
     address[ACTORS] internal _buyers;
     address[ACTORS] internal _sellers;
@@ -54,13 +61,15 @@ contract EscrowHandler is RouterFixture {
     mapping(address => uint256) public paidOut; // per token
     uint256 public unexpected; // outcomes the escrow's rules do not allow
     uint256 public settledCount;
+    uint256 internal _heldBefore; // the escrow's balance of the shipment's token before the current call
 
     constructor() {
         (router, _keys) = deployRouter(3, K);
         escrow = new ColdChainEscrow(router);
         router.scheduleConsumerApproval(address(escrow)); // the timelock is unarmed: approved at once
         tokens[0] = new TestStablecoin();
-        tokens[1] = new TestStablecoin();
+        tokens[1] = TestStablecoin(address(new FeeOnTransferToken()));
+        escrow.setProfile(PROFILE, keccak256("refrigerated.yaml"), MIN_SETTLEMENT);
         for (uint256 i = 0; i < ACTORS; ++i) {
             _buyers[i] = address(uint160(0xB0000 + i));
             _sellers[i] = address(uint160(0x5E000 + i));
@@ -71,12 +80,20 @@ contract EscrowHandler is RouterFixture {
         return ids.length;
     }
 
+    /// @notice What a recipient gets when the escrow sends `amount` of `token` (tokens[1] keeps its fee).
+    function net(address token, uint256 amount) external view returns (uint256) {
+        if (token != address(tokens[1])) return amount;
+        return amount - (amount * FeeOnTransferToken(token).feeBps()) / 10_000;
+    }
+
     function ghost(bytes32 id) external view returns (Ghost memory) {
         return _ghost[id];
     }
 
+    /// @dev The status of the proposal the ghost tracks for `id` (accepted or not).
     function status(bytes32 id) public view returns (Status) {
-        return Status(uint8(escrow.shipment(id).status));
+        Ghost storage g = _ghost[id];
+        return Status(uint8(escrow.proposal(id, g.buyer, g.seller).status));
     }
 
     // ------------------------------------------------------------------ actions
@@ -89,37 +106,92 @@ contract EscrowHandler is RouterFixture {
         address buyer = _buyers[buyerSeed % ACTORS];
         address seller = _sellers[sellerSeed % ACTORS];
         TestStablecoin token = tokens[tokenSeed % 2];
-        amount = bound(amount, 1, 1e15);
-        uint64 deadline = uint64(block.timestamp + bound(ttl, 1 hours, 10 days));
+        amount = bound(amount, 1e3, 1e15);
+        uint64 delivery = uint64(block.timestamp + bound(ttl, 1 hours, 5 days));
+        uint64 deadline = delivery + MIN_SETTLEMENT + uint64(bound(ttl >> 64, 0, 5 days));
         bytes32 id = keccak256(abi.encode("shipment", ids.length));
         token.mint(buyer, amount);
         vm.prank(buyer);
         token.approve(address(escrow), amount);
         uint256 before = token.balanceOf(address(escrow));
         vm.prank(buyer);
-        try escrow.createShipment(id, seller, token, amount, keccak256("2-8C"), deadline) {
-            if (token.balanceOf(address(escrow)) != before + amount) ++unexpected;
-            if (status(id) != Status.Open) ++unexpected;
+        try escrow.createShipment(id, seller, token, amount, PROFILE, delivery, deadline) returns (bytes32 terms) {
+            uint256 received = token.balanceOf(address(escrow)) - before;
             ids.push(id);
             Ghost storage g = _ghost[id];
-            (g.buyer, g.seller, g.token, g.amount, g.deadline) = (buyer, seller, token, amount, deadline);
-            deposited[address(token)] += amount;
+            (g.buyer, g.seller, g.token) = (buyer, seller, token);
+            (g.amount, g.deadline, g.terms) = (received, deadline, terms);
+            // The recorded amount is what arrived, not what was asked for.
+            if (escrow.proposal(id, buyer, seller).amount != received) ++unexpected;
+            if (status(id) != Status.Proposed) ++unexpected;
+            deposited[address(token)] += received;
         } catch {
             ++unexpected;
         }
     }
 
-    /// @dev Registering an id that exists must fail, whoever tries and whatever its state.
+    /// @notice The seller (or a stranger, who must be refused) accepts a proposal's exact terms.
+    function accept(uint256 idSeed, bool asSeller) external {
+        if (ids.length == 0) return;
+        bytes32 id = ids[idSeed % ids.length];
+        Ghost storage g = _ghost[id];
+        Status was = status(id);
+        bool allowed = was == Status.Proposed && asSeller;
+        (uint256 buyerBefore, uint256 sellerBefore) = (g.token.balanceOf(g.buyer), g.token.balanceOf(g.seller));
+        _heldBefore = g.token.balanceOf(address(escrow));
+        vm.prank(asSeller ? g.seller : STRANGER);
+        try escrow.acceptShipment(id, g.buyer, g.terms) {
+            if (!allowed) ++unexpected;
+        } catch {
+            if (allowed) ++unexpected;
+        }
+        _book(id, was, buyerBefore, sellerBefore);
+        if (status(id) != (allowed ? Status.Open : was)) ++unexpected;
+    }
+
+    /// @notice The buyer (or a stranger) cancels: allowed only before acceptance, refunds the deposit.
+    function cancel(uint256 idSeed, bool asBuyer) external {
+        if (ids.length == 0) return;
+        bytes32 id = ids[idSeed % ids.length];
+        Ghost storage g = _ghost[id];
+        Status was = status(id);
+        bool allowed = was == Status.Proposed && asBuyer;
+        (uint256 buyerBefore, uint256 sellerBefore) = (g.token.balanceOf(g.buyer), g.token.balanceOf(g.seller));
+        _heldBefore = g.token.balanceOf(address(escrow));
+        vm.prank(asBuyer ? g.buyer : STRANGER);
+        try escrow.cancelShipment(id, g.seller) {
+            if (!allowed) ++unexpected;
+        } catch {
+            if (allowed) ++unexpected;
+        }
+        _book(id, was, buyerBefore, sellerBefore);
+        if (status(id) != (allowed ? Status.Cancelled : was)) ++unexpected;
+    }
+
+    /// @dev A stranger proposing an id already proposed or bound (to its seller, a front-run attempt):
+    ///      allowed only while the id is not bound, and it never changes the tracked proposal. The stranger
+    ///      cancels at once, so the stranger's deposit is not booked to any shipment.
     function _createExisting(bytes32 id, uint256 amount) internal {
-        TestStablecoin token = _ghost[id].token;
-        amount = bound(amount, 1, 1e15);
+        Ghost storage g = _ghost[id];
+        TestStablecoin token = g.token;
+        Status was = status(id);
+        amount = bound(amount, 1e3, 1e15);
         token.mint(STRANGER, amount);
         vm.prank(STRANGER);
         token.approve(address(escrow), amount);
+        uint64 delivery = uint64(block.timestamp + 1 hours);
+        bool bound_ = escrow.boundTo(id) != bytes32(0);
+        (uint256 buyerBefore, uint256 sellerBefore) = (token.balanceOf(g.buyer), token.balanceOf(g.seller));
+        _heldBefore = token.balanceOf(address(escrow));
         vm.prank(STRANGER);
-        try escrow.createShipment(id, STRANGER, token, amount, bytes32(0), uint64(block.timestamp + 1 days)) {
-            ++unexpected;
-        } catch {}
+        try escrow.createShipment(id, g.seller, token, amount, PROFILE, delivery, delivery + MIN_SETTLEMENT) {
+            if (bound_) ++unexpected;
+            vm.prank(STRANGER);
+            escrow.cancelShipment(id, g.seller);
+        } catch {
+            if (!bound_) ++unexpected;
+        }
+        _book(id, was, buyerBefore, sellerBefore);
     }
 
     /// @notice A verdict for a shipment, relayed through the router. `quorum` false signs with k - 1
@@ -140,6 +212,7 @@ contract EscrowHandler is RouterFixture {
         Status was = status(id);
         bool willAccept = quorum && epoch > g.epoch && epoch <= 1000;
         (uint256 buyerBefore, uint256 sellerBefore) = (g.token.balanceOf(g.buyer), g.token.balanceOf(g.seller));
+        _heldBefore = g.token.balanceOf(address(escrow));
         try router.submit(report, sigs) {
             if (!willAccept) ++unexpected;
             g.epoch = epoch;
@@ -148,6 +221,7 @@ contract EscrowHandler is RouterFixture {
         }
         _book(id, was, buyerBefore, sellerBefore);
         // The escrow's rule: an accepted breach voids an open shipment, delivered releases it.
+        // A proposal the seller has not accepted is not settled by any verdict.
         Status expected = was;
         if (willAccept && was == Status.Open) {
             if (value % 3 == 1) expected = Status.Voided;
@@ -164,6 +238,7 @@ contract EscrowHandler is RouterFixture {
         address caller = asBuyer ? g.buyer : STRANGER;
         bool allowed = was == Status.Open && asBuyer && block.timestamp > g.deadline;
         (uint256 buyerBefore, uint256 sellerBefore) = (g.token.balanceOf(g.buyer), g.token.balanceOf(g.seller));
+        _heldBefore = g.token.balanceOf(address(escrow));
         vm.prank(caller);
         try escrow.reclaim(id) {
             if (!allowed) ++unexpected;
@@ -181,6 +256,7 @@ contract EscrowHandler is RouterFixture {
         Ghost storage g = _ghost[id];
         Status was = status(id);
         (uint256 buyerBefore, uint256 sellerBefore) = (g.token.balanceOf(g.buyer), g.token.balanceOf(g.seller));
+        _heldBefore = g.token.balanceOf(address(escrow));
         vm.prank(STRANGER);
         try escrow.onReport(coldChainReport(id, int256(1 + value % 2), g.epoch + 1)) {
             ++unexpected;
@@ -200,15 +276,24 @@ contract EscrowHandler is RouterFixture {
         if (buyerAfter < buyerBefore || sellerAfter < sellerBefore) ++unexpected; // nobody is charged here
         g.paidToBuyer += buyerAfter - buyerBefore;
         g.paidToSeller += sellerAfter - sellerBefore;
-        paidOut[address(g.token)] += (buyerAfter - buyerBefore) + (sellerAfter - sellerBefore);
+        // What left the escrow (gross: a fee-on-transfer token burns part of it on the way).
+        uint256 heldAfter = g.token.balanceOf(address(escrow));
+        if (heldAfter > _heldBefore) ++unexpected; // only create deposits
+        else paidOut[address(g.token)] += _heldBefore - heldAfter;
         Status now_ = status(id);
         if (now_ != was) {
-            if (was == Status.Open && now_ != Status.None) {
+            if ((was == Status.Proposed && (now_ == Status.Open || now_ == Status.Cancelled))) {
+                if (now_ == Status.Cancelled) {
+                    ++g.settlements;
+                    ++settledCount;
+                    g.settled = now_;
+                }
+            } else if (was == Status.Open && now_ != Status.None && now_ != Status.Proposed) {
                 ++g.settlements;
                 ++settledCount;
                 g.settled = now_;
             } else {
-                ++unexpected; // only an open shipment may change, and only to a final status
+                ++unexpected; // proposed -> open or cancelled; open -> a final status; nothing else
             }
         }
     }
@@ -223,12 +308,14 @@ contract ColdChainEscrowInvariantsTest is Test {
         vm.warp(1_750_000_000);
         handler = new EscrowHandler();
         escrow = handler.escrow();
-        bytes4[] memory selectors = new bytes4[](5);
+        bytes4[] memory selectors = new bytes4[](7);
         selectors[0] = EscrowHandler.create.selector;
         selectors[1] = EscrowHandler.verdict.selector;
         selectors[2] = EscrowHandler.reclaim.selector;
         selectors[3] = EscrowHandler.spoofReport.selector;
         selectors[4] = EscrowHandler.warp.selector;
+        selectors[5] = EscrowHandler.accept.selector;
+        selectors[6] = EscrowHandler.cancel.selector;
         targetContract(address(handler));
         targetSelector(FuzzSelector(address(handler), selectors));
     }
@@ -244,13 +331,16 @@ contract ColdChainEscrowInvariantsTest is Test {
             EscrowHandler.Status s = handler.status(id);
             assertLe(g.settlements, 1, "settled more than once");
             if (g.settlements == 0) {
-                assertEq(uint256(s), uint256(EscrowHandler.Status.Open), "unsettled shipment is open");
+                assertTrue(
+                    s == EscrowHandler.Status.Open || s == EscrowHandler.Status.Proposed,
+                    "unsettled shipment is proposed or open"
+                );
             } else {
                 assertEq(uint256(s), uint256(g.settled), "final status never changes");
                 assertTrue(
                     s == EscrowHandler.Status.Voided || s == EscrowHandler.Status.Released
-                        || s == EscrowHandler.Status.Reclaimed,
-                    "final status is voided, released or reclaimed"
+                        || s == EscrowHandler.Status.Reclaimed || s == EscrowHandler.Status.Cancelled,
+                    "final status is voided, released, reclaimed or cancelled"
                 );
             }
         }
@@ -267,15 +357,19 @@ contract ColdChainEscrowInvariantsTest is Test {
             EscrowHandler.Ghost memory g = handler.ghost(id);
             EscrowHandler.Status s = handler.status(id);
             uint256 t = address(g.token) == address(handler.tokens(0)) ? 0 : 1;
-            if (s == EscrowHandler.Status.Open) {
+            if (s == EscrowHandler.Status.Open || s == EscrowHandler.Status.Proposed) {
                 open[t] += g.amount;
                 assertEq(g.paidToBuyer + g.paidToSeller, 0, "open shipment paid nothing");
             } else if (s == EscrowHandler.Status.Released) {
-                assertEq(g.paidToSeller, g.amount, "released: seller paid the amount");
+                assertEq(g.paidToSeller, handler.net(address(g.token), g.amount), "released: seller paid the amount");
                 assertEq(g.paidToBuyer, 0, "released: buyer paid nothing");
             } else {
-                assertEq(g.paidToBuyer, g.amount, "voided/reclaimed: buyer refunded the amount");
-                assertEq(g.paidToSeller, 0, "voided/reclaimed: seller paid nothing");
+                assertEq(
+                    g.paidToBuyer,
+                    handler.net(address(g.token), g.amount),
+                    "voided/reclaimed/cancelled: buyer refunded the amount"
+                );
+                assertEq(g.paidToSeller, 0, "voided/reclaimed/cancelled: seller paid nothing");
             }
         }
         for (uint256 t = 0; t < 2; ++t) {

@@ -1,8 +1,9 @@
 """Deploy the contract set and record where it lives.
 
 ``deploy_all`` deploys TestStablecoin, OracleRouter (signer set, threshold), DroughtInsurancePool (funded
-with test stablecoin), ColdChainEscrow, any region feeds known at deployment and, unless disabled,
-Chainlink's LinkToken and Operator. ``Deployment`` saves to / loads from JSON.
+with test stablecoin), ColdChainEscrow (the shipped cold-chain profiles registered with their file hashes,
+see ``oracle.chain.escrow``), any region feeds known at deployment and, unless disabled, Chainlink's
+LinkToken and Operator. ``Deployment`` saves to / loads from JSON.
 
 The router's governance timelock (``modelDelay``, 48 h by default) is armed last: everything
 ``deploy_all`` sets up (consumer approvals, initial models) is scheduled while the delay is still 0 and so
@@ -26,6 +27,7 @@ from web3 import Web3
 
 from oracle.chain.artifacts import load_artifact
 from oracle.chain.client import transact, translate_errors
+from oracle.chain.escrow import register_profiles
 from oracle.errors import ChainError, ConfigError, NotFound
 
 if TYPE_CHECKING:
@@ -158,6 +160,8 @@ def deploy_all(
     router = deploy_router(w3, deployer=deployer, signers=signers, threshold=threshold)
     pool = deploy_contract(w3, "DroughtInsurancePool", router.address, coin.address, deployer=deployer)
     escrow = deploy_contract(w3, "ColdChainEscrow", router.address, deployer=deployer)
+    # The shipped cold-chain profiles, each with its file's hash: the escrow takes no other.
+    register_profiles(w3, escrow, owner=deployer)
     addresses = {
         "TestStablecoin": coin.address,
         "OracleRouter": router.address,

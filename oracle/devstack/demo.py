@@ -226,6 +226,7 @@ def open_policies_and_escrows(w3: Any, deployment: Any) -> None:
     demo shipment, as insurer, policyholders and buyer would."""
     from oracle.chain.anvil import dev_accounts
     from oracle.chain.client import transact
+    from oracle.chain.escrow import open_escrow
     from oracle.decisions.coldchain import profile_bytes32
     from oracle.reports import subject_id
 
@@ -250,15 +251,19 @@ def open_policies_and_escrows(w3: Any, deployment: Any) -> None:
     transact(w3, coin.functions.mint(buyer.address, amount * len(SHIPMENTS)), sender=deployer)
     transact(w3, coin.functions.approve(escrow.address, amount * len(SHIPMENTS)), sender=buyer)
     for shipment in SHIPMENTS:
-        call = escrow.functions.createShipment(
-            subject_id("shipment", shipment),
-            seller.address,
-            coin.address,
-            amount,
-            profile_bytes32("refrigerated"),
-            block_time + 30 * 86_400,
+        # The buyer proposes the terms and deposits; the seller accepts them (until then nothing settles).
+        open_escrow(
+            w3,
+            escrow,
+            shipment=subject_id("shipment", shipment),
+            buyer=buyer,
+            seller=seller,
+            token=coin.address,
+            amount=amount,
+            profile=profile_bytes32("refrigerated"),
+            expected_delivery=block_time + 7 * 86_400,
+            deadline=block_time + 30 * 86_400,
         )
-        transact(w3, call, sender=buyer)
 
 
 @dataclass

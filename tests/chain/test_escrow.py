@@ -1,10 +1,15 @@
-"""ColdChainEscrow on a real anvil: breach voids and refunds, delivered releases, deadline reclaims."""
+"""ColdChainEscrow on a real anvil: the seller accepts the buyer's exact terms before anything can settle;
+breach voids and refunds, delivered releases, deadline reclaims; ids cannot be front-run, deadlines leave
+room for a verdict, the recorded amount is the amount received, profiles come from the on-chain registry."""
 
 from __future__ import annotations
 
 import pytest
 from eth_utils.crypto import keccak
 
+from models.coldchain.profiles import PROFILE_DIR, load_profile, profile_names
+from oracle.chain.escrow import min_settlement_s, open_escrow, shipped_profiles
+from oracle.decisions.coldchain import profile_bytes32
 from oracle.errors import RevertError
 from oracle.reports import Report, ReportKind, Verdict, subject_id
 from tests.fixtures.chain import ChainKit, make_report
@@ -13,21 +18,41 @@ pytestmark = pytest.mark.chain
 
 USD = 10**6
 AMOUNT = 250 * USD
-PROFILE = keccak(b"refrigerated-2-8C")
+PROFILE = profile_bytes32("refrigerated")
+#: refrigerated: gap limit 1 h + a day for the verdict to land
+MIN_SETTLEMENT = min_settlement_s(load_profile("refrigerated").gap_limit_s)
 
 
-def open_shipment(chain: ChainKit, name: str, *, deadline_in: int = 86_400) -> tuple[bytes, int]:
+def fund(chain: ChainKit, amount: int = AMOUNT) -> None:
     buyer = chain.accounts.buyer
-    chain.send(chain.coin.functions.mint(buyer.address, AMOUNT))
-    chain.send(chain.coin.functions.approve(chain.escrow.address, AMOUNT), buyer)
-    shipment = subject_id("shipment", name)
-    deadline = chain.now() + deadline_in
+    chain.send(chain.coin.functions.mint(buyer.address, amount))
+    chain.send(chain.coin.functions.approve(chain.escrow.address, amount), buyer)
+
+
+def propose(chain: ChainKit, shipment: bytes, *, deadline_after: int = MIN_SETTLEMENT) -> tuple[bytes, int]:
+    """The buyer proposes ``shipment`` (delivery in an hour); returns (terms hash, deadline)."""
+    fund(chain)
+    delivery = chain.now() + 3_600
+    deadline = delivery + deadline_after
     call = chain.escrow.functions.createShipment(
-        shipment, chain.accounts.seller.address, chain.coin.address, AMOUNT, PROFILE, deadline
+        shipment, chain.accounts.seller.address, chain.coin.address, AMOUNT, PROFILE, delivery, deadline
     )
-    receipt = chain.send(call, buyer)
+    receipt = chain.send(call, chain.accounts.buyer)
+    (event,) = chain.events(chain.escrow, "ShipmentProposed", receipt)
+    assert event["amount"] == AMOUNT
+    assert chain.events(chain.escrow, "ShipmentRegistered", receipt) == []
+    return bytes(event["termsHash"]), deadline
+
+
+def open_shipment(chain: ChainKit, name: str) -> tuple[bytes, int]:
+    shipment = subject_id("shipment", name)
+    terms, deadline = propose(chain, shipment)
+    receipt = chain.send(
+        chain.escrow.functions.acceptShipment(shipment, chain.accounts.buyer.address, terms),
+        chain.accounts.seller,
+    )
     (event,) = chain.events(chain.escrow, "ShipmentRegistered", receipt)
-    assert event["buyer"] == buyer.address
+    assert (event["buyer"], event["seller"]) == (chain.accounts.buyer.address, chain.accounts.seller.address)
     assert event["amount"] == AMOUNT
     assert chain.balance(chain.escrow.address) >= AMOUNT
     return shipment, deadline
@@ -35,6 +60,10 @@ def open_shipment(chain: ChainKit, name: str, *, deadline_in: int = 86_400) -> t
 
 def verdict(shipment: bytes, epoch: int, value: Verdict) -> Report:
     return make_report(shipment, kind=ReportKind.COLDCHAIN_VERDICT, value=int(value), epoch=epoch)
+
+
+def status(chain: ChainKit, shipment: bytes) -> int:
+    return int(chain.escrow.functions.shipment(shipment).call()[2])
 
 
 def test_breach_voids_and_refunds_the_buyer(chain: ChainKit) -> None:
@@ -50,7 +79,7 @@ def test_breach_voids_and_refunds_the_buyer(chain: ChainKit) -> None:
     receipt = chain.submit(verdict(shipment, 2, Verdict.DELIVERED))
     assert chain.events(chain.escrow, "ShipmentReleased", receipt) == []
     assert chain.balance(chain.accounts.seller.address) == seller_before
-    assert chain.escrow.functions.shipment(shipment).call()[2] == 2  # Status.Voided
+    assert status(chain, shipment) == 2  # Status.Voided
 
 
 def test_delivered_releases_to_the_seller_after_no_decision(chain: ChainKit) -> None:
@@ -58,7 +87,7 @@ def test_delivered_releases_to_the_seller_after_no_decision(chain: ChainKit) -> 
     seller_before = chain.balance(chain.accounts.seller.address)
     receipt = chain.submit(verdict(shipment, 1, Verdict.NO_DECISION))
     assert chain.events(chain.escrow, "ShipmentReleased", receipt) == []
-    assert chain.escrow.functions.shipment(shipment).call()[2] == 1  # still Open
+    assert status(chain, shipment) == 1  # still Open
     receipt = chain.submit(verdict(shipment, 2, Verdict.DELIVERED))
     assert chain.events(chain.escrow, "ShipmentReleased", receipt) == [
         {"shipmentId": shipment, "epoch": 2, "amount": AMOUNT}
@@ -67,12 +96,12 @@ def test_delivered_releases_to_the_seller_after_no_decision(chain: ChainKit) -> 
 
 
 def test_buyer_reclaims_after_the_deadline_only(chain: ChainKit) -> None:
-    shipment, _ = open_shipment(chain, "reclaim", deadline_in=3_600)
+    shipment, deadline = open_shipment(chain, "reclaim")
     buyer = chain.accounts.buyer
     with pytest.raises(RevertError) as e:
         chain.send(chain.escrow.functions.reclaim(shipment), buyer)
     assert e.value.reason == "DeadlineNotReached"
-    chain.advance_time(3_601)
+    chain.advance_time(deadline - chain.now() + 1)
     with pytest.raises(RevertError) as e:
         chain.send(chain.escrow.functions.reclaim(shipment), chain.accounts.stranger)
     assert e.value.reason == "NotBuyer"
@@ -89,20 +118,163 @@ def test_buyer_reclaims_after_the_deadline_only(chain: ChainKit) -> None:
     assert chain.events(chain.escrow, "ShipmentReleased", receipt) == []
 
 
-def test_shipment_ids_are_unique_and_terms_checked(chain: ChainKit) -> None:
-    shipment, deadline = open_shipment(chain, "unique")
-    buyer = chain.accounts.buyer
-    call = chain.escrow.functions.createShipment(
-        shipment, chain.accounts.seller.address, chain.coin.address, AMOUNT, PROFILE, deadline
-    )
+def test_nothing_settles_before_the_seller_accepts_and_the_buyer_may_cancel(chain: ChainKit) -> None:
+    shipment = subject_id("shipment", "pending")
+    terms, _ = propose(chain, shipment)
+    buyer, seller = chain.accounts.buyer, chain.accounts.seller
+    receipt = chain.submit(verdict(shipment, 1, Verdict.BREACH))
+    assert chain.events(chain.escrow, "ShipmentVoided", receipt) == []
+    assert chain.escrow.functions.proposal(shipment, buyer.address, seller.address).call()[2] == 5  # Proposed
     with pytest.raises(RevertError) as e:
-        chain.send(call, buyer)
-    assert e.value.reason == "ShipmentExists"
-    past = chain.escrow.functions.createShipment(
-        subject_id("shipment", "past"), chain.accounts.seller.address, chain.coin.address, 1, PROFILE, 1
+        chain.send(chain.escrow.functions.reclaim(shipment), buyer)
+    assert e.value.reason == "NotOpen"
+    # The seller accepts exact terms only; a stranger cannot accept in the seller's place.
+    with pytest.raises(RevertError) as e:
+        chain.send(chain.escrow.functions.acceptShipment(shipment, buyer.address, keccak(b"other")), seller)
+    assert e.value.reason == "TermsChanged"
+    with pytest.raises(RevertError) as e:
+        chain.send(
+            chain.escrow.functions.acceptShipment(shipment, buyer.address, terms), chain.accounts.stranger
+        )
+    assert e.value.reason == "NotProposed"
+    before = chain.balance(buyer.address)
+    receipt = chain.send(chain.escrow.functions.cancelShipment(shipment, seller.address), buyer)
+    assert chain.events(chain.escrow, "ShipmentCancelled", receipt)[0]["refund"] == AMOUNT
+    assert chain.balance(buyer.address) - before == AMOUNT
+    with pytest.raises(RevertError) as e:
+        chain.send(chain.escrow.functions.acceptShipment(shipment, buyer.address, terms), seller)
+    assert e.value.reason == "NotProposed"
+
+
+def test_a_shipment_id_cannot_be_front_run(chain: ChainKit) -> None:
+    """A stranger who sees the buyer's id proposes it first (with the stranger as buyer and the deployer as
+    a seller under the stranger's control): the buyer's proposal still goes through and the seller's
+    acceptance binds the id to buyer and seller; after that nobody can propose it again."""
+    shipment = subject_id("shipment", "front-run")
+    stranger, accomplice = chain.accounts.stranger, chain.accounts.deployer
+    chain.send(chain.coin.functions.mint(stranger.address, AMOUNT))
+    chain.send(chain.coin.functions.approve(chain.escrow.address, AMOUNT), stranger)
+    now = chain.now()
+    chain.send(
+        chain.escrow.functions.createShipment(
+            shipment,
+            accomplice.address,
+            chain.coin.address,
+            AMOUNT,
+            PROFILE,
+            now + 60,
+            now + 60 + MIN_SETTLEMENT,
+        ),
+        stranger,
     )
-    with pytest.raises(RevertError, match="deadline in the past"):
-        chain.send(past, buyer)
+    fund(chain)
+    terms = open_escrow(
+        chain.w3,
+        chain.escrow,
+        shipment=shipment,
+        buyer=chain.accounts.buyer,
+        seller=chain.accounts.seller,
+        token=chain.coin.address,
+        amount=AMOUNT,
+        profile=PROFILE,
+        expected_delivery=now + 3_600,
+        deadline=now + 3_600 + MIN_SETTLEMENT,
+    )
+    bound = chain.escrow.functions.shipment(shipment).call()
+    assert (bound[0], bound[3]) == (chain.accounts.buyer.address, chain.accounts.seller.address)
+    assert len(terms) == 32
+    with pytest.raises(RevertError) as e:
+        chain.send(chain.escrow.functions.acceptShipment(shipment, stranger.address, terms), accomplice)
+    assert e.value.reason in ("TermsChanged", "ShipmentExists")
+    with pytest.raises(RevertError) as e:
+        chain.send(
+            chain.escrow.functions.createShipment(
+                shipment,
+                accomplice.address,
+                chain.coin.address,
+                1,
+                PROFILE,
+                now + 60,
+                now + 60 + MIN_SETTLEMENT,
+            ),
+            stranger,
+        )
+    assert e.value.reason == "ShipmentExists"
+
+
+def test_the_deadline_leaves_the_profile_minimum_after_delivery(chain: ChainKit) -> None:
+    shipment = subject_id("shipment", "short-deadline")
+    fund(chain)
+    delivery = chain.now() + 3_600
+    for deadline in (chain.now() + 1, delivery, delivery + MIN_SETTLEMENT - 1):
+        call = chain.escrow.functions.createShipment(
+            shipment, chain.accounts.seller.address, chain.coin.address, AMOUNT, PROFILE, delivery, deadline
+        )
+        with pytest.raises(RevertError) as e:
+            chain.send(call, chain.accounts.buyer)
+        assert e.value.reason == "DeadlineTooEarly"
+    past = chain.escrow.functions.createShipment(
+        shipment, chain.accounts.seller.address, chain.coin.address, AMOUNT, PROFILE, 1, 1 + MIN_SETTLEMENT
+    )
+    with pytest.raises(RevertError, match="expected delivery in the past"):
+        chain.send(past, chain.accounts.buyer)
+
+
+def test_a_profile_must_be_in_the_on_chain_registry(chain: ChainKit) -> None:
+    # Every shipped profile is registered by deploy_all with the keccak256 of its file.
+    assert [p.name for p in shipped_profiles()] == list(profile_names())
+    for name in profile_names():
+        file_hash, minimum = chain.escrow.functions.profileOf(profile_bytes32(name)).call()
+        assert bytes(file_hash) == keccak((PROFILE_DIR / f"{name}.yaml").read_bytes())
+        assert minimum == min_settlement_s(load_profile(name).gap_limit_s)
+    fund(chain)
+    delivery = chain.now() + 3_600
+    for unknown in (profile_bytes32("no_such_profile"), keccak(b"refrigerated-2-8C")):
+        call = chain.escrow.functions.createShipment(
+            subject_id("shipment", "unknown-profile"),
+            chain.accounts.seller.address,
+            chain.coin.address,
+            AMOUNT,
+            unknown,
+            delivery,
+            delivery + 400 * 86_400,
+        )
+        with pytest.raises(RevertError) as e:
+            chain.send(call, chain.accounts.buyer)
+        assert e.value.reason == "UnknownProfile"
+    # Only the owner (the deployer) sets profiles.
+    with pytest.raises(RevertError) as e:
+        chain.send(chain.escrow.functions.setProfile(keccak(b"x"), keccak(b"y"), 0), chain.accounts.stranger)
+    assert e.value.reason == "NotOwner"
+
+
+def test_the_recorded_amount_is_the_amount_received(chain: ChainKit) -> None:
+    """A token that burns 1 % of every transfer: the escrow records (and later pays out) what arrived."""
+    token = chain.deploy("FeeOnTransferToken")
+    buyer, seller = chain.accounts.buyer, chain.accounts.seller
+    chain.send(token.functions.mint(buyer.address, AMOUNT))
+    chain.send(token.functions.approve(chain.escrow.address, AMOUNT), buyer)
+    shipment = subject_id("shipment", "fee-token")
+    now = chain.now()
+    open_escrow(
+        chain.w3,
+        chain.escrow,
+        shipment=shipment,
+        buyer=buyer,
+        seller=seller,
+        token=token.address,
+        amount=AMOUNT,
+        profile=PROFILE,
+        expected_delivery=now + 3_600,
+        deadline=now + 3_600 + MIN_SETTLEMENT,
+    )
+    received = int(token.functions.balanceOf(chain.escrow.address).call())
+    assert received == AMOUNT - AMOUNT // 100
+    assert chain.escrow.functions.shipment(shipment).call()[5] == received
+    chain.send(token.functions.setFeeBps(0))
+    chain.submit(verdict(shipment, 1, Verdict.DELIVERED))
+    assert token.functions.balanceOf(seller.address).call() == received
+    assert token.functions.balanceOf(chain.escrow.address).call() == 0
 
 
 def test_a_drought_report_on_a_shipment_subject_is_ignored(chain: ChainKit) -> None:
@@ -110,4 +282,4 @@ def test_a_drought_report_on_a_shipment_subject_is_ignored(chain: ChainKit) -> N
     report = make_report(shipment, kind=ReportKind.DROUGHT_SEVERITY, value=1, epoch=1)
     receipt = chain.submit(report)
     assert chain.events(chain.escrow, "ShipmentVoided", receipt) == []
-    assert chain.escrow.functions.shipment(shipment).call()[2] == 1
+    assert status(chain, shipment) == 1

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from ingest.telemetry.envelope import sign_envelope, sign_envelope_with_key
 from ingest.telemetry.pipeline import IncomingMessage, TelemetryIngest
+from oracle.chain.escrow import open_escrow as propose_and_accept
 from oracle.decisions.coldchain import profile_bytes32
 from oracle.device_keys import PrivateKey, public_pem
 from oracle.devices import Kek, register_device, register_device_key
@@ -98,12 +99,18 @@ def open_escrow(chain: ChainKit, shipment: str, *, profile: str = "refrigerated"
     buyer = chain.accounts.buyer
     chain.send(chain.coin.functions.mint(buyer.address, AMOUNT))
     chain.send(chain.coin.functions.approve(chain.escrow.address, AMOUNT), buyer)
-    deadline = chain.now() + 30 * 86_400
-    chain.send(
-        chain.escrow.functions.createShipment(
-            sid, chain.accounts.seller.address, chain.coin.address, AMOUNT, profile_bytes32(profile), deadline
-        ),
-        buyer,
+    now = chain.now()
+    propose_and_accept(
+        chain.w3,
+        chain.escrow,
+        shipment=sid,
+        buyer=buyer,
+        seller=chain.accounts.seller,
+        token=chain.coin.address,
+        amount=AMOUNT,
+        profile=profile_bytes32(profile),
+        expected_delivery=now + 7 * 86_400,
+        deadline=now + 30 * 86_400,
     )
     return sid
 

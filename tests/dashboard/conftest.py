@@ -19,6 +19,7 @@ from oracle.api.app import create_app
 from oracle.api.keys import Role, create_key
 from oracle.api.limits import ApiLimits
 from oracle.attest import attest
+from oracle.chain.escrow import open_escrow
 from oracle.chain.listener import ChainListener
 from oracle.chain.outbox import OutboxPoster
 from oracle.config import Settings
@@ -159,16 +160,18 @@ def seed_world(ctx: Context, chain: ChainKit, tmp_path: Path) -> Seeded:
     chain.send(chain.coin.functions.mint(buyer.address, amount))
     chain.send(chain.coin.functions.approve(chain.escrow.address, amount), buyer)
     shipment = subject_id("shipment", SHIPMENT)
-    chain.send(
-        chain.escrow.functions.createShipment(
-            shipment,
-            chain.accounts.seller.address,
-            chain.coin.address,
-            amount,
-            profile_bytes32("refrigerated"),
-            chain.now() + 86_400,
-        ),
-        buyer,
+    now = chain.now()
+    open_escrow(
+        chain.w3,
+        chain.escrow,
+        shipment=shipment,
+        buyer=buyer,
+        seller=chain.accounts.seller,
+        token=chain.coin.address,
+        amount=amount,
+        profile=profile_bytes32("refrigerated"),
+        expected_delivery=now + 3600,
+        deadline=now + 3600 + 2 * 86_400,
     )
     start = 1_780_000_000
     with sessions() as s:

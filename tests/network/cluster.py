@@ -356,6 +356,7 @@ class Cluster:
     def open_shipment(self, shipment: str, *, amount: int = 1_000 * 10**6) -> None:
         """The buyer escrows ``amount`` for ``shipment`` (refrigerated profile) on the shared chain."""
         from oracle.chain.client import transact
+        from oracle.chain.escrow import open_escrow
         from oracle.decisions.coldchain import profile_bytes32
 
         w3 = self.w3
@@ -364,18 +365,18 @@ class Cluster:
         escrow = self.deployment.contract(w3, "ColdChainEscrow")
         transact(w3, coin.functions.mint(buyer.address, amount), sender=deployer)
         transact(w3, coin.functions.approve(escrow.address, amount), sender=buyer)
-        deadline = int(w3.eth.get_block("latest")["timestamp"]) + 30 * 86_400
-        transact(
+        now = int(w3.eth.get_block("latest")["timestamp"])
+        open_escrow(
             w3,
-            escrow.functions.createShipment(
-                subject_id("shipment", shipment),
-                seller.address,
-                coin.address,
-                amount,
-                profile_bytes32("refrigerated"),
-                deadline,
-            ),
-            sender=buyer,
+            escrow,
+            shipment=subject_id("shipment", shipment),
+            buyer=buyer,
+            seller=seller,
+            token=coin.address,
+            amount=amount,
+            profile=profile_bytes32("refrigerated"),
+            expected_delivery=now + 7 * 86_400,
+            deadline=now + 30 * 86_400,
         )
 
     def knows_shipment(self, node_id: str, shipment: str) -> bool:

@@ -1,0 +1,107 @@
+"""ColdChainEscrow from Python: the profile registry and opening a shipment on terms both parties accept.
+
+The escrow only takes shipments on profiles in its on-chain registry: each shipped profile
+(``models/profiles/<name>.yaml``) is registered under its name as bytes32 with the keccak256 of its file
+and its minimum settlement window, the least time from the expected delivery to the deadline
+(``min_settlement_s``). ``deploy_all`` registers them all.
+
+Opening a shipment takes two transactions: the buyer proposes (``createShipment``: deposit, terms, the
+amount recorded as received) and the seller accepts the exact terms by their hash (``acceptShipment``).
+Until then no verdict settles the deposit and the buyer may ``cancelShipment``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from eth_utils.crypto import keccak
+from web3 import Web3
+
+from oracle.chain.client import transact, translate_errors
+from oracle.errors import ChainError
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+    from web3.contract import Contract
+
+#: What the oracle needs after the expected delivery before a verdict can be on-chain: a day for the
+#: last readings to arrive, the nodes to evaluate and k of them to sign and land the report.
+VERDICT_SLACK_S = 86_400
+
+
+@dataclass(frozen=True)
+class RegisteredProfile:
+    name: str
+    profile_id: bytes  # the name, ASCII, right-padded to 32 bytes (decisions.coldchain.profile_bytes32)
+    file_hash: bytes  # keccak256 of the profile file's bytes
+    min_settlement_s: int
+
+
+def min_settlement_s(gap_limit_s: int) -> int:
+    """The least deadline after the expected delivery for a profile whose data-gap limit is ``gap_limit_s``:
+    a logger silent since delivery is only decided once the gap limit has passed, then the verdict
+    needs :data:`VERDICT_SLACK_S` to land."""
+    return gap_limit_s + VERDICT_SLACK_S
+
+
+def shipped_profiles(directory: Path | None = None) -> list[RegisteredProfile]:
+    """The registry entries of the profiles shipped in ``directory`` (``models/profiles`` by default)."""
+    from models.coldchain.profiles import PROFILE_DIR, load_profile, profile_names
+    from oracle.decisions.coldchain import profile_bytes32
+
+    directory = directory or PROFILE_DIR
+    entries = []
+    for name in profile_names(directory):
+        profile = load_profile(name, directory=directory)
+        entries.append(
+            RegisteredProfile(
+                name=name,
+                profile_id=profile_bytes32(name),
+                file_hash=keccak((directory / f"{name}.yaml").read_bytes()),
+                min_settlement_s=min_settlement_s(profile.gap_limit_s),
+            )
+        )
+    return entries
+
+
+def register_profiles(
+    w3: Web3, escrow: Contract, *, owner: LocalAccount, profiles: list[RegisteredProfile] | None = None
+) -> list[RegisteredProfile]:
+    """Register ``profiles`` (the shipped ones by default) on ``escrow``; ``owner`` must own it."""
+    profiles = shipped_profiles() if profiles is None else profiles
+    for p in profiles:
+        call = escrow.functions.setProfile(p.profile_id, p.file_hash, p.min_settlement_s)
+        transact(w3, call, sender=owner)
+    return profiles
+
+
+def open_escrow(
+    w3: Web3,
+    escrow: Contract,
+    *,
+    shipment: bytes,
+    buyer: LocalAccount,
+    seller: LocalAccount,
+    token: str,
+    amount: int,
+    profile: bytes,
+    expected_delivery: int,
+    deadline: int,
+) -> bytes:
+    """The buyer proposes ``shipment`` (having approved ``amount`` of ``token``) and the seller accepts its
+    terms; returns the accepted terms hash. Raises ``RevertError`` with the escrow's reason."""
+    call = escrow.functions.createShipment(
+        shipment, seller.address, token, amount, profile, expected_delivery, deadline
+    )
+    receipt = transact(w3, call, sender=buyer)
+    from web3.logs import DISCARD
+
+    with translate_errors("read the escrow's proposal"):
+        (proposed,) = escrow.events.ShipmentProposed().process_receipt(receipt, errors=DISCARD)
+    terms = bytes(proposed["args"]["termsHash"])
+    if len(terms) != 32:
+        raise ChainError("ShipmentProposed carried no terms hash")
+    transact(w3, escrow.functions.acceptShipment(shipment, buyer.address, terms), sender=seller)
+    return terms
