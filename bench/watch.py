@@ -10,7 +10,14 @@ the report was accepted on-chain.
 Side by side: the end-to-end time (accepted → evidence written) and the replay alone (the watcher's
 check of one report, timed directly), so the share of the polling interval is visible.
 
-Run alone: ``.venv/bin/python bench/watch.py [--reports 20] [--interval 0.2]``; ends with one JSON line.
+With ``--dispute`` the pool has a product with a one-hour liveness window on the region, disputes are
+on (bond 50, reward 20 tokens) and the watcher has a funded account of its own: each tampered report is
+also disputed on-chain (approve + dispute through the watcher's outbox), and the time from
+ReportAccepted to the dispute confirmed is measured, with the gas of approve, ``dispute`` and of
+``resolveDispute`` upheld by the network's replacement revision.
+
+Run alone: ``.venv/bin/python bench/watch.py [--reports 20] [--interval 0.2] [--dispute]``; ends with one
+JSON line.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ def main() -> None:
     from oracle.api.app import create_app
     from oracle.attest import attest
     from oracle.chain.anvil import dev_accounts, free_port, start_anvil
+    from oracle.chain.artifacts import load_artifact
     from oracle.chain.client import connect
     from oracle.chain.deploy import deploy_all
     from oracle.chain.outbox import OutboxPoster
@@ -56,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reports", type=int, default=20)
     parser.add_argument("--interval", type=float, default=0.2, help="watcher poll interval, seconds")
+    parser.add_argument("--dispute", action="store_true", help="file each dispute on-chain too")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp, start_anvil() as anvil:
@@ -105,6 +114,40 @@ def main() -> None:
             )
             poster.run_until_settled(timeout=60, interval=0.05)
 
+        pool = w3.eth.contract(
+            address=dep.address("DroughtInsurancePool"), abi=load_artifact("DroughtInsurancePool").abi
+        )
+        coin = w3.eth.contract(address=dep.address("TestStablecoin"), abi=load_artifact("TestStablecoin").abi)
+        filer = None
+        if args.dispute:
+            from oracle.chain.client import transact
+            from oracle.verify.dispute_filer import DisputeFiler
+
+            obs = outcome.report.observed_at
+            call = pool.functions.createPolicy(
+                relayer.address,
+                outcome.report.subject,
+                obs - 100 * 86_400,
+                obs + 100 * 86_400,
+                0,
+                5_000_000,
+                10**9,
+            )
+            transact(w3, call, sender=deployer)
+            transact(
+                w3,
+                pool.functions.setLiveness(int(pool.functions.productCount().call()), 3_600),
+                sender=deployer,
+            )
+            transact(w3, pool.functions.setDisputeTerms(50 * 10**6, 20 * 10**6, 7_200), sender=deployer)
+            watcher_account = Account.create()
+            w3.provider.make_request("anvil_setBalance", [watcher_account.address, hex(10**19)])  # type: ignore[arg-type]
+            transact(
+                w3, coin.functions.mint(watcher_account.address, 50 * 10**6 * args.reports), sender=deployer
+            )
+            filer = DisputeFiler(
+                w3, pool=pool.address, account=watcher_account, db_path=root / "disputes.sqlite3"
+            )
         post(outcome.report)
         port = free_port()
         server = uvicorn.Server(
@@ -120,16 +163,22 @@ def main() -> None:
             state_path=root / "watch.json",
             evidence_dir=root / "evidence",
             from_block=dep.block,
+            filer=filer,
         )
         watcher.poll()  # the honest report: a match, before the clock starts
         detected: dict[str, float] = {}
+        filed: dict[str, float] = {}
         stop = threading.Event()
 
         def watch() -> None:
             while not stop.is_set():
-                for r in watcher.poll():
+                results = watcher.poll()  # with a filer, the pass ends with the disputes confirmed
+                done = time.monotonic()
+                for r in results:
                     if r.status == MISMATCH:
-                        detected.setdefault(r.tx_hash, time.monotonic())
+                        detected.setdefault(r.tx_hash, done)
+                        if r.dispute == "queued":
+                            filed.setdefault(r.tx_hash, done)
                 stop.wait(args.interval)
 
         thread = threading.Thread(target=watch, daemon=True)
@@ -142,11 +191,34 @@ def main() -> None:
             )
             post(tampered)
             deadline = time.monotonic() + 30
-            while len(detected) < i + 1 and time.monotonic() < deadline:
+            while len(filed if args.dispute else detected) < i + 1 and time.monotonic() < deadline:
                 time.sleep(0.01)
         stop.set()
         thread.join(timeout=10)
+        gas: dict[str, int] = {}
+        if filer is not None:
+            from sqlalchemy import select
+
+            from oracle.chain.client import transact
+            from oracle.storage.tables import OutboxRow
+
+            with filer.sessions() as s:
+                for purpose in ("dispute-approve", "dispute"):
+                    used = [
+                        int(r.gas_used or 0)
+                        for r in s.scalars(select(OutboxRow).where(OutboxRow.purpose == purpose))
+                    ]
+                    gas[purpose] = round(statistics.median(used))
+            # The network's replacement (the decision's own value) upholds the last dispute.
+            last = outcome.report.epoch + args.reports
+            post(dataclasses.replace(outcome.report, epoch=last + 1))
+            receipt = transact(
+                w3, pool.functions.resolveDispute(outcome.report.subject, last), sender=deployer
+            )
+            gas["resolveDispute upheld"] = int(receipt["gasUsed"])
         latencies = [(detected[tx] - sent[tx]) * 1000 for tx in detected if tx in sent]
+        filed_ms = [(filed[tx] - sent[tx]) * 1000 for tx in filed if tx in sent]
+        watcher.filer = None  # the replay alone: no dispute bookkeeping
         replay_ms = []
         for tx in list(detected)[:10]:
             t0 = time.monotonic()
@@ -163,9 +235,12 @@ def main() -> None:
     for label, xs in (
         ("accepted → evidence (end to end)", latencies),
         ("replay of one report alone", replay_ms),
+        *((("accepted → dispute confirmed", filed_ms),) if filed_ms else ()),
     ):
         print(f"{label:36} {_pct(xs, 0.5):>8.0f} {_pct(xs, 0.99):>8.0f} {max(xs):>8.0f}")
     print(f"reports not caught within 30 s: {missed}")
+    for name, used in gas.items():
+        print(f"gas {name}: {used:,}")
     figures = {
         "reports": args.reports,
         "poll_interval_ms": round(args.interval * 1000),
@@ -174,6 +249,10 @@ def main() -> None:
         "replay_p50_ms": round(statistics.median(replay_ms)),
         "missed": missed,
     }
+    if filed_ms:
+        figures["accepted_to_dispute_p50_ms"] = round(_pct(filed_ms, 0.5))
+        figures["accepted_to_dispute_p99_ms"] = round(_pct(filed_ms, 0.99))
+        figures.update({f"gas_{k.replace(' ', '_')}": v for k, v in gas.items()})
     print(json.dumps(figures))
 
 
