@@ -65,11 +65,13 @@ NUM_ROUNDS = 120
 COMPROMISED_OVERRIDES: dict[str, Any] = {"num_leaves": 7, "min_data_in_leaf": 300, "learning_rate": 0.05}
 COMPROMISED_ROUNDS = 60
 # The physics forecast beside the model (models.coldchain.thermal), as tuned by bench/early_warning.py on
-# the training split of the simulation: fit the last 3 h, the fitted trajectory only (z = 0), and warn
-# when it reaches a breach within the horizon.
+# the model's validation split of the simulation: fit the last 3 h, warn when all the fit's bands
+# (trajectory ± 1 standard error, z = -1) reach a breach within 1 h, or when the model's p(breach within
+# 2 h) reaches 0.7.
 FORECAST_WINDOW_S = 10800
-FORECAST_Z = 0.0
-FORECAST_WITHIN_S = HORIZON_S
+FORECAST_Z = -1.0
+FORECAST_WITHIN_S = 3600
+WARNING_P_THRESHOLD = 0.7
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,10 @@ class Factor:
 class BreachScore:
     """Scores at one reading time: probabilities 0…1 and the top-3 factors of each.
 
-    ``warning``: the early warning, raised by the model (``model_warning``: p_breach_2h >= THRESHOLD) or
-    by the thermal forecast (``forecast``: a breach forecast within ``FORECAST_WITHIN_S``). A warning is
-    an alert; it never decides a verdict.
+    ``warning``: the early warning, raised by the model (p_breach_2h >= ``WARNING_P_THRESHOLD``) or by
+    the thermal forecast (``forecast``: a breach forecast within ``FORECAST_WITHIN_S``).
+    ``model_warning``: the model's own warning at ``THRESHOLD`` (what it warned alone). A warning is an
+    alert; it never decides a verdict.
     """
 
     p_compromised: float
@@ -402,7 +405,7 @@ def score(model: BreachModel, readings: Readings, profile: ProductProfile) -> Br
     return BreachScore(
         p_compromised=p_comp,
         p_breach_2h=p_warn,
-        warning=p_warn >= THRESHOLD or physics,
+        warning=p_warn >= WARNING_P_THRESHOLD or physics,
         compromised_factors=_top3(comp_contrib, row[0]),
         warning_factors=_top3(warn_contrib, row[0]),
         model_warning=p_warn >= THRESHOLD,

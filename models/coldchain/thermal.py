@@ -183,10 +183,20 @@ def _battery_stop(readings: Readings, window_s: float, future: FloatArray) -> in
 
 
 def band_breaches(
-    readings: Readings, profile: ProductProfile, *, horizon_s: int, window_s: int, spread_z: float
+    readings: Readings,
+    profile: ProductProfile,
+    *,
+    horizon_s: int,
+    window_s: int,
+    spread_z: float,
+    delivery_s: int | None = None,
 ) -> tuple[ThermalFit | None, list[tuple[int, str] | None]]:
     """The fit, and the first breach (UNIX second, kind) within ``horizon_s`` of each forecast band:
-    [mean + spread_z·sd, mean, mean − spread_z·sd], or [mean] when ``spread_z`` is 0. None: no breach."""
+    [mean + spread_z·sd, mean, mean − spread_z·sd], or [mean] when ``spread_z`` is 0. None: no breach.
+
+    ``delivery_s``: the scheduled hand-over. When it falls within the horizon the forecast record ends
+    there and is judged as delivered, as the rules will judge it (MKT over a record shorter than its
+    window, for one, is decided at delivery)."""
     ts = readings.ts_s
     last = int(ts[-1])
     recent = ts >= last - window_s
@@ -198,6 +208,12 @@ def band_breaches(
     ahead = ahead[ahead <= horizon_s]
     if ahead.shape[0] == 0:
         return fit, []
+    end = last + horizon_s
+    delivered = delivery_s is not None and last < delivery_s <= end
+    if delivered:
+        assert delivery_s is not None
+        end = delivery_s
+        ahead = ahead[ahead <= delivery_s - last]
     full = int(ahead.shape[0])
     alive = _battery_stop(readings, float(window_s), ahead)
     ahead = ahead[:alive]
@@ -206,7 +222,7 @@ def band_breaches(
     found: list[tuple[int, str] | None] = []
     for band in [mean] if spread_z == 0 else [mean + spread, mean, mean - spread]:
         future = np.clip(np.asarray(nm.quantise(band)), ABSOLUTE_ZERO_C + 1.0, 1000.0)
-        if alive == full and not may_breach_now(profile, future):
+        if alive == full and not delivered and not may_breach_now(profile, future):
             # In-band futures advance no rule but the slow stability budget: skip the rule engine.
             found.append(None)
             continue
@@ -214,7 +230,7 @@ def band_breaches(
             np.concatenate([ts, last + ahead.astype(np.int64)]),
             np.concatenate([readings.temp_c, future]),
         )
-        verdict = evaluate_rules(extended, profile, now=last + horizon_s, delivered=False)
+        verdict = evaluate_rules(extended, profile, now=end, delivered=delivered)
         later = [b for b in verdict.breaches if b.at_s > last]
         first = min(later, key=lambda b: (b.at_s, b.kind.value)) if later else None
         found.append(None if first is None else (int(first.at_s), first.kind.value))
@@ -240,6 +256,7 @@ def forecast_breach(
     horizon_s: int = 7200,
     window_s: int = 10800,
     z: float = 0.0,
+    delivery_s: int | None = None,
 ) -> BreachForecast:
     """Forecast the first breach within ``horizon_s`` after the last reading of ``readings``.
 
@@ -248,8 +265,11 @@ def forecast_breach(
     rule engine runs on each (see the module docstring). ``z`` > 0 is cautious: the earliest breach of
     any of the three. ``z`` < 0 is confident: a breach only when all three reach one, at the latest of
     them (the fit's favourable side must breach too). ``z`` = 0: the fitted trajectory alone.
+    ``delivery_s``: the scheduled hand-over, if known (see :func:`band_breaches`).
     """
-    fit, found = band_breaches(readings, profile, horizon_s=horizon_s, window_s=window_s, spread_z=abs(z))
+    fit, found = band_breaches(
+        readings, profile, horizon_s=horizon_s, window_s=window_s, spread_z=abs(z), delivery_s=delivery_s
+    )
     pick = pick_breach(found, z)
     if pick is None:
         return BreachForecast(None, None, fit)
