@@ -145,3 +145,23 @@ def test_forecast_warns_half_an_hour_before_a_held_out_breach() -> None:
             break
     assert checked == 10
     assert warned >= 7
+
+
+def test_a_scheduled_hand_over_lets_the_forecast_see_a_breach_judged_at_delivery() -> None:
+    """MKT over a record shorter than its window is judged at delivery (synthetic held-out shipment):
+    with the schedule the forecast an hour before hand-over names it; without, nothing can."""
+    shipments = simulate_shipments(SimulatorConfig(n_shipments=240, seed=1007))
+    s = next(
+        s
+        for s in shipments
+        if s.outcome.breaches
+        and s.outcome.breaches[0].kind.value == "mkt_window"
+        and s.outcome.breaches[0].at_s >= s.delivered_s
+        and s.readings.until(s.delivered_s - 3600).ts_s[-1] >= s.delivered_s - 4200  # logger reporting
+    )
+    profile = load_profile(s.profile)
+    before = s.readings.until(s.delivered_s - 3600)
+    scheduled = forecast_breach(before, profile, delivery_s=s.delivered_s)
+    assert scheduled.breach_at_s == s.delivered_s
+    assert scheduled.kind == "mkt_window"
+    assert forecast_breach(before, profile).kind != "mkt_window"
