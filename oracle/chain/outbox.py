@@ -42,6 +42,7 @@ import requests
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 from web3 import Web3
@@ -84,6 +85,9 @@ class FeePolicy:
     stuck_after_s: float = 30.0
     rebroadcast_every_s: float = 5.0
     max_replacements: int = 10
+    #: How long a sent row must have gone without a receipt before its nonce, seen used, is taken to be a
+    #: foreign transaction's: a node can count a nonce as used a moment before it serves the receipt.
+    foreign_nonce_after_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -191,8 +195,9 @@ class OutboxPoster:
         for row_id in ids:
             try:
                 self._advance(row_id, now, result)
-            except StaleDataError:
-                # Another poster moved this row first; its version wins and ours was rolled back.
+            except (StaleDataError, DbIntegrityError):
+                # Another poster moved this row first (or created the account's nonce counter at the same
+                # moment); its version wins and ours was rolled back before anything was sent.
                 log.info("outbox row %s was advanced by another poster", row_id)
             except TRANSIENT_ERRORS as e:
                 result.transient_errors += 1
@@ -312,11 +317,11 @@ class OutboxPoster:
                 s.commit()
                 self._broadcast(s, row, result)
                 return
-            if self._nonce_taken(row):
-                self._renonce(s, row, result)
-                return
             sent_at = _aware(row.sent_at) if row.sent_at else now
             waited = (now - sent_at).total_seconds()
+            if waited >= self.fees.foreign_nonce_after_s and self._nonce_taken(row):
+                self._renonce(s, row, result)
+                return
             if waited >= self.fees.stuck_after_s and row.replacements < self.fees.max_replacements:
                 self._replace(s, row, result, reason=f"no receipt after {waited:.0f}s")
             elif (now - _aware(row.updated_at)).total_seconds() >= self.fees.rebroadcast_every_s:
@@ -348,9 +353,9 @@ class OutboxPoster:
         if int(self.w3.eth.get_transaction_count(sender, "latest")) <= row.nonce:
             return False
         head = int(self.w3.eth.block_number)
-        settled = max(0, head - self.confirmations + 1)
+        settled = max(0, head - self.confirmations)
         if int(self.w3.eth.get_transaction_count(sender, settled)) <= row.nonce:
-            return False  # used in a block that could still be reorganised away: wait
+            return False  # used in a block with nothing on top yet (could still be replaced): wait
         # Looked for after the nonce was seen used, so a version of ours mined meanwhile is found here.
         return self._find_receipt(row) is None
 

@@ -385,9 +385,11 @@ def test_governance_lists_pending_changes_from_the_chain(
     chain.send(router.functions.scheduleAddSigner(newcomer))
     add_at = chain.now() + DEFAULT_MODEL_DELAY
     chain.advance_time(600)
-    chain.send(router.functions.scheduleThreshold(3))
-    chain.send(router.functions.scheduleConsumerApproval(consumer))
-    later_at = chain.now() + DEFAULT_MODEL_DELAY
+    # Each change activates a delay after its own block (the two blocks may fall in different seconds).
+    threshold_block = chain.send(router.functions.scheduleThreshold(3))["blockNumber"]
+    approval_block = chain.send(router.functions.scheduleConsumerApproval(consumer))["blockNumber"]
+    threshold_at = int(chain.w3.eth.get_block(threshold_block)["timestamp"]) + DEFAULT_MODEL_DELAY
+    approval_at = int(chain.w3.eth.get_block(approval_block)["timestamp"]) + DEFAULT_MODEL_DELAY
     h = {"X-API-Key": viewer_key}
 
     body = client.get("/v1/dashboard/governance", headers=h).json()
@@ -398,8 +400,8 @@ def test_governance_lists_pending_changes_from_the_chain(
     changes = [(c["action"], c["target"], c["threshold"], c["activates_at"]) for c in body["pending"]]
     assert changes[0] == ("add_signer", newcomer, None, add_at)  # soonest first
     assert sorted(changes[1:], key=str) == [
-        ("approve_consumer", consumer, None, later_at),
-        ("set_threshold", None, 3, later_at),
+        ("approve_consumer", consumer, None, approval_at),
+        ("set_threshold", None, 3, threshold_at),
     ]
     assert [c["ready"] for c in body["pending"]] == [False, False, False]
     assert body["pending"][0]["seconds_left"] == add_at - body["chain_time"]

@@ -250,3 +250,49 @@ def test_two_posters_racing_send_one_transaction(chain: ChainKit, tmp_path: Path
         for e in accepted  # each report carried by exactly one transaction
     ]
     assert len(set(nonces)) == 6
+
+
+def test_two_posters_creating_the_first_nonce_counter_at_once_do_not_fail(
+    chain: ChainKit, tmp_path: Path
+) -> None:
+    """A network node pumps from its scheduler and from its round driver: on a fresh database both may
+    create the account's nonce counter at the same moment. The loser is rolled back before anything is
+    sent and the pump goes on (it used to raise a unique-constraint error out of the pump)."""
+    import threading
+    from typing import Any
+
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    sessions = open_db(sqlite_url(tmp_path))
+    att = post(sessions, chain, drought_report("KE-NONCE", epoch=1, severity=1.0))
+    barrier = threading.Barrier(2)
+    waited: set[int] = set()
+
+    def before_flush(session: Session, _ctx: Any, _instances: Any) -> None:
+        if threading.get_ident() not in waited and any(type(o).__name__ == "NonceRow" for o in session.new):
+            waited.add(threading.get_ident())
+            barrier.wait(timeout=20)
+
+    event.listen(sessions, "before_flush", before_flush)
+    errors: list[BaseException] = []
+
+    def pump() -> None:
+        try:
+            _poster(sessions, chain).pump()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=pump) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not barrier.broken  # both really created the counter together
+    assert errors == []
+    event.remove(sessions, "before_flush", before_flush)
+    _poster(sessions, chain).run_until_settled(timeout=30)
+    with sessions() as s:
+        assert s.get(OutboxRow, att.outbox_id).status == "confirmed"  # type: ignore[union-attr]
+    accepted = chain.router.events.ReportAccepted().get_logs(from_block=chain.deployment.block)
+    assert len(accepted) == 1
