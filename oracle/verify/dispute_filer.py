@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ from oracle.storage.tables import OutboxRow
 
 log = logging.getLogger(__name__)
 
+#: Longest one pass waits for its approve and dispute to be confirmed, seconds.
+PUMP_BUDGET_S = 5.0
 APPROVE = "dispute-approve"
 DISPUTE = "dispute"
 HELD = "held"
@@ -148,11 +151,17 @@ class DisputeFiler:
     def pump(self) -> int:
         """Release and send queued rows; returns how many disputes were confirmed on-chain by this pass."""
         before = self._confirmed()
-        for _ in range(6):  # approve: send, confirm; dispute: send, confirm (fewer when blocks lag)
+        # approve: send, confirm; dispute: send, confirm. A node may serve a receipt a moment after it
+        # mined the transaction, so the pass waits a little between pumps, within PUMP_BUDGET_S.
+        deadline = time.monotonic() + PUMP_BUDGET_S
+        while True:
             self._release()
             result = self.poster.pump()
             if result.open == 0 and not self._release():
                 break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         filed = self._confirmed() - before
         for key in sorted(filed):
             log.warning("watch: dispute filed %s", key)
