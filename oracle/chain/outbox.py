@@ -247,22 +247,9 @@ class OutboxPoster:
                 return
             raise ConnectionError(str(e)) from e
         gas_limit = max(row.gas_limit, estimate * 5 // 4 + 20_000)
-        chain_pending = int(self.w3.eth.get_transaction_count(sender, "pending"))
         max_fee, tip = self._initial_fees()
-        nonce = reserve_nonce(s, chain_id=self.chain_id, address=sender, chain_pending=chain_pending)
-        signed = self.account.sign_transaction(
-            {
-                "type": 2,
-                "chainId": self.chain_id,
-                "nonce": nonce,
-                "to": Web3.to_checksum_address(row.to_address),
-                "data": HexBytes(row.calldata),
-                "value": 0,
-                "gas": gas_limit,
-                "maxFeePerGas": max_fee,
-                "maxPriorityFeePerGas": tip,
-            }
-        )
+        nonce = self._next_nonce(s)
+        signed = self._sign_tx(row, nonce=nonce, gas=gas_limit, max_fee=max_fee, tip=tip)
         row.sender = sender
         row.nonce = nonce
         row.gas_limit = gas_limit
@@ -365,23 +352,9 @@ class OutboxPoster:
         router refuses a second report for a (subject, epoch) it already accepted."""
         assert row.nonce is not None
         old = row.nonce
-        sender = self.account.address
-        chain_pending = int(self.w3.eth.get_transaction_count(sender, "pending"))
         max_fee, tip = self._initial_fees()
-        nonce = reserve_nonce(s, chain_id=self.chain_id, address=sender, chain_pending=chain_pending)
-        signed = self.account.sign_transaction(
-            {
-                "type": 2,
-                "chainId": self.chain_id,
-                "nonce": nonce,
-                "to": Web3.to_checksum_address(row.to_address),
-                "data": HexBytes(row.calldata),
-                "value": 0,
-                "gas": row.gas_limit,
-                "maxFeePerGas": max_fee,
-                "maxPriorityFeePerGas": tip,
-            }
-        )
+        nonce = self._next_nonce(s)
+        signed = self._sign_tx(row, nonce=nonce, gas=row.gas_limit, max_fee=max_fee, tip=tip)
         row.previous_hashes = [*row.previous_hashes, row.tx_hash]
         row.nonce = nonce
         row.raw_tx = bytes(signed.raw_transaction)
@@ -418,19 +391,7 @@ class OutboxPoster:
             row.last_error = f"stuck at the fee cap ({reason})"
             s.commit()
             return
-        signed = self.account.sign_transaction(
-            {
-                "type": 2,
-                "chainId": self.chain_id,
-                "nonce": row.nonce,
-                "to": Web3.to_checksum_address(row.to_address),
-                "data": HexBytes(row.calldata),
-                "value": 0,
-                "gas": row.gas_limit,
-                "maxFeePerGas": max_fee,
-                "maxPriorityFeePerGas": tip,
-            }
-        )
+        signed = self._sign_tx(row, nonce=row.nonce, gas=row.gas_limit, max_fee=max_fee, tip=tip)
         row.previous_hashes = [*row.previous_hashes, row.tx_hash]
         row.raw_tx = bytes(signed.raw_transaction)
         row.tx_hash = "0x" + bytes(signed.hash).hex()
@@ -446,6 +407,26 @@ class OutboxPoster:
         self._broadcast(s, row, result)
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _next_nonce(self, s: Session) -> int:
+        pending = int(self.w3.eth.get_transaction_count(self.account.address, "pending"))
+        return reserve_nonce(s, chain_id=self.chain_id, address=self.account.address, chain_pending=pending)
+
+    def _sign_tx(self, row: OutboxRow, *, nonce: int, gas: int, max_fee: int, tip: int) -> Any:
+        """The row's call as an EIP-1559 transaction, signed by the transmitter (not yet stored)."""
+        return self.account.sign_transaction(
+            {
+                "type": 2,
+                "chainId": self.chain_id,
+                "nonce": nonce,
+                "to": Web3.to_checksum_address(row.to_address),
+                "data": HexBytes(row.calldata),
+                "value": 0,
+                "gas": gas,
+                "maxFeePerGas": max_fee,
+                "maxPriorityFeePerGas": tip,
+            }
+        )
 
     def _find_receipt(self, row: OutboxRow) -> tuple[str, Any] | None:
         for h in [row.tx_hash, *reversed(row.previous_hashes)]:

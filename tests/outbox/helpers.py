@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 from sqlalchemy.orm import Session, sessionmaker
 
 from oracle.attest import Attestation, attest
+from oracle.chain.anvil import AnvilProcess
 from oracle.reports import Report, ReportKind, subject_id, to_fixed
 from oracle.signer.client import LocalSigner
 from oracle.storage import migrate
 from oracle.storage.db import make_engine, session_factory
-from tests.fixtures.chain import ChainKit
+from tests.fixtures.chain import TEST_MODELS, Accounts, ChainKit
 
 START, END = 1_700_000_000, 1_800_000_000
 TRIGGER, EXIT, LIMIT = to_fixed(2.0), to_fixed(4.0), 1_000 * 10**6
@@ -61,3 +63,24 @@ def post(sessions: sessionmaker[Session], chain: ChainKit, report: Report, name:
         router=chain.router.address,
         subject_name=name,
     )
+
+
+@contextlib.contextmanager
+def own_chain(accounts: Accounts, keys: Sequence[LocalAccount]) -> Iterator[tuple[AnvilProcess, ChainKit]]:
+    """An anvil of the test's own (for tests that spike fees, cut the RPC or reorganise the chain, which
+    must not disturb the session's shared chain), with the contracts deployed: k = 2 of ``keys``."""
+    from oracle.chain.anvil import start_anvil
+    from oracle.chain.client import connect
+    from oracle.chain.deploy import deploy_all
+
+    with start_anvil() as anvil:
+        w3 = connect(anvil.url)
+        dep = deploy_all(
+            w3,
+            deployer=accounts.deployer,
+            signers=[k.address for k in keys],
+            threshold=2,
+            chainlink=False,
+            models=TEST_MODELS,
+        )
+        yield anvil, ChainKit(w3=w3, accounts=accounts, keys=tuple(keys), deployment=dep)

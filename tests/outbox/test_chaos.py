@@ -21,14 +21,12 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import select
 
-from oracle.chain.anvil import start_anvil
 from oracle.chain.client import connect
-from oracle.chain.deploy import deploy_all
 from oracle.chain.outbox import OutboxPoster
 from oracle.storage.tables import OutboxRow
-from tests.fixtures.chain import TEST_MODELS, Accounts, ChainKit
+from tests.fixtures.chain import Accounts
 from tests.network.cluster import TcpProxy
-from tests.outbox.helpers import drought_report, open_db, post, sqlite_url
+from tests.outbox.helpers import drought_report, open_db, own_chain, post, sqlite_url
 
 pytestmark = [pytest.mark.chain, pytest.mark.slow]
 
@@ -55,17 +53,8 @@ def _rows(sessions: object) -> list[OutboxRow]:
 def test_crash_after_signing_fee_spike_foreign_nonce_and_rpc_down_30s_every_report_lands_once(
     tmp_path: Path, accounts: Accounts, oracle_keys: tuple[LocalAccount, ...]
 ) -> None:
-    with start_anvil() as anvil:
-        w3 = connect(anvil.url)
-        dep = deploy_all(
-            w3,
-            deployer=accounts.deployer,
-            signers=[k.address for k in oracle_keys],
-            threshold=2,
-            chainlink=False,
-            models=TEST_MODELS,
-        )
-        kit = ChainKit(w3=w3, accounts=accounts, keys=oracle_keys, deployment=dep)
+    with own_chain(accounts, oracle_keys) as (anvil, kit):
+        w3, dep = kit.w3, kit.deployment
         relayer = accounts.relayer
         sessions = open_db(sqlite_url(tmp_path))
         reports = [drought_report(f"chaos-{i}", epoch=1, severity=3.0) for i in range(6)]

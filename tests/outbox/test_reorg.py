@@ -12,30 +12,18 @@ from pathlib import Path
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import select
 
-from oracle.chain.anvil import start_anvil
-from oracle.chain.client import connect
-from oracle.chain.deploy import deploy_all
 from oracle.chain.listener import ChainListener
 from oracle.chain.outbox import OutboxPoster
 from oracle.storage.tables import ChainCursor, ChainEvent, OutboxRow, Reject
-from tests.fixtures.chain import TEST_MODELS, Accounts, ChainKit
-from tests.outbox.helpers import drought_report, open_db, post, sqlite_url
+from tests.fixtures.chain import Accounts
+from tests.outbox.helpers import drought_report, open_db, own_chain, post, sqlite_url
 
 
 def test_a_reorg_deeper_than_the_confirmations_is_detected_and_the_new_chain_applied(
     tmp_path: Path, accounts: Accounts, oracle_keys: tuple[LocalAccount, ...]
 ) -> None:
-    with start_anvil() as anvil:
-        w3 = connect(anvil.url)
-        dep = deploy_all(
-            w3,
-            deployer=accounts.deployer,
-            signers=[k.address for k in oracle_keys],
-            threshold=2,
-            chainlink=False,
-            models=TEST_MODELS,
-        )
-        kit = ChainKit(w3=w3, accounts=accounts, keys=oracle_keys, deployment=dep)
+    with own_chain(accounts, oracle_keys) as (_anvil, kit):
+        w3, dep = kit.w3, kit.deployment
         sessions = open_db(sqlite_url(tmp_path))
         snapshot = w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
         kept, dropped = (
