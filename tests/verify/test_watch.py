@@ -55,6 +55,18 @@ class Node:
     manifest: str
 
 
+def node_context(data: Path) -> Context:
+    """A node's context over SQLite in ``data`` (its content store there too)."""
+    return open_context(
+        Settings(
+            env="dev",
+            data_dir=data,
+            database_url=f"sqlite:///{data / 'oracle.sqlite3'}",
+            _env_file=None,  # type: ignore[call-arg]
+        )
+    )
+
+
 def _serve(ctx: Context) -> tuple[uvicorn.Server, threading.Thread, str]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning"))
@@ -71,14 +83,7 @@ def _serve(ctx: Context) -> tuple[uvicorn.Server, threading.Thread, str]:
 @pytest.fixture
 def node(chain: ChainKit, tmp_path: Path) -> Iterator[Node]:
     data = tmp_path / "data"
-    ctx = open_context(
-        Settings(
-            env="dev",
-            data_dir=data,
-            database_url=f"sqlite:///{data / 'oracle.sqlite3'}",
-            _env_file=None,  # type: ignore[call-arg]
-        )
-    )
+    ctx = node_context(data)
     build(ctx.sessions, ctx.blobs, tmp_path)
     outcome = evaluate_drought(ctx.sessions, ctx.blobs, region_id="dry", period=PERIOD)
     assert outcome.report is not None
@@ -244,14 +249,7 @@ def test_the_watcher_checks_each_telemetry_message_against_its_devices_public_ke
     chain: ChainKit, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    ctx = open_context(
-        Settings(
-            env="dev",
-            data_dir=data,
-            database_url=f"sqlite:///{data / 'oracle.sqlite3'}",
-            _env_file=None,  # type: ignore[call-arg]
-        )
-    )
+    ctx = node_context(data)
     fleet = Fleet(ctx.sessions, ctx.blobs)
     start = day_ago()
     fleet.add("logger-es", "SHP-W", start_s=start, key=ec.generate_private_key(ec.SECP256R1()))

@@ -27,8 +27,7 @@ from sqlalchemy import select
 
 from oracle.attest import attest
 from oracle.chain.outbox import OutboxPoster
-from oracle.config import Settings
-from oracle.context import Context, open_context
+from oracle.context import Context
 from oracle.decisions.drought import evaluate_drought
 from oracle.reports import MAX_REVISIONS, Report
 from oracle.storage.db import make_engine, session_factory
@@ -41,7 +40,7 @@ from tests.drought.world import PERIOD, build
 from tests.fixtures.chain import ChainKit
 from tests.outbox.helpers import local_signers
 from tests.verify.test_verify import post_and_settle
-from tests.verify.test_watch import _serve
+from tests.verify.test_watch import _serve, node_context
 
 pytestmark = pytest.mark.chain
 
@@ -82,14 +81,7 @@ def _post(chain: ChainKit, ctx: Context, report: Report, manifest: str) -> str:
 @pytest.fixture
 def setup(chain: ChainKit, tmp_path: Path) -> Iterator[Setup]:
     data = tmp_path / "data"
-    ctx = open_context(
-        Settings(
-            env="dev",
-            data_dir=data,
-            database_url=f"sqlite:///{data / 'oracle.sqlite3'}",
-            _env_file=None,  # type: ignore[call-arg]
-        )
-    )
+    ctx = node_context(data)
     build(ctx.sessions, ctx.blobs, tmp_path)
     outcome = evaluate_drought(ctx.sessions, ctx.blobs, region_id="dry", period=PERIOD)
     assert outcome.report is not None
