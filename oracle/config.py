@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="text: one readable line per event; json: one JSON object per line"
     )
+    dask_scheduler: str = Field(
+        "",
+        pattern=r"^(|off|local(:[1-9][0-9]{0,2})?|tcp://[^\s/]+:[0-9]{1,5})$",
+        description="Dask for gridded work (zonal means, SPI): empty = a LocalCluster on 127.0.0.1 started "
+        "only for large work (backfills, large evaluations); local[:N] = the same with N workers; "
+        "tcp://HOST:PORT = connect to a running scheduler; off = always in this process",
+    )
 
     # --- Telemetry ingest (MQTT worker, HTTP gateway path, device secrets) ---
     mqtt_client_id: str = Field(
