@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oracle.storage import api_tables, decision_tables, network_tables, tables  # noqa: F401 - they register tables
+from oracle.storage import alarm_tables, api_tables, decision_tables, network_tables, tables  # noqa: F401 - they register tables
 from oracle.storage.tables import Base
 
 __all__ = ["Base", "decision_tables", "network_tables", "tables"]
