@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import FromClause, Table, column, func, insert, select, table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -43,6 +43,7 @@ from ingest.telemetry.envelope import (
 )
 from oracle.devices import DEVICE_ID_RE, DeviceCredentials, Kek, load_credentials
 from oracle.errors import OracleError
+from oracle.storage import partitions
 from oracle.storage.blobs import BlobStore
 from oracle.storage.db import transaction
 from oracle.storage.tables import Blob, Observation, Reject, TelemetryReading
@@ -164,6 +165,11 @@ class TelemetryIngest:
         self._cache: dict[str, _Cached] = {}
         self._lock = threading.Lock()
         self.count_metrics = True
+        #: Called after each commit with the readings stored by it, as (shipment id, ts ms, °C); a failing
+        #: hook is logged, never raised: the readings are committed whatever it does (live alarms use it).
+        self.after_commit: list[Callable[[list[tuple[str, int, float]]], None]] = []
+        self._partitioned: bool | None = None  # readings partitioned by month (PostgreSQL); None: not known
+        self._months: set[int] = set()  # months known to have their partition
 
     # --- devices ---------------------------------------------------------------------------------------
 
@@ -179,9 +185,9 @@ class TelemetryIngest:
             creds = load_credentials(s, self.kek, device_id)
             newest = None
             if creds is not None:
-                newest = s.scalar(
-                    select(func.max(TelemetryReading.ts_ms)).where(TelemetryReading.device_id == device_id)
-                )
+                # On PostgreSQL the key table answers from its primary key, whatever the number of months.
+                keyed = _key_table(s)
+                newest = s.scalar(select(func.max(keyed.c.ts_ms)).where(keyed.c.device_id == device_id))
         mac = mac_key(creds.secret) if creds is not None and creds.secret is not None else None
         entry = _Cached(creds, now, newest, mac)
         with self._lock:
@@ -211,6 +217,7 @@ class TelemetryIngest:
         candidates: dict[tuple[str, int], _Candidate] = {}
         newest_seen: dict[str, int] = {}
         stored_at: dict[int, int] = {}  # message index -> its position in the stored batch
+        committed: list[tuple[str, int, float]] = []
 
         judged = []
         for i, m in enumerate(messages):
@@ -247,10 +254,12 @@ class TelemetryIngest:
                 else:
                     rejects[i].append(_replay(c))
 
+        self._ensure_partitions(candidates.values())
         with transaction(self.sessions) as s:
             cursor, mark = _raw_cursor(s)
+            keys = _KEYS if s.get_bind().dialect.name == "postgresql" else _READINGS
             try:
-                stored = _existing_digests(cursor, mark, list(candidates))
+                stored = _existing_digests(cursor, mark, list(candidates), keys)
                 fresh: list[_Candidate] = []
                 for key, c in candidates.items():
                     row = stored.get(key)
@@ -261,13 +270,15 @@ class TelemetryIngest:
                     else:
                         rejects[c.msg_index].append(_replay(c))
                 if fresh:
-                    inserted = _insert_readings(cursor, mark, fresh, cid, messages)
+                    inserted = _insert_readings(cursor, mark, fresh, cid, messages, keys is _READINGS)
                     if inserted == len(fresh):  # every row is ours: the common case needs no re-read
                         after = {(c.device_id, c.reading.seq): (c.reading.digest, cid) for c in fresh}
                     else:
                         # A concurrent worker committed some (device, seq) in between: its row wins (ON
                         # CONFLICT DO NOTHING), and ours is a duplicate or a replay depending on content.
-                        after = _existing_digests(cursor, mark, [(c.device_id, c.reading.seq) for c in fresh])
+                        after = _existing_digests(
+                            cursor, mark, [(c.device_id, c.reading.seq) for c in fresh], keys
+                        )
                     for c in fresh:
                         digest, batch_cid = after.get((c.device_id, c.reading.seq), ("", ""))
                         if digest != c.reading.digest:
@@ -276,11 +287,17 @@ class TelemetryIngest:
                             dups[c.msg_index] += 1
                         else:
                             accepted[c.msg_index] += 1
+                            committed.append((c.shipment_id, c.reading.ts_ms, c.reading.temp_c))
                             prev = newest_seen.get(c.device_id)
                             newest_seen[c.device_id] = max(prev or 0, c.reading.ts_ms)
             finally:
                 cursor.close()
             self._record_batch(s, cid, len(blob), messages, rejects, sum(accepted), stored_at)
+        for hook in self.after_commit if committed else ():
+            try:
+                hook(committed)
+            except Exception:
+                logger.exception("after-commit hook %r failed on %d readings", hook, len(committed))
 
         with self._lock:
             for device_id, ts in newest_seen.items():
@@ -373,6 +390,24 @@ class TelemetryIngest:
                 continue
             out.append(_Candidate(index, device_id, shipment, r))
         return True, out
+
+    def _ensure_partitions(self, candidates: Any) -> None:
+        """On PostgreSQL, create the month partitions these readings need before they are inserted (the
+        default partition would take them, but a month's partition is what retention can drop)."""
+        if self._partitioned is False:
+            return  # SQLite, or readings not partitioned
+        needed = {partitions.month_of(c.reading.ts_ms) for c in candidates}
+        if self._partitioned and needed <= self._months:
+            return
+        engine = self.sessions.kw["bind"]
+        with engine.connect() as conn:
+            self._partitioned = partitions.is_partitioned(conn)
+            if not self._partitioned:
+                return
+            self._months = partitions.existing_months(conn)
+        for month in sorted(needed - self._months):
+            partitions.ensure_month(engine, month)
+            self._months.add(month)
 
     # --- SQL -------------------------------------------------------------------------------------------
 
@@ -516,10 +551,25 @@ def _raw_cursor(s: Session) -> tuple[Any, str]:
     return conn.connection.cursor(), mark
 
 
+_READINGS = "telemetry_readings"
+_KEYS = partitions.KEYS  # PostgreSQL: the idempotency keys of the partitioned readings (migration 0007)
+
+
+_KEY_TABLE = table(_KEYS, column("device_id"), column("ts_ms"))
+
+
+def _key_table(s: Session) -> FromClause:
+    """The table that holds (device_id, seq, ts_ms) once per reading, indexed by device_id."""
+    if s.get_bind().dialect.name == "postgresql":
+        return _KEY_TABLE
+    return TelemetryReading.__table__
+
+
 def _existing_digests(
-    cursor: Any, mark: str, keys: list[tuple[str, int]]
+    cursor: Any, mark: str, keys: list[tuple[str, int]], source: str
 ) -> dict[tuple[str, int], tuple[str, str]]:
-    """(digest, batch CID) of the stored readings among ``keys``."""
+    """(digest, batch CID) of the stored readings among ``keys``, read from ``source``: the readings on
+    SQLite, their key table on PostgreSQL."""
     found: dict[tuple[str, int], tuple[str, str]] = {}
     for start in range(0, len(keys), _KEY_CHUNK):
         chunk = keys[start : start + _KEY_CHUNK]
@@ -528,7 +578,7 @@ def _existing_digests(
         sql = (
             f"WITH k(d, s) AS (VALUES {pairs}) "  # noqa: S608 - only placeholders are interpolated
             "SELECT r.device_id, r.seq, r.digest, r.batch_cid FROM k "
-            "JOIN telemetry_readings r ON r.device_id = k.d AND r.seq = k.s"
+            f"JOIN {source} r ON r.device_id = k.d AND r.seq = k.s"
         )
         cursor.execute(sql, [v for key in chunk for v in key])
         for device_id, seq, digest, batch_cid in cursor.fetchall():
@@ -536,16 +586,20 @@ def _existing_digests(
     return found
 
 
-_INSERT_READING = (
-    f"INSERT INTO telemetry_readings ({', '.join(_READING_COLUMNS)}) VALUES ({{marks}}) "  # noqa: S608
-    "ON CONFLICT (device_id, seq) DO NOTHING"
-)
+_INSERT_READING = f"INSERT INTO telemetry_readings ({', '.join(_READING_COLUMNS)}) VALUES ({{marks}})"  # noqa: S608
+#: SQLite: the unique (device_id, seq) skips a taken key. PostgreSQL: the key trigger of migration 0007 does.
+_ON_CONFLICT = " ON CONFLICT (device_id, seq) DO NOTHING"
 
 
 def _insert_readings(
-    cursor: Any, mark: str, fresh: list[_Candidate], cid: str, messages: Sequence[IncomingMessage]
+    cursor: Any,
+    mark: str,
+    fresh: list[_Candidate],
+    cid: str,
+    messages: Sequence[IncomingMessage],
+    on_conflict: bool,
 ) -> int:
-    """Insert ``fresh`` (ON CONFLICT DO NOTHING); returns the number of rows inserted, or -1 if unknown."""
+    """Insert ``fresh``, skipping taken keys; returns the number of rows inserted, or -1 if unknown."""
     rows = []
     for c in fresh:
         r = c.reading
@@ -568,6 +622,7 @@ def _insert_readings(
                 m.received_ms,
             )
         )
-    cursor.executemany(_INSERT_READING.format(marks=",".join([mark] * len(_READING_COLUMNS))), rows)
+    sql = _INSERT_READING.format(marks=",".join([mark] * len(_READING_COLUMNS)))
+    cursor.executemany(sql + _ON_CONFLICT if on_conflict else sql, rows)
     count = cursor.rowcount
     return int(count) if isinstance(count, int) else -1

@@ -292,6 +292,11 @@ class TelemetryReading(Base):
     ``ts_ms``: the logger's timestamp, UNIX milliseconds. ``digest``: SHA-256 (hex, 32 chars kept) of the
     reading's canonical JSON, so a redelivered identical reading is told apart from a different reading
     re-using a sequence number. ``batch_cid``: content-store blob holding the signed envelope bytes.
+
+    On PostgreSQL (migration 0007) the table is partitioned by month on ``ts_ms``, its primary key is
+    (id, ts_ms), and the idempotency key lives in ``telemetry_reading_keys``, kept by a trigger: an insert
+    whose (device_id, seq) is taken stores nothing. The unique constraint below exists on SQLite only
+    (see :func:`oracle.storage.partitions.schema_filter`).
     """
 
     __tablename__ = "telemetry_readings"
@@ -299,7 +304,7 @@ class TelemetryReading(Base):
         UniqueConstraint("device_id", "seq", name="uq_telemetry_device_seq"),
         Index("ix_telemetry_shipment_ts", "shipment_id", "ts_ms"),
     )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
     device_id: Mapped[str] = mapped_column(String(64))
     seq: Mapped[int] = mapped_column(BigInteger)
     ts_ms: Mapped[int] = mapped_column(BigInteger)

@@ -161,10 +161,10 @@ def test_a_row_committed_between_check_and_insert_is_a_duplicate_or_a_replay(
     calls = []
 
     def blind_first_check(
-        cursor: object, mark: str, keys: list[tuple[str, int]]
+        cursor: object, mark: str, keys: list[tuple[str, int]], source: str
     ) -> dict[tuple[str, int], str]:
         calls.append(len(keys))
-        return {} if len(calls) == 1 else real(cursor, mark, keys)  # the pre-check saw nothing yet
+        return {} if len(calls) == 1 else real(cursor, mark, keys, source)  # the pre-check saw nothing yet
 
     monkeypatch.setattr(pipeline, "_existing_digests", blind_first_check)
     ours = make_ingest(db, kek, tmp_path)
