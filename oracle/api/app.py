@@ -27,6 +27,7 @@ from oracle.api.metrics import DatabaseCollector, HttpMetrics
 from oracle.api.openapi import problem_openapi
 from oracle.api.problems import install_problem_handlers
 from oracle.api.routes import admin, attestations, contracts, inputs, models, outbox, products, public
+from oracle.api.routes import dispositions as disposition_routes
 from oracle.chainlink import adapter as adapter_routes
 from oracle.context import Context
 from oracle.dashboard import routes as dashboard_routes
@@ -38,6 +39,7 @@ ROUTERS: list[APIRouter] = [
     attestations.router,
     outbox.router,
     contracts.router,
+    disposition_routes.router,
     inputs.router,
     models.router,
     products.router,

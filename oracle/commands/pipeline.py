@@ -223,3 +223,168 @@ def shipments_deliver(
     when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
     ctx = _ctx()
     typer.echo(mark_delivered(ctx.sessions, ctx.blobs, shipment, delivered_at=when, by=by))
+
+
+def _secret(prompt: str, *, from_stdin: bool, env: str | None = None, confirm: bool = False) -> str:
+    """A secret from stdin (first line), an environment variable, or a hidden prompt; never an option,
+    so it stays out of the process list and the shell history."""
+    import os
+
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if env and os.environ.get(env):
+        return os.environ[env]
+    value: str = typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+    return value
+
+
+@shipments_app.command("disposition")
+def shipments_disposition(
+    shipment: Annotated[str, typer.Argument(help="shipment id or 0x subject")],
+    out: Annotated[Path | None, typer.Option(help="write the report here (.pdf, .html or .json)")] = None,
+) -> None:
+    """Print a shipment's disposition content SHA-256 and sign-offs; write the report with --out."""
+    import json
+
+    from oracle.disposition.sign import disposition_document, domain_of
+
+    ctx = _ctx()
+    with ctx.sessions() as s:
+        doc = disposition_document(s, ctx.blobs, shipment, domain=domain_of(ctx.extras))
+    typer.echo(f"{doc.shipment}: {doc.content['decision']['verdict']}, content SHA-256 {doc.sha256}")
+    for x in doc.signoffs:
+        state = "" if x.content_sha256 == doc.sha256 else " (an earlier version)"
+        typer.echo(f"  signed {x.meaning} by {x.printed_name} at {x.to_json()['signed_at']}{state}")
+    if out is not None:
+        if out.suffix == ".pdf":
+            from oracle.disposition.pdf import render_pdf
+
+            out.write_bytes(render_pdf(doc.content, doc.signoffs, doc.sha256))
+        elif out.suffix == ".html":
+            from oracle.disposition.html import render_html
+
+            out.write_text(render_html(doc.content, doc.signoffs, doc.sha256), encoding="utf-8")
+        else:
+            out.write_text(json.dumps(doc.to_json(), indent=2), encoding="utf-8")
+        typer.echo(f"wrote {out}")
+
+
+@shipments_app.command("enroll-signer")
+def shipments_enroll_signer(
+    key_id: Annotated[int, typer.Option("--key-id", help="the signer's API key id (oracle apikeys list)")],
+    name: Annotated[str, typer.Option("--name", help="the signer's printed name, as sign-offs show it")],
+    password_stdin: Annotated[bool, typer.Option(help="read the signing password from stdin")] = False,
+) -> None:
+    """Give an API key a signing password: the second component every disposition sign-off needs."""
+    from oracle.disposition.signoffs import enroll_signer
+    from oracle.storage.api_tables import AuditEntry
+
+    password = _secret("Signing password", from_stdin=password_stdin, confirm=True)
+    ctx = _ctx()
+    with ctx.sessions() as s:
+        credential = enroll_signer(s, key_id=key_id, printed_name=name, password=password)
+        s.add(
+            AuditEntry(
+                key_id=None,
+                key_name="cli",
+                method="CLI",
+                path="oracle shipments enroll-signer",
+                resource="signing_credentials",
+                resource_id=str(credential),
+                summary=f"enrolled {name.strip()!r} as signer for API key {key_id}",
+                status=200,
+            )
+        )
+        s.commit()
+    typer.echo(f"signing credential {credential} for API key {key_id}: {name.strip()}")
+
+
+@shipments_app.command("signoff")
+def shipments_signoff(
+    shipment: Annotated[str, typer.Argument(help="shipment id or 0x subject")],
+    name: Annotated[str, typer.Option("--name", help="your printed name, as enrolled")],
+    meaning: Annotated[str, typer.Option(help="review, approval, responsibility or authorship")],
+    content_sha256: Annotated[
+        str, typer.Option("--content-sha256", help="the SHA-256 of the report you reviewed")
+    ],
+    password_stdin: Annotated[bool, typer.Option(help="read the signing password from stdin")] = False,
+) -> None:
+    """Sign a shipment's disposition electronically (21 CFR Part 11 style): your API key (ORACLE_API_KEY,
+    or prompted) and your signing password (prompted, or --password-stdin)."""
+    from oracle.api.keys import verify_key
+    from oracle.disposition.sign import domain_of, sign_disposition
+    from oracle.disposition.signoffs import SignoffRefused
+    from oracle.storage.api_tables import AuditEntry
+
+    presented = _secret("API key", from_stdin=False, env="ORACLE_API_KEY")
+    password = _secret("Signing password", from_stdin=password_stdin)
+    ctx = _ctx()
+    with ctx.sessions() as s:
+        key = verify_key(s, presented.strip())
+        if key is None:
+            typer.echo("refused: the API key is not valid (malformed, unknown or revoked)", err=True)
+            raise typer.Exit(1)
+
+        def audit(session: object, row: object, refused: SignoffRefused | None) -> None:
+            from sqlalchemy.orm import Session
+
+            from oracle.storage.signoff_tables import DispositionSignoff
+
+            assert isinstance(session, Session)
+            ok = isinstance(row, DispositionSignoff)
+            summary = (
+                f"signed ({row.meaning}) as {row.printed_name}: content {row.content_sha256}, "
+                f"sign-off {row.seq} {row.entry_hash}"
+                if isinstance(row, DispositionSignoff)
+                else f"sign-off refused: {refused.reason if refused else '?'}"
+            )
+            session.add(
+                AuditEntry(
+                    key_id=key.id,
+                    key_name=key.name,
+                    method="CLI",
+                    path="oracle shipments signoff",
+                    resource="disposition_signoffs",
+                    resource_id=shipment,
+                    summary=summary,
+                    status=201 if ok else (refused.status if refused else 400),
+                )
+            )
+
+        try:
+            signed = sign_disposition(
+                s,
+                ctx.blobs,
+                shipment=shipment,
+                key=key,
+                printed_name=name,
+                meaning=meaning,
+                signed_sha256=content_sha256,
+                password=password,
+                domain=domain_of(ctx.extras),
+                audit=audit,
+            )
+        except SignoffRefused as e:
+            typer.echo(f"refused ({e.reason}): {e}", err=True)
+            raise typer.Exit(1) from None
+    shown = signed.to_json()
+    typer.echo(
+        f"signed {shown['shipment']} ({shown['meaning']}) as {shown['printed_name']} "
+        f"at {shown['signed_at']}; content {shown['content_sha256']}, "
+        f"sign-off {shown['seq']} {shown['entry_hash']}"
+    )
+
+
+@shipments_app.command("verify-signoffs")
+def shipments_verify_signoffs() -> None:
+    """Walk the hash-chained sign-off log; exit 1 at the first broken link."""
+    from oracle.disposition.signoffs import verify_chain
+
+    ctx = _ctx()
+    with ctx.sessions() as s:
+        check = verify_chain(s)
+    if check.ok:
+        typer.echo(f"sign-off log intact: {check.entries} entries")
+        return
+    typer.echo(f"sign-off log BROKEN at entry {check.broken_seq}: {check.problem}", err=True)
+    raise typer.Exit(1)
