@@ -130,7 +130,7 @@ class WebhookDispatcher:
                 .order_by(WebhookDelivery.id)
                 .limit(self.batch)
             ).all()
-            urls = dict(s.execute(select(AlarmWebhook.name, AlarmWebhook.url)).tuples().all())
+            urls = {str(n): str(u) for n, u in s.execute(select(AlarmWebhook.name, AlarmWebhook.url)).all()}
         delivered = 0
         for row_id, key, body, name in due:
             error = self._send(urls[name], name, key, body.encode())
