@@ -158,9 +158,26 @@ def _markers(
     return markers, verdict.verdict.name
 
 
+def _disposition_links(s: Session, name: str | None) -> dict[str, str] | None:
+    """Where the shipment's disposition report is (:mod:`oracle.api.routes.dispositions`), once a
+    cold-chain decision exists to report on."""
+    from urllib.parse import quote
+
+    from oracle.storage.decision_tables import Decision
+
+    if not name:
+        return None
+    decided = s.scalar(select(Decision.id).where(Decision.kind == "coldchain", Decision.subject_name == name))
+    if decided is None:
+        return None
+    base = f"/v1/shipments/{quote(name, safe='')}/disposition"
+    return {"pdf": base + ".pdf", "html": base + ".html", "json": base}
+
+
 def shipment_detail(s: Session, subject_or_name: str) -> dict[str, Any]:
-    """One shipment's chart: ``series`` (UNIX s, °C), the profile ``band`` and ``markers``, and its
-    ``devices`` with how each signs (HS256 marked weaker: the oracle holds its secret).
+    """One shipment's chart: ``series`` (UNIX s, °C), the profile ``band`` and ``markers``, its
+    ``devices`` with how each signs (HS256 marked weaker: the oracle holds its secret), and the
+    ``disposition`` report's URLs (None before the shipment has a decision).
 
     ``subject_or_name`` is the 0x subject or the telemetry shipment name. Raises NotFound."""
     overview = {x["subject"]: x for x in shipments_view(s, limit=10_000)}
@@ -211,6 +228,7 @@ def shipment_detail(s: Session, subject_or_name: str) -> dict[str, Any]:
         devices = list(device_views(s, bound).values())
     return {
         **item,
+        "disposition": _disposition_links(s, item["name"]),
         "devices": devices,
         "band": band,
         "series": {"t": chart_t, "temp_c": chart_v},

@@ -305,3 +305,20 @@ def test_hostile_signoffs_get_clear_problems(world: World) -> None:
         "sign-off refused: bad_signing_credential",
         "sign-off refused: printed_name_mismatch",
     ]
+
+
+def test_the_dashboard_links_the_report(world: World) -> None:
+    detail = world.client.get(f"/v1/dashboard/shipments/{world.shipment}", headers=world.viewer).json()
+    links = detail["disposition"]
+    assert links["pdf"] == f"/v1/shipments/{world.shipment}/disposition.pdf"
+    pdf = world.client.get(links["pdf"], headers=world.viewer)
+    assert pdf.status_code == 200
+    assert pdf.content.startswith(b"%PDF")
+    assert "Disposition report" in world.client.get(links["html"], headers=world.viewer).text
+    # A stream with readings but no decision yet has nothing to report.
+    fleet = Fleet(world.ctx.sessions, world.ctx.blobs)
+    start = day_ago()
+    fleet.add("logger-undecided", "SHP-UNDECIDED", start_s=start)
+    fleet.publish("logger-undecided", temperatures(2), start_s=start)
+    undecided = world.client.get("/v1/dashboard/shipments/SHP-UNDECIDED", headers=world.viewer).json()
+    assert undecided["disposition"] is None

@@ -380,6 +380,19 @@
         el("td", { text: s.name || short(s.subject) }), el("td", { "data-testid": "shipment-state" }, badge(s.status)), el("td", { text: s.profile || (s.profile_hash ? "unknown" : "—") }),
         el("td", { text: s.readings }), el("td", { text: s.last_reading_ms ? when(s.last_reading_ms / 1000) : "—" })))));
   }
+  // The report needs the key, which a plain link would not send: fetch it and open what came back.
+  function disposition(path, label, testid) {
+    return el("a", { href: path, "data-testid": testid, onclick: async (ev) => {
+      ev.preventDefault();
+      const tab = window.open("", "_blank");
+      try {
+        const resp = await fetch(path, { headers: { "X-API-Key": state.key }, cache: "no-store" });
+        if (!resp.ok) throw new Error(`${resp.status} ${resp.statusText}`);
+        const url = URL.createObjectURL(await resp.blob());
+        if (tab) tab.location.href = url; else window.location.href = url;
+      } catch (e) { if (tab) tab.close(); setLive(`disposition report: ${e.message}`, "error"); }
+    }, text: label });
+  }
   async function renderShipment() {
     if (!state.shipment) return;
     const target = byId("shipment-detail");
@@ -390,6 +403,7 @@
     clear(target).append(
       el("h3", { text: d.name || d.subject, "data-testid": "shipment-name" }),
       kv([["status", d.status, "shipment-status"], ["escrowed", d.amount_display, "shipment-amount"], ["profile", d.profile ? `${d.profile} (${d.band.low_c}–${d.band.high_c} °C)` : "unknown"], ["rules verdict", d.rules_verdict], ["settlement tx", d.settled_tx]]),
+      d.disposition ? el("p", { "data-testid": "disposition" }, "Disposition report: ", disposition(d.disposition.pdf, "PDF", "disposition-pdf"), " · ", disposition(d.disposition.html, "HTML", "disposition-html")) : "",
       temperatureChart(d),
       el("div", { class: "chart-legend" }, el("span", { text: "green: profile band" }), el("span", { text: `red: breach (${breaches.length})` }), el("span", { text: `amber: early warning (${warnings.length})` })),
       d.note ? emptyNote(d.note) : "",
