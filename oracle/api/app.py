@@ -26,7 +26,7 @@ from oracle.api.limits import ApiLimits, BodySizeLimit, TokenBuckets
 from oracle.api.metrics import DatabaseCollector, HttpMetrics
 from oracle.api.openapi import problem_openapi
 from oracle.api.problems import install_problem_handlers
-from oracle.api.routes import admin, attestations, contracts, inputs, models, outbox, products, public
+from oracle.api.routes import admin, alarms, attestations, contracts, inputs, models, outbox, products, public
 from oracle.api.routes import dispositions as disposition_routes
 from oracle.chainlink import adapter as adapter_routes
 from oracle.context import Context
@@ -46,6 +46,7 @@ ROUTERS: list[APIRouter] = [
     public.router,
     admin.router,
     telemetry_routes.router,
+    alarms.router,
     provenance_routes.router,
     adapter_routes.router,
     dashboard_routes.router,
