@@ -265,6 +265,11 @@ def serve(
         from oracle.scheduler import start_scheduler
 
         stack.callback(start_scheduler(ctx).stop)
+        from oracle.alarms.webhooks import WebhookDispatcher
+
+        webhooks = WebhookDispatcher(ctx.sessions, settings.data_dir)  # alarm webhooks, from the queue
+        webhooks.start()
+        stack.callback(webhooks.stop)
         # The first evaluation would otherwise pay LightGBM's import (about 4 s here) inside the
         # breach-to-void path; load it beside start-up instead, off the path to /healthz.
         warm = threading.Thread(target=_warm_models, name="warm-models", daemon=True)
@@ -434,11 +439,14 @@ def start_ingest_worker(ctx: Context) -> Callable[[], None]:
     from urllib.parse import urlparse
 
     from ingest.telemetry.worker import IngestWorker, worker_config
+    from oracle.alarms.live import attach as attach_alarms
     from oracle.devices import load_kek
 
     u = urlparse(ctx.mqtt_url)
     config = worker_config(ctx.settings, host=u.hostname, port=u.port, tls=u.scheme == "mqtts")
-    worker = IngestWorker(_NotifyingIngest(ctx, kek=load_kek(ctx.settings)), config)
+    ingest = _NotifyingIngest(ctx, kek=load_kek(ctx.settings))
+    attach_alarms(ingest, ctx.sessions)  # live excursion alarms on every committed reading
+    worker = IngestWorker(ingest, config)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), name="ingest", daemon=True)
     thread.start()

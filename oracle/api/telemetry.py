@@ -92,6 +92,9 @@ def telemetry_ingest(ctx: Context) -> TelemetryIngest:
             max_future_skew_s=ctx.settings.telemetry_max_future_skew_s,
             reorder_window_s=ctx.settings.telemetry_reorder_window_s,
         )
+        from oracle.alarms.live import attach
+
+        attach(made, ctx.sessions)  # live excursion alarms on readings posted over HTTP too
         ctx.extras[_INGEST_KEY] = made
         return made
 

@@ -309,6 +309,9 @@ def ingest_telemetry(
         max_future_skew_s=settings.telemetry_max_future_skew_s,
         reorder_window_s=settings.telemetry_reorder_window_s,
     )
+    from oracle.alarms.live import attach
+
+    attach(ingest, ctx.sessions)  # live excursion alarms; webhooks are sent by `oracle run`
     if metrics_port:
         from prometheus_client import start_http_server
 
