@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pypdf import PdfReader
 
 
 def _free_port() -> int:
@@ -79,12 +80,30 @@ def test_demo_network_pays_out_and_voids_on_k_signatures(tmp_path: Path) -> None
         assert network["disagreed"] == []
         assert network["round"] == "landed"
         assert network["transmitted_by"] in ("node1", "node2", "node3")
+        # The voided shipment's disposition report, signed by the demo's QA person, kept as a PDF.
+        report = tmp_path / "data" / "network" / "dispositions" / "SHP-VACCINES-2.pdf"
+        while not report.exists():
+            assert time.monotonic() - started < 300, (tmp_path / "run.log").read_text()[-3000:]
+            time.sleep(1)
+        time.sleep(1)  # written in one call; let it land
+        voided_tx = next(s["settled_tx"] for s in shipments["items"] if s["status"] == "voided")
+        chain_check = httpx.get(f"{base}/v1/disposition-signoffs/verify", headers=headers, timeout=10).json()
+        assert chain_check["ok"] is True
+        assert chain_check["entries"] >= 1
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         out.close()
     log = (tmp_path / "run.log").read_text()
     assert "KE-NORTH: 3 of 3 nodes computed and signed" in log
+    assert "SHP-VACCINES-2: disposition signed (approval) by Demo QA (simulated)" in log
+    reader = PdfReader(report)
+    text = " ".join(" ".join(p.extract_text() for p in reader.pages).split())
+    assert len(reader.pages) >= 2
+    assert "Verdict BREACH" in text
+    assert "Demo QA (simulated) approval" in text
+    assert voided_tx in text
+    assert "ShipmentVoided" in text
     assert "BREACH detected" in log
     nodes = tmp_path / "data" / "network" / "nodes"
     for node in ("node1", "node2", "node3"):

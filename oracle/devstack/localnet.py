@@ -19,6 +19,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -45,6 +46,15 @@ NODES = 3
 THRESHOLD = 2
 #: The key of the watcher process among :attr:`LocalNetwork.procs`.
 WATCHER = "watcher"
+#: Under the network directory: the signed disposition reports the demo produces.
+DISPOSITIONS_DIR = "dispositions"
+DEMO_QA_NAME = "Demo QA (simulated)"
+
+
+def _subject(shipment: str) -> str:
+    from oracle.reports import subject_id
+
+    return "0x" + subject_id("shipment", shipment).hex()
 
 
 @dataclass
@@ -201,6 +211,9 @@ class NetworkDemo:
     period: str = ""
     device_keys: dict[str, Ed25519PrivateKey] = field(default_factory=dict, repr=False)
     keys: dict[str, str] = field(default_factory=dict)
+    #: Node 1's admin key and the demo QA signer's signing password (in memory only, never printed).
+    admin: str = field(default="", repr=False)
+    qa_password: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     start_s: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -234,6 +247,7 @@ class NetworkDemo:
             seed_inputs,
             simulated_device_key,
         )
+        from oracle.disposition.signoffs import enroll_signer
 
         now = dt.datetime.now(dt.UTC)
         self.start_s = int(time.time()) - TICKS * 600
@@ -247,7 +261,10 @@ class NetworkDemo:
                     s, role=Role.OPERATOR, name=f"demo driver {node_id}"
                 ).secret_key
                 if node_id == self.net.network.ids[0]:
-                    admin = create_key(s, role=Role.ADMIN, name=f"demo admin {now:%Y-%m-%d %H:%M}").secret_key
+                    made = create_key(s, role=Role.ADMIN, name=f"demo admin {now:%Y-%m-%d %H:%M}")
+                    admin = made.secret_key
+                    # The operator watching the demo also signs dispositions, as the QA person would.
+                    enroll_signer(s, key_id=made.key.id, printed_name=DEMO_QA_NAME, password=self.qa_password)
                 s.commit()
             for shipment in SHIPMENTS:
                 device = device_of(shipment)
@@ -260,6 +277,7 @@ class NetworkDemo:
                 )
         deployment = Deployment.load(self.net.directory / DEPLOYMENT_FILE)
         open_policies_and_escrows(connect(self.net.rpc_url), deployment)
+        self.admin = admin
         n, k = len(self.net.network.members), self.net.network.threshold
         self.note(f"seeded 3 regions, 3 policies and 3 escrows; {n} nodes, k = {k}; evaluating {self.period}")
         return admin
@@ -280,6 +298,7 @@ class NetworkDemo:
         return codes
 
     def run(self) -> None:
+        threading.Thread(target=self._disposition, name="demo-disposition", daemon=True).start()
         try:
             self._drought()
             self._sensors_and_verdicts()
@@ -295,6 +314,54 @@ class NetworkDemo:
             self.note(
                 f"{region}: {signed} of {len(codes)} nodes computed and signed their report for {self.period}"
             )
+
+    def _disposition(self) -> None:
+        """Once the overheated shipment is voided, the QA person signs its disposition report on node 1
+        (approval, with the signing password) and the signed PDF is kept under ``dispositions/``."""
+        from oracle.devstack.demo import SHIPMENTS
+
+        try:
+            breached = next(s for s, excursion in SHIPMENTS.items() if excursion)
+            base = self.net.network.members[0].url
+            headers = {"Authorization": f"Bearer {self.admin}"}
+            while not self.stop.wait(2.0):
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    shipments = httpx.get(
+                        f"{base}/v1/shipments?status=voided", headers=headers, timeout=10
+                    ).json()
+                    if any(x.get("subject") == _subject(breached) for x in shipments.get("items", [])):
+                        break
+            else:
+                return
+            url = f"{base}/v1/shipments/{breached}/disposition"
+            for _ in range(10):  # the record may still move (the listener, a late confirmation): sign again
+                sha = httpx.get(url, headers=headers, timeout=30).json()["content_sha256"]
+                body = {
+                    "printed_name": DEMO_QA_NAME,
+                    "meaning": "approval",
+                    "content_sha256": sha,
+                    "signing_password": self.qa_password,
+                }
+                r = httpx.post(url + "/signoffs", json=body, headers=headers, timeout=30)
+                if r.status_code == 201:
+                    break
+                log.info("demo: disposition sign-off of %s answered %s; retrying", breached, r.status_code)
+                self.stop.wait(2.0)
+            else:
+                self.note(f"{breached}: the disposition report could not be signed")
+                return
+            signed = r.json()
+            pdf = httpx.get(url + ".pdf", headers=headers, timeout=60)
+            pdf.raise_for_status()
+            out = self.net.directory / DISPOSITIONS_DIR / f"{breached}.pdf"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(pdf.content)
+            self.note(
+                f"{breached}: disposition signed ({signed['meaning']}) by {signed['printed_name']} at "
+                f"{signed['signed_at']}, content SHA-256 {signed['content_sha256'][:16]}…; report {out}"
+            )
+        except Exception:
+            log.exception("the demo's disposition sign-off stopped with an error")
 
     def _sensors_and_verdicts(self) -> None:
         from urllib.parse import urlparse
