@@ -7,6 +7,12 @@ and the run goes on. With ``--post`` complete decisions are posted through the c
 (``ORACLE_SIGNER_URL`` / ``ORACLE_SIGNER_TOKEN``) and the deployment record into the outbox, which
 ``oracle run`` pumps to the chain.
 
+Zonal means run on Dask (``ORACLE_DASK_SCHEDULER``, see :mod:`oracle.scale.cluster`): on the named
+scheduler or ``local[:N]`` cluster always, and on a LocalCluster started for this run (and closed after
+it) when the default is left empty and the run has at least :data:`DASK_MIN_EVALUATIONS` region-periods;
+``off`` keeps everything in this process. Every step output, hence every CID and report, is the same
+either way.
+
 Exit codes: 0 when nothing failed, 1 when some evaluation failed, 2 for bad arguments or configuration.
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -24,12 +31,18 @@ from sqlalchemy import select
 from oracle.context import Context, open_context
 from oracle.errors import OracleError, ValidationError
 
+if TYPE_CHECKING:
+    from oracle.scale.gridded import DaskZonalSteps
+
 app = typer.Typer(help="Evaluate past periods.", no_args_is_help=True, add_completion=False)
 
 log = logging.getLogger(__name__)
 
 #: The longest range one backfill accepts: 100 years of months is a typo, not a backfill.
 MAX_PERIODS = 1200
+#: With ORACLE_DASK_SCHEDULER left empty, a run this large starts a LocalCluster; a smaller one is done
+#: sooner without one (a cluster takes a few seconds to start).
+DASK_MIN_EVALUATIONS = 24
 
 
 def _fail(message: str) -> typer.Exit:
@@ -122,6 +135,34 @@ def _run(
     post: bool,
     model_dir: Path | None,
 ) -> Counter[str]:
+    from oracle.scale.cluster import client_for, close
+    from oracle.scale.gridded import DaskZonalSteps
+
+    choice = ctx.settings.dask_scheduler
+    wanted = choice not in ("", "off") or (
+        choice == "" and len(regions) * len(periods) >= DASK_MIN_EVALUATIONS
+    )
+    try:
+        client = client_for(ctx.settings) if wanted else None
+    except OracleError as e:
+        raise _fail(str(e)) from None
+    zonal = DaskZonalSteps(client) if client is not None else None
+    try:
+        return _evaluate_all(ctx, regions, periods, post=post, model_dir=model_dir, zonal=zonal)
+    finally:
+        if client is not None:
+            close(client)
+
+
+def _evaluate_all(
+    ctx: Context,
+    regions: list[str],
+    periods: list[str],
+    *,
+    post: bool,
+    model_dir: Path | None,
+    zonal: DaskZonalSteps | None,
+) -> Counter[str]:
     from oracle.decisions.drought import evaluate_drought
     from oracle.scheduler.evaluations import post_outcome as post_one
 
@@ -145,7 +186,12 @@ def _run(
             for region_id in regions:
                 try:
                     outcome = evaluate_drought(
-                        ctx.sessions, ctx.blobs, region_id=region_id, period=period, model_dir=model_dir
+                        ctx.sessions,
+                        ctx.blobs,
+                        region_id=region_id,
+                        period=period,
+                        model_dir=model_dir,
+                        zonal=zonal,
                     )
                     status, detail = outcome.status, outcome.reason
                     if outcome.report is not None:

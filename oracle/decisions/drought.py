@@ -34,7 +34,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import select
@@ -48,6 +48,9 @@ from oracle.reports import Report, ReportKind, subject_id, to_fixed
 from oracle.storage.blobs import BlobStore
 from oracle.storage.decision_tables import Region
 from oracle.storage.tables import Observation
+
+if TYPE_CHECKING:
+    from oracle.scale.gridded import ZonalSteps
 
 log = logging.getLogger(__name__)
 
@@ -330,10 +333,17 @@ def evaluate_drought(
     period: str,
     model_dir: Path | None = None,
     terms: DroughtTerms | None = None,
+    zonal: ZonalSteps | None = None,
 ) -> DecisionOutcome:
-    """Evaluate ``region_id`` for ``period`` (YYYY-MM) and record the decision; does not post anything."""
+    """Evaluate ``region_id`` for ``period`` (YYYY-MM) and record the decision; does not post anything.
+
+    ``zonal`` runs the zonal-mean steps (e.g. :class:`oracle.scale.gridded.DaskZonalSteps` on a Dask
+    cluster); by default a large evaluation goes to Dask and a small one stays in this process
+    (:func:`oracle.scale.gridded.zonal_steps_for`). Either way the steps and their CIDs are the same.
+    """
     from models.drought.severity import DEFAULT_MODEL_DIRECTORY
     from models.registry import list_models, load_model, model_id_for
+    from oracle.scale.gridded import zonal_steps_for
 
     terms = terms or DroughtTerms()
     year, month = parse_period(period)
@@ -358,9 +368,9 @@ def evaluate_drought(
             status="incomplete",
             reason="; ".join(lacking),
         )
-    region_bytes = blobs.get(region_cid)
     parts: list[dict[str, Any]] = []
     part_cids: list[str] = []
+    jobs: list[tuple[str, dict[str, Any]]] = []
     for r in inputs.rasters:
         label = r.variable if r.variable != "precip" else f"precip_{r.meta.get('cadence', 'monthly')}"
         params = {
@@ -369,9 +379,13 @@ def evaluate_drought(
             "units": r.meta.get("source_units"),
             "date": r.meta["date"],
         }
-        out = zonal_mean_step(blobs.get(r.cid), region_bytes, params)
+        jobs.append((r.cid, params))
+    outs = (zonal or zonal_steps_for(blobs, jobs))(blobs, region_cid, jobs)
+    for (raster_cid, params), out in zip(jobs, outs, strict=True):
         parts.append(out)
-        part_cids.append(trace.record("zonal_mean", inputs=[r.cid, region_cid], output=out, params=params))
+        part_cids.append(
+            trace.record("zonal_mean", inputs=[raster_cid, region_cid], output=out, params=params)
+        )
     for f in inputs.feeds:
         params = {"variable": "precip", "units": f.meta.get("units") or None, "region_id": region_id}
         out = weather_series_step(blobs.get(f.cid), params)
