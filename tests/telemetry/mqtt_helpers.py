@@ -130,6 +130,19 @@ class WorkerProcess:
         self.proc.wait(10)
         return children
 
+    def crash(self) -> None:
+        """A host crash: freeze the writer process(es) first, then the worker, then SIGKILL all of them, so
+        a commit under way is cut off where it stood (a writer outliving its worker could finish it)."""
+        assert self.proc is not None
+        children = _children(self.proc.pid)
+        for pid in [*children, self.proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        for pid in [*children, self.proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(10)
+
     def wait_orphans(self, children: list[int]) -> int:
         """Require the orphaned writer processes to exit by themselves within 10 s; return their number."""
         deadline = time.monotonic() + 10
