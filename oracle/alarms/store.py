@@ -33,9 +33,12 @@ def _utc(t: dt.datetime | None) -> str | None:
 
 def alarm_view(row: AlarmRow) -> dict[str, Any]:
     """The public shape of an alarm (API, dashboard, webhook bodies)."""
+    from oracle.reports import subject_id
+
     return {
         "id": row.id,
         "shipment_id": row.shipment_id,
+        "subject": "0x" + subject_id("shipment", row.shipment_id).hex(),
         "profile": row.profile,
         "rule": row.rule,
         "description": row.description,

@@ -1,0 +1,99 @@
+// Excursion alarms on the operators' dashboard: the alarms list (every shipment) and the alarms of the
+// shipment selected in the Shipments panel, with Acknowledge and Clear (an operator key is needed; a
+// viewer key sees them only). Strings from the server are set with textContent, never innerHTML.
+"use strict";
+(function () {
+  const POLL_MS = 2500;
+  const KEY = "oracle-dashboard-key";
+  const state = { selected: null, items: [], timer: null, note: "" };
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "text") node.textContent = String(v);
+      else if (k === "onclick") node.addEventListener("click", v);
+      else node.setAttribute(k, String(v));
+    }
+    for (const c of children) if (c !== null && c !== undefined) node.append(c instanceof Node ? c : String(c));
+    return node;
+  }
+  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); return node; }
+  function byId(id) { return document.getElementById(id); }
+  function when(s) { return s ? new Date(s * 1000).toISOString().replace(".000Z", "Z").replace("T", " ") : "—"; }
+  function stamp(iso) { return iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : "—"; }
+  function badge(text, prefix) { return el("span", { class: `badge ${prefix}-${String(text).replace(/[^A-Za-z0-9_-]/g, "")}`, text }); }
+  function key() { return sessionStorage.getItem(KEY) || ""; }
+
+  async function call(method, path) {
+    const resp = await fetch(path, { method, headers: { "X-API-Key": key() }, cache: "no-store" });
+    if (resp.status === 403) throw new Error("this needs an operator key");
+    if (!resp.ok) {
+      let detail = resp.statusText;
+      try { detail = (await resp.json()).detail || detail; } catch (_) { /* not JSON */ }
+      throw new Error(`${resp.status} ${detail}`);
+    }
+    return resp.json();
+  }
+
+  async function act(alarm, action) {
+    try {
+      await call("POST", `/v1/alarms/${alarm.id}/${action}`);
+      state.note = "";
+    } catch (e) { state.note = `${action} alarm ${alarm.id}: ${e.message}`; }
+    await poll();
+  }
+
+  function rows(items, withShipment) {
+    const head = el("tr");
+    const headers = ["severity", "state", ...(withShipment ? ["shipment"] : []), "rule", "raised (reading time)", "value", "acknowledged", "cleared", ""];
+    for (const h of headers) head.append(el("th", { text: h }));
+    const body = el("tbody");
+    for (const a of items) {
+      const buttons = el("td");
+      if (!a.acknowledged_by) buttons.append(el("button", { type: "button", "data-testid": "alarm-ack", onclick: () => act(a, "acknowledge"), text: "Acknowledge" }));
+      if (a.state !== "cleared") buttons.append(el("button", { type: "button", "data-testid": "alarm-clear", onclick: () => act(a, "clear"), text: "Clear" }));
+      body.append(el("tr", { "data-testid": "alarm-row", "data-alarm": a.id, "data-state": a.state },
+        el("td", {}, badge(a.severity, "sev")),
+        el("td", { "data-testid": "alarm-state" }, badge(a.state, "alarm")),
+        withShipment ? el("td", { text: a.shipment_id }) : null,
+        el("td", { title: a.description, text: a.rule }),
+        el("td", { text: when(a.raised_at_s) }),
+        el("td", { text: `${Number(a.raised_value_c).toFixed(1)} °C` }),
+        el("td", { "data-testid": "alarm-acked-by", text: a.acknowledged_by ? `${a.acknowledged_by} · ${stamp(a.acknowledged_at)}` : "—" }),
+        el("td", { text: a.cleared_by ? `${a.cleared_by} · ${a.cleared_at_s ? when(a.cleared_at_s) : stamp(a.cleared_at)}` : (a.auto_clear ? "clears back in band" : "operator clears") }),
+        buttons));
+    }
+    const t = el("table", {}, el("thead", {}, head), body);
+    return el("div", { class: "scroll" }, t);
+  }
+
+  function render() {
+    const list = clear(byId("alarms"));
+    if (state.note) list.append(el("p", { class: "alarm-note", role: "alert", "data-testid": "alarm-note", text: state.note }));
+    const open = state.items.filter((a) => a.state !== "cleared").length;
+    list.append(el("p", { "data-testid": "alarm-count", text: `${open} open of ${state.items.length}` }));
+    if (state.items.length) list.append(rows(state.items, true));
+    const panel = clear(byId("shipment-alarms"));
+    if (!state.selected) { panel.append(el("p", { class: "empty", text: "Click a shipment." })); return; }
+    const mine = state.items.filter((a) => a.subject === state.selected);
+    if (!mine.length) { panel.append(el("p", { class: "empty", text: "No alarms for this shipment." })); return; }
+    panel.append(rows(mine, false));
+  }
+
+  async function poll() {
+    if (state.timer) { clearTimeout(state.timer); state.timer = null; }
+    if (key()) {
+      try { state.items = (await call("GET", "/v1/alarms?limit=200")).items; } catch (e) { state.note = `alarms: ${e.message}`; }
+      render();
+    }
+    state.timer = setTimeout(poll, POLL_MS);
+  }
+
+  // The Shipments panel (dashboard.js) marks rows with data-subject; follow its selection.
+  document.addEventListener("click", (ev) => {
+    const row = ev.target instanceof Element ? ev.target.closest("[data-testid=shipment-row]") : null;
+    if (row) { state.selected = row.getAttribute("data-subject"); render(); }
+  });
+  poll();
+})();
