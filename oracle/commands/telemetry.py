@@ -1,4 +1,4 @@
-"""CLI for telemetry: ``oracle devices add|rotate|bind|list|revoke`` and ``oracle ingest telemetry``.
+"""CLI for telemetry: ``oracle devices add|rotate|bind|list|revoke|retention``, ``oracle ingest telemetry``.
 
 Two Typer apps to mount in ``oracle/cli.py``: :data:`devices_app` as ``devices`` and :data:`ingest_app` as
 ``ingest``. :data:`app` holds both for standalone use (``python -m oracle.commands.telemetry devices ...``).
@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 import typer
 
+from oracle.commands.retention import retention_command
 from oracle.errors import ConfigError, OracleError, ValidationError
 
 devices_app = typer.Typer(
@@ -269,6 +270,9 @@ def devices_revoke(device_id: Annotated[str, typer.Argument(help="a registered d
     typer.echo(
         f"device {device_id} revoked after seq {bound}; running workers refuse later readings within 30 s"
     )
+
+
+devices_app.command("retention")(retention_command)
 
 
 @ingest_app.command("telemetry")

@@ -121,6 +121,11 @@ def list_months(conn: Connection) -> list[MonthPartition]:
     return out
 
 
+def default_count(conn: Connection) -> int:
+    """How many readings the default partition holds (months without a partition of their own)."""
+    return int(conn.execute(text(f"SELECT count(*) FROM {DEFAULT}")).scalar_one())  # noqa: S608 - constant
+
+
 def shipments_in(conn: Connection, month: int) -> set[str]:
     """The shipment ids that have readings in ``month``'s partition."""
     rows = conn.execute(text(f"SELECT DISTINCT shipment_id FROM {partition_name(month)}"))  # noqa: S608
