@@ -125,7 +125,7 @@ def sections(content: dict[str, Any], signoffs: list[Signoff], sha256: str) -> l
                     b["rule"],
                     when(b["at_s"]),
                     f"{_num(b['measured'])} {b['unit']}",
-                    _num(b["limit"]),
+                    f"{_num(b['limit'])} {b['unit']}",
                 ]
                 for b in content["breaches"]
             ],
@@ -172,20 +172,21 @@ def sections(content: dict[str, Any], signoffs: list[Signoff], sha256: str) -> l
     out.append(
         Section(
             "Electronic signatures (21 CFR Part 11 §11.50)",
-            headers=["#", "printed name", "meaning", "signed at (UTC)", "signs content SHA-256"],
+            headers=["#", "printed name", "meaning", "signed at (UTC)", "signs"],
             rows=[
                 [
                     str(x.seq),
                     x.printed_name,
                     x.meaning,
                     utc_text(x.signed_at),
-                    x.content_sha256
+                    "this record"
                     if x.content_sha256 == sha256
-                    else f"{x.content_sha256} (earlier version)",
+                    else f"an earlier version: {x.content_sha256}",
                 ]
                 for x in signoffs
             ],
-            note=f"Content SHA-256 of this record: {sha256}" + ("" if signoffs else ". Not signed yet."),
+            note=f"Content SHA-256 of this record: {sha256}. "
+            + ("Each signature names the content hash it signs." if signoffs else "Not signed yet."),
         )
     )
     return out

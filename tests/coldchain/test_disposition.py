@@ -222,6 +222,7 @@ def test_tampering_with_a_signoff_breaks_the_chain(world: World) -> None:
 def test_a_stale_content_hash_is_refused(world: World) -> None:
     url = f"/v1/shipments/{world.shipment}/disposition"
     before = world.client.get(url, headers=world.viewer).json()["content_sha256"]
+    assert _sign(world, before, meaning="review").status_code == 201  # type: ignore[attr-defined]
     # The record changes: the shipment is delivered and re-evaluated (a new decision).
     from oracle.decisions.coldchain import ShipmentTerms, mark_delivered
 
@@ -242,11 +243,15 @@ def test_a_stale_content_hash_is_refused(world: World) -> None:
     assert r.json()["reason"] == "stale_content"  # type: ignore[attr-defined]
     assert after in r.json()["detail"]  # type: ignore[attr-defined]
     assert _sign(world, after).status_code == 201  # type: ignore[attr-defined]
+    # Each signature stays with the content it signed (11.70): the review signed the earlier record.
+    html = world.client.get(url + ".html", headers=world.viewer).text
+    assert f"an earlier version: {before}" in html
+    assert html.count("<td class='v'>this record</td>") == 1
     with world.ctx.sessions() as s:
         audited = s.scalars(
             select(AuditEntry.status).where(AuditEntry.resource == "disposition_signoffs")
         ).all()
-    assert sorted(audited) == [201, 409]
+    assert sorted(audited) == [201, 201, 409]
 
 
 def test_hostile_signoffs_get_clear_problems(world: World) -> None:
