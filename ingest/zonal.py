@@ -33,7 +33,6 @@ from ingest.regions import Region, regions_fingerprint
 from ingest.units import FloatArray
 from oracle.errors import ValidationError
 
-_STACK_CHUNK = 16
 _DENSIFY_DEGREES = 0.01
 """Edge length (degrees) before reprojection: straight lon/lat edges bend in a projected CRS."""
 
@@ -140,16 +139,15 @@ class ZonalWeights:
             )
         means = np.empty((len(self.region_ids), stack.shape[0]))
         fraction = np.empty_like(means)
-        flat = stack.reshape(stack.shape[0], -1)
-        # Chunks of time steps bound the dense temporaries to _STACK_CHUNK × cells.
-        for start in range(0, stack.shape[0], _STACK_CHUNK):
-            x = flat[start : start + _STACK_CHUNK].T
+        # Day by day: a (cells × days) block would be a transposed, strided operand, which scipy copies
+        # cell-major first (that copy cost 3x the products). Each day's sums are the same terms in the
+        # same order either way, so the bits do not depend on how the days are grouped.
+        for day, values in enumerate(stack):
+            x = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
             valid = ~np.isnan(x)
             num = self.matrix @ np.where(valid, x, 0.0)
             den = self.matrix @ valid.astype(np.float64)
-            means[:, start : start + x.shape[1]], fraction[:, start : start + x.shape[1]] = self._finish(
-                num, den
-            )
+            means[:, day], fraction[:, day] = self._finish(num, den)
         return means, fraction
 
     def _finish(self, num: FloatArray, den: FloatArray) -> tuple[FloatArray, FloatArray]:

@@ -62,14 +62,17 @@ def zonal_means_stack(
     """
     if client is None:
         return weights.means_stack(np.asarray(stack.values, dtype=np.float64))
+    from dask.delayed import delayed
+
     da, c = _dask_array(), _untyped(client)
     data = stack.data
     if not isinstance(data, da.Array):
         data = da.from_array(np.asarray(data), chunks=(TIME_CHUNK, -1, -1))
     data = data.rechunk({1: -1, 2: -1})
     shared = c.scatter(weights, broadcast=True, hash=False)
-    blocks = c.compute(list(data.to_delayed().ravel()))
-    parts = c.gather([c.submit(_means_block, shared, block, pure=False) for block in blocks])
+    # One means task per chunk, fed by that chunk's own task where it runs: a chunk is freed as soon as
+    # its means are taken, so memory holds a few chunks, not the stack.
+    parts = c.gather(c.compute([delayed(_means_block)(shared, block) for block in data.to_delayed().ravel()]))
     means = np.concatenate([p[0] for p in parts], axis=1)
     fraction = np.concatenate([p[1] for p in parts], axis=1)
     return means, fraction
