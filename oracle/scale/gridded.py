@@ -65,14 +65,16 @@ def zonal_means_stack(
     from dask.delayed import delayed
 
     da, c = _dask_array(), _untyped(client)
-    data = stack.data
-    if not isinstance(data, da.Array):
-        data = da.from_array(np.asarray(data), chunks=(TIME_CHUNK, -1, -1))
-    data = data.rechunk({1: -1, 2: -1})
     shared = c.scatter(weights, broadcast=True, hash=False)
-    # One means task per chunk, fed by that chunk's own task where it runs: a chunk is freed as soon as
-    # its means are taken, so memory holds a few chunks, not the stack.
-    parts = c.gather(c.compute([delayed(_means_block)(shared, block) for block in data.to_delayed().ravel()]))
+    data = stack.data
+    if isinstance(data, da.Array):
+        # One means task per chunk, fed by that chunk's own task where it runs: a chunk is freed as
+        # soon as its means are taken, so memory holds a few chunks, not the stack.
+        blocks = data.rechunk({1: -1, 2: -1}).to_delayed().ravel()
+        parts = c.gather(c.compute([delayed(_means_block)(shared, block) for block in blocks]))
+    else:
+        pieces = c.scatter(_split(np.asarray(data), axis=0, size=TIME_CHUNK), hash=False)
+        parts = c.gather([c.submit(_means_block, shared, piece, pure=False) for piece in pieces])
     means = np.concatenate([p[0] for p in parts], axis=1)
     fraction = np.concatenate([p[1] for p in parts], axis=1)
     return means, fraction
@@ -146,12 +148,26 @@ def spi_grid(
         workers = max(1, len(client.scheduler_info()["workers"]))
         block_rows = block_rows or max(1, -(-rows // (2 * workers)))
         data = cube.data
-        if not isinstance(data, da.Array):
-            data = da.from_array(np.asarray(data, dtype=np.float64), chunks=(-1, block_rows, -1))
-        data = data.rechunk({0: -1, 1: block_rows, 2: -1})
-        result = data.map_blocks(spi_cube, dtype=np.float64, **kwargs)
-        values = c.compute(result).result()
+        if isinstance(data, da.Array):
+            blocks = data.rechunk({0: -1, 1: block_rows, 2: -1})
+            values = c.compute(blocks.map_blocks(spi_cube, dtype=np.float64, **kwargs)).result()
+        else:
+            # Each block is sent once, straight to a worker (a graph built on the whole array would
+            # ship all of it to every worker).
+            pieces = c.scatter(
+                _split(np.asarray(data, dtype=np.float64), axis=1, size=block_rows), hash=False
+            )
+            parts = c.gather([c.submit(spi_cube, piece, pure=False, **kwargs) for piece in pieces])
+            values = np.concatenate(parts, axis=1)
     return xr.DataArray(values, dims=cube.dims, coords=cube.coords, name="spi")
+
+
+def _split(array: npt.NDArray[Any], *, axis: int, size: int) -> list[npt.NDArray[Any]]:
+    """Contiguous copies of consecutive ``size``-long slices of ``array`` along ``axis``."""
+    return [
+        np.ascontiguousarray(np.take(array, np.arange(i, min(i + size, array.shape[axis])), axis=axis))
+        for i in range(0, array.shape[axis], size)
+    ]
 
 
 def _dask_array() -> Any:

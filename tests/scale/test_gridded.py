@@ -35,11 +35,13 @@ def assert_same_bits(ours: np.ndarray, reference: np.ndarray) -> None:
     assert ours.tobytes() == reference.tobytes()
 
 
-@pytest.mark.parametrize("days_per_chunk", [1, 7, 40])
+@pytest.mark.parametrize("days_per_chunk", [None, 1, 7, 40])
 def test_zonal_means_of_a_chunked_stack_equal_the_single_process_bits(
-    cluster: Client, days_per_chunk: int
+    cluster: Client, days_per_chunk: int | None
 ) -> None:
-    stack = xr.DataArray(rain_stack(40, seed=1), dims=("time", "y", "x")).chunk({"time": days_per_chunk})
+    stack = xr.DataArray(rain_stack(40, seed=1), dims=("time", "y", "x"))
+    if days_per_chunk is not None:  # None: an in-memory stack, sent in pieces
+        stack = stack.chunk({"time": days_per_chunk})
     weights = ZonalWeights.build(regions(), GRID)
     means, fraction = zonal_means_stack(stack, weights, client=cluster)
     ref_means, ref_fraction = weights.means_stack(stack.values)
@@ -73,9 +75,13 @@ def test_files_read_on_the_workers_give_the_single_process_means(cluster: Client
     assert_same_bits(fraction, ref_fraction)
 
 
-@pytest.mark.parametrize("block_rows", [1, 4, 16])
-def test_gridded_spi_on_the_cluster_equals_spi_cube_bit_for_bit(cluster: Client, block_rows: int) -> None:
+@pytest.mark.parametrize(("block_rows", "lazy"), [(1, False), (4, False), (16, False), (3, True)])
+def test_gridded_spi_on_the_cluster_equals_spi_cube_bit_for_bit(
+    cluster: Client, block_rows: int, lazy: bool
+) -> None:
     cube = xr.DataArray(rain_cube(360, 16, 9, seed=3), dims=("time", "y", "x"))
+    if lazy:  # a Dask-backed cube, chunked otherwise: rechunked to row blocks
+        cube = cube.chunk({"time": 100, "y": 5})
     args = {"scale": 3, "calibration": (1991, 2010), "start_year": 1991}
     ours = spi_grid(cube, client=cluster, block_rows=block_rows, **args)  # type: ignore[arg-type]
     reference = spi_cube(cube.values, **args)  # type: ignore[arg-type]
