@@ -90,35 +90,33 @@ def record_transitions(
             AlarmRow.raised_at_s == t.raised_at_s,
         )
         if t.action == "raise":
-            fresh = _insert_alarm(
-                s,
-                {
-                    "shipment_id": shipment_id,
-                    "profile": rules.profile,
-                    "rule": t.rule,
-                    "description": rule.describe()[:200],
-                    "severity": rule.severity,
-                    "mode": rule.mode,
-                    "auto_clear": rule.clears_automatically,
-                    "state": "raised",
-                    "raised_at_s": t.raised_at_s,
-                    "raised_value_c": t.value_c,
-                    "raised_at": now,
-                },
-            )
+            values = {
+                "shipment_id": shipment_id,
+                "profile": rules.profile,
+                "rule": t.rule,
+                "description": rule.describe()[:200],
+                "severity": rule.severity,
+                "mode": rule.mode,
+                "auto_clear": rule.clears_automatically,
+                "state": "raised",
+                "raised_at_s": t.raised_at_s,
+                "raised_value_c": t.value_c,
+                "raised_at": now,
+            }
+            fresh = _insert_alarm(s, values)
             if fresh is not None:
-                row = s.get_one(AlarmRow, fresh)
-                _event(s, row, "raised", SYSTEM, now, t.at_s)
+                # A detached copy of what was just inserted: no read back.
+                _event(s, AlarmRow(id=fresh, **values), "raised", SYSTEM, now, t.at_s)
                 changed += 1
             continue
-        done = s.execute(
+        row = s.scalars(
             update(AlarmRow)
             .where(*identity, AlarmRow.state != "cleared")
             .values(state="cleared", cleared_by=SYSTEM, cleared_at=now, cleared_at_s=t.at_s)
-            .returning(AlarmRow.id)
-        ).scalar()
-        if done is not None:
-            row = s.get_one(AlarmRow, done, populate_existing=True)
+            .returning(AlarmRow),
+            execution_options={"populate_existing": True},
+        ).first()
+        if row is not None:
             _event(s, row, "cleared", SYSTEM, now, t.at_s)
             changed += 1
     return changed

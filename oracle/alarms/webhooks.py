@@ -90,8 +90,13 @@ def load_secret(data_dir: Path, name: str) -> bytes:
 
 
 def enqueue(s: Session, event_key: str, payload: dict[str, Any], now: dt.datetime) -> int:
-    """Queue ``payload`` for every enabled webhook inside the caller's transaction; returns the count."""
-    hooks = s.scalars(select(AlarmWebhook.id).where(AlarmWebhook.enabled.is_(True))).all()
+    """Queue ``payload`` for every enabled webhook inside the caller's transaction; returns the count.
+    The webhook list is read once per transaction."""
+    hooks = s.info.get("alarm_webhooks")
+    if hooks is None:
+        hooks = s.info["alarm_webhooks"] = list(
+            s.scalars(select(AlarmWebhook.id).where(AlarmWebhook.enabled.is_(True))).all()
+        )
     body = json.dumps({"event_id": event_key, **payload}, sort_keys=True, separators=(",", ":"))
     for hook_id in hooks:
         s.add(WebhookDelivery(webhook_id=hook_id, event_key=event_key, body=body, next_attempt_at=now))
