@@ -13,7 +13,9 @@ are a pure function of the readings and legs, so a replay yields the same ones, 
 ``(shipment, rule, raised_at_s)`` makes storing them again a no-op. A batch whose alarm transaction fails
 drops the touched evaluators, which the next batch restores the same way.
 
-Assumes one process evaluates a given shipment at a time (the service's ingest worker). Two readings of a
+Assumes one process evaluates a given shipment at a time: in one process every pipeline shares one
+evaluator per shipment (:func:`attach`); a standalone ``oracle ingest telemetry`` next to ``oracle run``
+must not also receive the same shipment's readings over the service's HTTP route. Two readings of a
 shipment in the same second: the first one committed counts. The shipment's profile comes from its escrow
 (``shipments`` table); a shipment without one, or whose profile has no alarm file, raises no alarm.
 """
@@ -24,6 +26,7 @@ import datetime as dt
 import logging
 import threading
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -269,10 +272,19 @@ def record_leg(
     return row
 
 
+_SHARED: weakref.WeakKeyDictionary[sessionmaker[Session], LiveAlarms] = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
 def attach(ingest: object, sessions: sessionmaker[Session]) -> LiveAlarms:
-    """Hook a :class:`LiveAlarms` onto a :class:`~ingest.telemetry.pipeline.TelemetryIngest`."""
-    live = LiveAlarms(sessions)
+    """Hook live alarms onto a :class:`~ingest.telemetry.pipeline.TelemetryIngest`. Pipelines over the same
+    ``sessions`` in one process (the MQTT worker and the HTTP route) share one :class:`LiveAlarms`, so a
+    shipment has one evaluator whichever way its readings arrive."""
+    with _SHARED_LOCK:
+        live = _SHARED.get(sessions)
+        if live is None:
+            live = _SHARED[sessions] = LiveAlarms(sessions)
     hooks = getattr(ingest, "after_commit", None)
-    if isinstance(hooks, list):
+    if isinstance(hooks, list) and live not in hooks:
         hooks.append(live)
     return live

@@ -155,3 +155,23 @@ def test_alarms_do_not_change_the_signed_verdict(world: tuple[sessionmaker[Sessi
     )
     assert before.report is not None
     assert (after.report, after.manifest_cid) == (before.report, before.manifest_cid)
+
+
+def test_pipelines_of_one_process_share_one_evaluator_per_shipment(
+    world: tuple[sessionmaker[Session], Fleet, int], tmp_path: Path
+) -> None:
+    """MQTT and HTTP pipelines over one database feed the same evaluator: an excursion whose readings
+    arrive half by one, half by the other, is seen whole."""
+    from ingest.telemetry.pipeline import TelemetryIngest
+    from oracle.alarms.live import attach
+
+    sessions, fleet, start = world
+    other = TelemetryIngest(sessions=sessions, blobs=fleet.ingest.blobs, kek=fleet.kek)
+    first, second = attach(fleet.ingest, sessions), attach(other, sessions)
+    assert first is second
+    first.profile_of = _refrigerated
+    assert fleet.ingest.after_commit == [first]
+    fleet.publish("logger-live", [5.0, 5.0, 9.0, 9.0], start_s=start)  # 9 °C from +20 min
+    fleet.ingest = other  # the rest arrives by the other pipeline
+    fleet.publish_from("logger-live", [9.0, 9.0, 5.0], first_seq=4, start_s=start + 4 * STEP_S)
+    assert "above_band_30m" in {a[0] for a in _alarms(sessions, "SHP-LIVE")}
