@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from oracle.errors import ValidationError
@@ -114,31 +114,61 @@ class WebhookDispatcher:
         *,
         timeout_s: float = 5.0,
         max_backoff_s: float = 300.0,
-        batch: int = 100,
+        batch: int = 20,
         interval_s: float = 0.5,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.sessions, self.data_dir = sessions, data_dir
         self.max_backoff_s, self.batch, self.interval_s, self.clock = max_backoff_s, batch, interval_s, clock
         self.client = httpx.Client(timeout=timeout_s, follow_redirects=False)
+        self.lease_s = timeout_s * batch + 30.0  # longer than one pass's sends can take
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def _claim(self) -> list[tuple[int, str, str, int]]:
+        """Lease up to ``batch`` due rows to this dispatcher: pushing ``next_attempt_at`` past the time the
+        sends can take in one UPDATE (re-checked under the row lock), so dispatchers of several processes
+        do not send the same row at once."""
+        now = self.clock()
+        due = (
+            select(WebhookDelivery.id)
+            .where(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= now)
+            .order_by(WebhookDelivery.id)
+            .limit(self.batch)
+        )
+        with transaction(self.sessions) as s:
+            rows = s.execute(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id.in_(due),
+                    WebhookDelivery.state == "pending",
+                    WebhookDelivery.next_attempt_at <= now,
+                )
+                .values(next_attempt_at=now + dt.timedelta(seconds=self.lease_s))
+                .returning(
+                    WebhookDelivery.id,
+                    WebhookDelivery.event_key,
+                    WebhookDelivery.body,
+                    WebhookDelivery.webhook_id,
+                )
+                .execution_options(synchronize_session=False)
+            ).all()
+        return sorted((int(i), str(k), str(b), int(w)) for i, k, b, w in rows)
+
     def pump(self) -> int:
         """Send every due delivery once; returns how many were delivered."""
-        now = self.clock()
+        claimed = self._claim()
+        if not claimed:
+            return 0
         with self.sessions() as s:
-            due = s.execute(
-                select(WebhookDelivery.id, WebhookDelivery.event_key, WebhookDelivery.body, AlarmWebhook.name)
-                .join(AlarmWebhook, AlarmWebhook.id == WebhookDelivery.webhook_id)
-                .where(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= now)
-                .order_by(WebhookDelivery.id)
-                .limit(self.batch)
-            ).all()
-            urls = {str(n): str(u) for n, u in s.execute(select(AlarmWebhook.name, AlarmWebhook.url)).all()}
+            hooks = {
+                int(i): (str(n), str(u))
+                for i, n, u in s.execute(select(AlarmWebhook.id, AlarmWebhook.name, AlarmWebhook.url))
+            }
         delivered = 0
-        for row_id, key, body, name in due:
-            error = self._send(urls[name], name, key, body.encode())
+        for row_id, key, body, hook_id in claimed:
+            name, url = hooks[hook_id]
+            error = self._send(url, name, key, body.encode())
             with transaction(self.sessions) as s:
                 row = s.get(WebhookDelivery, row_id)
                 if row is None or row.state != "pending":

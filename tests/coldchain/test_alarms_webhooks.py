@@ -176,3 +176,45 @@ def test_the_secret_is_never_in_a_log_or_the_database(
     with pytest.raises(ValidationError):
         add_webhook(sessions, data_dir, name="../etc", url="http://127.0.0.1:1/y")
     assert os.listdir(data_dir / "alarm-webhooks") == ["quiet.secret"]
+
+
+def test_two_dispatchers_on_one_database_send_each_event_once(
+    sessions: sessionmaker[Session], port: int, tmp_path: Path
+) -> None:
+    """Several nodes' dispatchers share the queue: each claims rows with a lease, so a healthy receiver
+    gets every event exactly once (the idempotency key still covers a crash mid-send)."""
+    data_dir = tmp_path / "data"
+    add_webhook(sessions, data_dir, name="ops", url=f"http://127.0.0.1:{port}/alarms")
+    live = LiveAlarms(sessions, profile_of=lambda _s, _x: "refrigerated")
+    t0 = 1_767_000_000
+    readings = [
+        (f"SHP-M{k:02d}", (t0 + i * 600) * 1000, x)
+        for k in range(15)
+        for i, x in enumerate([5.0, 5.0, 30.0, 5.0])
+    ]
+    events = live.on_committed(readings)
+    assert events == 60
+    receiver = Receiver(port)
+    dispatchers = [WebhookDispatcher(sessions, data_dir, timeout_s=5.0, batch=4) for _ in range(2)]
+    sent = [0, 0]
+
+    def run(i: int) -> None:
+        for _ in range(200):
+            sent[i] += dispatchers[i].pump()
+            if sum(sent) >= events:
+                return
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        for d in dispatchers:
+            d.stop()
+        receiver.stop()
+    keys = [h["Idempotency-Key"] for h, _ in receiver.received]
+    assert len(keys) == events
+    assert len(set(keys)) == events
+    assert min(sent) > 0  # both took part
