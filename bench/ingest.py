@@ -11,6 +11,15 @@ are measured side by side and the ratio is taken per repetition):
 Both rates are N divided by the time from the publishers' start signal until the N-th message was
 received (a) or committed (b); the figures are the medians over the repetitions.
 
+The durable path on PostgreSQL, in the same repetitions, side by side: a fresh database on ``--postgres``
+(created and dropped by the bench; migration 0007's monthly partitions and key table), the same devices,
+
+(b1) ``pg_1_worker_msgs_per_s`` / ``ingest_over_raw_1_worker``: one IngestWorker;
+(b2) ``pg_2_workers_msgs_per_s`` / ``ingest_over_raw_2_workers``: two IngestWorkers (each with its own
+     writer process) sharing one ``$share`` subscription; the rate counts both workers' commits.
+
+The messages are synthetic (one 4.5 °C reading each, HS256-signed, 50 devices).
+
 (c) ``<setup>_breach_to_void_p50_ms`` / ``_p99_ms`` / ``_max_ms``: publish → ``ShipmentVoided`` mined, through
 the service itself: a real ``oracle run --no-demo`` in a temp data dir (its own anvil with the contracts,
 mosquitto, signer child, scheduler, outbox pump, all on the shipped defaults). The bench opens K funded
@@ -32,7 +41,8 @@ the reading's ``received_ms``, the evaluation's first content-store write, the d
 the service log's ``outbox signed`` line; the goal is p99 ≤ 2,000 ms in both set-ups.
 
 Prints a table and ONE final JSON line.
-Usage: ``python bench/ingest.py [--n 50000] [--publishers 2] [--reps 2] [--shipments 20] [--spacing 0.5]``.
+Usage: ``python bench/ingest.py [--n 50000] [--publishers 2] [--reps 2] [--shipments 20] [--spacing 0.5]
+[--postgres 127.0.0.1:5432] [--skip-latency]`` (``--skip-latency``: throughput only).
 """
 
 from __future__ import annotations
@@ -154,29 +164,68 @@ def raw_rate(port: int, n: int, publishers: int, secrets: dict[str, str], seq_ba
 
 
 def ingest_rate(
-    port: int, n: int, publishers: int, secrets: dict[str, str], ingest: TelemetryIngest, seq_base: int
+    port: int,
+    n: int,
+    publishers: int,
+    secrets: dict[str, str],
+    ingest: TelemetryIngest,
+    seq_base: int,
+    *,
+    workers: int = 1,
 ) -> tuple[float, WorkerStats]:
+    """``workers`` IngestWorkers (each with its writer process); two or more share one ``$share`` group."""
     # No persistent session here: a stopped worker's session would keep queueing the next phases' messages.
-    config = WorkerConfig(
-        host="127.0.0.1", port=port, client_id=f"bench-worker-{seq_base}", share_group="", session_expiry_s=0
-    )
-    worker = IngestWorker(ingest, config)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    if not worker.subscribed.wait(10):
-        raise SystemExit("ingest worker did not subscribe")
+    group = f"bench-{seq_base}" if workers > 1 else ""
+    running = []
+    for i in range(workers):
+        config = WorkerConfig(
+            host="127.0.0.1",
+            port=port,
+            client_id=f"bench-worker-{seq_base}-{i}",
+            share_group=group,
+            session_expiry_s=0,
+        )
+        worker = IngestWorker(ingest, config)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        if not worker.subscribed.wait(10):
+            raise SystemExit("ingest worker did not subscribe")
+        running.append((worker, thread))
     procs, started = _run_publishers(port, n, publishers, secrets, seq_base=seq_base)
     deadline = time.monotonic() + 300
-    while worker.stats.messages < n:
+    while (done := sum(w.stats.messages for w, _ in running)) < n:
         if time.monotonic() > deadline:
-            raise SystemExit(f"ingest worker committed {worker.stats.messages} of {n} in 300 s")
+            raise SystemExit(f"{workers} ingest worker(s) committed {done} of {n} in 300 s")
         time.sleep(0.002)
     elapsed = time.perf_counter() - started
-    worker.stop()
-    thread.join(30)
+    for w, _ in running:
+        w.stop()
+    for _, t in running:
+        t.join(30)
     for p in procs:
         p.join(30)
-    return n / elapsed, worker.stats
+    stats = WorkerStats()
+    for w, _ in running:
+        for field in vars(stats):
+            setattr(stats, field, getattr(stats, field) + getattr(w.stats, field))
+    return n / elapsed, stats
+
+
+@contextlib.contextmanager
+def postgres_database(server: str) -> Iterator[str]:
+    """A fresh database on the PostgreSQL server ``host:port`` (trust auth, user postgres), dropped after."""
+    import psycopg
+
+    host, _, port = server.partition(":")
+    name = f"bench_ingest_{os.getpid()}_{random.getrandbits(24):06x}"
+    admin = {"host": host, "port": int(port or 5432), "user": "postgres", "dbname": "postgres"}
+    with psycopg.connect(**admin, autocommit=True) as c:  # type: ignore[arg-type]
+        c.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@{host}:{port or 5432}/{name}"
+    finally:
+        with psycopg.connect(**admin, autocommit=True) as c:  # type: ignore[arg-type]
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def main() -> None:
@@ -186,11 +235,18 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2, help="interleaved raw/ingest repetitions")
     ap.add_argument("--shipments", type=int, default=20, help="escrows voided in the latency phase")
     ap.add_argument("--spacing", type=float, default=0.5, help="seconds between breaching readings")
+    ap.add_argument("--postgres", default="127.0.0.1:5432", help="PostgreSQL server for the durable path")
+    ap.add_argument("--skip-latency", action="store_true", help="throughput only (no breach-to-void phase)")
     args = ap.parse_args()
     raws: list[float] = []
     rates: list[float] = []
     stats: list[WorkerStats] = []
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+    pg_rates: dict[int, list[float]] = {1: [], 2: []}
+    pg_raws: dict[int, list[float]] = {1: [], 2: []}  # the bare subscriber right before each
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp,
+        postgres_database(args.postgres) as pg_url,
+    ):
         root = Path(tmp)
         url = f"sqlite:///{root / 'oracle.sqlite3'}"
         migrate.upgrade(url)
@@ -205,6 +261,23 @@ def main() -> None:
             for i in range(DEVICES)
         }
         ingest = TelemetryIngest(sessions=sessions, blobs=FilesystemBlobStore(root / "blobs"), kek=kek)
+        # The durable path on PostgreSQL (monthly partitions, key table): the same devices and secrets.
+        migrate.upgrade(pg_url)
+        pg_engine = make_engine(pg_url)
+        pg_sessions = session_factory(pg_engine)
+        for device, secret in secrets.items():
+            register_device(
+                pg_sessions,
+                kek,
+                device_id=device,
+                shipment_id=f"SHP-{device}",
+                valid_from=start,
+                secret=bytes.fromhex(secret),
+            )
+        pg_ingest = TelemetryIngest(
+            sessions=pg_sessions, blobs=FilesystemBlobStore(root / "blobs-pg"), kek=kek
+        )
+        pg_stats: list[WorkerStats] = []
         with start_mosquitto(data_dir=root / "broker") as broker:
             for rep in range(args.reps):
                 base = (rep + 1) * 10_000_000
@@ -212,16 +285,42 @@ def main() -> None:
                 rate, st = ingest_rate(broker.port, args.n, args.publishers, secrets, ingest, seq_base=base)
                 rates.append(rate)
                 stats.append(st)
-                print(f"rep {rep + 1}: raw {raws[-1]:.0f} msg/s, ingest {rate:.0f} msg/s", file=sys.stderr)
+                line = f"rep {rep + 1}: raw {raws[-1]:.0f} msg/s, ingest SQLite {rate:.0f} msg/s"
+                for workers in (1, 2):
+                    # Each PostgreSQL phase right after a bare-subscriber phase of its own: on a shared
+                    # machine the load changes within minutes, so each ratio is taken over one pair.
+                    pg_base = base + workers * 1_000_000
+                    pg_raws[workers].append(
+                        raw_rate(broker.port, args.n, args.publishers, secrets, seq_base=pg_base + 500_000)
+                    )
+                    rate, st = ingest_rate(
+                        broker.port, args.n, args.publishers, secrets, pg_ingest, pg_base, workers=workers
+                    )
+                    pg_rates[workers].append(rate)
+                    pg_stats.append(st)
+                    line += (
+                        f"; raw {pg_raws[workers][-1]:.0f}, PostgreSQL {workers} worker(s) {rate:.0f} msg/s"
+                    )
+                print(line, file=sys.stderr)
         engine.dispose()
-        latency = {
-            setup: breach_to_void(root, setup=setup, shipments=args.shipments, spacing_s=args.spacing)
-            for setup in ("service", "standalone")
-        }
+        pg_engine.dispose()
+        latency = (
+            {}
+            if args.skip_latency
+            else {
+                setup: breach_to_void(root, setup=setup, shipments=args.shipments, spacing_s=args.spacing)
+                for setup in ("service", "standalone")
+            }
+        )
     stored = sum(s.readings_accepted for s in stats)
     if stored != args.n * args.reps:  # a rate over refused or duplicate readings would mean nothing
         raise SystemExit(f"the worker stored {stored} of {args.n * args.reps} readings: {stats}")
+    pg_stored = sum(s.readings_accepted for s in pg_stats)
+    if pg_stored != 2 * args.n * args.reps:
+        raise SystemExit(f"the PostgreSQL workers stored {pg_stored} of {2 * args.n * args.reps}: {pg_stats}")
     raw, rate = statistics.median(raws), statistics.median(rates)
+    pg1, pg2 = statistics.median(pg_rates[1]), statistics.median(pg_rates[2])
+    ratios = {w: [i / r for i, r in zip(pg_rates[w], pg_raws[w], strict=True)] for w in (1, 2)}
     batches = sum(s.batches for s in stats)
     figures = {
         "n": args.n,
@@ -231,6 +330,16 @@ def main() -> None:
         "ingest_msgs_per_s": round(rate),
         "ingest_over_raw": round(rate / raw, 3),
         "ingest_over_raw_per_rep": [round(i / r, 3) for i, r in zip(rates, raws, strict=True)],
+        "pg_1_worker_msgs_per_s": round(pg1),
+        "pg_2_workers_msgs_per_s": round(pg2),
+        "ingest_over_raw_1_worker": round(statistics.median(ratios[1]), 3),
+        "ingest_over_raw_2_workers": round(statistics.median(ratios[2]), 3),
+        "ingest_over_raw_1_worker_per_rep": [round(x, 3) for x in ratios[1]],
+        "ingest_over_raw_2_workers_per_rep": [round(x, 3) for x in ratios[2]],
+        "raw_before_pg_msgs_per_s": [round(x) for x in pg_raws[1] + pg_raws[2]],
+        "pg_mean_batch": round(
+            sum(s.messages for s in pg_stats) / max(sum(s.batches for s in pg_stats), 1), 1
+        ),
         "ingest_batches": batches,
         "ingest_mean_batch": round(sum(s.messages for s in stats) / max(batches, 1), 1),
         "readings_stored": stored,
@@ -246,7 +355,19 @@ def main() -> None:
             f"{setup}_first_breach_to_void_ms": r["first_ms"],
             f"{setup}_evaluations": r["evaluations"],
         }
-    print_latency(latency, args.shipments)
+    print(f"\nthroughput, {args.n} synthetic one-reading messages per phase, medians of {args.reps} reps")
+    print(f"{'':34}{'msg/s':>10}{'raw before':>12}{'/ raw':>10}")
+    sqlite_ratio = statistics.median(r / w for r, w in zip(rates, raws, strict=True))
+    for label, value, before, ratio in (
+        ("ingest, SQLite WAL, 1 worker", rate, raw, sqlite_ratio),
+        ("ingest, PostgreSQL, 1 worker", pg1, statistics.median(pg_raws[1]), statistics.median(ratios[1])),
+        ("ingest, PostgreSQL, 2 workers", pg2, statistics.median(pg_raws[2]), statistics.median(ratios[2])),
+    ):
+        print(f"{label:34}{value:>10.0f}{before:>12.0f}{ratio:>10.3f}")
+    print("(each ingest phase runs right after a bare paho subscriber phase; ratio: median over the pairs)")
+    print()
+    if latency:
+        print_latency(latency, args.shipments)
     print(f"{'figure':36} {'value':>16}")
     for k, v in figures.items():
         print(f"{k:36} {v!s:>16}")
