@@ -8,6 +8,11 @@ and its minimum settlement window, the least time from the expected delivery to 
 Opening a shipment takes two transactions: the buyer proposes (``createShipment``: deposit, terms, the
 amount recorded as received) and the seller accepts the exact terms by their hash (``acceptShipment``).
 Until then no verdict settles the deposit and the buyer may ``cancelShipment``.
+
+A liveness window (issue 14) is one more term the seller accepts (``createShipmentWithWindow``): a
+verdict is then held ``liveness`` seconds before anyone may ``finalize`` it, and can be disputed
+meanwhile with a bond of ``dispute_bond`` in the shipment's token; the network has ``answer_window``
+seconds to answer a dispute with a replacement verdict. ``liveness=0`` (the default) settles at once.
 """
 
 from __future__ import annotations
@@ -89,12 +94,32 @@ def open_escrow(
     profile: bytes,
     expected_delivery: int,
     deadline: int,
+    liveness: int = 0,
+    answer_window: int = 0,
+    dispute_bond: int = 0,
 ) -> bytes:
     """The buyer proposes ``shipment`` (having approved ``amount`` of ``token``) and the seller accepts its
-    terms; returns the accepted terms hash. Raises ``RevertError`` with the escrow's reason."""
-    call = escrow.functions.createShipment(
-        shipment, seller.address, token, amount, profile, expected_delivery, deadline
-    )
+    terms; returns the accepted terms hash. Raises ``RevertError`` with the escrow's reason.
+
+    ``liveness`` seconds (0: none) a verdict is held before it applies, ``answer_window`` seconds the
+    network has to answer a dispute, ``dispute_bond`` the bond a dispute takes (token units; 0: none)."""
+    if liveness:
+        terms_tuple = (
+            seller.address,
+            token,
+            amount,
+            profile,
+            expected_delivery,
+            deadline,
+            liveness,
+            answer_window,
+            dispute_bond,
+        )
+        call = escrow.functions.createShipmentWithWindow(shipment, terms_tuple)
+    else:
+        call = escrow.functions.createShipment(
+            shipment, seller.address, token, amount, profile, expected_delivery, deadline
+        )
     receipt = transact(w3, call, sender=buyer)
     from web3.logs import DISCARD
 

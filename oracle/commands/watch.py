@@ -42,11 +42,15 @@ def watch_command(
         typer.Option(
             "--dispute-key",
             help="file with the watcher's own funded private key (hex, or a JSON keystore whose password"
-            " is in $ORACLE_WATCH_KEY_PASSWORD): file disputes of mismatching reports on --pool",
+            " is in $ORACLE_WATCH_KEY_PASSWORD): file disputes of mismatching reports on --pool/--escrow",
         ),
     ] = None,
     pool: Annotated[
         str | None, typer.Option("--pool", help="the DroughtInsurancePool to file disputes on")
+    ] = None,
+    escrow: Annotated[
+        str | None,
+        typer.Option("--escrow", help="the ColdChainEscrow to file disputes of cold-chain verdicts on"),
     ] = None,
 ) -> None:
     """Recompute every report the router accepts (no network keys needed); flag mismatches."""
@@ -59,18 +63,19 @@ def watch_command(
     if not node and bundle is None:
         typer.echo("give at least one --node URL or a --bundle directory", err=True)
         raise typer.Exit(2)
-    if (dispute_key is None) != (pool is None):
-        typer.echo("--dispute-key and --pool go together", err=True)
+    if (dispute_key is None) != (pool is None and escrow is None):
+        typer.echo("--dispute-key goes with --pool and/or --escrow", err=True)
         raise typer.Exit(2)
     try:
         w3 = connect(rpc_url)
         filer = None
-        if dispute_key is not None and pool is not None:
+        if dispute_key is not None:
             from oracle.verify.dispute_filer import DisputeFiler, load_key
 
             filer = DisputeFiler(
                 w3,
                 pool=pool,
+                escrow=escrow,
                 account=load_key(dispute_key),
                 db_path=state.parent / "disputes.sqlite3",
                 confirmations=max(1, confirmations),

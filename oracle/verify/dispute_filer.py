@@ -1,13 +1,18 @@
 """Filing disputes on-chain for ``oracle watch --dispute-key`` (issue 14): durable and exactly once.
 
-On a MISMATCH the watcher asks :meth:`DisputeFiler.disputable` whether the pool can still take a
-dispute of the report (disputes on, the pool holds that revision, the region's liveness window still
-open, nobody disputed it yet). If so, :meth:`DisputeFiler.file` writes two rows in one database
+A drought report is disputed on the DroughtInsurancePool (``--pool``), a cold-chain verdict on the
+ColdChainEscrow (``--escrow``; the report's subject is the shipment id); both take the same
+``dispute(subject, epoch, evidenceCid)``. On a MISMATCH the watcher asks
+:meth:`DisputeFiler.disputable` whether the consumer can still take a dispute of the report: on the
+pool, disputes on, the pool holds that revision, the region's liveness window still open, nobody
+disputed it yet; on the escrow, the shipment open with a dispute bond, that verdict held and its window
+open, nobody disputed it yet. If so, :meth:`DisputeFiler.file` writes two rows in one database
 transaction to an outbox of the watcher's own (SQLite under its state directory, the service's
-:class:`~oracle.chain.outbox.OutboxPoster` and schema): ``approve(pool, bond)`` on the pool's token and
-``dispute(subject, epoch, evidenceCid)``. Both start ``held``; :meth:`DisputeFiler.pump` releases them
-one pair at a time (the approve, then its dispute once the approve is confirmed), so an allowance is
-never consumed by another dispute and the dispute's gas estimate sees the allowance.
+:class:`~oracle.chain.outbox.OutboxPoster` and schema): ``approve(consumer, bond)`` on the bond's token
+(the pool's token, or the shipment's) and ``dispute(subject, epoch, evidenceCid)``. Both start
+``held``; :meth:`DisputeFiler.pump` releases them one pair at a time (the approve, then its dispute
+once the approve is confirmed), so an allowance is never consumed by another dispute and the dispute's
+gas estimate sees the allowance.
 
 Rows are keyed by (subject, epoch), so a watcher killed at any moment and restarted neither loses the
 dispute (the cursor passes a report only after its rows are stored) nor files it twice (the rows exist
@@ -33,7 +38,7 @@ from web3 import Web3
 
 from oracle.chain.outbox import OPEN_STATES, OutboxPoster, TxIntent, enqueue
 from oracle.errors import OracleError
-from oracle.reports import MAX_REVISIONS
+from oracle.reports import MAX_REVISIONS, ReportKind
 from oracle.storage import migrate
 from oracle.storage.db import make_engine, session_factory
 from oracle.storage.tables import OutboxRow
@@ -81,28 +86,65 @@ def load_key(path: Path) -> LocalAccount:
     return account
 
 
+#: ColdChainEscrow.Status.Open, and the fields of ``shipment(id)`` the filer reads.
+_OPEN = 1
+_STATUS, _TOKEN, _BOND = 2, 4, 10
+
+
 class DisputeFiler:
-    """Queues and sends ``dispute`` (with its ``approve``) through a durable outbox of its own."""
+    """Queues and sends ``dispute`` (with its ``approve``) through a durable outbox of its own, on the
+    pool (drought reports) and/or the escrow (cold-chain verdicts)."""
 
     def __init__(
-        self, w3: Web3, *, pool: str, account: LocalAccount, db_path: Path, confirmations: int = 1
+        self,
+        w3: Web3,
+        *,
+        pool: str | None = None,
+        escrow: str | None = None,
+        account: LocalAccount,
+        db_path: Path,
+        confirmations: int = 1,
     ) -> None:
         from oracle.chain.artifacts import load_artifact
 
+        if pool is None and escrow is None:
+            raise OracleError("a dispute filer needs the pool, the escrow or both")
         self.w3 = w3
         self.account = account
-        self.pool = w3.eth.contract(
-            address=to_checksum_address(pool), abi=list(load_artifact("DroughtInsurancePool").abi)
+        self.pool = (
+            w3.eth.contract(
+                address=to_checksum_address(pool), abi=list(load_artifact("DroughtInsurancePool").abi)
+            )
+            if pool is not None
+            else None
         )
-        self.token = w3.eth.contract(address=self.pool.functions.token().call(), abi=_APPROVE_ABI)
+        self.escrow = (
+            w3.eth.contract(
+                address=to_checksum_address(escrow), abi=list(load_artifact("ColdChainEscrow").abi)
+            )
+            if escrow is not None
+            else None
+        )
+        self.token = (
+            w3.eth.contract(address=self.pool.functions.token().call(), abi=_APPROVE_ABI)
+            if self.pool is not None
+            else None
+        )
         url = f"sqlite:///{db_path}"
         db_path.parent.mkdir(parents=True, exist_ok=True)
         migrate.upgrade(url)
         self.sessions = session_factory(make_engine(url))
         self.poster = OutboxPoster(self.sessions, w3, account, confirmations=confirmations)
 
-    def disputable(self, subject: bytes, epoch: int, tx_hash: str) -> str | None:
-        """Why the pool would refuse a dispute of (subject, epoch) now, or None if it would take it."""
+    def disputable(
+        self, subject: bytes, epoch: int, tx_hash: str, *, kind: int = ReportKind.DROUGHT_SEVERITY
+    ) -> str | None:
+        """Why the consumer of a ``kind`` report would refuse a dispute of (subject, epoch) now, or None
+        if it would take it."""
+        if kind == ReportKind.COLDCHAIN_VERDICT:
+            return self._escrow_disputable(subject, epoch)
+        if self.pool is None:
+            return "no pool to dispute on (--pool)"
         pool = self.pool.functions
         if int(pool.disputeBond().call()) == 0:
             return "the pool takes no disputes (bond 0)"
@@ -118,18 +160,50 @@ class DisputeFiler:
             return "outside the liveness window"
         return None
 
-    def file(self, subject: bytes, epoch: int, evidence_cid: str) -> bool:
+    def _escrow_disputable(self, subject: bytes, epoch: int) -> str | None:
+        if self.escrow is None:
+            return "no escrow to dispute on (--escrow)"
+        escrow = self.escrow.functions
+        shipment = escrow.shipment(subject).call()
+        if int(shipment[_STATUS]) != _OPEN:
+            return "the shipment is not open in the escrow"
+        if int(shipment[_BOND]) == 0:
+            return "the shipment takes no disputes (bond 0)"
+        (value, held_epoch, _arrived), releasable_at = escrow.heldVerdict(subject).call()
+        if int(value) == 0 or int(held_epoch) != epoch:
+            return "the escrow does not hold this verdict"
+        if int(escrow.disputeOf(subject, epoch).call()[2]) != 0:
+            return "already disputed"
+        now = int(self.w3.eth.get_block("latest")["timestamp"])
+        if now >= int(releasable_at):
+            return "outside the liveness window"
+        return None
+
+    def file(
+        self, subject: bytes, epoch: int, evidence_cid: str, *, kind: int = ReportKind.DROUGHT_SEVERITY
+    ) -> bool:
         """Store the approve and the dispute (held); False when they were stored before."""
         tag = f"0x{subject.hex()}:{epoch}"
-        bond = int(self.pool.functions.disputeBond().call())
-        approve = self.token.functions.approve(self.pool.address, bond)._encode_transaction_data()
-        dispute = self.pool.functions.dispute(subject, epoch, evidence_cid)._encode_transaction_data()
+        if kind == ReportKind.COLDCHAIN_VERDICT:
+            if self.escrow is None:
+                raise OracleError("no escrow to dispute on")
+            consumer = self.escrow
+            shipment = consumer.functions.shipment(subject).call()
+            bond = int(shipment[_BOND])
+            token = self.w3.eth.contract(address=shipment[_TOKEN], abi=_APPROVE_ABI)
+        else:
+            if self.pool is None or self.token is None:
+                raise OracleError("no pool to dispute on")
+            consumer, token = self.pool, self.token
+            bond = int(consumer.functions.disputeBond().call())
+        approve = token.functions.approve(consumer.address, bond)._encode_transaction_data()
+        dispute = consumer.functions.dispute(subject, epoch, evidence_cid)._encode_transaction_data()
         with self.sessions() as s:
             if s.scalar(select(OutboxRow.id).where(OutboxRow.key == f"{DISPUTE}:{tag}")) is not None:
                 return False
             for purpose, to, data in (
-                (APPROVE, self.token.address, approve),
-                (DISPUTE, self.pool.address, dispute),
+                (APPROVE, token.address, approve),
+                (DISPUTE, consumer.address, dispute),
             ):
                 row = enqueue(
                     s,

@@ -20,9 +20,10 @@ kept in a JSON state file written atomically after each report, so a watcher kil
 on where it stopped: a report is checked at least once, and checking twice is harmless.
 
 Filing the dispute. Without a key the watcher writes the evidence and counts the dispute it would file
-(``oracle_watch_disputes``). Given the watcher's own funded account and the pool (``filer``, a
-:class:`~oracle.verify.dispute_filer.DisputeFiler`), a MISMATCH the pool can still take (its liveness
-window open) is queued as ``approve`` + ``dispute(subject, epoch, evidenceCid)`` in a durable outbox
+(``oracle_watch_disputes``). Given the watcher's own funded account and the pool and/or the escrow
+(``filer``, a :class:`~oracle.verify.dispute_filer.DisputeFiler`), a MISMATCH its consumer can still
+take (a drought report on the pool, a cold-chain verdict on the escrow; its liveness window open) is
+queued as ``approve`` + ``dispute(subject, epoch, evidenceCid)`` in a durable outbox
 before the cursor passes the report, and sent; disputes confirmed on-chain are counted
 (``oracle_watch_disputes_filed``). A watcher killed at any moment neither loses nor repeats a dispute.
 """
@@ -312,9 +313,10 @@ class Watcher:
         )
         self._done(result)
         if self.filer is not None:
-            why_not = self.filer.disputable(attested.report.subject, epoch, tx_hash)
+            kind = attested.report.kind
+            why_not = self.filer.disputable(attested.report.subject, epoch, tx_hash, kind=kind)
             if why_not is None:
-                queued = self.filer.file(attested.report.subject, epoch, evidence_cid)
+                queued = self.filer.file(attested.report.subject, epoch, evidence_cid, kind=kind)
                 result.dispute = "queued" if queued else "queued before"
             else:
                 result.dispute = why_not
