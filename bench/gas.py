@@ -5,6 +5,11 @@ Run alone: ``.venv/bin/python bench/gas.py``. Prints a table, then one JSON line
 subject that already has a report and no subscribers, the case Chronicle's published ``poke``
 figure (81,025 gas with 5 signers) describes. ``report_3of4_gas`` is the oracle network's case (4 members,
 k = 3; goal ≤ 66,000).
+
+Disputes (issue 14), side by side for the pool and the escrow: ``dispute`` (the watcher's call, bond
+into the vault; a first bond into an empty vault costs more), ``resolveDispute`` upheld (bond back) and
+rejected (the pool pays one policy; the escrow pays the bond to the buyer and voids the shipment), the
+report that is only held by a window, and the escrow's ``finalize`` after the window.
 """
 
 from __future__ import annotations
@@ -89,6 +94,138 @@ def steady_state_gas(
         subject, kind=ReportKind.DROUGHT_SEVERITY, value=2_500_000, epoch=2, observed_at=1_702_592_000
     )
     return submit_gas(w3, router.address, keys, second, relayer)
+
+
+LIVENESS = 3_600
+ANSWER = 7_200
+BOND = 50 * 10**6
+
+
+def _advance(w3: Web3, seconds: int) -> None:
+    w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
+    w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+
+
+def _gas(w3: Web3, call: object, sender: LocalAccount) -> int:
+    return int(transact(w3, call, sender=sender)["gasUsed"])  # type: ignore[arg-type]
+
+
+def pool_dispute_gas(
+    w3: Web3,
+    dep: object,
+    keys: list[LocalAccount],
+    *,
+    owner: LocalAccount,
+    relayer: LocalAccount,
+    watcher: LocalAccount,
+) -> dict[str, int]:
+    """The pool's dispute figures: one policy on a region with a one-hour window."""
+    pool = dep.contract(w3, "DroughtInsurancePool")  # type: ignore[attr-defined]
+    coin = dep.contract(w3, "TestStablecoin")  # type: ignore[attr-defined]
+    router = dep.address("OracleRouter")  # type: ignore[attr-defined]
+    region = subject_id("region", "bench-dispute")
+    transact(
+        w3,
+        pool.functions.createPolicy(
+            watcher.address, region, 1_690_000_000, 1_710_000_000, 2_000_000, 4_000_000, 1_000 * 10**6
+        ),
+        sender=owner,
+    )
+    product = int(pool.functions.productCount().call())
+    transact(w3, pool.functions.setLiveness(product, LIVENESS), sender=owner)
+    transact(w3, pool.functions.setDisputeTerms(BOND, 20 * 10**6, ANSWER), sender=owner)
+    transact(w3, coin.functions.mint(watcher.address, 10 * BOND), sender=owner)
+    transact(w3, coin.functions.approve(pool.address, 2**256 - 1), sender=watcher)
+    out: dict[str, int] = {}
+    month = 2023 * 12 + 10  # November 2023 (observedAt 1_700_000_000); epoch = month × 1000 + revision
+    # Two months held: the first dispute bonds into an empty vault, the second into one holding a bond.
+    for m in (month, month + 1):
+        held = report(
+            region,
+            kind=ReportKind.DROUGHT_SEVERITY,
+            value=3_000_000,
+            epoch=m * 1000,
+            observed_at=1_700_000_000,
+        )
+        out.setdefault("pool_report_held_gas", submit_gas(w3, router, keys, held, relayer))
+    dispute = pool.functions.dispute
+    out["pool_dispute_first_bond_gas"] = _gas(w3, dispute(region, month * 1000, "bafkreibench"), watcher)
+    out["pool_dispute_gas"] = _gas(w3, dispute(region, (month + 1) * 1000, "bafkreibench"), watcher)
+    fix = report(
+        region,
+        kind=ReportKind.DROUGHT_SEVERITY,
+        value=1_000_000,
+        epoch=month * 1000 + 1,
+        observed_at=1_700_000_000,
+    )
+    submit_gas(w3, router, keys, fix, relayer)
+    out["pool_resolve_upheld_gas"] = _gas(w3, pool.functions.resolveDispute(region, month * 1000), watcher)
+    _advance(w3, ANSWER + 1)
+    out["pool_resolve_rejected_gas"] = _gas(
+        w3, pool.functions.resolveDispute(region, (month + 1) * 1000), watcher
+    )
+    return out
+
+
+def escrow_dispute_gas(
+    w3: Web3,
+    dep: object,
+    keys: list[LocalAccount],
+    *,
+    owner: LocalAccount,
+    relayer: LocalAccount,
+    buyer: LocalAccount,
+    seller: LocalAccount,
+    watcher: LocalAccount,
+) -> dict[str, int]:
+    """The escrow's figures: shipments with a one-hour window and a bond in the shipment's token."""
+    from oracle.chain.escrow import open_escrow
+
+    escrow = dep.contract(w3, "ColdChainEscrow")  # type: ignore[attr-defined]
+    coin = dep.contract(w3, "TestStablecoin")  # type: ignore[attr-defined]
+    router = dep.address("OracleRouter")  # type: ignore[attr-defined]
+    transact(w3, coin.functions.mint(watcher.address, 10 * BOND), sender=owner)
+    transact(w3, coin.functions.approve(escrow.address, 2**256 - 1), sender=watcher)
+    out: dict[str, int] = {}
+    shipments = [subject_id("shipment", f"bench-window-{n}") for n in range(3)]
+    now = int(w3.eth.get_block("latest")["timestamp"])
+    for shipment in shipments:
+        open_escrow(
+            w3,
+            escrow,
+            shipment=shipment,
+            buyer=buyer,
+            seller=seller,
+            token=coin.address,
+            amount=500 * 10**6,
+            profile=profile_bytes32("refrigerated"),
+            expected_delivery=now + 86_400,
+            deadline=now + 7 * 86_400,
+            liveness=LIVENESS,
+            answer_window=ANSWER,
+            dispute_bond=BOND,
+        )
+        held = report(
+            shipment, kind=ReportKind.COLDCHAIN_VERDICT, value=int(Verdict.BREACH), epoch=1, observed_at=now
+        )
+        out.setdefault("escrow_report_held_gas", submit_gas(w3, router, keys, held, relayer))
+    # Shipment 0 upheld, 1 rejected (bond to the buyer, voided), 2 undisputed and finalized.
+    dispute = escrow.functions.dispute
+    out["escrow_dispute_first_bond_gas"] = _gas(w3, dispute(shipments[0], 1, "bafkreibench"), watcher)
+    out["escrow_dispute_gas"] = _gas(w3, dispute(shipments[1], 1, "bafkreibench"), watcher)
+    fix = report(
+        shipments[0],
+        kind=ReportKind.COLDCHAIN_VERDICT,
+        value=int(Verdict.DELIVERED),
+        epoch=2,
+        observed_at=now,
+    )
+    submit_gas(w3, router, keys, fix, relayer)
+    out["escrow_resolve_upheld_gas"] = _gas(w3, escrow.functions.resolveDispute(shipments[0], 1), watcher)
+    _advance(w3, ANSWER + 1)
+    out["escrow_resolve_rejected_gas"] = _gas(w3, escrow.functions.resolveDispute(shipments[1], 1), watcher)
+    out["escrow_finalize_gas"] = _gas(w3, escrow.functions.finalize(shipments[2]), watcher)
+    return out
 
 
 def main() -> None:
@@ -178,6 +315,13 @@ def main() -> None:
             feed_region, kind=ReportKind.DROUGHT_SEVERITY, value=1_500_000, epoch=2, observed_at=1_700_086_400
         )
         figures["report_with_feed_update_gas"] = submit_gas(w3, router_addr, keys, second, relayer)
+
+        figures.update(pool_dispute_gas(w3, dep, keys, owner=owner, relayer=relayer, watcher=insured))
+        figures.update(
+            escrow_dispute_gas(
+                w3, dep, keys, owner=owner, relayer=relayer, buyer=buyer, seller=seller, watcher=insured
+            )
+        )
 
     figures["chronicle_poke_5_signers_gas"] = CHRONICLE_POKE_5_SIGNERS
     figures["chronicle_poke_10_signers_gas"] = CHRONICLE_POKE_10_SIGNERS
