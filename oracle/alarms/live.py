@@ -13,9 +13,13 @@ are a pure function of the readings and legs, so a replay yields the same ones, 
 ``(shipment, rule, raised_at_s)`` makes storing them again a no-op. A batch whose alarm transaction fails
 drops the touched evaluators, which the next batch restores the same way.
 
-Assumes one process evaluates a given shipment at a time: in one process every pipeline shares one
-evaluator per shipment (:func:`attach`); a standalone ``oracle ingest telemetry`` next to ``oracle run``
-must not also receive the same shipment's readings over the service's HTTP route. Two readings of a
+Several processes (ingest workers sharing a subscription, the HTTP route) may receive one shipment's
+readings: before evaluating a batch, one query per batch finds the shipments with stored readings
+between their evaluator's last reading and the batch (another process's), and those evaluators catch up
+from the stored readings first; a checkpoint never goes back to an older state. Readings committed by two
+processes at the same moment may still be evaluated in different orders by each (both results are
+stored; the identity keeps each alarm once). In one process every pipeline shares one evaluator per
+shipment (:func:`attach`). Two readings of a
 shipment in the same second: the first one committed counts. The shipment's profile comes from its escrow
 (``shipments`` table); a shipment without one, or whose profile has no alarm file, raises no alarm.
 """
@@ -123,6 +127,7 @@ class LiveAlarms:
         changed = 0
         with transaction(self.sessions) as s:
             self._pick_up_legs(s)
+            missed = self._missed(s, by_shipment)
             checkpoints = []
             for shipment, items in by_shipment.items():
                 tracked = self._tracked.get(shipment)
@@ -130,10 +135,11 @@ class LiveAlarms:
                     tracked.rules is None and time.monotonic() - tracked.loaded > self.unknown_ttl_s
                 ):
                     tracked = self._restore(s, shipment)
-                    if tracked.evaluator is not None and tracked.rules is not None:
-                        replayed = self._replay(s, shipment, tracked.evaluator)
-                        changed += record_transitions(s, shipment, tracked.rules, replayed, now)
-                        tracked.since_checkpoint = self.checkpoint_every  # write one now
+                    missed.add(shipment)
+                if shipment in missed and tracked.evaluator is not None and tracked.rules is not None:
+                    replayed = self._replay(s, shipment, tracked.evaluator)
+                    changed += record_transitions(s, shipment, tracked.rules, replayed, now)
+                    tracked.since_checkpoint = self.checkpoint_every  # write one now
                 ev, rules = tracked.evaluator, tracked.rules
                 if ev is None or rules is None:
                     continue
@@ -149,6 +155,38 @@ class LiveAlarms:
                     tracked.since_checkpoint = 0
             self._write_checkpoints(s, checkpoints, now)
         return changed
+
+    def _missed(self, s: Session, by_shipment: dict[str, list[tuple[int, float]]]) -> set[str]:
+        """Shipments in memory with stored readings between their evaluator's last reading and this batch
+        (committed by another process): one query per batch, whatever the number of shipments."""
+        gaps = []
+        for shipment, items in by_shipment.items():
+            tracked = self._tracked.get(shipment)
+            ev = tracked.evaluator if tracked is not None else None
+            if ev is not None and ev.last_ts is not None:
+                gaps.append((shipment, (ev.last_ts + 1) * 1000, min(ts for ts, _ in items)))
+        found: set[str] = set()
+        if not gaps:
+            return found
+        # On the session's own DBAPI connection: building this statement through SQLAlchemy would cost
+        # more than running it.
+        conn = s.connection()
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        cursor = conn.connection.cursor()
+        try:
+            for start in range(0, len(gaps), 300):
+                chunk = gaps[start : start + 300]
+                rows = ",".join([f"({mark},{mark},{mark})"] * len(chunk))
+                sql = (
+                    f"WITH k(s, lo, hi) AS (VALUES {rows}) "  # noqa: S608 - only placeholders are interpolated
+                    "SELECT DISTINCT k.s FROM k JOIN telemetry_readings r "
+                    "ON r.shipment_id = k.s AND r.ts_ms >= k.lo AND r.ts_ms < k.hi"
+                )
+                cursor.execute(sql, [v for gap in chunk for v in gap])
+                found |= {str(x) for (x,) in cursor.fetchall()}
+        finally:
+            cursor.close()
+        return found
 
     def _rules_for(self, profile: str | None) -> AlarmRules | None:
         if profile is None:
@@ -231,6 +269,7 @@ class LiveAlarms:
             stmt = pg.on_conflict_do_update(
                 index_elements=["shipment_id"],
                 set_={c: pg.excluded[c] for c in ("profile", "last_ts_ms", "state", "updated_at")},
+                where=pg.excluded.last_ts_ms >= table.c.last_ts_ms,  # never back to an older state
             )
             s.execute(stmt, rows)
         else:
@@ -239,6 +278,7 @@ class LiveAlarms:
                 lite.on_conflict_do_update(
                     index_elements=["shipment_id"],
                     set_={c: lite.excluded[c] for c in ("profile", "last_ts_ms", "state", "updated_at")},
+                    where=lite.excluded.last_ts_ms >= table.c.last_ts_ms,
                 ),
                 rows,
             )

@@ -175,3 +175,27 @@ def test_pipelines_of_one_process_share_one_evaluator_per_shipment(
     fleet.ingest = other  # the rest arrives by the other pipeline
     fleet.publish_from("logger-live", [9.0, 9.0, 5.0], first_seq=4, start_s=start + 4 * STEP_S)
     assert "above_band_30m" in {a[0] for a in _alarms(sessions, "SHP-LIVE")}
+
+
+def test_two_processes_sharing_a_shipment_catch_up_on_each_other(
+    world: tuple[sessionmaker[Session], Fleet, int],
+) -> None:
+    """Two ingest workers (each its own evaluators, as separate processes have) get alternate batches of
+    one shipment's readings: each catches up on the other's before evaluating, so the alarms are those
+    of the whole record, once each."""
+    from ingest.telemetry.pipeline import TelemetryIngest
+
+    sessions, fleet, start = world
+    a = fleet.ingest
+    b = TelemetryIngest(sessions=sessions, blobs=a.blobs, kek=fleet.kek)
+    a.after_commit[:] = [LiveAlarms(sessions, profile_of=_refrigerated)]
+    b.after_commit[:] = [LiveAlarms(sessions, profile_of=_refrigerated)]
+    for n, first in enumerate(range(0, len(SERIES), 3)):
+        fleet.ingest = (a, b)[n % 2]
+        fleet.publish_from(
+            "logger-live", SERIES[first : first + 3], first_seq=first, start_s=start + first * STEP_S
+        )
+    got = _alarms(sessions, "SHP-LIVE")
+    assert got == _expected(sessions, "SHP-LIVE")
+    with sessions() as s:
+        assert s.scalar(select(func.count()).where(AlarmEventRow.action == "raised")) == len(got)
