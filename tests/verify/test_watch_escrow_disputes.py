@@ -13,6 +13,11 @@ buyer once the answer window has passed, and the verdict then applies.
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -207,3 +212,41 @@ def test_a_watcher_who_disputes_an_honest_verdict_loses_its_bond(
     assert chain.balance(dishonest.address) == dishonest_before
     assert chain.balance(chain.accounts.buyer.address) - buyer_before == AMOUNT + BOND
     assert status(chain, subject) == VOIDED
+
+
+def test_oracle_watch_given_the_escrow_files_the_dispute_with_no_human_involved(
+    node: Node, chain: ChainKit, tmp_path: Path
+) -> None:
+    subject, honest = node.honest.subject, node.honest
+    tampered = dataclasses.replace(honest, value=int(Verdict.DELIVERED), epoch=honest.epoch + 1)
+    _post(chain, node.ctx, tampered, node.manifest)
+    key_file = tmp_path / "watcher.key"
+    key_file.write_text(bytes(node.watcher.key).hex())
+    key_file.chmod(0o600)
+    state, log = tmp_path / "watch", tmp_path / "watch.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORACLE_")}
+    args = [
+        *("watch", "--rpc-url", chain.w3.provider.endpoint_uri),  # type: ignore[attr-defined]
+        *("--router", chain.router.address, "--node", node.url, "--state", str(state / "state.json")),
+        *("--evidence", str(state / "evidence"), "--from-block", str(chain.deployment.block)),
+        *("--interval", "0.2", "--dispute-key", str(key_file), "--escrow", chain.escrow.address),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from oracle.cli import main; main()", *args],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not _filed(chain, subject):
+            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    (filed,) = _filed(chain, subject)
+    assert (filed["epoch"], filed["watcher"], filed["bond"]) == (tampered.epoch, node.watcher.address, BOND)
+    assert chain.escrow.functions.frozen(subject).call()
+    assert bytes(node.watcher.key).hex() not in log.read_text(errors="replace")
