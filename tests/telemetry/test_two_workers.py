@@ -96,8 +96,8 @@ def _stored(engine: Any, devices: list[str]) -> tuple[int, int, set[tuple[str, i
 
 def _freeze_mid_commit(worker: WorkerProcess, engine: Any, application_name: str) -> str:
     """SIGSTOP the worker's writer process at a moment its database transaction holds a batch (its
-    session is inside a transaction whose last statement touched the readings), so the SIGKILL that
-    follows cuts a commit off for certain. Returns that statement's first words."""
+    session is inside a transaction whose last statement inserted readings), so the SIGKILL that follows
+    cuts a commit off for certain. Returns that statement's first words."""
     assert worker.proc is not None
     (writer,) = _children(worker.proc.pid)
     deadline = time.monotonic() + 20
@@ -107,7 +107,7 @@ def _freeze_mid_commit(worker: WorkerProcess, engine: Any, application_name: str
             row = conn.execute(
                 text(
                     "SELECT state, query FROM pg_stat_activity WHERE application_name = :a "
-                    "AND xact_start IS NOT NULL AND query ILIKE '%telemetry_reading%'"
+                    "AND xact_start IS NOT NULL AND query ILIKE 'INSERT INTO telemetry_readings %'"
                 ),
                 {"a": application_name},
             ).first()
