@@ -12,6 +12,9 @@ from playwright.sync_api import Browser, expect
 from oracle.alarms.live import LiveAlarms
 from oracle.api.keys import Role, create_key
 from oracle.context import Context
+from oracle.decisions.coldchain import profile_bytes32
+from oracle.reports import subject_id
+from oracle.storage.tables import Shipment
 from tests.coldchain.helpers import Fleet, day_ago
 from tests.dashboard.test_browser import browser  # noqa: F401 - the Chromium fixture
 
@@ -28,8 +31,22 @@ def _key(ctx: Context, role: Role, name: str) -> str:
 
 
 def test_alarm_shows_and_acknowledging_works(browser: Browser, server: str, ctx: Context) -> None:  # noqa: F811
+    with ctx.sessions() as s:  # the escrow as the chain listener records it: its profile names the rules
+        s.add(
+            Shipment(
+                subject="0x" + subject_id("shipment", SHIPMENT).hex(),
+                escrow="0x" + "11" * 20,
+                buyer="0x" + "22" * 20,
+                seller="0x" + "33" * 20,
+                amount="1000000",
+                profile="0x" + profile_bytes32("refrigerated").hex(),
+                deadline=2_000_000_000,
+                status="open",
+            )
+        )
+        s.commit()
     fleet = Fleet(ctx.sessions, ctx.blobs)
-    fleet.ingest.after_commit.append(LiveAlarms(ctx.sessions, profile_of=lambda _s, _x: "refrigerated"))
+    fleet.ingest.after_commit.append(LiveAlarms(ctx.sessions))
     start = day_ago()
     fleet.add("logger-alarm", SHIPMENT, start_s=start)
     fleet.add("logger-calm", "SHP-CALM", start_s=start)
@@ -60,6 +77,14 @@ def test_alarm_shows_and_acknowledging_works(browser: Browser, server: str, ctx:
     expect(row.get_by_test_id("alarm-state")).to_have_text("acknowledged")
     expect(row.get_by_test_id("alarm-acked-by")).to_have_text(re.compile(r"^night-shift · \d{4}-"))
     expect(row.get_by_test_id("alarm-ack")).to_have_count(0)
+
+    # The rules behind the alarms and the shipment's leg, which an operator changes from here.
+    expect(panel.get_by_test_id("alarm-rules").get_by_test_id("alarm-rule")).to_have_count(7)
+    expect(panel.get_by_test_id("shipment-leg")).to_have_text("leg: origin")
+    panel.get_by_test_id("leg-in_transit").click()
+    expect(panel.get_by_test_id("shipment-leg")).to_contain_text("leg: in_transit since")
+    expect(panel.get_by_test_id("shipment-leg")).to_contain_text("night-shift")
+    expect(panel.get_by_test_id("leg-in_transit")).to_be_disabled()
     assert errors == []
 
     # A viewer sees the alarms but is told acknowledging needs an operator key.

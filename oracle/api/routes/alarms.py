@@ -10,6 +10,8 @@
                                                                   cumulative ones only here
 ``POST /v1/shipments/{shipment}/legs``             operator       ``{"leg": origin|in_transit|destination,
                                                                   "at_s": UNIX s (default now)}``
+``GET /v1/shipments/{shipment}/alarm-setup``       viewer         profile, ignore period, rules, legs and
+                                                                  the current leg
 ``GET /v1/alarms/webhooks`` / ``POST``             admin          list / add ``{"name", "url"}``: the
                                                                   secret is written to the data dir, never
                                                                   returned
@@ -171,4 +173,40 @@ def post_leg(
         "leg": row.leg,
         "at_s": row.at_s,
         "recorded_by": row.recorded_by,
+    }
+
+
+@router.get("/v1/shipments/{shipment}/alarm-setup")
+def alarm_setup(
+    shipment: Annotated[str, Path(min_length=1, max_length=120)], session: SessionDep, _: ViewerKey
+) -> dict[str, Any]:
+    """What governs the shipment's alarms: its profile (from the escrow), the ignore period, every rule
+    (boundary, allowed duration, single or cumulative, legs, whether it clears by itself) and its legs,
+    with the current one (``origin`` before any leg event)."""
+    from dataclasses import asdict
+
+    from models.coldchain.excursions import load_alarm_rules
+    from oracle.alarms.live import shipment_profile
+    from oracle.storage.alarm_tables import ShipmentLeg
+
+    legs = session.scalars(
+        select(ShipmentLeg)
+        .where(ShipmentLeg.shipment_id == shipment)
+        .order_by(ShipmentLeg.at_s, ShipmentLeg.id)
+    ).all()
+    now = int(time.time())
+    current = next((leg.leg for leg in reversed(legs) if leg.at_s <= now), "origin")
+    profile = shipment_profile(session, shipment)
+    rules = load_alarm_rules(profile) if profile else None
+    return {
+        "shipment_id": shipment,
+        "profile": profile,
+        "ignore_s": rules.ignore_s if rules else None,
+        "rules": [
+            asdict(r)
+            | {"legs": list(r.legs), "clears_automatically": r.clears_automatically, "describe": r.describe()}
+            for r in (rules.rules if rules else ())
+        ],
+        "leg": current,
+        "legs": [{"leg": leg.leg, "at_s": leg.at_s, "recorded_by": leg.recorded_by} for leg in legs],
     }

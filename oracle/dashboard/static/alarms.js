@@ -5,7 +5,8 @@
 (function () {
   const POLL_MS = 2500;
   const KEY = "oracle-dashboard-key";
-  const state = { selected: null, items: [], timer: null, note: "" };
+  const state = { selected: null, name: null, setup: null, items: [], timer: null, note: "" };
+  const LEGS = [["origin", "Origin"], ["in_transit", "In transit"], ["destination", "Destination"]];
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -25,8 +26,10 @@
   function badge(text, prefix) { return el("span", { class: `badge ${prefix}-${String(text).replace(/[^A-Za-z0-9_-]/g, "")}`, text }); }
   function key() { return sessionStorage.getItem(KEY) || ""; }
 
-  async function call(method, path) {
-    const resp = await fetch(path, { method, headers: { "X-API-Key": key() }, cache: "no-store" });
+  async function call(method, path, body) {
+    const headers = { "X-API-Key": key() };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const resp = await fetch(path, { method, headers, cache: "no-store", body: body === undefined ? undefined : JSON.stringify(body) });
     if (resp.status === 403) throw new Error("this needs an operator key");
     if (!resp.ok) {
       let detail = resp.statusText;
@@ -68,6 +71,35 @@
     return el("div", { class: "scroll" }, t);
   }
 
+  async function setLeg(leg) {
+    try {
+      await call("POST", `/v1/shipments/${encodeURIComponent(state.name)}/legs`, { leg });
+      state.note = "";
+    } catch (e) { state.note = `leg change: ${e.message}`; }
+    await poll();
+  }
+
+  function setupView(d) {
+    const since = d.legs.length ? d.legs[d.legs.length - 1] : null;
+    const box = el("div", { class: "alarm-setup" },
+      el("p", { "data-testid": "shipment-leg", text: `leg: ${d.leg}${since && since.leg === d.leg ? ` since ${when(since.at_s)} (${since.recorded_by})` : ""}` }));
+    const buttons = el("p");
+    for (const [leg, label] of LEGS) buttons.append(el("button", { type: "button", "data-testid": `leg-${leg}`, disabled: leg === d.leg ? "disabled" : null, onclick: () => setLeg(leg), text: label }));
+    box.append(buttons);
+    if (!d.profile || !d.rules.length) { box.append(el("p", { class: "empty", text: "No alarm rules: the shipment has no escrowed profile with alarm rules." })); return box; }
+    box.append(el("p", { text: `${d.profile} alarm rules · readings in the first ${Math.round(d.ignore_s / 60)} min are ignored` }));
+    const head = el("tr");
+    for (const h of ["rule", "boundary", "allowed", "mode", "legs", "severity", "clears"]) head.append(el("th", { text: h }));
+    const body = el("tbody");
+    for (const r of d.rules) body.append(el("tr", { "data-testid": "alarm-rule" },
+      el("td", { text: r.name }), el("td", { text: `${r.boundary === "upper" ? ">" : "<"} ${r.threshold_c} °C` }),
+      el("td", { text: r.allowed_s ? `${Math.round(r.allowed_s / 60)} min` : "at once" }), el("td", { text: r.mode }),
+      el("td", { text: r.legs.join(", ") }), el("td", {}, badge(r.severity, "sev")),
+      el("td", { text: r.clears_automatically ? "back in band" : "by an operator" })));
+    box.append(el("div", { class: "scroll" }, el("table", { "data-testid": "alarm-rules" }, el("thead", {}, head), body)));
+    return box;
+  }
+
   function render() {
     const list = clear(byId("alarms"));
     if (state.note) list.append(el("p", { class: "alarm-note", role: "alert", "data-testid": "alarm-note", text: state.note }));
@@ -76,6 +108,7 @@
     if (state.items.length) list.append(rows(state.items, true));
     const panel = clear(byId("shipment-alarms"));
     if (!state.selected) { panel.append(el("p", { class: "empty", text: "Click a shipment." })); return; }
+    if (state.setup) panel.append(setupView(state.setup));
     const mine = state.items.filter((a) => a.subject === state.selected);
     if (!mine.length) { panel.append(el("p", { class: "empty", text: "No alarms for this shipment." })); return; }
     panel.append(rows(mine, false));
@@ -85,6 +118,9 @@
     if (state.timer) { clearTimeout(state.timer); state.timer = null; }
     if (key()) {
       try { state.items = (await call("GET", "/v1/alarms?limit=200")).items; } catch (e) { state.note = `alarms: ${e.message}`; }
+      if (state.name) {
+        try { state.setup = await call("GET", `/v1/shipments/${encodeURIComponent(state.name)}/alarm-setup`); } catch (e) { state.setup = null; }
+      }
       render();
     }
     state.timer = setTimeout(poll, POLL_MS);
@@ -93,7 +129,14 @@
   // The Shipments panel (dashboard.js) marks rows with data-subject; follow its selection.
   document.addEventListener("click", (ev) => {
     const row = ev.target instanceof Element ? ev.target.closest("[data-testid=shipment-row]") : null;
-    if (row) { state.selected = row.getAttribute("data-subject"); render(); }
+    if (row) {
+      state.selected = row.getAttribute("data-subject");
+      const cell = row.querySelector("td");
+      state.name = cell ? cell.textContent : null;
+      state.setup = null;
+      render();
+      poll();
+    }
   });
   poll();
 })();
