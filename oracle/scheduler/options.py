@@ -16,6 +16,7 @@ shipment (telemetry) one-off, debounced              ``None``
 STAC polling        every ``stac_every_s``           half the interval
 outbox pump         every ``outbox_every_s``         30 s: coalesced, a stale tick is simply skipped
 chain listener      every ``listener_every_s``       30 s: same
+settlement keeper   every ``keeper_every_s``         30 s: same
 reconcile           every ``reconcile_every_s``      half the interval
 ==================  ==============================  ==================================================
 """
@@ -70,6 +71,8 @@ class SchedulerOptions:
     stac_every_s: float = 3600.0
     outbox_every_s: float = 1.0
     listener_every_s: float = 2.0
+    #: The settlement keeper: pays reports whose liveness window is over (oracle.chain.keeper).
+    keeper_every_s: float = 5.0
     reconcile_every_s: float = 600.0
     #: How often the leader looks at the shared job store for jobs written by other processes
     #: (late-data jobs and breach evaluations from a standalone ingest process, subscriptions seen by a
@@ -115,6 +118,7 @@ def policies(options: SchedulerOptions) -> dict[str, JobPolicy]:
         "stac": JobPolicy(misfire_grace_time=half(options.stac_every_s)),
         "outbox": JobPolicy(misfire_grace_time=30),
         "listener": JobPolicy(misfire_grace_time=30),
+        "keeper": JobPolicy(misfire_grace_time=30),
         "reconcile": JobPolicy(misfire_grace_time=half(options.reconcile_every_s)),
         "wake": JobPolicy(misfire_grace_time=half(options.store_poll_s)),
     }

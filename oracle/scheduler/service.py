@@ -264,6 +264,28 @@ def _add_chain_jobs(handle: SchedulerHandle) -> None:
     )
     handle.add_local_job("outbox", poster.pump, handle.options.outbox_every_s)
     handle.add_local_job("listener", listener.poll, handle.options.listener_every_s)
+    if "DroughtInsurancePool" in deployment.addresses:
+        from oracle.chain.keeper import SettlementKeeper
+
+        w3 = connect(ctx.chain_rpc_url)
+        keeper = SettlementKeeper(
+            ctx.sessions,
+            w3,
+            deployment.contract(w3, "DroughtInsurancePool"),
+            from_block=deployment.block,
+            rank=_network_rank(ctx),
+        )
+        handle.add_local_job("keeper", keeper.tick, handle.options.keeper_every_s)
+
+
+def _network_rank(ctx: Context) -> int:
+    """This node's place in its network's member list (0 outside a network): the keeper's turn."""
+    from oracle.network.rounds import NodeRuntime
+
+    runtime = ctx.extras.get("network_node")
+    if not isinstance(runtime, NodeRuntime):
+        return 0
+    return list(runtime.network.ids).index(runtime.identity.node_id)
 
 
 def handle_event(scheduler_handle: SchedulerHandle, event: DecodedEvent) -> None:
