@@ -46,18 +46,20 @@ def default_workers() -> int:
     return max(1, min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1))
 
 
-def start_local(n_workers: int | None = None) -> Client:
-    """A new LocalCluster on 127.0.0.1 (processes, one thread each, no dashboard) and its client.
+def start_local(n_workers: int | None = None, *, processes: bool = True) -> Client:
+    """A new LocalCluster on 127.0.0.1 (worker processes, one thread each, no dashboard) and its client.
 
-    Closing the client (:func:`close`) also closes the cluster.
+    ``processes=False`` runs the workers as threads of this process (a probe that must share this
+    interpreter's settings). Closing the client (:func:`close`) also closes the cluster.
     """
     dist = _distributed()
     try:
         cluster = dist.LocalCluster(
             n_workers=n_workers or default_workers(),
             threads_per_worker=1,
-            processes=True,
+            processes=processes,
             host="127.0.0.1",
+            protocol="tcp://",
             dashboard_address=None,
             silence_logs=logging.WARNING,
         )
@@ -100,9 +102,9 @@ def _untyped(client: Client) -> Any:
 
 
 @contextmanager
-def local_client(n_workers: int | None = None) -> Iterator[Client]:
+def local_client(n_workers: int | None = None, *, processes: bool = True) -> Iterator[Client]:
     """A private LocalCluster for the duration of a ``with`` block (benches, tests)."""
-    client = start_local(n_workers)
+    client = start_local(n_workers, processes=processes)
     try:
         yield client
     finally:

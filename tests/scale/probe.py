@@ -1,7 +1,8 @@
 """Digests of the Dask path's results on a LocalCluster of two workers, as one JSON line.
 
-Run as ``python -m tests.scale.probe`` in a fresh interpreter (its workers inherit its environment, e.g.
-``NPY_DISABLE_CPU_FEATURES``); ``test_gridded.py`` compares the digests with its own in-process ones.
+Run as ``python -m tests.scale.probe`` in a fresh interpreter whose environment sets e.g.
+``NPY_DISABLE_CPU_FEATURES``: its two workers are threads of that interpreter, so they compute under its
+numpy settings. ``test_gridded.py`` compares the digests with its own single-process ones.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def spi_input() -> xr.DataArray:
 def main() -> None:
     stack, weights = zonal_inputs()
     cube = spi_input()
-    with local_client(2) as client:
+    with local_client(2, processes=False) as client:  # two workers, threads of this interpreter
         client.wait_for_workers(2, timeout=60)
         zonal = digest(*zonal_means_stack(stack, weights, client=client))
         spi = digest(spi_grid(cube, client=client, block_rows=7, **SPI_ARGS).values)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from distributed import get_task_stream
+from sqlalchemy import select
 
 from oracle.config import Settings
 from oracle.context import Context, open_context
@@ -18,6 +19,7 @@ from oracle.decisions.drought import evaluate_drought
 from oracle.errors import ConfigError
 from oracle.scale import cluster as scale_cluster
 from oracle.scale import gridded
+from oracle.storage.tables import Observation
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -43,8 +45,11 @@ def _settings(scheduler: str) -> Settings:
 
 
 def test_a_small_evaluation_starts_no_cluster(world: Context, no_shared_client: None) -> None:
-    outcome = evaluate_drought(world.sessions, world.blobs, region_id="wet", period="2026-06")
-    assert outcome.status == "complete"
+    with world.sessions() as s:
+        rasters = s.scalars(select(Observation.cid).where(Observation.kind == "raster")).all()
+    jobs = [(cid, {}) for cid in rasters]
+    assert len(jobs) > 100
+    assert gridded.zonal_steps_for(world.blobs, jobs) is gridded.local_zonal_steps
     assert scale_cluster._shared is None  # `oracle run` pays nothing for Dask until work is large
 
 

@@ -91,8 +91,9 @@ def test_gridded_spi_on_the_cluster_equals_spi_cube_bit_for_bit(
 
 
 def test_the_dask_path_gives_the_same_bits_with_simd_turned_off() -> None:
-    """A fresh interpreter with numpy's dispatched SIMD extensions off runs the Dask path on its own
-    LocalCluster (whose workers inherit the setting): its digests are this process's, single-process."""
+    """A fresh interpreter with numpy's dispatched SIMD extensions off runs the Dask path on a
+    LocalCluster of its own (two worker threads under its settings): its digests are this process's,
+    single-process. (The SPI check fails if a SIMD-dispatched numpy log is used in the gamma fit.)"""
     stack, weights = zonal_inputs()
     native = {
         "zonal": digest(*weights.means_stack(stack.values)),
