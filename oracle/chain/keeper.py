@@ -15,6 +15,13 @@ holder had to call ``claim`` by hand. The keeper closes that gap on every node:
   process of the same node never queues the same page twice, and the next page (the cursor moved) or a
   corrected revision gets a key of its own.
 
+It does the same for the other calls that anyone may make and that nobody made: ``resolveDispute`` of
+an open dispute on the pool or the escrow once the contract would take it (the network posted a
+replacement, or the answer window is over), and the escrow's ``finalize`` of a held verdict once its
+window is over. For those the test is the contract itself: the keeper simulates the call (``eth_call``)
+and queues it only if it would not revert, under the keys ``resolve:<contract>:<subject>:<epoch>`` and
+``finalize:<escrow>:<shipment>:<epoch>``.
+
 Several nodes run a keeper each. To spare gas, the node of rank r waits ``r * stagger_s`` seconds after it
 first sees a payment due before it queues one; if an earlier node's settle lands in the meantime, nothing
 is due any more and it queues nothing. A node that is down therefore only delays payment by the stagger.
@@ -30,9 +37,9 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from web3.exceptions import ContractLogicError
 
 from oracle.chain.outbox import TxIntent, enqueue
-from oracle.reports import MAX_REVISIONS
 from oracle.storage.tables import Policy
 
 log = logging.getLogger(__name__)
@@ -41,7 +48,9 @@ log = logging.getLogger(__name__)
 SETTLE_PAGE = 50
 #: Gas limit of one settle transaction of a full page.
 SETTLE_GAS = 200_000 + 80_000 * SETTLE_PAGE
-#: Blocks of ``RegionValue`` logs fetched per request.
+#: Gas limit of a resolveDispute (a rejection may apply the verdict: one payout or transfer) or finalize.
+RESOLVE_GAS = 400_000
+#: Blocks of logs fetched per request.
 LOG_CHUNK = 5_000
 
 
@@ -53,23 +62,39 @@ class SettlementKeeper:
     w3: Any
     pool: Any
     from_block: int
+    escrow: Any = None
     rank: int = 0
     stagger_s: float = 15.0
     page: int = SETTLE_PAGE
     clock: Callable[[], float] = time.monotonic
     #: (region hex, month) -> revision of the report the pool holds, from RegionValue events.
     held: dict[tuple[str, int], int] = field(default_factory=dict)
-    #: (region hex, month) -> when this keeper first saw something due there.
-    _due_since: dict[tuple[str, int], float] = field(default_factory=dict)
+    #: Open disputes: (contract address, subject hex, epoch), from DisputeFiled until Upheld/Rejected.
+    disputes: set[tuple[str, str, int]] = field(default_factory=set)
+    #: The escrow's held verdicts: shipment hex -> epoch, from VerdictHeld until the shipment settles.
+    verdicts: dict[str, int] = field(default_factory=dict)
+    #: key base -> when this keeper first saw the call due.
+    _due_since: dict[str, float] = field(default_factory=dict)
     _next_block: int = -1
 
     def tick(self) -> list[str]:
-        """Follow new RegionValue events, then queue a settle wherever a payment is due; returns the keys
-        of the settles queued by this tick."""
+        """Follow new events, then queue every settle, resolveDispute and finalize that is due; returns
+        the outbox keys this tick found due (queued now or already queued)."""
         self._follow()
         queued: list[str] = []
         for (region, month), revision in sorted(self.held.items()):
             key = self._settle_if_due(region, month, revision)
+            if key is not None:
+                queued.append(key)
+        contracts = {c.address: c for c in (self.pool, self.escrow) if c is not None}
+        for address, subject, epoch in sorted(self.disputes):
+            call = contracts[address].functions.resolveDispute(bytes.fromhex(subject[2:]), epoch)
+            key = self._if_it_would_pass(f"resolve:{address.lower()}:{subject}:{epoch}", call)
+            if key is not None:
+                queued.append(key)
+        for shipment, epoch in sorted(self.verdicts.items()):
+            call = self.escrow.functions.finalize(bytes.fromhex(shipment[2:]))
+            key = self._if_it_would_pass(f"finalize:{self.escrow.address.lower()}:{shipment}:{epoch}", call)
             if key is not None:
                 queued.append(key)
         return queued
@@ -80,45 +105,75 @@ class SettlementKeeper:
         head = int(self.w3.eth.block_number)
         while self._next_block <= head:
             to = min(head, self._next_block + LOG_CHUNK - 1)
-            for event in self.pool.events.RegionValue().get_logs(from_block=self._next_block, to_block=to):
+            for event in self._logs(self.pool, "RegionValue", to):
                 args = event["args"]
-                region = "0x" + bytes(args["region"]).hex()
+                region = _hex(args["region"])
                 month, revision = int(args["month"]), int(args["revision"])
                 if revision >= self.held.get((region, month), -1):
                     self.held[(region, month)] = revision
+            for contract in (self.pool, self.escrow):
+                if contract is None:
+                    continue
+                for event in self._logs(contract, "DisputeFiled", to):
+                    self.disputes.add(_dispute_of(contract, event))
+                for name in ("DisputeUpheld", "DisputeRejected"):
+                    for event in self._logs(contract, name, to):
+                        self.disputes.discard(_dispute_of(contract, event))
+            if self.escrow is not None:
+                for event in self._logs(self.escrow, "VerdictHeld", to):
+                    self.verdicts[_hex(event["args"]["shipmentId"])] = int(event["args"]["epoch"])
+                for name in ("ShipmentVoided", "ShipmentReleased", "ShipmentReclaimed"):
+                    for event in self._logs(self.escrow, name, to):
+                        self.verdicts.pop(_hex(event["args"]["shipmentId"]), None)
             self._next_block = to + 1
+
+    def _logs(self, contract: Any, event: str, to: int) -> list[Any]:
+        return list(getattr(contract.events, event)().get_logs(from_block=self._next_block, to_block=to))
 
     def _settle_if_due(self, region: str, month: int, revision: int) -> str | None:
         policies = self._policies(region)
         fn = self.pool.functions
+        base = f"settle:{self.pool.address.lower()}:{region}:{month}:{revision}"
         if not policies or not any(int(fn.due(p, month).call()) > 0 for p in policies):
-            self._due_since.pop((region, month), None)
+            self._due_since.pop(base, None)
             return None
-        first = self._due_since.setdefault((region, month), self.clock())
-        if self.clock() - first < self.rank * self.stagger_s:
-            return None  # an earlier node in line settles first; look again next tick
+        if not self._my_turn(base):
+            return None
         cursor = int(fn.observation(bytes.fromhex(region[2:]), month).call()[4])
-        key = f"settle:{self.pool.address.lower()}:{region}:{month}:{revision}:{cursor}"
         call = fn.settle(bytes.fromhex(region[2:]), month, self.page)
+        return self._queue(f"{base}:{cursor}", "settle", call, SETTLE_GAS)
+
+    def _if_it_would_pass(self, key: str, call: Any) -> str | None:
+        """Queue ``call`` under ``key`` if the contract would take it now (simulated), in this node's turn."""
+        try:
+            call.call()
+        except ContractLogicError:
+            self._due_since.pop(key, None)
+            return None
+        if not self._my_turn(key):
+            return None
+        return self._queue(key, key.split(":", 1)[0], call, RESOLVE_GAS)
+
+    def _my_turn(self, base: str) -> bool:
+        """Whether this node's turn has come: node r acts ``r * stagger_s`` s after it first saw ``base`` due
+        (if an earlier node acted meanwhile, the call is no longer due and nothing is queued)."""
+        first = self._due_since.setdefault(base, self.clock())
+        return self.clock() - first >= self.rank * self.stagger_s
+
+    def _queue(self, key: str, purpose: str, call: Any, gas: int) -> str:
         intent = TxIntent(
             key=key,
-            purpose="settle",
-            to=self.pool.address,
+            purpose=purpose,
+            to=call.address,
             calldata=bytes.fromhex(call._encode_transaction_data()[2:]),
-            gas_limit=SETTLE_GAS,
+            gas_limit=gas,
         )
         with self.sessions() as s:
             row = enqueue(s, intent)
-            fresh = row.status == "pending" and row.tx_hash is None
+            fresh = row.tx_hash is None and row.status == "pending"
             s.commit()
         if fresh:
-            log.info(
-                "keeper: settle queued region=%s month=%d revision=%d epoch=%d",
-                region,
-                month,
-                revision,
-                month * MAX_REVISIONS + revision,
-            )
+            log.info("keeper: %s queued key=%s", purpose, key)
         return key
 
     def _policies(self, region: str) -> list[int]:
@@ -129,3 +184,11 @@ class SettlementKeeper:
                 )
             ).all()
         return sorted(int(p) for p in rows)
+
+
+def _hex(value: bytes) -> str:
+    return "0x" + bytes(value).hex()
+
+
+def _dispute_of(contract: Any, event: Any) -> tuple[str, str, int]:
+    return (contract.address, _hex(event["args"]["subject"]), int(event["args"]["epoch"]))

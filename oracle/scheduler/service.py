@@ -273,6 +273,9 @@ def _add_chain_jobs(handle: SchedulerHandle) -> None:
             w3,
             deployment.contract(w3, "DroughtInsurancePool"),
             from_block=deployment.block,
+            escrow=deployment.contract(w3, "ColdChainEscrow")
+            if "ColdChainEscrow" in deployment.addresses
+            else None,
             rank=_network_rank(ctx),
         )
         handle.add_local_job("keeper", keeper.tick, handle.options.keeper_every_s)
