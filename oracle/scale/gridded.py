@@ -88,7 +88,8 @@ def read_stack(
     paths: Sequence[Path], *, variable: str, times: Sequence[Any], grid_shape: tuple[int, int]
 ) -> xr.DataArray:
     """A lazy (time, y, x) DataArray of the rasters at ``paths``, one Dask chunk per file, labelled with
-    ``times``; each file is read with :func:`ingest.raster.read_raster` (validated) where it is computed."""
+    ``times``; each file is read with :func:`ingest.raster.read_raster` (validated) on the worker that
+    computes its chunk, so the paths must be readable there (a shared or object-store mount on a cluster)."""
     import xarray as xr
     from dask.delayed import delayed
 
