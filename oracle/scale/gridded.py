@@ -15,6 +15,7 @@ With ``client=None`` every function computes in this process: that is the refere
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -246,7 +247,8 @@ class DaskZonalSteps:
             self.computed += len(todo)
             while len(self._outputs) > OUTPUTS_KEPT:
                 self._outputs.popitem(last=False)
-        return [self._outputs[k] for k in keys]
+        # Copies: a caller may change what it is handed; the remembered outputs must not change.
+        return [copy.deepcopy(self._outputs[k]) for k in keys]
 
     def _rasters_on_cluster(self, blobs: BlobStore, cids: list[str]) -> dict[str, Any]:
         """Futures of the rasters' bytes on the cluster; the missing ones are sent in one scatter."""
