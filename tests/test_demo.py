@@ -6,6 +6,8 @@ node processes and their signers."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import re
 import signal
@@ -18,7 +20,50 @@ from pathlib import Path
 
 import httpx
 import pytest
+from eth_account import Account
 from pypdf import PdfReader
+from sqlalchemy import select
+
+from oracle.attest import attest, row_to_report
+from oracle.chain.client import connect
+from oracle.chain.deploy import Deployment
+from oracle.devstack.localnet import DEMO_LIVENESS_S
+from oracle.network.node import DEPLOYMENT_FILE, RPC_URL_FILE
+from oracle.reports import Report
+from oracle.signer.client import LocalSigner
+from oracle.storage.db import make_engine, session_factory
+from oracle.storage.tables import ReportRow
+
+
+def _post_tampered(network_dir: Path, dep: Deployment, region_name: str) -> Report:
+    """As two faulty nodes: sign a revision of ``region_name``'s latest report with another value (node1's
+    and node2's signer keys) and put it in node1's database with the honest manifest; node1 posts it."""
+    sessions = session_factory(make_engine(f"sqlite:///{network_dir / 'nodes' / 'node1' / 'oracle.sqlite3'}"))
+    with sessions() as s:
+        row = s.scalars(
+            select(ReportRow).where(ReportRow.subject_name == region_name).order_by(ReportRow.epoch.desc())
+        ).first()
+        assert row is not None
+        honest, manifest = row_to_report(row), row.detail["manifest_cid"]
+    value = honest.value - 500_000 if honest.value > 2_500_000 else honest.value + 1_500_000
+    tampered = dataclasses.replace(honest, value=value, epoch=honest.epoch + 1)
+    signers = []
+    for node in ("node1", "node2"):
+        signer_dir = network_dir / "nodes" / node / "signer"
+        keystore = json.loads((signer_dir / "keystore.json").read_text())
+        key = Account.decrypt(keystore, (signer_dir / "passphrase").read_text().strip())
+        signers.append(LocalSigner(bytes(key)))
+    attest(
+        sessions,
+        tampered,
+        signers=signers,
+        threshold=2,
+        chain_id=dep.chain_id,
+        router=dep.address("OracleRouter"),
+        subject_name=region_name,
+        detail={"manifest_cid": manifest},
+    )
+    return tampered
 
 
 def _free_port() -> int:
@@ -55,7 +100,7 @@ def test_demo_network_pays_out_and_voids_on_k_signatures(tmp_path: Path) -> None
         paid = voided = False
         while not (paid and voided):
             assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
-            assert time.monotonic() - started < 200, (tmp_path / "run.log").read_text()[-3000:]
+            assert time.monotonic() - started < 260, (tmp_path / "run.log").read_text()[-3000:]
             try:
                 payouts = httpx.get(f"{base}/v1/payouts", headers=headers, timeout=5).json()
                 shipments = httpx.get(f"{base}/v1/shipments", headers=headers, timeout=5).json()
@@ -71,7 +116,7 @@ def test_demo_network_pays_out_and_voids_on_k_signatures(tmp_path: Path) -> None
         # The drought reports: every node computed and signed the same report; one of them sent it.
         network = None
         while network is None:
-            assert time.monotonic() - started < 240, (tmp_path / "run.log").read_text()[-3000:]
+            assert time.monotonic() - started < 300, (tmp_path / "run.log").read_text()[-3000:]
             overview = httpx.get(f"{base}/v1/dashboard/overview", headers=headers, timeout=10).json()
             words = [a["network"] for a in overview["attestations"] if a["subject_name"] == "KE-NORTH"]
             if words and words[0] and len(words[0]["signed"]) == 3 and words[0]["transmitted_by"]:
@@ -83,13 +128,47 @@ def test_demo_network_pays_out_and_voids_on_k_signatures(tmp_path: Path) -> None
         # The voided shipment's disposition report, signed by the demo's QA person, kept as a PDF.
         report = tmp_path / "data" / "network" / "dispositions" / "SHP-VACCINES-2.pdf"
         while not report.exists():
-            assert time.monotonic() - started < 300, (tmp_path / "run.log").read_text()[-3000:]
+            assert time.monotonic() - started < 360, (tmp_path / "run.log").read_text()[-3000:]
             time.sleep(1)
         time.sleep(1)  # written in one call; let it land
         voided_tx = next(s["settled_tx"] for s in shipments["items"] if s["status"] == "voided")
         chain_check = httpx.get(f"{base}/v1/disposition-signoffs/verify", headers=headers, timeout=10).json()
         assert chain_check["ok"] is True
         assert chain_check["entries"] >= 1
+        # The honest reports paid only after the insurer's liveness window (the nodes' keepers settled).
+        network_dir = tmp_path / "data" / "network"
+        dep = Deployment.load(network_dir / DEPLOYMENT_FILE)
+        w3 = connect((network_dir / RPC_URL_FILE).read_text().strip())
+        pool = dep.contract(w3, "DroughtInsurancePool")
+        sent = pool.events.PayoutSent().get_logs(from_block=dep.block)
+        assert sent
+        for payout in sent:
+            tx = w3.eth.get_transaction(payout["transactionHash"])
+            assert tx["to"] == pool.address  # a keeper's settle, not the report's own transaction
+        watched = (network_dir / "watch" / "watch.log").read_text()
+        assert "watch: MATCH" in watched, watched[-3000:]
+        assert "MISMATCH" not in watched, watched[-3000:]
+        # Two faulty nodes (k = 2; their signer keystores read from disk, as their operators could) sign
+        # a revision of KE-NORTH's report with a value the decision never produced; node1 serves it with
+        # the honest manifest and its own outbox posts it. The watcher, with no key of the network,
+        # replays it, disputes it inside the window, and nothing pays on it.
+        tampered = _post_tampered(network_dir, dep, "KE-NORTH")
+        region, month = tampered.subject, tampered.epoch // 1000
+        while not pool.events.DisputeFiled().get_logs(
+            from_block=dep.block, argument_filters={"subject": region, "epoch": tampered.epoch}
+        ):
+            assert time.monotonic() - started < 480, (network_dir / "watch" / "watch.log").read_text()[-3000:]
+            time.sleep(1)
+        assert pool.functions.frozen(region, month).call()
+        filed_at = time.monotonic()
+        while time.monotonic() - filed_at < DEMO_LIVENESS_S + 15:  # the window and the keepers' turns pass
+            time.sleep(1)
+        assert pool.functions.frozen(region, month).call()
+        late = pool.events.PayoutSent().get_logs(from_block=dep.block)
+        assert [p for p in late if int(p["args"]["epoch"]) == tampered.epoch] == []
+        assert len(late) == len(sent)
+        watched = (network_dir / "watch" / "watch.log").read_text()
+        assert "MISMATCH" in watched
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -109,10 +188,6 @@ def test_demo_network_pays_out_and_voids_on_k_signatures(tmp_path: Path) -> None
     for node in ("node1", "node2", "node3"):
         assert "Traceback" not in (nodes / node / "node.log").read_text(), node
     assert "Traceback" not in log
-    # A watcher with no key replayed the reports from the nodes' public data: all of them match.
-    watched = (tmp_path / "data" / "network" / "watch" / "watch.log").read_text()
-    assert "watch: MATCH" in watched, watched[-3000:]
-    assert "MISMATCH" not in watched, watched[-3000:]
     assert "Traceback" not in watched
     # The loggers signed with their own keys (the void above came from them): the private keys are on the
     # simulated devices' side only, and every node holds the same public keys and no device secret.

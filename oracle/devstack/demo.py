@@ -221,9 +221,18 @@ def demo_product_terms(region: str, now: int) -> dict[str, Any]:
     return {**on_chain, "termsHash": keccak(canonical), "region": subject_id("region", region)}
 
 
-def open_policies_and_escrows(w3: Any, deployment: Any) -> None:
+#: The bond a dispute of a demo report takes, and the reward an upheld one earns (test stablecoin, 6 dp).
+DEMO_DISPUTE_BOND = 100 * 10**6
+DEMO_DISPUTE_REWARD = 25 * 10**6
+#: Seconds the network has to answer a dispute of a demo report with a replacement.
+DEMO_ANSWER_WINDOW_S = 600
+
+
+def open_policies_and_escrows(w3: Any, deployment: Any, *, liveness_s: int = 0) -> None:
     """A policy per demo region, bought by its policyholder from the insurer's product, and an escrow per
-    demo shipment, as insurer, policyholders and buyer would."""
+    demo shipment, as insurer, policyholders and buyer would. With ``liveness_s`` > 0 the insurer gives
+    each product that liveness window before selling it and turns disputes on (bond, reward, answer
+    window): a report then pays only once its window is over, and anyone may dispute it meanwhile."""
     from oracle.chain.anvil import dev_accounts
     from oracle.chain.client import transact
     from oracle.chain.escrow import open_escrow
@@ -236,12 +245,19 @@ def open_policies_and_escrows(w3: Any, deployment: Any) -> None:
     escrow = deployment.contract(w3, "ColdChainEscrow")
     coin = deployment.contract(w3, "TestStablecoin")
     block_time = int(w3.eth.get_block("latest")["timestamp"])
+    if liveness_s:
+        terms_call = pool.functions.setDisputeTerms(
+            DEMO_DISPUTE_BOND, DEMO_DISPUTE_REWARD, DEMO_ANSWER_WINDOW_S
+        )
+        transact(w3, terms_call, sender=deployer)
     for i, region in enumerate(REGIONS):
         # The insurer registers the region's product; its policyholder buys it, paying the premium.
         terms = demo_product_terms(region, block_time)
         receipt = transact(w3, pool.functions.registerProduct(terms), sender=deployer)
         (registered,) = pool.events.ProductRegistered().process_receipt(receipt)
         product_id = int(registered["args"]["productId"])
+        if liveness_s:
+            transact(w3, pool.functions.setLiveness(product_id, liveness_s), sender=deployer)
         premium = int(pool.functions.product(product_id).call()[8])
         holder = accounts[2 + i]
         transact(w3, coin.functions.mint(holder.address, premium), sender=deployer)

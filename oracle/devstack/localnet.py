@@ -40,10 +40,17 @@ from oracle.network.node import DEPLOYMENT_FILE, MQTT_URL_FILE, RPC_URL_FILE, no
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from oracle.chain.deploy import Deployment
+
 log = logging.getLogger(__name__)
 
 NODES = 3
 THRESHOLD = 2
+#: The demo insurer's liveness window: a drought report pays only this long after it reached the pool,
+#: and the watcher (or anyone) may dispute it meanwhile. The nodes' keepers settle it once it is over.
+DEMO_LIVENESS_S = 30
+#: The watcher's own account (not a network key): ether for gas and bonds in the pool's token.
+WATCHER_KEY_FILE = "watcher.key"
 #: The key of the watcher process among :attr:`LocalNetwork.procs`.
 WATCHER = "watcher"
 #: Under the network directory: the signed disposition reports the demo produces.
@@ -110,11 +117,15 @@ class LocalNetwork:
                 raise ToolError(f"{', '.join(sorted(pending))} did not answer /healthz within {timeout:.0f}s")
             time.sleep(0.3)
 
-    def start_watcher(self, router: str, from_block: int) -> None:
-        """``oracle watch`` beside the nodes, as anyone could run it: no key, only the chain's RPC and the
-        nodes' public URLs. It replays every accepted report; its log is ``<network>/watch/watch.log``."""
+    def start_watcher(self, dep: Deployment) -> None:
+        """``oracle watch`` beside the nodes, as anyone could run it: no key of the network, only the
+        chain's RPC, the nodes' public URLs and an account of its own (generated here at first run, funded
+        with ether and bonds) to dispute a report it cannot reproduce on the pool or the escrow. Its log is
+        ``<network>/watch/watch.log``."""
         d = self.directory / "watch"
         d.mkdir(parents=True, exist_ok=True)
+        key_file = _funded_watcher_key(self.rpc_url, dep, d / WATCHER_KEY_FILE)
+        router, from_block = dep.address("OracleRouter"), dep.block
         out = (d / "watch.log").open("ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("ORACLE_")}
         nodes = [arg for m in self.network.members for arg in ("--node", m.url)]
@@ -137,6 +148,12 @@ class LocalNetwork:
                 str(from_block),
                 "--interval",
                 "1",
+                "--dispute-key",
+                str(key_file),
+                "--pool",
+                dep.address("DroughtInsurancePool"),
+                "--escrow",
+                dep.address("ColdChainEscrow"),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -196,9 +213,32 @@ def local_network(
         for node_id in network.ids:
             net.start(node_id)
         net.wait_healthy()
-        dep = Deployment.load(record)
-        net.start_watcher(dep.address("OracleRouter"), dep.block)
+        net.start_watcher(Deployment.load(record))
         yield net
+
+
+def _funded_watcher_key(rpc_url: str, dep: Deployment, key_file: Path) -> Path:
+    """The watcher's key (created once, 0600, never logged), topped up to 1 ether and 10 dispute bonds."""
+    from eth_account import Account
+
+    from oracle.chain.anvil import dev_accounts
+    from oracle.chain.client import connect, transact
+    from oracle.devstack.demo import DEMO_DISPUTE_BOND
+
+    if not key_file.exists():
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+    address = Account.from_key(bytes.fromhex(key_file.read_text().strip())).address
+    w3 = connect(rpc_url)
+    if w3.eth.get_balance(address) < 10**18:
+        w3.provider.make_request("anvil_setBalance", [address, hex(10**18)])  # type: ignore[arg-type]
+    coin = dep.contract(w3, "TestStablecoin")
+    bonds = 10 * DEMO_DISPUTE_BOND
+    held = int(coin.functions.balanceOf(address).call())
+    if held < bonds:
+        transact(w3, coin.functions.mint(address, bonds - held), sender=dev_accounts(1)[0])
+    return key_file
 
 
 # ---------------------------------------------------------------------------------------------- demo
@@ -276,10 +316,14 @@ class NetworkDemo:
                     valid_from=dt.datetime.fromtimestamp(self.start_s - 60, dt.UTC),
                 )
         deployment = Deployment.load(self.net.directory / DEPLOYMENT_FILE)
-        open_policies_and_escrows(connect(self.net.rpc_url), deployment)
+        open_policies_and_escrows(connect(self.net.rpc_url), deployment, liveness_s=DEMO_LIVENESS_S)
         self.admin = admin
         n, k = len(self.net.network.members), self.net.network.threshold
         self.note(f"seeded 3 regions, 3 policies and 3 escrows; {n} nodes, k = {k}; evaluating {self.period}")
+        self.note(
+            f"a drought report pays {DEMO_LIVENESS_S} s after it reached the pool (the insurer's liveness"
+            " window, in which the watcher disputes what it cannot reproduce); the nodes' keepers settle it"
+        )
         return admin
 
     def _ask_all(self, body: dict[str, Any]) -> list[int]:
