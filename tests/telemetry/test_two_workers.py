@@ -107,7 +107,8 @@ def _freeze_mid_commit(worker: WorkerProcess, engine: Any, application_name: str
             row = conn.execute(
                 text(
                     "SELECT state, query FROM pg_stat_activity WHERE application_name = :a "
-                    "AND xact_start IS NOT NULL AND query ILIKE 'INSERT INTO telemetry_readings %'"
+                    "AND xact_start IS NOT NULL AND (query ILIKE 'COPY telemetry_readings %' "
+                    "OR query ILIKE 'INSERT INTO telemetry_readings %')"
                 ),
                 {"a": application_name},
             ).first()
