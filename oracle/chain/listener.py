@@ -338,22 +338,20 @@ def project(s: Session, ev: DecodedEvent) -> None:
         policy = s.get(Policy, (ev.address, int(a["policyId"])))
         if policy is not None:
             policy.status = "paid"
-        if (
-            s.scalar(
-                select(Payout.id).where(Payout.pool == ev.address, Payout.policy_id == int(a["policyId"]))
+        # One row per event (a policy is paid in several months, topped up, or paid what it was owed);
+        # the event itself is applied once (chain_events), and (tx_hash, log_index) is unique here too.
+        s.add(
+            Payout(
+                pool=ev.address,
+                policy_id=int(a["policyId"]),
+                insured=a["insured"],
+                amount=str(a["amount"]),
+                epoch=int(a["epoch"]),
+                tx_hash=ev.tx_hash,
+                log_index=ev.log_index,
+                block_number=ev.block_number,
             )
-            is None
-        ):
-            s.add(
-                Payout(
-                    pool=ev.address,
-                    policy_id=int(a["policyId"]),
-                    insured=a["insured"],
-                    amount=str(a["amount"]),
-                    tx_hash=ev.tx_hash,
-                    block_number=ev.block_number,
-                )
-            )
+        )
     elif key == ("DroughtInsurancePool", "PayoutFailed"):
         policy = s.get(Policy, (ev.address, int(a["policyId"])))
         if policy is not None and policy.status != "paid":

@@ -168,13 +168,18 @@ def regions_view(s: Session) -> list[dict[str, Any]]:
 
 
 def policies_view(s: Session, *, limit: int = 200, token: Token = SETTLEMENT_TOKEN) -> list[dict[str, Any]]:
-    """Policies with their terms as severities, the insured region's name and the payout, if any.
+    """Policies with their terms as severities, the insured region's name and what they were paid, if
+    anything: ``payout`` is the sum of their payouts, ``payout_tx`` the latest one's transaction.
     ``limit``/``payout`` are base units; ``*_display`` the same in ``token`` units."""
     names = {r.subject: r.name or r.region_id for r in s.scalars(select(Region))}
-    payouts = {(p.pool, p.policy_id): p for p in s.scalars(select(Payout))}
+    totals: dict[tuple[str, int], int] = {}
+    latest: dict[tuple[str, int], str] = {}
+    for row in s.scalars(select(Payout).order_by(Payout.block_number, Payout.log_index)):
+        totals[(row.pool, row.policy_id)] = totals.get((row.pool, row.policy_id), 0) + int(row.amount)
+        latest[(row.pool, row.policy_id)] = row.tx_hash
     out = []
     for p in s.scalars(select(Policy).order_by(Policy.pool, Policy.policy_id).limit(limit)):
-        paid = payouts.get((p.pool, p.policy_id))
+        total = totals.get((p.pool, p.policy_id))
         out.append(
             {
                 "pool": p.pool,
@@ -188,9 +193,9 @@ def policies_view(s: Session, *, limit: int = 200, token: Token = SETTLEMENT_TOK
                 "limit": p.limit,
                 "limit_display": token_amount(p.limit, token),
                 "status": p.status,
-                "payout": paid.amount if paid is not None else None,
-                "payout_display": token_amount(paid.amount, token) if paid is not None else None,
-                "payout_tx": paid.tx_hash if paid is not None else None,
+                "payout": str(total) if total is not None else None,
+                "payout_display": token_amount(str(total), token) if total is not None else None,
+                "payout_tx": latest.get((p.pool, p.policy_id)),
             }
         )
     return out
@@ -205,6 +210,7 @@ def payouts_view(s: Session, *, limit: int = 200, token: Token = SETTLEMENT_TOKE
             "insured": p.insured,
             "amount": p.amount,
             "amount_display": token_amount(p.amount, token),
+            "epoch": p.epoch,
             "tx_hash": p.tx_hash,
             "block_number": p.block_number,
         }

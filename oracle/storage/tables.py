@@ -201,14 +201,22 @@ class Policy(Base):
 
 
 class Payout(Base):
+    """One ``PayoutSent`` event: a policy is paid once per month at most, but may be paid in several months,
+    topped up by a higher revision, or paid what it was owed (``claimOwed``, epoch 0)."""
+
     __tablename__ = "payouts"
-    __table_args__ = (UniqueConstraint("pool", "policy_id", name="uq_payout_policy"),)
+    __table_args__ = (
+        UniqueConstraint("tx_hash", "log_index", name="uq_payout_event"),
+        Index("ix_payouts_policy", "pool", "policy_id"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     pool: Mapped[str] = mapped_column(String(42))
     policy_id: Mapped[int] = mapped_column(BigInteger)
     insured: Mapped[str] = mapped_column(String(42))
     amount: Mapped[str] = mapped_column(String(80))
+    epoch: Mapped[int] = mapped_column(BigInteger, server_default="0")
     tx_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
     block_number: Mapped[int] = mapped_column(BigInteger)
 
 

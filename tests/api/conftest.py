@@ -140,6 +140,7 @@ def seed(ctx: Context) -> None:
                 insured=INSURED,
                 amount="125000000",
                 tx_hash="0x" + "cd" * 32,
+                log_index=0,
                 block_number=13,
             )
         )

@@ -59,6 +59,7 @@ def _seed(ctx: Context) -> int:
                 insured="0x" + "22" * 20,
                 amount="10000000000",
                 tx_hash="0x1",
+                log_index=0,
                 block_number=3,
             )
         )

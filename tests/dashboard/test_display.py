@@ -82,7 +82,13 @@ def test_overview_gives_amounts_in_token_units(client: TestClient, ctx: Context,
         )
         s.add(
             Payout(
-                pool=POOL, policy_id=1, insured=INSURED, amount="10000000000", tx_hash="0x1", block_number=3
+                pool=POOL,
+                policy_id=1,
+                insured=INSURED,
+                amount="10000000000",
+                tx_hash="0x1",
+                log_index=0,
+                block_number=3,
             )
         )
         s.add(

@@ -57,6 +57,8 @@ class PayoutPublic(BaseModel):
     policy_id: int
     insured: str
     amount: str
+    #: The report epoch it was paid on (month * 1000 + revision); 0 for a payout of what was owed.
+    epoch: int
     tx_hash: str
     block_number: int
 
@@ -129,7 +131,7 @@ def list_payouts(
     policy_id: IdQuery = None,
     insured: AddressQuery = None,
 ) -> Page[PayoutPublic]:
-    """Payouts the pools sent, newest block first."""
+    """Payouts the pools sent, one per PayoutSent event (a policy may have several), newest block first."""
     q = select(Payout)
     if pool is not None:
         q = q.where(_same(Payout.pool, pool))
