@@ -9,18 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.observations import ingest_raster
-from oracle.chain.outbox import OutboxPoster
-from oracle.decisions.drought import DecisionOutcome, evaluate_drought
-from oracle.decisions.post import post_decision
+from oracle.decisions.drought import evaluate_drought
 from oracle.reports import subject_id
 from tests.chain.pool_kit import create_policy
 from tests.drought.world import PERIOD, SHAPE, TRANSFORM, build
 from tests.fixtures.chain import ChainKit, make_report
 from tests.fixtures.rasters import geotiff_bytes
-from tests.outbox.helpers import local_signers
+from tests.verify.test_verify import post_and_settle
 from tests.verify.test_watch import node_context
 
 pytestmark = pytest.mark.chain
@@ -28,19 +25,6 @@ pytestmark = pytest.mark.chain
 DAY = 86_400
 EXIT = 5_000_000
 LIMIT = 1_000 * 10**6
-
-
-def _post(chain: ChainKit, sessions: sessionmaker[Session], outcome: DecisionOutcome) -> None:
-    post_decision(
-        sessions,
-        outcome,
-        subject_name="dry",
-        signers=local_signers(chain.keys),
-        threshold=2,
-        chain_id=chain.deployment.chain_id,
-        router=chain.router.address,
-    )
-    OutboxPoster(sessions, chain.w3, chain.accounts.relayer).run_until_settled(timeout=60)
 
 
 def _paid(chain: ChainKit, policy: int) -> list[tuple[int, int]]:
@@ -84,7 +68,7 @@ def test_late_data_signs_a_revision_that_tops_up_a_paid_policy_once(chain: Chain
             exit=EXIT,
             limit=LIMIT,
         )
-        _post(chain, ctx.sessions, first)
+        post_and_settle(chain, ctx.sessions, first)
         assert _paid(chain, policy) == [(LIMIT * june.value // EXIT, june.epoch)]
         # July is reported before June's correction exists (a report for the next month, any value).
         july = make_report(june.subject, kind=june.kind, value=0, epoch=june.epoch + 1000)
@@ -96,7 +80,7 @@ def test_late_data_signs_a_revision_that_tops_up_a_paid_policy_once(chain: Chain
         assert second.report is not None
         assert second.report.epoch == june.epoch + 1
         assert second.report.value > june.value
-        _post(chain, ctx.sessions, second)
+        post_and_settle(chain, ctx.sessions, second)
         top_up = LIMIT * second.report.value // EXIT - LIMIT * june.value // EXIT
         assert _paid(chain, policy) == [
             (LIMIT * june.value // EXIT, june.epoch),
@@ -108,7 +92,7 @@ def test_late_data_signs_a_revision_that_tops_up_a_paid_policy_once(chain: Chain
         assert third.report is not None
         assert third.report.epoch == june.epoch + 2
         assert third.report.value < second.report.value
-        _post(chain, ctx.sessions, third)
+        post_and_settle(chain, ctx.sessions, third)
         assert len(_paid(chain, policy)) == 2
         held = chain.pool.functions.observation(subject_id("region", "dry"), june.epoch // 1000).call()
         assert (held[1], held[2]) == (2, third.report.value)  # the pool holds the latest revision
