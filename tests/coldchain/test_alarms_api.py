@@ -15,22 +15,16 @@ from oracle.alarms.live import LiveAlarms
 from oracle.api.app import create_app
 from oracle.api.keys import Role, create_key
 from oracle.api.limits import ApiLimits
-from oracle.config import Settings
-from oracle.context import Context, open_context
+from oracle.context import Context
 from oracle.storage.api_tables import AuditEntry
+from tests.fixtures.context import dev_context
 
 T0 = 1_767_000_000
 
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[Context]:
-    settings = Settings(
-        env="dev",
-        data_dir=tmp_path / "data",
-        database_url=f"sqlite:///{tmp_path / 'oracle.sqlite3'}",
-        _env_file=None,  # type: ignore[call-arg]
-    )
-    context = open_context(settings)
+    context = dev_context(tmp_path)
     yield context
     context.close()
 

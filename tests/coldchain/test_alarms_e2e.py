@@ -30,14 +30,14 @@ from oracle.api.app import create_app
 from oracle.api.keys import Role, create_key
 from oracle.api.limits import ApiLimits
 from oracle.chain.listener import ChainListener
-from oracle.config import Settings
-from oracle.context import Context, open_context
+from oracle.context import Context
 from oracle.device_keys import public_pem
 from oracle.devices import load_kek, register_device_key
 from oracle.devstack.broker import BrokerProcess
 from tests.coldchain.helpers import open_escrow
 from tests.coldchain.test_alarms_webhooks import Receiver, free_port
 from tests.fixtures.chain import ChainKit
+from tests.fixtures.context import dev_context
 from tests.telemetry.mqtt_helpers import publish_all, publisher
 
 SHIPMENT = "SHP-ALARM-E2E"
@@ -46,13 +46,7 @@ DEVICE = "logger-alarm-e2e"
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[Context]:
-    settings = Settings(
-        env="dev",
-        data_dir=tmp_path / "data",
-        database_url=f"sqlite:///{tmp_path / 'oracle.sqlite3'}",
-        _env_file=None,  # type: ignore[call-arg]
-    )
-    context = open_context(settings)
+    context = dev_context(tmp_path)
     yield context
     context.close()
 

@@ -17,11 +17,11 @@ from playwright.sync_api import expect, sync_playwright
 
 from oracle.api.app import create_app
 from oracle.api.keys import Role, create_key
-from oracle.config import Settings
-from oracle.context import Context, open_context
+from oracle.context import Context
 from oracle.decisions.coldchain import ShipmentTerms, evaluate_shipment
 from tests.api.conftest import TEST_LIMITS
 from tests.coldchain.helpers import Fleet, day_ago, temperatures
+from tests.fixtures.context import dev_context
 
 CHROMIUM = "/usr/bin/chromium"
 SHIPMENT = "SHP-LINKED"
@@ -31,13 +31,7 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[Context]:
-    settings = Settings(
-        env="dev",
-        data_dir=tmp_path / "data",
-        database_url=f"sqlite:///{tmp_path / 'o.sqlite3'}",
-        _env_file=None,
-    )  # type: ignore[call-arg]
-    context = open_context(settings)
+    context = dev_context(tmp_path, database="o.sqlite3")
     yield context
     context.close()
 

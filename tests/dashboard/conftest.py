@@ -22,8 +22,7 @@ from oracle.attest import attest
 from oracle.chain.escrow import open_escrow
 from oracle.chain.listener import ChainListener
 from oracle.chain.outbox import OutboxPoster
-from oracle.config import Settings
-from oracle.context import Context, open_context
+from oracle.context import Context
 from oracle.dashboard.routes import router
 from oracle.decisions.coldchain import profile_bytes32
 from oracle.decisions.drought import evaluate_drought
@@ -32,6 +31,7 @@ from oracle.reports import Report, ReportKind, Verdict, subject_id, to_fixed
 from oracle.storage.tables import Reject, TelemetryReading
 from tests.drought.world import build
 from tests.fixtures.chain import ChainKit
+from tests.fixtures.context import dev_context
 from tests.outbox.helpers import local_signers
 
 LIMITS = ApiLimits(rate_per_s=10_000, burst=10_000)
@@ -44,13 +44,7 @@ HOSTILE = '<img src=x onerror="window.__pwned=1">'
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[Context]:
-    settings = Settings(
-        env="dev",
-        data_dir=tmp_path / "data",
-        database_url=f"sqlite:///{tmp_path / 'oracle.sqlite3'}",
-        _env_file=None,  # type: ignore[call-arg]
-    )
-    context = open_context(settings)
+    context = dev_context(tmp_path)
     yield context
     context.close()
 

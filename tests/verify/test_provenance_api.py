@@ -12,22 +12,16 @@ from fastapi.testclient import TestClient
 
 from oracle.api.app import create_app
 from oracle.api.keys import Role, create_key
-from oracle.config import Settings
-from oracle.context import Context, open_context
+from oracle.context import Context
 from oracle.decisions.drought import DecisionOutcome, evaluate_drought
 from oracle.provenance_api import router
 from tests.drought.world import PERIOD, build
+from tests.fixtures.context import dev_context
 
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[Context]:
-    settings = Settings(
-        env="dev",
-        data_dir=tmp_path / "data",
-        database_url=f"sqlite:///{tmp_path / 'oracle.sqlite3'}",
-        _env_file=None,  # type: ignore[call-arg]
-    )
-    context = open_context(settings)
+    context = dev_context(tmp_path)
     yield context
     context.close()
 
