@@ -143,6 +143,10 @@ def start_anvil(
         chosen = port if port is not None else free_port()
         args = [binary, "--host", "127.0.0.1", "--port", str(chosen), "--chain-id", str(chain_id)]
         args += ["--mnemonic", DEV_MNEMONIC]
+        # Anvil keeps recent states in memory and writes older ones under ~/.foundry/anvil/tmp, a
+        # directory per process that nothing removes: one test session wrote 32-44 GB there, and the
+        # leftovers of a few runs filled the disk (stop 20's CI). Nothing here reads state that old.
+        args += ["--max-persisted-states", "0"]
         if state_file is not None:
             args += ["--state", str(state_file)]
         if block_time is not None:
