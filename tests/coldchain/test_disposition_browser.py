@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import expect, sync_playwright
 
 from oracle.api.app import create_app
@@ -22,6 +18,7 @@ from oracle.decisions.coldchain import ShipmentTerms, evaluate_shipment
 from tests.api.conftest import TEST_LIMITS
 from tests.coldchain.helpers import Fleet, day_ago, temperatures
 from tests.fixtures.context import dev_context
+from tests.fixtures.server import serve
 
 CHROMIUM = "/usr/bin/chromium"
 SHIPMENT = "SHP-LINKED"
@@ -38,22 +35,8 @@ def ctx(tmp_path: Path) -> Iterator[Context]:
 
 @pytest.fixture
 def server(ctx: Context) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    srv = uvicorn.Server(
-        uvicorn.Config(create_app(ctx, limits=TEST_LIMITS), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not srv.started:
-        assert thread.is_alive(), "uvicorn exited during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start within 15 s"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve(create_app(ctx, limits=TEST_LIMITS)) as url:
+        yield url
 
 
 def test_the_shipment_panel_opens_the_disposition_report(ctx: Context, server: str) -> None:

@@ -3,15 +3,11 @@ real uvicorn server on a free port, and a world seeded through the real pipeline
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import select
 
@@ -32,6 +28,7 @@ from oracle.storage.tables import Reject, TelemetryReading
 from tests.drought.world import build
 from tests.fixtures.chain import ChainKit
 from tests.fixtures.context import dev_context
+from tests.fixtures.server import serve
 from tests.outbox.helpers import local_signers
 
 LIMITS = ApiLimits(rate_per_s=10_000, burst=10_000)
@@ -63,27 +60,11 @@ def make_app(ctx: Context) -> FastAPI:
     return app
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(ctx: Context) -> Iterator[str]:
     """The app served by uvicorn in a thread; yields its base URL."""
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(make_app(ctx), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not srv.started:
-        assert thread.is_alive(), "uvicorn exited during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start within 15 s"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve(make_app(ctx)) as url:
+        yield url
 
 
 @dataclass(frozen=True)
