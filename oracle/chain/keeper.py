@@ -67,8 +67,11 @@ class SettlementKeeper:
     stagger_s: float = 15.0
     page: int = SETTLE_PAGE
     clock: Callable[[], float] = time.monotonic
-    #: (region hex, month) -> revision of the report the pool holds, from RegionValue events.
+    #: (region hex, month) -> revision of the report the pool holds, from RegionValue events, until
+    #: that report's windows are over and nothing is due on it (a new revision brings it back).
     held: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: (region hex, month) -> block time at which the held revision reached the pool.
+    _arrived: dict[tuple[str, int], int] = field(default_factory=dict)
     #: Open disputes: (contract address, subject hex, epoch), from DisputeFiled until Upheld/Rejected.
     disputes: set[tuple[str, str, int]] = field(default_factory=set)
     #: The escrow's held verdicts: shipment hex -> epoch, from VerdictHeld until the shipment settles.
@@ -111,6 +114,8 @@ class SettlementKeeper:
                 month, revision = int(args["month"]), int(args["revision"])
                 if revision >= self.held.get((region, month), -1):
                     self.held[(region, month)] = revision
+                    block = self.w3.eth.get_block(event["blockNumber"])
+                    self._arrived[(region, month)] = int(block["timestamp"])
             for contract in (self.pool, self.escrow):
                 if contract is None:
                     continue
@@ -136,12 +141,26 @@ class SettlementKeeper:
         base = f"settle:{self.pool.address.lower()}:{region}:{month}:{revision}"
         if not policies or not any(int(fn.due(p, month).call()) > 0 for p in policies):
             self._due_since.pop(base, None)
+            if self._done(region, month):
+                # Windows over, no dispute open, nothing due: only a new revision (a new RegionValue
+                # event) can make it pay again, so stop asking every policy about it each tick.
+                del self.held[(region, month)]
+                self._arrived.pop((region, month), None)
             return None
         if not self._my_turn(base):
             return None
         cursor = int(fn.observation(bytes.fromhex(region[2:]), month).call()[4])
         call = fn.settle(bytes.fromhex(region[2:]), month, self.page)
         return self._queue(f"{base}:{cursor}", "settle", call, SETTLE_GAS)
+
+    def _done(self, region: str, month: int) -> bool:
+        """Whether the held report is past its region's longest window and not frozen by a dispute."""
+        subject = bytes.fromhex(region[2:])
+        window = int(self.pool.functions.regionLiveness(subject).call())
+        now = int(self.w3.eth.get_block("latest")["timestamp"])
+        if now < self._arrived.get((region, month), now) + window:
+            return False
+        return not bool(self.pool.functions.frozen(subject, month).call())
 
     def _if_it_would_pass(self, key: str, call: Any) -> str | None:
         """Queue ``call`` under ``key`` if the contract would take it now (simulated), in this node's turn."""

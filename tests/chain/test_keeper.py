@@ -77,9 +77,12 @@ def test_the_keeper_pays_a_held_report_once_its_window_is_over_and_never_a_froze
     OutboxPoster(sessions, chain.w3, chain.accounts.relayer).run_until_settled(timeout=60)
     assert _payouts(chain, policy) == [500 * USD]
     assert _payouts(chain, other) == []
-    # Paid: nothing is due any more, so nothing more is queued.
+    # Paid: nothing is due any more, so nothing more is queued, and the keeper stops asking about it;
+    # the frozen report it keeps watching.
     assert keeper.tick() == []
     assert _outbox_rows(sessions) == 1
+    assert ("0x" + held.hex(), MONTH) not in keeper.held
+    assert ("0x" + disputed.hex(), MONTH) in keeper.held
 
 
 def test_a_node_later_in_line_waits_for_its_turn(chain: ChainKit, tmp_path: Path) -> None:
