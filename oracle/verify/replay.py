@@ -159,8 +159,9 @@ def _rules(step: Step, inputs: list[bytes]) -> Any:
 
 @register_step("breach_model")
 def _breach_model(step: Step, inputs: list[bytes]) -> Any:
-    readings, profile, artifact = inputs
-    return coldchain.model_step(_json(readings), profile, artifact)
+    # A fourth input, when present, is the scheduled hand-over the early warning's forecast used.
+    readings, profile, artifact, *schedule = inputs
+    return coldchain.model_step(_json(readings), profile, artifact, *(_json(b) for b in schedule))
 
 
 @register_step("verdict")
