@@ -390,22 +390,49 @@ def _top3(contrib: FloatArray, values: FloatArray) -> tuple[Factor, ...]:
     return tuple(Factor(FEATURE_NAMES[i], float(shares[i]), float(values[i])) for i in order)
 
 
-def score(model: BreachModel, readings: Readings, profile: ProductProfile) -> BreachScore:
-    """Score at the last reading of ``readings`` (all readings so far), with each model's top-3 factors."""
+def warning_forecast(
+    readings: Readings, profile: ProductProfile, *, delivery_s: int | None = None
+) -> BreachForecast:
+    """The thermal forecast the live warning uses, at the last reading of ``readings``.
+
+    ``delivery_s``: the shipment's scheduled hand-over (UNIX seconds; the expected delivery the parties
+    agreed on in the escrow terms), or None when the terms carry none. A schedule within the horizon ends
+    the forecast record there, judged as delivered (see :func:`thermal.band_breaches`): a breach forecast
+    after the hand-over does not warn, and a rule the hand-over decides (MKT over a short record) does.
+    """
+    return forecast_breach(
+        readings,
+        profile,
+        horizon_s=HORIZON_S,
+        window_s=FORECAST_WINDOW_S,
+        z=FORECAST_Z,
+        delivery_s=delivery_s,
+    )
+
+
+def warns(p_breach_2h: float, forecast: BreachForecast, last_s: int) -> bool:
+    """The early-warning rule: the model's p(breach within 2 h) reaches ``WARNING_P_THRESHOLD``, or the
+    thermal forecast reaches a breach within ``FORECAST_WITHIN_S`` of the last reading (``last_s``)."""
+    physics = forecast.breach_at_s is not None and forecast.breach_at_s - last_s <= FORECAST_WITHIN_S
+    return p_breach_2h >= WARNING_P_THRESHOLD or physics
+
+
+def score(
+    model: BreachModel, readings: Readings, profile: ProductProfile, *, delivery_s: int | None = None
+) -> BreachScore:
+    """Score at the last reading of ``readings`` (all readings so far), with each model's top-3 factors.
+
+    ``delivery_s``: the scheduled hand-over, passed to the thermal forecast (:func:`warning_forecast`)."""
     row = feature_matrix(readings, profile)[-1:]
     p_comp = float(model.compromised.predict(row)[0])
     p_warn = float(model.early_warning.predict(row)[0])
     comp_contrib = np.asarray(model.compromised.predict(row, pred_contrib=True), dtype=np.float64)[0]
     warn_contrib = np.asarray(model.early_warning.predict(row, pred_contrib=True), dtype=np.float64)[0]
-    forecast = forecast_breach(
-        readings, profile, horizon_s=HORIZON_S, window_s=FORECAST_WINDOW_S, z=FORECAST_Z
-    )
-    last = int(readings.ts_s[-1])
-    physics = forecast.breach_at_s is not None and forecast.breach_at_s - last <= FORECAST_WITHIN_S
+    forecast = warning_forecast(readings, profile, delivery_s=delivery_s)
     return BreachScore(
         p_compromised=p_comp,
         p_breach_2h=p_warn,
-        warning=p_warn >= WARNING_P_THRESHOLD or physics,
+        warning=warns(p_warn, forecast, int(readings.ts_s[-1])),
         compromised_factors=_top3(comp_contrib, row[0]),
         warning_factors=_top3(warn_contrib, row[0]),
         model_warning=p_warn >= THRESHOLD,

@@ -2,7 +2,9 @@
 verdict) and the breach model (alerts), every step recorded like a drought decision.
 
 Inputs: the content-store batches that carried the shipment's accepted readings (signed envelopes), the
-product profile's YAML, and — once the shipment is handed over — the delivery confirmation. The verdict
+product profile's YAML, the scheduled hand-over when the terms carry one (:func:`schedule_document`: the
+expected delivery both parties agreed on in the escrow, for the early warning's forecast), and — once the
+shipment is handed over — the delivery confirmation. The verdict
 is the deterministic rule engine's: BREACH voids the escrow and refunds the buyer; DELIVERED without a
 breach releases payment to the seller; otherwise no report is posted (the shipment is still travelling
 and fine). The model's probabilities raise alerts; they void a shipment only when its terms say so
@@ -49,6 +51,9 @@ class ShipmentTerms:
     #: "hold" the decision for review, or only "record" them. Clock faults always hold: excluding them
     #: would open a data gap that is itself a breach.
     quality_mode: str = "exclude"
+    #: Scheduled hand-over (UNIX seconds) of a shipment with no escrow; a registered escrow's own
+    #: ``expectedDelivery`` (the terms both parties agreed on) takes precedence.
+    expected_delivery_s: int | None = None
 
 
 def profile_name(profile: bytes) -> str:
@@ -207,12 +212,95 @@ def rules_step(readings: dict[str, Any], profile_yaml: bytes, params: dict[str, 
     }
 
 
+SCHEDULE_FORMAT = "coldchain-schedule/1"
+
+
+def schedule_document(
+    shipment_id: str,
+    expected_delivery_s: int,
+    *,
+    source: str,
+    escrow: str | None = None,
+    terms_hash: str | None = None,
+    tx_hash: str | None = None,
+) -> dict[str, Any]:
+    """The scheduled hand-over as a decision input (stored as canonical JSON, so content-addressed).
+
+    ``source`` is ``escrow`` (the ``expectedDelivery`` of the escrow's ShipmentProposed event whose terms
+    the seller accepted: ``escrow``, ``terms_hash`` and ``tx_hash`` let an auditor check it on-chain) or
+    ``terms`` (the off-chain :class:`ShipmentTerms` of a shipment with no escrow). Integers and strings
+    only: the same bytes on every node that reads the same chain."""
+    doc: dict[str, Any] = {
+        "format": SCHEDULE_FORMAT,
+        "shipment": shipment_id,
+        "expected_delivery_s": int(expected_delivery_s),
+        "source": source,
+    }
+    extra = {"escrow": escrow, "terms_hash": terms_hash, "tx_hash": tx_hash}
+    doc.update({k: v.lower() for k, v in extra.items() if v is not None})
+    return doc
+
+
+def scheduled_delivery_s(schedule: dict[str, Any] | None) -> int | None:
+    """The hand-over time of a :func:`schedule_document` (None: no schedule)."""
+    if schedule is None:
+        return None
+    if schedule.get("format") != SCHEDULE_FORMAT or not isinstance(schedule.get("expected_delivery_s"), int):
+        raise ValidationError("not a cold-chain schedule document", reason="bad_schedule")
+    return int(schedule["expected_delivery_s"])
+
+
+def _agreed_schedule(session: Session, on_chain: Shipment) -> dict[str, Any] | None:
+    """The ShipmentProposed event of ``on_chain``'s escrow whose terms the seller accepted: the latest
+    proposal of that id by the registered buyer to the registered seller (a cancelled proposal may come
+    before it), as the chain listener recorded it."""
+    from oracle.storage.tables import ChainEvent
+
+    events = session.scalars(
+        select(ChainEvent)
+        .where(
+            ChainEvent.contract == "ColdChainEscrow",
+            ChainEvent.name == "ShipmentProposed",
+            ChainEvent.args["shipmentId"].as_string() == on_chain.subject,
+        )
+        .order_by(ChainEvent.block_number, ChainEvent.log_index)
+    ).all()
+    agreed = [
+        e
+        for e in events
+        if str(e.args.get("buyer", "")).lower() == on_chain.buyer.lower()
+        and str(e.args.get("seller", "")).lower() == on_chain.seller.lower()
+    ]
+    if not agreed:
+        return None
+    a = agreed[-1].args
+    return {
+        "expected_delivery_s": int(a["expectedDelivery"]),
+        "escrow": on_chain.escrow,
+        "terms_hash": str(a["termsHash"]),
+        "tx_hash": agreed[-1].tx_hash,
+    }
+
+
 @step_boundary
-def model_step(readings: dict[str, Any], profile_yaml: bytes, artifact: bytes) -> dict[str, Any]:
+def model_step(
+    readings: dict[str, Any],
+    profile_yaml: bytes,
+    artifact: bytes,
+    schedule: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The breach model's scores and the early warning at the last reading. ``schedule``: the scheduled
+    hand-over (:func:`schedule_document`), which the warning's thermal forecast ends at."""
     from models.coldchain.breach_model import load_breach_model, score
     from models.coldchain.profiles import parse_profile
 
-    s = score(load_breach_model(artifact), _readings_arrays(readings), parse_profile(profile_yaml.decode()))
+    delivery_s = scheduled_delivery_s(schedule)
+    s = score(
+        load_breach_model(artifact),
+        _readings_arrays(readings),
+        parse_profile(profile_yaml.decode()),
+        delivery_s=delivery_s,
+    )
 
     def factors(fs: Any) -> list[dict[str, Any]]:
         return [
@@ -233,6 +321,8 @@ def model_step(readings: dict[str, Any], profile_yaml: bytes, artifact: bytes) -
             "tau_s": fit.tau_s if fit is not None else None,
             "asymptote_c": fit.asymptote_c if fit is not None else None,
             "rmse_c": fit.rmse_c if fit is not None else None,
+            # The hand-over the forecast ended at (only present when the terms carry a schedule).
+            **({"scheduled_delivery_s": delivery_s} if delivery_s is not None else {}),
         },
         "compromised_factors": factors(s.compromised_factors),
         "warning_factors": factors(s.warning_factors),
@@ -360,6 +450,7 @@ def evaluate_shipment(
         name = terms.profile or (profile_name(bytes.fromhex(on_chain.profile[2:])) if on_chain else None)
         if name is None:
             raise NotFound(f"shipment {shipment_id!r} is not registered on-chain and no profile was given")
+        agreed = _agreed_schedule(s, on_chain) if on_chain is not None else None
         bindings = s.scalars(select(DeviceBinding).where(DeviceBinding.shipment_id == shipment_id)).all()
         if not bindings:
             raise NotFound(
@@ -406,6 +497,16 @@ def evaluate_shipment(
     profile_yaml = (PROFILE_DIR / f"{name}.yaml").read_bytes()
     profile_cid = blobs.put(profile_yaml)
     batches = [messages[c] for c in batch_cids]
+    # The scheduled hand-over, a fact both parties agreed on in advance (no look-ahead): an explicit,
+    # content-addressed input of the early warning, so an auditor recomputes the warning from it.
+    schedule: dict[str, Any] | None = None
+    if agreed is not None:
+        schedule = schedule_document(
+            shipment_id, agreed.pop("expected_delivery_s"), source="escrow", **agreed
+        )
+    elif terms.expected_delivery_s is not None:
+        schedule = schedule_document(shipment_id, terms.expected_delivery_s, source="terms")
+    schedule_cid = blobs.put(canonical_json(schedule)) if schedule is not None else None
 
     trace = Trace(blobs)
     # Readings present in the batches but refused at ingest (bad signature, replay, sensor fault) are
@@ -430,7 +531,14 @@ def evaluate_shipment(
         else raw_cid
     )
 
-    raw_inputs = sorted({*batch_cids, profile_cid, *([delivery.cid] if delivery else [])})
+    raw_inputs = sorted(
+        {
+            *batch_cids,
+            profile_cid,
+            *([delivery.cid] if delivery else []),
+            *([schedule_cid] if schedule_cid else []),
+        }
+    )
     if not readings["readings"]:
         _, _, manifest_cid = record_decision(
             sessions,
@@ -478,8 +586,9 @@ def evaluate_shipment(
     card = sorted(cards, key=lambda c: (c.approval == "approved", c.created_at, c.model_id_hex))[-1]
     artifact, _ = load_model(directory, card.model_id_hex)
     model_cid = blobs.put(artifact)
-    scored = model_step(readings, profile_yaml, artifact)
-    model_out_cid = trace.record("breach_model", inputs=[readings_cid, profile_cid, model_cid], output=scored)
+    scored = model_step(readings, profile_yaml, artifact, schedule)
+    model_inputs = [readings_cid, profile_cid, model_cid, *([schedule_cid] if schedule_cid else [])]
+    model_out_cid = trace.record("breach_model", inputs=model_inputs, output=scored)
 
     report_params = {
         "shipment": shipment_id,
@@ -505,6 +614,7 @@ def evaluate_shipment(
                 "p_breach_2h": scored["p_breach_2h"],
                 "forecast_breach_s": scored["forecast"]["breach_at_s"],
                 "forecast_kind": scored["forecast"]["kind"],
+                **{k: v for k, v in scored["forecast"].items() if k == "scheduled_delivery_s"},
             }
         )
     held = any("held" in f for f in flags)
@@ -559,4 +669,12 @@ def evaluate_shipment(
     )
 
 
-__all__ = ["ShipmentTerms", "evaluate_shipment", "mark_delivered", "profile_bytes32", "profile_name"]
+__all__ = [
+    "ShipmentTerms",
+    "evaluate_shipment",
+    "mark_delivered",
+    "profile_bytes32",
+    "profile_name",
+    "schedule_document",
+    "scheduled_delivery_s",
+]
