@@ -445,6 +445,11 @@ def evaluate_shipment(
 
     terms = terms or ShipmentTerms()
     subject = "0x" + subject_id("shipment", shipment_id).hex()
+    # A network node first fetches from its peers, by CID, the signed messages their reports for this
+    # shipment read and it lacks; its own ingest re-verifies each device signature and stores them
+    # (oracle.network.inputs). What no peer can provide keeps the decision incomplete, unsigned.
+    gather = getattr(blobs, "gather_telemetry", None)
+    unavailable: list[str] = gather(shipment_id, subject) if gather and only_batches is None else []
     with sessions() as s:
         on_chain = s.get(Shipment, subject)
         name = terms.profile or (profile_name(bytes.fromhex(on_chain.profile[2:])) if on_chain else None)
@@ -469,7 +474,7 @@ def evaluate_shipment(
         ).first()
     accepted = {(row.device_id, int(row.seq)) for row in stored}
     ingest_batches = sorted({row.batch_cid for row in stored})
-    lacking = lacking_inputs(blobs, ingest_batches)
+    lacking = [*unavailable, *lacking_inputs(blobs, ingest_batches)]
     if lacking:
         # Telemetry this node accepted but can no longer read (nor get from a peer): no verdict, unsigned.
         reason = "; ".join(lacking)

@@ -13,17 +13,33 @@ decision is then recorded *incomplete* with that reason and nothing is signed
 
 A corrupt local copy is moved aside (``quarantine``), never overwritten in place, so an audit can still
 see what was there.
+
+Cold-chain telemetry is different: a node that missed readings (its ingest worker down past the broker's
+session expiry, cut off, or its database restored from an older backup) does not know their CIDs at all,
+since its own database never listed them. It learns them from its peers' reports: every peer signature
+carries the CID of the decision manifest it was computed from, and the manifest's ``readings`` step lists
+the signed device messages it read (:func:`oracle.decisions.coldchain.message_inputs`).
+:meth:`PeerBackedBlobStore.gather_telemetry`, called at the start of every cold-chain evaluation, fetches
+each listed message this node lacks by CID, checks the bytes against the CID, and hands the message to the
+node's own ingest pipeline, which re-verifies the device's signature with the device's registered key and
+stores the readings idempotently (a reading already held is a duplicate, never a second row). A peer's
+word is never enough: a message whose signature does not verify is refused (``bad_reading``, naming the
+peer) and nothing of it is stored. A listed message no peer can provide leaves the decision incomplete and
+unsigned, with each peer's answer as the reason.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Any
 
+import cbor2
 import httpx
+from sqlalchemy import select
 
-from oracle.errors import IntegrityError, NotFound, ValidationError
-from oracle.storage.blobs import BlobStore
+from oracle.errors import IntegrityError, NotFound, OracleError, ValidationError
+from oracle.storage.blobs import BlobStore, parse_cid
 
 if TYPE_CHECKING:
     from oracle.context import Context
@@ -33,6 +49,11 @@ log = logging.getLogger(__name__)
 
 #: How long one peer may take to send one blob (a raster can be tens of MB), seconds.
 FETCH_TIMEOUT_S = 30.0
+#: Most telemetry messages one peer manifest may make this node fetch (a hostile manifest listing
+#: millions of CIDs must not keep the node busy).
+MAX_MESSAGES_PER_MANIFEST = 100_000
+#: The ``source`` of readings fetched from a peer (the device signed them; the peer only relayed them).
+PEER_SOURCE = "peer"
 
 
 class PeerBackedBlobStore:
@@ -46,6 +67,11 @@ class PeerBackedBlobStore:
         self.local = local
         self._ctx = ctx
         self._runtime = runtime
+        self._lock = threading.Lock()
+        #: Telemetry message CIDs each peer manifest lists (read once per process).
+        self._manifests: dict[str, tuple[str, ...]] = {}
+        #: Message CIDs refused for good (the bytes hash to the CID but are not the device's message).
+        self._refused: set[str] = set()
 
     def put(self, data: bytes) -> str:
         return self.local.put(data)
@@ -108,3 +134,218 @@ class PeerBackedBlobStore:
             + "; ".join(answers or ["no peers"])
             + ")"
         )
+
+    # -- cold-chain telemetry ------------------------------------------------------------------------
+
+    def gather_telemetry(self, shipment_id: str, subject: str) -> list[str]:
+        """Fetch the telemetry messages of ``shipment_id`` that the peers' reports list and this node
+        lacks, and ingest them through this node's own pipeline (device signature re-verified).
+
+        Returns why each message listed by a peer's report for the newest epoch could not be had (empty:
+        nothing is missing): the evaluation is then incomplete and nothing is signed. A message refused
+        as not the device's own does not count: it is not telemetry, and it is recorded against the peer.
+        """
+        from oracle.storage.network_tables import PeerSignature
+
+        me = self._runtime.identity.node_id
+        with self._ctx.sessions() as s:
+            rows = s.execute(
+                select(PeerSignature.node_id, PeerSignature.epoch, PeerSignature.manifest_cid)
+                .where(
+                    PeerSignature.subject == subject.lower(),
+                    PeerSignature.node_id != me,
+                    PeerSignature.manifest_cid != "",
+                )
+                .order_by(PeerSignature.epoch, PeerSignature.node_id)
+            ).all()
+        if not rows:
+            return []
+        newest = max(int(r.epoch) for r in rows)
+        missing: list[str] = []
+        seen: set[str] = set()
+        derived = False
+        for node_id, epoch, manifest_cid in rows:
+            if manifest_cid in seen:
+                continue
+            seen.add(manifest_cid)
+            listed = self._manifest_messages(manifest_cid, node_id, shipment_id)
+            lacking = [c for c in listed if c not in self._refused and not self.local.has(c)]
+            if lacking and not derived:
+                # Messages this node received but has not evaluated yet are not in its store as inputs:
+                # derive them from its own ingest batches before asking anyone.
+                self._derive_own_messages(shipment_id)
+                derived = True
+                lacking = [c for c in lacking if not self.local.has(c)]
+            for cid in lacking:
+                why = self._pull_message(cid, listed_by=node_id, shipment_id=shipment_id)
+                if why is not None and int(epoch) == newest:
+                    missing.append(why)
+        return missing
+
+    def _derive_own_messages(self, shipment_id: str) -> None:
+        """Store the message inputs of every telemetry batch this node holds for the shipment (what its
+        own evaluation stores too: :func:`oracle.decisions.coldchain.message_inputs`)."""
+        from oracle.decisions.coldchain import message_inputs
+        from oracle.storage.tables import DeviceBinding, TelemetryReading
+
+        with self._ctx.sessions() as s:
+            batches = s.scalars(
+                select(TelemetryReading.batch_cid)
+                .where(TelemetryReading.shipment_id == shipment_id)
+                .distinct()
+            ).all()
+            devices = set(
+                s.scalars(
+                    select(DeviceBinding.device_id).where(DeviceBinding.shipment_id == shipment_id)
+                ).all()
+            )
+        for batch in sorted(batches):
+            try:
+                message_inputs(self.local, [batch], devices)
+            except (NotFound, IntegrityError):
+                continue  # a batch this node lost: the evaluation says so; the peers may have its messages
+
+    def _peers(self, first: str) -> list[Any]:
+        """The other members, ``first`` (the peer whose report named the CID) first."""
+        me = self._runtime.identity.node_id
+        others = [m for m in self._runtime.network.members if m.id != me]
+        return sorted(others, key=lambda m: m.id != first)
+
+    def _fetch_checked(self, cid: str, first: str) -> tuple[bytes, str] | list[str]:
+        """``cid``'s bytes from the first peer that serves bytes matching it, and that peer's id; or each
+        peer's answer. A peer whose bytes do not hash to the CID is recorded (``bad_blob``)."""
+        from oracle.network.rounds import store_peer_reject
+
+        answers: list[str] = []
+        for member in self._peers(first):
+            try:
+                return self._runtime.client.fetch_blob(member, cid, timeout=FETCH_TIMEOUT_S), member.id
+            except NotFound:
+                answers.append(f"{member.id}: does not have it")
+            except IntegrityError as e:
+                answers.append(f"{member.id}: sent bytes that do not match the CID")
+                store_peer_reject(
+                    self._ctx, reason="bad_blob", message=str(e)[:500], sender=member.id, meta={"cid": cid}
+                )
+                self._runtime.count("inputs_refused")
+            except (httpx.HTTPError, ValidationError) as e:
+                answers.append(f"{member.id}: {type(e).__name__}")
+        return answers or ["no peers"]
+
+    def _manifest_messages(self, manifest_cid: str, listed_by: str, shipment_id: str) -> tuple[str, ...]:
+        """The telemetry message CIDs a peer's cold-chain manifest read (its ``readings`` step's inputs);
+        empty when the manifest cannot be had now (asked again at the next evaluation) or is not a
+        cold-chain manifest of this shipment (recorded against the peer, not asked again)."""
+        import json
+
+        from oracle.network.rounds import store_peer_reject
+
+        with self._lock:
+            known = self._manifests.get(manifest_cid)
+        if known is not None:
+            return known
+        try:
+            parse_cid(manifest_cid)
+            raw = self.local.get(manifest_cid)
+        except (NotFound, IntegrityError, ValidationError):
+            got = self._fetch_checked(manifest_cid, listed_by)
+            if isinstance(got, list):
+                log.warning("manifest %s of %s's report not available: %s", manifest_cid, listed_by, got)
+                return ()
+            raw = got[0]
+        cids: tuple[str, ...] = ()
+        try:
+            manifest = json.loads(raw)
+            if manifest.get("kind") != "coldchain" or manifest.get("subject") != shipment_id:
+                raise ValueError(f"not a cold-chain manifest of shipment {shipment_id!r}")
+            listed = [
+                str(c) for step in manifest["steps"] if step.get("name") == "readings" for c in step["inputs"]
+            ]
+            if len(listed) > MAX_MESSAGES_PER_MANIFEST:
+                raise ValueError(
+                    f"lists {len(listed)} telemetry messages (at most {MAX_MESSAGES_PER_MANIFEST})"
+                )
+            for c in listed:
+                parse_cid(c)
+            cids = tuple(dict.fromkeys(listed))
+        except (ValueError, TypeError, KeyError, AttributeError, ValidationError) as e:
+            store_peer_reject(
+                self._ctx,
+                reason="bad_manifest",
+                message=f"manifest {manifest_cid} of {listed_by}'s report: {type(e).__name__}: {e}"[:2000],
+                sender=listed_by,
+                meta={"cid": manifest_cid, "shipment": shipment_id},
+            )
+            self._runtime.count("inputs_refused")
+        with self._lock:
+            self._manifests[manifest_cid] = cids
+        return cids
+
+    def _pull_message(self, cid: str, *, listed_by: str, shipment_id: str) -> str | None:
+        """Fetch one signed telemetry message by CID and ingest it; ``None`` when done (stored, or
+        refused for good and recorded), else why no peer could provide it."""
+        from ingest.telemetry.pipeline import IncomingMessage
+
+        got = self._fetch_checked(cid, listed_by)
+        if isinstance(got, list):
+            self._runtime.count("inputs_unavailable")
+            return (
+                f"telemetry input {cid} listed by {listed_by}'s report is missing in this node's store and "
+                "no peer could provide it (" + "; ".join(got) + ")"
+            )
+        data, served_by = got
+        try:
+            messages = cbor2.loads(data)
+            if not isinstance(messages, list) or len(messages) != 1 or not isinstance(messages[0], dict):
+                raise ValueError("not a telemetry message input (a CBOR array of one message)")
+            device, payload = messages[0]["device"], messages[0]["payload"]
+            if not isinstance(device, str) or not isinstance(payload, bytes):
+                raise ValueError("a telemetry message input needs a text device id and a byte payload")
+        except (ValueError, TypeError, KeyError, EOFError, cbor2.CBORDecodeError) as e:
+            self._refuse(cid, served_by, listed_by, "bad_input", f"{type(e).__name__}: {e}")
+            return None
+        ingest = _ingest(self._ctx)
+        try:
+            outcome = ingest.process([IncomingMessage(device, payload, source=PEER_SOURCE)])
+        except OracleError as e:  # the database is unavailable: try again at the next evaluation
+            return f"telemetry input {cid} fetched from {served_by} could not be stored: {e}"
+        if not outcome.cid:
+            # Not the device's own message (bad signature, unknown or revoked key): nothing was stored.
+            why = "; ".join(f"{r.reason.value}: {r.message}" for r in outcome.messages[0].rejects)
+            self._refuse(cid, served_by, listed_by, "bad_reading", f"device {device}: {why}")
+            return None
+        # The message is the device's: keep it under its CID, so this node can serve it and replay the
+        # decision that reads it.
+        self.local.put(data)
+        self._runtime.count("inputs_fetched")
+        self._runtime.count("readings_fetched", outcome.accepted)
+        log.warning(
+            "telemetry input %s of shipment %s (device %s) was missing; fetched from %s, signature verified: "
+            "%d readings stored, %d already held, %d refused",
+            cid,
+            shipment_id,
+            device,
+            served_by,
+            outcome.accepted,
+            outcome.duplicates,
+            outcome.rejected,
+        )
+        return None
+
+    def _refuse(self, cid: str, served_by: str, listed_by: str, reason: str, detail: str) -> None:
+        from oracle.network.rounds import store_peer_reject
+
+        with self._lock:
+            self._refused.add(cid)
+        text = f"telemetry input {cid} served by {served_by} (listed by {listed_by}) refused: {detail}"
+        log.warning("%s", text)
+        meta = {"cid": cid, "listed_by": listed_by}
+        store_peer_reject(self._ctx, reason=reason, message=text, sender=served_by, meta=meta)
+        self._runtime.count("inputs_refused")
+
+
+def _ingest(ctx: Context) -> Any:
+    """This node's telemetry ingest pipeline (the one its HTTP ingest endpoint uses)."""
+    from oracle.api.telemetry import telemetry_ingest
+
+    return telemetry_ingest(ctx)

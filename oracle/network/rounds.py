@@ -18,6 +18,18 @@ The :class:`RoundDriver` (a worker thread) then, for every open round:
 4. when ready and this node's turn in the transmission schedule has come
    (:mod:`oracle.network.schedule`), queues the router transaction with k agreeing signatures in its
    own durable outbox (``queued``).
+
+A transmission that reverts (or never leaves a node) does not stop the report: every other member's
+round stays ``ready`` and queues the same report in its own outbox once its place in the schedule comes
+(``position x transmit_timeout_s`` after it saw k signatures), after asking the router first; the router
+takes one report per (subject, epoch), so whoever lands it, it lands once.
+
+Catching up on a peer's cold-chain round (:func:`catch_up_telemetry`, run by the driver's second thread):
+when a peer's signature arrives for a shipment round this node has not signed, the node evaluates the
+shipment again. The evaluation first fetches the telemetry the peers' manifests list and this node lacks
+(:meth:`oracle.network.inputs.PeerBackedBlobStore.gather_telemetry`); the node then signs only if its own
+computation gives the very digest the peer signed. Otherwise nothing is signed and the reason stays
+recorded (an incomplete decision naming the missing inputs, or a ``not_reproduced`` reject).
 """
 
 from __future__ import annotations
@@ -65,6 +77,11 @@ MAX_BACKOFF_S = 5.0
 #: How long a settled round keeps delivering its signature to peers that have not acknowledged it
 #: (one that was down or cut off): every member ends up holding every member's word on the round.
 DELIVER_AFTER_SETTLED_S = 24 * 3600
+#: How often the catch-up thread looks for peers' cold-chain rounds this node has not signed, seconds.
+CATCH_UP_INTERVAL_S = 1.0
+#: How long before a peer's round this node could not reproduce (inputs unavailable, another digest) is
+#: evaluated again, seconds (a peer may come back with the input, late readings may arrive).
+CATCH_UP_RETRY_S = 15.0
 
 
 @dataclass
@@ -369,6 +386,7 @@ def round_view(ctx: Context, subject: str, epoch: int) -> dict[str, Any]:
                 "digest": sig.digest,
                 "agrees": None if own is None else sig.digest == own.digest,
                 "report": sig.report,
+                "manifest_cid": sig.manifest_cid,
             }
             for sig in sigs
         ],
@@ -385,6 +403,99 @@ def disagreement_count(ctx: Context) -> int:
             )
         ).all()
     return sum(1 for theirs, ours in rows if theirs != ours)
+
+
+# ---------------------------------------------------------------------------------------------- catch up
+
+
+def catch_up_telemetry(
+    ctx: Context, runtime: NodeRuntime, *, now: float | None = None, tried: dict[Any, float] | None = None
+) -> list[dict[str, Any]]:
+    """Evaluate again each shipment for which a peer signed a round this node has not, and sign it only
+    when this node's own computation gives the digest the peer signed (see the module docstring).
+
+    ``tried`` remembers when each (subject, epoch, digest) may be tried again. Returns what was done, one
+    entry per round looked at: ``signed``, ``incomplete`` (with the reason), ``differs`` or ``skipped``.
+    """
+    from oracle.reports import ReportKind
+    from oracle.scheduler.evaluations import attest_outcome, run_shipment, shipment_name
+
+    current = time.time() if now is None else now
+    tried = {} if tried is None else tried
+    me = runtime.identity.node_id
+    since = dt.datetime.fromtimestamp(current - STALL_AFTER_S, dt.UTC)
+    signed_here = select(NetworkRound.id).where(
+        NetworkRound.subject == PeerSignature.subject, NetworkRound.epoch == PeerSignature.epoch
+    )
+    with ctx.sessions() as s:
+        theirs = s.scalars(
+            select(PeerSignature)
+            .where(PeerSignature.node_id != me, PeerSignature.received_at >= since, ~signed_here.exists())
+            .order_by(PeerSignature.id)
+        ).all()
+    wanted: dict[tuple[str, int, str], PeerSignature] = {}
+    for sig in theirs:
+        if int(sig.report.get("kind", -1)) != ReportKind.COLDCHAIN_VERDICT:
+            continue
+        key = (sig.subject, int(sig.epoch), sig.digest)
+        if tried.get(key, 0.0) <= current:
+            wanted.setdefault(key, sig)
+    done: list[dict[str, Any]] = []
+    for (subject, epoch, digest), sig in wanted.items():
+        entry: dict[str, Any] = {"subject": subject, "epoch": epoch, "peer": sig.node_id}
+        done.append(entry)
+        tried[(subject, epoch, digest)] = current + CATCH_UP_RETRY_S
+        name = shipment_name(ctx, subject)
+        if name is None:
+            entry.update(result="skipped", reason="no device of this node is bound to the shipment")
+            continue
+        outcome = run_shipment(ctx, subject=subject, post=False)
+        if outcome is None or outcome.report is None:
+            entry.update(
+                result="incomplete",
+                reason=outcome.reason if outcome is not None else "not evaluated",
+            )
+            log.warning(
+                "not signing %s's round subject=%s epoch=%s: this node's decision is %s (%s)",
+                sig.node_id,
+                name,
+                epoch,
+                outcome.status if outcome is not None else "missing",
+                entry["reason"],
+            )
+            continue
+        ours = _hex(report_digest(outcome.report, chain_id=runtime.chain_id, router=runtime.router))
+        if ours != digest:
+            text = (
+                f"{name} epoch {epoch}: {sig.node_id} signed {digest}; this node computed "
+                f"{ours} (epoch {outcome.report.epoch}) from the inputs it holds, so it does not sign"
+            )
+            entry.update(result="differs", reason=text)
+            store_peer_reject(
+                ctx,
+                reason="not_reproduced",
+                message=text,
+                sender=sig.node_id,
+                meta={"subject": subject, "epoch": epoch, "manifest_cid": sig.manifest_cid},
+            )
+            runtime.count("catch_up_not_reproduced")
+            log.warning("not signing: %s", text)
+            continue
+        with ctx.sessions() as s:
+            if s.scalar(
+                select(NetworkRound.id).where(NetworkRound.subject == subject, NetworkRound.epoch == epoch)
+            ):
+                entry.update(result="signed")  # the periodic evaluation got there first, same report
+                tried[(subject, epoch, digest)] = float("inf")
+                continue
+        attest_outcome(ctx, outcome, subject_name=name)
+        tried[(subject, epoch, digest)] = float("inf")
+        entry.update(result="signed")
+        runtime.count("catch_up_signed")
+        log.info(
+            "caught up with %s's round subject=%s epoch=%s: same digest, signed", sig.node_id, name, epoch
+        )
+    return done
 
 
 # ---------------------------------------------------------------------------------------------- drive
@@ -409,17 +520,30 @@ class RoundDriver:
         self._checked: dict[int, float] = {}
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._catch_up: threading.Thread | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="network-rounds", daemon=True)
         self._thread.start()
+        # Catching up may wait on slow peers for inputs: a thread of its own, so rounds keep moving.
+        self._catch_up = threading.Thread(target=self._run_catch_up, name="network-catch-up", daemon=True)
+        self._catch_up.start()
 
     def stop(self) -> None:
         self.stopping.set()
         self.runtime.wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        for thread in (self._thread, self._catch_up):
+            if thread is not None:
+                thread.join(timeout=10)
         self.runtime.client.close()
+
+    def _run_catch_up(self) -> None:
+        tried: dict[Any, float] = {}
+        while not self.stopping.wait(CATCH_UP_INTERVAL_S):
+            try:
+                catch_up_telemetry(self.ctx, self.runtime, tried=tried)
+            except Exception:
+                log.exception("catching up on peers' rounds failed; retrying")
 
     def _run(self) -> None:
         while not self.stopping.is_set():
