@@ -29,6 +29,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI, Response
 from sqlalchemy import func, select
+from web3 import Web3
 
 from ingest.telemetry.envelope import sign_envelope_with_key
 from ingest.telemetry.pipeline import IncomingMessage
@@ -43,7 +44,7 @@ from oracle.devices import register_device_key
 from oracle.network.inputs import PeerBackedBlobStore
 from oracle.network.membership import Member, Network, NodeIdentity
 from oracle.network.peer import peer_router
-from oracle.network.rounds import NodeRuntime, catch_up_telemetry, report_json
+from oracle.network.rounds import NodeRuntime, RoundDriver, catch_up_telemetry, report_json
 from oracle.reports import Report, ReportKind, Verdict, subject_id, typed_data
 from oracle.scheduler.evaluations import run_shipment
 from oracle.signer.client import LocalSigner
@@ -403,3 +404,29 @@ def test_with_no_peer_holding_the_readings_the_node_does_not_sign(w: World) -> N
     assert [d["result"] for d in done] == ["incomplete"]
     with n1.ctx.sessions() as s:
         assert s.scalars(select(NetworkRound)).all() == []
+
+
+def test_the_round_driver_catches_up_on_its_own_when_a_peer_signs(w: World, w3: Web3) -> None:
+    """No test hand on node1: its running driver's catch-up thread fetches, re-verifies and signs."""
+    n1, n2 = w.nodes["node1"], w.nodes["node2"]
+    _ingest(n1, _received_by_node1(w))
+    _ingest(n2, w.payloads)
+    _deliver_all(w)
+    driver = RoundDriver(n1.ctx, n1.runtime, w3, interval=0.1)  # the router address holds no contract
+    driver.start()
+    try:
+        _, digest = _sign_own(n2)
+        _push_own_signature(n2, n1)
+        deadline = time.monotonic() + 30
+        while True:
+            with n1.ctx.sessions() as s:
+                rnd = s.scalars(select(NetworkRound)).one_or_none()
+            if rnd is not None:
+                break
+            assert time.monotonic() < deadline, "node1 did not catch up within 30 s"
+            time.sleep(0.2)
+    finally:
+        driver.stop()
+    assert rnd.digest == digest
+    assert len(_readings(n1)) == MESSAGES * PER_MESSAGE
+    assert n1.runtime.counters["catch_up_signed"] == 1
