@@ -24,8 +24,10 @@ each listed message this node lacks by CID, checks the bytes against the CID, an
 node's own ingest pipeline, which re-verifies the device's signature with the device's registered key and
 stores the readings idempotently (a reading already held is a duplicate, never a second row). A peer's
 word is never enough: a message whose signature does not verify is refused (``bad_reading``, naming the
-peer) and nothing of it is stored. A listed message no peer can provide leaves the decision incomplete and
-unsigned, with each peer's answer as the reason.
+peer) and nothing of it is stored. A message that f + 1 members list (so at least one honest member
+vouches for it) and no peer can provide leaves the decision incomplete and unsigned, with each peer's
+answer as the reason; one listed by fewer is fetched if it can be, never waited for (a lone hostile member
+cannot stall the honest ones with a CID nobody holds).
 """
 
 from __future__ import annotations
@@ -141,16 +143,18 @@ class PeerBackedBlobStore:
         """Fetch the telemetry messages of ``shipment_id`` that the peers' reports list and this node
         lacks, and ingest them through this node's own pipeline (device signature re-verified).
 
-        Returns why each message listed by a peer's report for the newest epoch could not be had (empty:
-        nothing is missing): the evaluation is then incomplete and nothing is signed. A message refused
-        as not the device's own does not count: it is not telemetry, and it is recorded against the peer.
+        Returns why each listed message could not be had (empty: nothing is missing); the evaluation is
+        then incomplete and nothing is signed. Only a message listed by at least :meth:`vouchers`
+        members counts (so at least one honest member says it exists): one hostile member listing a CID
+        nobody holds cannot stop every honest node from signing. A message refused as not the device's
+        own does not count either: it is not telemetry, and it is recorded against the peer.
         """
         from oracle.storage.network_tables import PeerSignature
 
         me = self._runtime.identity.node_id
         with self._ctx.sessions() as s:
             rows = s.execute(
-                select(PeerSignature.node_id, PeerSignature.epoch, PeerSignature.manifest_cid)
+                select(PeerSignature.node_id, PeerSignature.manifest_cid)
                 .where(
                     PeerSignature.subject == subject.lower(),
                     PeerSignature.node_id != me,
@@ -158,29 +162,30 @@ class PeerBackedBlobStore:
                 )
                 .order_by(PeerSignature.epoch, PeerSignature.node_id)
             ).all()
-        if not rows:
-            return []
-        newest = max(int(r.epoch) for r in rows)
+        listers: dict[str, list[str]] = {}
+        for node_id, manifest_cid in dict.fromkeys((r.node_id, r.manifest_cid) for r in rows):
+            for cid in self._manifest_messages(manifest_cid, node_id, shipment_id):
+                if node_id not in listers.setdefault(cid, []):
+                    listers[cid].append(node_id)
+        lacking = [c for c in listers if c not in self._refused and not self.local.has(c)]
+        if lacking:
+            # Messages this node received but has not evaluated since are not in its store as inputs yet:
+            # derive them from its own ingest batches before asking anyone.
+            self._derive_own_messages(shipment_id)
+            lacking = [c for c in lacking if not self.local.has(c)]
         missing: list[str] = []
-        seen: set[str] = set()
-        derived = False
-        for node_id, epoch, manifest_cid in rows:
-            if manifest_cid in seen:
-                continue
-            seen.add(manifest_cid)
-            listed = self._manifest_messages(manifest_cid, node_id, shipment_id)
-            lacking = [c for c in listed if c not in self._refused and not self.local.has(c)]
-            if lacking and not derived:
-                # Messages this node received but has not evaluated yet are not in its store as inputs:
-                # derive them from its own ingest batches before asking anyone.
-                self._derive_own_messages(shipment_id)
-                derived = True
-                lacking = [c for c in lacking if not self.local.has(c)]
-            for cid in lacking:
-                why = self._pull_message(cid, listed_by=node_id, shipment_id=shipment_id)
-                if why is not None and int(epoch) == newest:
-                    missing.append(why)
+        for cid in lacking:
+            why = self._pull_message(cid, listed_by=listers[cid], shipment_id=shipment_id)
+            if why is not None and len(listers[cid]) >= self.vouchers():
+                missing.append(why)
+            elif why is not None:
+                log.warning("not waiting for %s, listed by %s only: %s", cid, ", ".join(listers[cid]), why)
         return missing
+
+    def vouchers(self) -> int:
+        """How many members must list a telemetry input before this node will not sign without it:
+        f + 1, for the f = (n - 1) // 3 faulty members a network of n tolerates."""
+        return (len(self._runtime.network.members) - 1) // 3 + 1
 
     def _derive_own_messages(self, shipment_id: str) -> None:
         """Store the message inputs of every telemetry batch this node holds for the shipment (what its
@@ -281,17 +286,17 @@ class PeerBackedBlobStore:
             self._manifests[manifest_cid] = cids
         return cids
 
-    def _pull_message(self, cid: str, *, listed_by: str, shipment_id: str) -> str | None:
+    def _pull_message(self, cid: str, *, listed_by: list[str], shipment_id: str) -> str | None:
         """Fetch one signed telemetry message by CID and ingest it; ``None`` when done (stored, or
         refused for good and recorded), else why no peer could provide it."""
         from ingest.telemetry.pipeline import IncomingMessage
 
-        got = self._fetch_checked(cid, listed_by)
+        got = self._fetch_checked(cid, listed_by[0])
         if isinstance(got, list):
             self._runtime.count("inputs_unavailable")
             return (
-                f"telemetry input {cid} listed by {listed_by}'s report is missing in this node's store and "
-                "no peer could provide it (" + "; ".join(got) + ")"
+                f"telemetry input {cid} listed by the reports of {', '.join(listed_by)} is missing in this "
+                "node's store and no peer could provide it (" + "; ".join(got) + ")"
             )
         data, served_by = got
         try:
@@ -332,12 +337,13 @@ class PeerBackedBlobStore:
         )
         return None
 
-    def _refuse(self, cid: str, served_by: str, listed_by: str, reason: str, detail: str) -> None:
+    def _refuse(self, cid: str, served_by: str, listed_by: list[str], reason: str, detail: str) -> None:
         from oracle.network.rounds import store_peer_reject
 
         with self._lock:
             self._refused.add(cid)
-        text = f"telemetry input {cid} served by {served_by} (listed by {listed_by}) refused: {detail}"
+        listers = ", ".join(listed_by)
+        text = f"telemetry input {cid} served by {served_by} (listed by {listers}) refused: {detail}"
         log.warning("%s", text)
         meta = {"cid": cid, "listed_by": listed_by}
         store_peer_reject(self._ctx, reason=reason, message=text, sender=served_by, meta=meta)

@@ -317,11 +317,12 @@ def test_a_peer_serving_tampered_readings_is_refused_and_nothing_tampered_is_sto
     first, second = _missed(w)
     forged = _message_input(_tampered(first))  # its CID matches its bytes; its signature does not
     genuine = _message_input(second)
+    nowhere = _message_input(b"a message no node holds")  # listed by the liar alone: never waited for
     manifest = canonical_json(
         {
             "kind": "coldchain",
             "subject": SHIPMENT,
-            "steps": [{"name": "readings", "inputs": [cid_for(forged), cid_for(genuine)]}],
+            "steps": [{"name": "readings", "inputs": [cid_for(forged), cid_for(genuine), cid_for(nowhere)]}],
         }
     )
     w.liar_blobs[cid_for(manifest)] = manifest
@@ -368,7 +369,8 @@ def test_a_peer_serving_tampered_readings_is_refused_and_nothing_tampered_is_sto
     assert [r.subject for r in _rejects(n1, "bad_blob")] == ["liar"]
     assert n1.local.has(cid_for(genuine))
     assert n1.runtime.counters["inputs_refused"] == 2
-    # node1 never signs the liar's report.
+    # node1 never signs the liar's report; the CID only the liar lists does not stall node1's evaluation
+    # (it would be "incomplete" if one member's word were enough to wait for an input).
     assert [d["result"] for d in done] == ["differs"]
     with n1.ctx.sessions() as s:
         assert s.scalars(select(NetworkRound)).all() == []
@@ -376,15 +378,19 @@ def test_a_peer_serving_tampered_readings_is_refused_and_nothing_tampered_is_sto
 
 
 def test_with_no_peer_holding_the_readings_the_node_does_not_sign(w: World) -> None:
-    n1, n2 = w.nodes["node1"], w.nodes["node2"]
+    n1, n2, n3 = w.nodes["node1"], w.nodes["node2"], w.nodes["node3"]
     _ingest(n1, _received_by_node1(w))
     _ingest(n2, w.payloads)
-    _deliver_all(w)  # node3 received nothing: it holds none of it
-    _sign_own(n2)
-    _push_own_signature(n2, n1)
+    _ingest(n3, w.payloads)
+    _deliver_all(w)
+    # Two members (f + 1 of 4) signed reports that read the messages node1 missed...
+    for peer in (n2, n3):
+        _sign_own(peer)
+        _push_own_signature(peer, n1)
     lost = [cid_for(_message_input(p)) for p in _missed(w)]
-    for cid in lost:  # node2's copies are gone too (a lost disk)
-        n2.local.path(cid).unlink()
+    for peer in (n2, n3):  # ...and both have lost them since (lost disks); the liar never had them
+        for cid in lost:
+            peer.local.path(cid).unlink()
 
     # The node's own evaluation, as the scheduler runs it (post=True signs a complete report).
     outcome = run_shipment(n1.ctx, subject=_subject(), post=True)
@@ -393,13 +399,13 @@ def test_with_no_peer_holding_the_readings_the_node_does_not_sign(w: World) -> N
     assert outcome.status == "incomplete"
     assert outcome.report is None
     for cid in lost:
-        assert f"telemetry input {cid} listed by node2's report" in outcome.reason
+        assert f"telemetry input {cid} listed by the reports of node2, node3 is missing" in outcome.reason
     assert "node2: does not have it" in outcome.reason
     assert "node3: does not have it" in outcome.reason
     with n1.ctx.sessions() as s:
         assert s.scalars(select(NetworkRound)).all() == []  # nothing signed
     assert len(_readings(n1)) == (MESSAGES - len(MISSED)) * PER_MESSAGE
-    # Nor does the catch-up sign node2's round.
+    # Nor does the catch-up sign node2's (and node3's) round.
     done = catch_up_telemetry(n1.ctx, n1.runtime)
     assert [d["result"] for d in done] == ["incomplete"]
     with n1.ctx.sessions() as s:
