@@ -4,7 +4,11 @@
 (subject, epoch). ``GET /v1/peer/rounds/{subject}/{epoch}``: what this node holds for a round (its own
 report digest and every signature it has), for operators and for a node that catches up.
 ``GET /v1/peer/blobs/{cid}``: a content-store blob, for a peer that lacks an input (the caller checks
-the bytes against the CID). Every request must be signed by a member's peer key
+the bytes against the CID). ``GET /v1/peer/signatures?after=ID&since_s=S&limit=N``: the signatures
+this node holds (its own and every member's it received) received in the last ``S`` seconds, by id, for a
+node that lost its database or was restored from an older backup: its peers had already delivered their
+signatures to it and will not send them again, so it pulls them (and checks each one's signer).
+Every request must be signed by a member's peer key
 (:mod:`oracle.network.auth`); anything else gets 401 and a recorded reject.
 """
 
@@ -64,6 +68,17 @@ class PeerClient:
     def push_signature(self, member: Member, message: dict[str, Any]) -> httpx.Response:
         return self._call(member, "POST", "/v1/peer/signatures", message)
 
+    def fetch_signatures(self, member: Member, *, after: int, since_s: int, limit: int) -> dict[str, Any]:
+        """One page of the signatures ``member`` holds (``GET /v1/peer/signatures``)."""
+        r = self._call(
+            member, "GET", f"/v1/peer/signatures?after={int(after)}&since_s={int(since_s)}&limit={int(limit)}"
+        )
+        r.raise_for_status()
+        page = r.json()
+        if not isinstance(page, dict) or not isinstance(page.get("signatures"), list):
+            raise ValidationError(f"{member.id} sent a malformed signature page", reason="malformed")
+        return page
+
     def fetch_blob(self, member: Member, cid: str, *, timeout: float | None = None) -> bytes:
         """The bytes of ``cid`` from ``member``, checked against the CID.
 
@@ -82,7 +97,7 @@ class PeerClient:
 
 def peer_router(ctx: Context, runtime: NodeRuntime) -> APIRouter:
     """The peer endpoints, bound to this node's runtime."""
-    from oracle.network.rounds import accept_peer_signature, round_view, store_peer_reject
+    from oracle.network.rounds import accept_peer_signature, round_view, signature_page, store_peer_reject
 
     router = APIRouter(prefix="/v1/peer", include_in_schema=False)
 
@@ -122,6 +137,16 @@ def peer_router(ctx: Context, runtime: NodeRuntime) -> APIRouter:
         except ValidationError as e:
             return _problem(409 if e.reason == "equivocation" else 422, str(e), e.reason or "invalid")
         return JSONResponse(result)
+
+    @router.get("/signatures")
+    async def list_signatures(
+        request: Request, after: int = 0, since_s: int = 86_400, limit: int = 200
+    ) -> Response:
+        got = await authenticate(request)
+        if isinstance(got, JSONResponse):
+            return got
+        page = await run_in_threadpool(signature_page, ctx, after=after, since_s=since_s, limit=limit)
+        return JSONResponse(page)
 
     @router.get("/rounds/{subject}/{epoch}")
     async def get_round(request: Request, subject: str, epoch: int) -> Response:

@@ -393,6 +393,96 @@ def round_view(ctx: Context, subject: str, epoch: int) -> dict[str, Any]:
     }
 
 
+#: Most signatures in one page of ``GET /v1/peer/signatures``.
+MAX_PAGE = 500
+
+
+def signature_page(ctx: Context, *, after: int, since_s: int, limit: int) -> dict[str, Any]:
+    """The signatures this node holds with an id above ``after``, received in the last ``since_s``
+    seconds, oldest first; ``next`` is the cursor for the following page (``None``: no more)."""
+    limit = max(1, min(int(limit), MAX_PAGE))
+    since = dt.datetime.fromtimestamp(time.time() - max(0, int(since_s)), dt.UTC)
+    with ctx.sessions() as s:
+        rows = s.scalars(
+            select(PeerSignature)
+            .where(PeerSignature.id > int(after), PeerSignature.received_at >= since)
+            .order_by(PeerSignature.id)
+            .limit(limit)
+        ).all()
+    return {
+        "signatures": [
+            {
+                "id": r.id,
+                "node": r.node_id,
+                "report": r.report,
+                "signature": r.signature,
+                "manifest_cid": r.manifest_cid,
+            }
+            for r in rows
+        ],
+        "next": rows[-1].id if len(rows) == limit else None,
+    }
+
+
+def pull_signatures(ctx: Context, runtime: NodeRuntime, *, since_s: int = STALL_AFTER_S) -> dict[str, int]:
+    """Ask every peer for the signatures it holds from the last ``since_s`` seconds and take each one
+    through :func:`accept_peer_signature` (signer recovered and checked against the member it names,
+    equivocation refused): a node that lost its database, or was restored from an older backup, learns
+    the rounds its peers already delivered to it once. This node's own signatures are not taken back
+    from peers (its signer's word is its own to give). Returns counts: ``stored``, ``refused``,
+    ``unreachable`` peers.
+    """
+    from oracle.errors import ValidationError as VError
+
+    me = runtime.identity.node_id
+    members = {m.id: m for m in runtime.network.members}
+    counts = {"stored": 0, "refused": 0, "unreachable": 0}
+    for peer in runtime.network.members:
+        if peer.id == me:
+            continue
+        after = 0
+        for _ in range(10_000):  # pages; a peer that never ends its list is cut off
+            try:
+                page = runtime.client.fetch_signatures(peer, after=after, since_s=since_s, limit=MAX_PAGE)
+            except Exception as e:  # noqa: BLE001 - a peer that is down is asked again at the next start
+                counts["unreachable"] += 1
+                log.info("could not pull signatures from %s: %s", peer.id, type(e).__name__)
+                break
+            for entry in page["signatures"]:
+                node = str(entry.get("node", "")) if isinstance(entry, dict) else ""
+                if node == me:
+                    continue
+                member = members.get(node)
+                if member is None:
+                    store_peer_reject(
+                        ctx,
+                        reason="unknown_node",
+                        message=f"{peer.id} relayed a signature of {node[:40]!r}, not a member",
+                        sender=peer.id,
+                    )
+                    counts["refused"] += 1
+                    continue
+                try:
+                    accept_peer_signature(ctx, runtime, member, entry)
+                except (VError, ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:
+                    store_peer_reject(
+                        ctx,
+                        reason="relayed_refused",
+                        message=f"{peer.id} relayed {node}'s signature, refused: {e}"[:2000],
+                        sender=peer.id,
+                    )
+                    counts["refused"] += 1
+                    continue
+                counts["stored"] += 1
+            nxt = page.get("next")
+            if not isinstance(nxt, int) or nxt <= after:
+                break
+            after = nxt
+    runtime.count("signatures_pulled", counts["stored"])
+    log.info("pulled peers' signatures: %s", counts)
+    return counts
+
+
 def disagreement_count(ctx: Context) -> int:
     """Peer signatures over a digest other than this node's for the same round."""
     with ctx.sessions() as s:
@@ -539,6 +629,11 @@ class RoundDriver:
 
     def _run_catch_up(self) -> None:
         tried: dict[Any, float] = {}
+        try:
+            # Whatever the peers delivered before this node lost (or rolled back) its database.
+            pull_signatures(self.ctx, self.runtime)
+        except Exception:
+            log.exception("pulling peers' signatures failed; rounds still arrive as peers push them")
         while not self.stopping.wait(CATCH_UP_INTERVAL_S):
             try:
                 catch_up_telemetry(self.ctx, self.runtime, tried=tried)

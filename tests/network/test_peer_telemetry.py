@@ -44,7 +44,13 @@ from oracle.devices import register_device_key
 from oracle.network.inputs import PeerBackedBlobStore
 from oracle.network.membership import Member, Network, NodeIdentity
 from oracle.network.peer import peer_router
-from oracle.network.rounds import NodeRuntime, RoundDriver, catch_up_telemetry, report_json
+from oracle.network.rounds import (
+    NodeRuntime,
+    RoundDriver,
+    catch_up_telemetry,
+    pull_signatures,
+    report_json,
+)
 from oracle.reports import Report, ReportKind, Verdict, subject_id, typed_data
 from oracle.scheduler.evaluations import run_shipment
 from oracle.signer.client import LocalSigner
@@ -90,6 +96,7 @@ class World:
     liar_key: LocalAccount
     liar_identity: NodeIdentity
     liar_blobs: dict[str, bytes]
+    liar_signatures: list[dict[str, Any]]
     payloads: list[bytes]
     start_s: int
     delivered_at: dt.datetime
@@ -128,6 +135,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     nodes: dict[str, Node] = {}
     servers = []
     liar_blobs: dict[str, bytes] = {}
+    liar_signatures: list[dict[str, Any]] = []
     for i in ("node1", "node2", "node3"):
         data = tmp_path / i
         ctx = open_context(Settings(env="dev", data_dir=data, _env_file=None))  # type: ignore[call-arg]
@@ -166,9 +174,17 @@ def world(tmp_path: Path) -> Iterator[World]:
         app = FastAPI()
         app.include_router(peer_router(ctx, runtime))
         servers.append(_serve(app, ports[i]))
-    servers.append(_serve(_liar_app(liar_blobs), ports["liar"]))
+    servers.append(_serve(_liar_app(liar_blobs, liar_signatures), ports["liar"]))
     yield World(
-        nodes, network, signer_keys["liar"], identities["liar"], liar_blobs, payloads, start_s, delivered_at
+        nodes,
+        network,
+        signer_keys["liar"],
+        identities["liar"],
+        liar_blobs,
+        liar_signatures,
+        payloads,
+        start_s,
+        delivered_at,
     )
     for srv in servers:
         srv.should_exit = True
@@ -177,9 +193,14 @@ def world(tmp_path: Path) -> Iterator[World]:
         node.ctx.close()
 
 
-def _liar_app(blobs: dict[str, bytes]) -> FastAPI:
-    """Serves whatever the test put in ``blobs`` under a CID (right or wrong bytes), 404 otherwise."""
+def _liar_app(blobs: dict[str, bytes], signatures: list[dict[str, Any]]) -> FastAPI:
+    """Serves whatever the test put in ``blobs`` under a CID (right or wrong bytes), 404 otherwise, and
+    ``signatures`` as the signatures it claims to hold."""
     app = FastAPI()
+
+    @app.get("/v1/peer/signatures")
+    def listed() -> dict[str, Any]:
+        return {"signatures": signatures, "next": None}
 
     @app.get("/v1/peer/blobs/{cid}")
     def blob(cid: str) -> Response:
@@ -436,3 +457,58 @@ def test_the_round_driver_catches_up_on_its_own_when_a_peer_signs(w: World, w3: 
     assert rnd.digest == digest
     assert len(_readings(n1)) == MESSAGES * PER_MESSAGE
     assert n1.runtime.counters["catch_up_signed"] == 1
+
+
+def test_a_node_restored_from_an_old_backup_pulls_the_rounds_its_peers_delivered_and_catches_up(
+    w: World,
+) -> None:
+    """node1's database comes back from a backup taken before the round: it lacks the last readings and
+    the peers' signatures, which the peers had delivered (and node1 acknowledged) before, so nobody
+    pushes them again. node1 pulls them; a forged one relayed by the liar is refused."""
+    n1, n2, n3 = w.nodes["node1"], w.nodes["node2"], w.nodes["node3"]
+    _ingest(n1, _received_by_node1(w))
+    for peer in (n2, n3):
+        _ingest(peer, w.payloads)
+    _deliver_all(w)
+    report, digest = _sign_own(n2)
+    assert _sign_own(n3)[1] == digest
+    # The liar relays a "node3" signature over another value, signed with the liar's own key.
+    other = Report(
+        subject=report.subject,
+        kind=report.kind,
+        value=int(Verdict.BREACH),
+        epoch=report.epoch,
+        observed_at=report.observed_at,
+        inputs_root=report.inputs_root,
+        model_id=report.model_id,
+    )
+    forged = w.liar_key.sign_typed_data(full_message=typed_data(other, chain_id=31337, router=ROUTER))
+    w.liar_signatures.append(
+        {
+            "id": 1,
+            "node": "node3",
+            "report": report_json(other),
+            "signature": "0x" + bytes(forged.signature).hex(),
+            "manifest_cid": "",
+        }
+    )
+
+    counts = pull_signatures(n1.ctx, n1.runtime)
+
+    assert counts == {"stored": 2, "refused": 1, "unreachable": 0}
+    with n1.ctx.sessions() as s:
+        held = s.execute(
+            select(PeerSignature.node_id, PeerSignature.digest).order_by(PeerSignature.node_id)
+        ).all()
+    assert [tuple(r) for r in held] == [("node2", digest), ("node3", digest)]
+    assert [r.subject for r in _rejects(n1, "relayed_refused")] == ["liar"]
+    assert "signature recovers to" in _rejects(n1, "relayed_refused")[0].message  # not node3's signer
+    done = catch_up_telemetry(n1.ctx, n1.runtime)
+    assert [d["result"] for d in done] == ["signed"]
+    with n1.ctx.sessions() as s:
+        assert s.scalars(select(NetworkRound.digest)).one() == digest
+    assert len(_readings(n1)) == MESSAGES * PER_MESSAGE
+    # Pulling again stores nothing twice.
+    assert pull_signatures(n1.ctx, n1.runtime)["stored"] == 2
+    with n1.ctx.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(PeerSignature)) == 3  # node2, node3 and its own
