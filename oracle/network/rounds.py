@@ -507,6 +507,7 @@ def catch_up_telemetry(
     ``tried`` remembers when each (subject, epoch, digest) may be tried again. Returns what was done, one
     entry per round looked at: ``signed``, ``incomplete`` (with the reason), ``differs`` or ``skipped``.
     """
+    from oracle.errors import OracleError
     from oracle.reports import ReportKind
     from oracle.scheduler.evaluations import attest_outcome, run_shipment, shipment_name
 
@@ -539,7 +540,12 @@ def catch_up_telemetry(
         if name is None:
             entry.update(result="skipped", reason="no device of this node is bound to the shipment")
             continue
-        outcome = run_shipment(ctx, subject=subject, post=False)
+        try:
+            outcome = run_shipment(ctx, subject=subject, post=False)
+        except OracleError as e:  # no profile, no model, a database hiccup: this round, again later
+            entry.update(result="incomplete", reason=f"{type(e).__name__}: {e}")
+            log.warning("catching up on %s epoch %s: evaluation failed: %s", name, epoch, e)
+            continue
         if outcome is None or outcome.report is None:
             entry.update(
                 result="incomplete",
@@ -578,7 +584,12 @@ def catch_up_telemetry(
                 entry.update(result="signed")  # the periodic evaluation got there first, same report
                 tried[(subject, epoch, digest)] = float("inf")
                 continue
-        attest_outcome(ctx, outcome, subject_name=name)
+        try:
+            attest_outcome(ctx, outcome, subject_name=name)
+        except OracleError as e:  # e.g. this node signed another report at this epoch (epoch_conflict)
+            entry.update(result="differs", reason=f"not signed: {e}")
+            log.warning("catching up on %s epoch %s: not signed: %s", name, epoch, e)
+            continue
         tried[(subject, epoch, digest)] = float("inf")
         entry.update(result="signed")
         runtime.count("catch_up_signed")

@@ -512,3 +512,24 @@ def test_a_node_restored_from_an_old_backup_pulls_the_rounds_its_peers_delivered
     assert pull_signatures(n1.ctx, n1.runtime)["stored"] == 2
     with n1.ctx.sessions() as s:
         assert s.scalar(select(func.count()).select_from(PeerSignature)) == 3  # node2, node3 and its own
+
+
+def test_a_round_this_node_cannot_evaluate_is_left_with_a_reason_not_a_crash(w: World) -> None:
+    """node1 has the device but not the shipment's escrow (its chain listener has not seen it yet)."""
+    n1, n2 = w.nodes["node1"], w.nodes["node2"]
+    _ingest(n1, w.payloads)
+    _ingest(n2, w.payloads)
+    _deliver_all(w)
+    _sign_own(n2)
+    _push_own_signature(n2, n1)
+    with n1.ctx.sessions() as s:
+        s.delete(s.get(Shipment, _subject()))
+        s.commit()
+
+    done = catch_up_telemetry(n1.ctx, n1.runtime)
+
+    assert [d["result"] for d in done] == ["incomplete"]
+    assert "NotFound" in done[0]["reason"]
+    assert "not registered on-chain" in done[0]["reason"]
+    with n1.ctx.sessions() as s:
+        assert s.scalars(select(NetworkRound)).all() == []
