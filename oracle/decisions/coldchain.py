@@ -4,10 +4,10 @@ verdict) and the breach model (alerts), every step recorded like a drought decis
 Inputs: the content-store batches that carried the shipment's accepted readings (signed envelopes), the
 product profile's YAML, the scheduled hand-over when the terms carry one (:func:`schedule_document`: the
 expected delivery both parties agreed on in the escrow, for the early warning's forecast), and — once the
-shipment is handed over — the delivery confirmation. The verdict
-is the deterministic rule engine's: BREACH voids the escrow and refunds the buyer; DELIVERED without a
-breach releases payment to the seller; otherwise no report is posted (the shipment is still travelling
-and fine). The model's probabilities raise alerts; they void a shipment only when its terms say so
+shipment is handed over — the delivery confirmation. The verdict is the deterministic rule engine's:
+BREACH voids the escrow and refunds the buyer; DELIVERED without a breach releases payment to the seller;
+otherwise no report is posted (the shipment is still travelling and fine). The model's probabilities and
+the early warning raise alerts; they void a shipment only when its terms say so
 (``model_void_threshold``), never by default.
 
 Report: subject ``shipment:<id>``, kind COLDCHAIN_VERDICT, value 1 (BREACH) or 2 (DELIVERED),
