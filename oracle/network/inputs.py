@@ -54,6 +54,8 @@ FETCH_TIMEOUT_S = 30.0
 #: Most telemetry messages one peer manifest may make this node fetch (a hostile manifest listing
 #: millions of CIDs must not keep the node busy).
 MAX_MESSAGES_PER_MANIFEST = 100_000
+#: Most manifests (and refused CIDs) remembered in memory; past that the memory starts again.
+MAX_REMEMBERED = 10_000
 #: The ``source`` of readings fetched from a peer (the device signed them; the peer only relayed them).
 PEER_SOURCE = "peer"
 
@@ -283,6 +285,8 @@ class PeerBackedBlobStore:
             )
             self._runtime.count("inputs_refused")
         with self._lock:
+            if len(self._manifests) >= MAX_REMEMBERED:
+                self._manifests.clear()  # read again when needed: a bound on memory, not on correctness
             self._manifests[manifest_cid] = cids
         return cids
 
@@ -341,6 +345,8 @@ class PeerBackedBlobStore:
         from oracle.network.rounds import store_peer_reject
 
         with self._lock:
+            if len(self._refused) >= MAX_REMEMBERED:
+                self._refused.clear()
             self._refused.add(cid)
         listers = ", ".join(listed_by)
         text = f"telemetry input {cid} served by {served_by} (listed by {listers}) refused: {detail}"

@@ -513,6 +513,8 @@ def catch_up_telemetry(
 
     current = time.time() if now is None else now
     tried = {} if tried is None else tried
+    if len(tried) > 10_000:
+        tried.clear()  # a round signed since is filtered out below anyway; the others are tried once more
     me = runtime.identity.node_id
     since = dt.datetime.fromtimestamp(current - STALL_AFTER_S, dt.UTC)
     signed_here = select(NetworkRound.id).where(
