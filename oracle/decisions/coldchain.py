@@ -570,6 +570,20 @@ def evaluate_shipment(
     rules_params = {"profile": name, "delivered": delivery is not None, "now": delivered_s or now}
     rules = rules_step(readings, profile_yaml, rules_params)
     first_breach = rules["first_breach_s"]
+    # A data gap in this node's record may be this node's alone (its worker was down, its database came
+    # back from an older backup): a network node asks its peers for the signed messages they hold and
+    # evaluates again with those it stored (oracle.network.inputs), rather than decide a breach on
+    # readings the devices sent and it missed.
+    fill_gap = getattr(blobs, "fill_gap", None)
+    if (
+        fill_gap is not None
+        and only_batches is None
+        and any(b["kind"] == "data_gap" for b in rules["breaches"])
+        and fill_gap(shipment_id, subject)
+    ):
+        return evaluate_shipment(
+            sessions, blobs, shipment_id=shipment_id, terms=terms, model_dir=model_dir, now=now
+        )
     if only_batches is None and delivery is None and now is None and first_breach is not None:
         cut = _batches_through(batches, batch_cids, readings_params, int(first_breach))
         if len(cut) < len(batch_cids):

@@ -184,6 +184,49 @@ class PeerBackedBlobStore:
                 log.warning("not waiting for %s, listed by %s only: %s", cid, ", ".join(listers[cid]), why)
         return missing
 
+    def fill_gap(self, shipment_id: str, subject: str) -> int:
+        """Ask every peer which signed messages it holds for the shipment, and fetch and ingest those this
+        node lacks (device signatures re-verified); returns how many were stored.
+
+        Called by the evaluation when this node's own record has a data gap, before it records a breach
+        on it: a gap that was only this node's (its worker down, its database restored from a backup)
+        is filled from the peers rather than signed as a breach they would not sign.
+        """
+        listers: dict[str, list[str]] = {}
+        me = self._runtime.identity.node_id
+        for member in self._runtime.network.members:
+            if member.id == me:
+                continue
+            try:
+                cids = self._runtime.client.fetch_shipment_messages(member, subject.lower())
+            except (httpx.HTTPError, ValidationError, ValueError) as e:
+                log.info("%s did not list its messages of %s: %s", member.id, shipment_id, type(e).__name__)
+                continue
+            for cid in cids[:MAX_MESSAGES_PER_MANIFEST]:
+                try:
+                    parse_cid(cid)
+                except ValidationError:
+                    continue
+                if member.id not in listers.setdefault(cid, []):
+                    listers[cid].append(member.id)
+        lacking = [c for c in listers if c not in self._refused and not self.local.has(c)]
+        if lacking:
+            self._derive_own_messages(shipment_id)
+            lacking = [c for c in lacking if not self.local.has(c)]
+        before = self._runtime.counters.get("inputs_fetched", 0)
+        for cid in lacking:
+            why = self._pull_message(cid, listed_by=listers[cid], shipment_id=shipment_id)
+            if why is not None:
+                log.warning("gap of %s: %s", shipment_id, why)
+        stored = self._runtime.counters.get("inputs_fetched", 0) - before
+        if stored:
+            log.warning(
+                "shipment %s: %d messages missing here filled this node's gap from its peers",
+                shipment_id,
+                stored,
+            )
+        return stored
+
     def vouchers(self) -> int:
         """How many members must list a telemetry input before this node will not sign without it:
         f + 1, for the f = (n - 1) // 3 faulty members a network of n tolerates."""
@@ -361,3 +404,30 @@ def _ingest(ctx: Context) -> Any:
     from oracle.api.telemetry import telemetry_ingest
 
     return telemetry_ingest(ctx)
+
+
+def held_messages(ctx: Context, subject: str) -> list[str]:
+    """The CIDs of the signed telemetry messages this node holds for shipment ``subject`` (the inputs
+    its own evaluation would read; stored as such), for a peer with a gap (``GET /v1/peer/telemetry``)."""
+    from oracle.decisions.coldchain import message_inputs
+    from oracle.scheduler.evaluations import shipment_name
+    from oracle.storage.tables import DeviceBinding, TelemetryReading
+
+    name = shipment_name(ctx, subject)
+    if name is None:
+        return []
+    with ctx.sessions() as s:
+        batches = s.scalars(
+            select(TelemetryReading.batch_cid).where(TelemetryReading.shipment_id == name).distinct()
+        ).all()
+        devices = set(
+            s.scalars(select(DeviceBinding.device_id).where(DeviceBinding.shipment_id == name)).all()
+        )
+    local = getattr(ctx.blobs, "local", ctx.blobs)  # this node's own store only: never ask the peers
+    out: set[str] = set()
+    for batch in sorted(batches):
+        try:
+            out.update(message_inputs(local, [batch], devices))
+        except (NotFound, IntegrityError):
+            continue
+    return sorted(out)[:MAX_MESSAGES_PER_MANIFEST]

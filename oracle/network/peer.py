@@ -3,11 +3,13 @@
 ``POST /v1/peer/signatures``: a member hands over its signature on the report it computed for a
 (subject, epoch). ``GET /v1/peer/rounds/{subject}/{epoch}``: what this node holds for a round (its own
 report digest and every signature it has), for operators and for a node that catches up.
-``GET /v1/peer/blobs/{cid}``: a content-store blob, for a peer that lacks an input (the caller checks
-the bytes against the CID). ``GET /v1/peer/signatures?after=ID&since_s=S&limit=N``: the signatures
-this node holds (its own and every member's it received) received in the last ``S`` seconds, by id, for a
-node that lost its database or was restored from an older backup: its peers had already delivered their
-signatures to it and will not send them again, so it pulls them (and checks each one's signer).
+``GET /v1/peer/telemetry/{subject}``: the CIDs of the signed telemetry messages this node holds for a
+shipment, for a peer whose own record of it has a gap. ``GET /v1/peer/blobs/{cid}``: a content-store
+blob, for a peer that lacks an input (the caller checks the bytes against the CID).
+``GET /v1/peer/signatures?after=ID&since_s=S&limit=N``: the signatures this node holds (its own and every
+member's it received) received in the last ``S`` seconds, by id, for a node that lost its database or was
+restored from an older backup: its peers had already delivered their signatures to it and will not send
+them again, so it pulls them (and checks each one's signer).
 Every request must be signed by a member's peer key
 (:mod:`oracle.network.auth`); anything else gets 401 and a recorded reject.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 
 #: Largest peer request body accepted (a signature message is well under 2 KiB).
 MAX_BODY = 64 * 1024
+_SUBJECT = re.compile(r"0x[0-9a-f]{64}")
 
 
 class PeerClient:
@@ -78,6 +82,18 @@ class PeerClient:
         if not isinstance(page, dict) or not isinstance(page.get("signatures"), list):
             raise ValidationError(f"{member.id} sent a malformed signature page", reason="malformed")
         return page
+
+    def fetch_shipment_messages(self, member: Member, subject: str) -> list[str]:
+        """The CIDs of the signed telemetry messages ``member`` holds for shipment ``subject``."""
+        if not _SUBJECT.fullmatch(subject):
+            raise ValidationError(f"not a subject: {subject[:80]!r}", reason="bad_subject")
+        r = self._call(member, "GET", f"/v1/peer/telemetry/{subject}")
+        r.raise_for_status()
+        body = r.json()
+        cids = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(cids, list) or not all(isinstance(c, str) for c in cids):
+            raise ValidationError(f"{member.id} sent a malformed message list", reason="malformed")
+        return [str(c) for c in cids]
 
     def fetch_blob(self, member: Member, cid: str, *, timeout: float | None = None) -> bytes:
         """The bytes of ``cid`` from ``member``, checked against the CID.
@@ -147,6 +163,17 @@ def peer_router(ctx: Context, runtime: NodeRuntime) -> APIRouter:
             return got
         page = await run_in_threadpool(signature_page, ctx, after=after, since_s=since_s, limit=limit)
         return JSONResponse(page)
+
+    @router.get("/telemetry/{subject}")
+    async def shipment_messages(request: Request, subject: str) -> Response:
+        got = await authenticate(request)
+        if isinstance(got, JSONResponse):
+            return got
+        from oracle.network.inputs import held_messages
+
+        if not _SUBJECT.fullmatch(subject):
+            return _problem(404, "not a shipment subject", "not_found")
+        return JSONResponse({"messages": await run_in_threadpool(held_messages, ctx, subject)})
 
     @router.get("/rounds/{subject}/{epoch}")
     async def get_round(request: Request, subject: str, epoch: int) -> Response:

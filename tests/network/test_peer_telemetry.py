@@ -533,3 +533,21 @@ def test_a_round_this_node_cannot_evaluate_is_left_with_a_reason_not_a_crash(w: 
     assert "not registered on-chain" in done[0]["reason"]
     with n1.ctx.sessions() as s:
         assert s.scalars(select(NetworkRound)).all() == []
+
+
+def test_a_gap_only_this_node_has_is_filled_from_the_peers_before_it_decides_a_breach(w: World) -> None:
+    """No peer has signed anything yet: node1 looks first, sees a two-hour hole (a data-gap breach on its
+    own), asks its peers which signed messages they hold, fetches the two it lacks and decides with them."""
+    n1, n2, n3 = w.nodes["node1"], w.nodes["node2"], w.nodes["node3"]
+    _ingest(n1, _received_by_node1(w))
+    _ingest(n2, w.payloads)
+    _ingest(n3, w.payloads)
+    _deliver_all(w)
+
+    report, digest = _sign_own(n1)  # the scheduler's evaluation: evaluate, then sign a complete report
+
+    assert report.value == int(Verdict.DELIVERED)  # not BREACH: the gap was node1's alone
+    assert len(_readings(n1)) == MESSAGES * PER_MESSAGE
+    assert n1.runtime.counters["inputs_fetched"] == len(MISSED)
+    report2, digest2 = _sign_own(n2)
+    assert (report2, digest2) == (report, digest)
