@@ -66,7 +66,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -76,13 +75,27 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest.telemetry import TelemetryIngest, sign_envelope
 from ingest.telemetry.worker import IngestWorker, WorkerConfig, WorkerStats, telemetry_topic
+from oracle.broker_auth import ADMIN_USER, BrokerAdmin, MqttLogin, connect_mqtt
 from oracle.devices import Kek, register_device
-from oracle.devstack.broker import free_port, start_mosquitto
+from oracle.devstack.broker import BrokerProcess, client_env, client_login, free_port, start_mosquitto
 from oracle.storage import migrate
 from oracle.storage.blobs import FilesystemBlobStore
 from oracle.storage.db import make_engine, session_factory
 
 DEVICES = 50
+
+#: The broker refuses anonymous clients and lets a device publish on its own topic only: the workers log
+#: in as its ingest user, each device as itself (logins issued before the publisher processes fork).
+_worker_login: MqttLogin | None = None
+_device_logins: dict[str, MqttLogin] = {}
+
+
+def _use_broker(broker: BrokerProcess, devices: list[str]) -> None:
+    global _worker_login
+    _worker_login = broker.worker_login
+    _device_logins.update({d: broker.device_login(d) for d in devices})
+
+
 ESCROW_AMOUNT = 2_500 * 10**6  # tUSD base units (6 decimals)
 
 
@@ -103,19 +116,26 @@ def _publish(port: int, worker_index: int, n: int, secrets: dict[str, str], seq_
                 ),
             )
         )
-    c = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{worker_index}-{seq_base}", protocol=mqtt.MQTTv5
-    )
-    c.max_inflight_messages_set(500)
-    c.max_queued_messages_set(0)
-    c.connect("127.0.0.1", port)
-    c.loop_start()
+    clients = {}
+    for d in names:  # one connection per device: each logs in as itself
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"bench-pub-{worker_index}-{seq_base}-{d}",
+            protocol=mqtt.MQTTv5,
+        )
+        c.username_pw_set(d, _device_logins[d].password)
+        c.max_inflight_messages_set(500)
+        c.max_queued_messages_set(0)
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        clients[d] = c
     go.wait()
-    infos = [c.publish(telemetry_topic(d), p, qos=1) for d, p in payloads]
+    infos = [clients[d].publish(telemetry_topic(d), p, qos=1) for d, p in payloads]
     for info in infos:
         info.wait_for_publish(120)
-    c.disconnect()
-    c.loop_stop()
+    for c in clients.values():
+        c.disconnect()
+        c.loop_stop()
 
 
 def _run_publishers(
@@ -148,6 +168,8 @@ def raw_rate(port: int, n: int, publishers: int, secrets: dict[str, str], seq_ba
             done.set()
 
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-raw-{seq_base}", protocol=mqtt.MQTTv5)
+    assert _worker_login is not None
+    c.username_pw_set(_worker_login.username, _worker_login.password)  # only workers may subscribe
     c.on_message = on_message
     c.connect("127.0.0.1", port)
     c.subscribe("oracle/v1/telemetry/+", qos=1)
@@ -184,6 +206,8 @@ def ingest_rate(
             client_id=f"bench-worker-{seq_base}-{i}",
             share_group=group,
             session_expiry_s=0,
+            username=_worker_login.username if _worker_login else None,
+            password=_worker_login.password if _worker_login else None,
         )
         worker = IngestWorker(ingest, config)
         thread = threading.Thread(target=worker.run, daemon=True)
@@ -279,6 +303,7 @@ def main() -> None:
         )
         pg_stats: list[WorkerStats] = []
         with start_mosquitto(data_dir=root / "broker") as broker:
+            _use_broker(broker, sorted(secrets))
             for rep in range(args.reps):
                 base = (rep + 1) * 10_000_000
                 raws.append(raw_rate(broker.port, args.n, args.publishers, secrets, seq_base=base))
@@ -503,7 +528,11 @@ def oracle_run(data_dir: Path, *, ingest_worker: bool) -> Iterator[RunningOracle
 @contextlib.contextmanager
 def standalone_worker(service: RunningOracle) -> Iterator[None]:
     """``oracle ingest telemetry`` on the service's broker and database, as deployed beside it."""
-    env = service.env | {"ORACLE_MQTT_URL": service.broker_url, "ORACLE_MQTT_CLIENT_ID": "bench-standalone"}
+    env = (
+        service.env
+        | client_env(service.data_dir / "mqtt", service.broker_url)  # the service's broker, as its workers
+        | {"ORACLE_MQTT_CLIENT_ID": "bench-standalone"}
+    )
     log_path = service.data_dir.parent / f"{service.data_dir.name}-worker.log"
     with log_path.open("wb") as out:
         proc = subprocess.Popen(
@@ -525,36 +554,50 @@ def standalone_worker(service: RunningOracle) -> Iterator[None]:
 class Publisher:
     """One MQTT v5 device-side client; remembers each PUBACK's reason code (16: no subscriber)."""
 
-    def __init__(self, broker_url: str) -> None:
-        u = urlparse(broker_url)
-        self.codes: dict[int, int] = {}
+    def __init__(self, url: str, admin: MqttLogin) -> None:
+        self.url = url
+        self.admin = admin  # device logins come from the broker's admin, as `oracle devices add` issues them
+        self.codes: dict[tuple[str, int], int] = {}
         self._acked = threading.Condition()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-breach", protocol=mqtt.MQTTv5)
-        self.client.on_publish = self._on_publish
-        self.client.connect(u.hostname or "127.0.0.1", u.port or 1883)
-        self.client.loop_start()
+        self.clients: dict[str, Any] = {}
 
-    def _on_publish(self, _c: Any, _u: Any, mid: int, reason: Any, _p: Any) -> None:
+    def _client(self, device: str) -> Any:
+        if device not in self.clients:
+            with BrokerAdmin(self.url, self.admin) as admin:
+                login = MqttLogin(device, admin.issue_device(device))
+            client = connect_mqtt(self.url, f"bench-breach-{device}"[:64], login=login)
+            client.on_publish = lambda _c, _u, mid, reason, _p: self._on_publish(device, mid, reason)
+            self.clients[device] = client
+        return self.clients[device]
+
+    def prepare(self, devices: list[str]) -> None:
+        """Issue the devices' broker logins and connect them now, outside any timed section."""
+        for device in devices:
+            self._client(device)
+
+    def _on_publish(self, device: str, mid: int, reason: Any) -> None:
         with self._acked:
-            self.codes[mid] = int(reason.value)
+            self.codes[(device, mid)] = int(reason.value)
             self._acked.notify_all()
 
-    def publish(self, device: str, secret: bytes, temp_c: float) -> tuple[float, int]:
-        """Publish one signed reading at QoS 1; returns (wall-clock time just before, mid)."""
+    def publish(self, device: str, secret: bytes, temp_c: float) -> tuple[float, tuple[str, int]]:
+        """Publish one signed reading at QoS 1; returns (wall-clock time just before, (device, mid))."""
         body = {"seq": 1, "ts": int(time.time() * 1000), "temp_c": temp_c}
         payload = json.dumps(sign_envelope(body, secret))
+        client = self._client(device)
         t = time.time()
-        return t, self.client.publish(telemetry_topic(device), payload, qos=1).mid
+        return t, (device, client.publish(telemetry_topic(device), payload, qos=1).mid)
 
-    def code(self, mid: int, timeout: float = 10.0) -> int:
+    def code(self, mid: tuple[str, int], timeout: float = 10.0) -> int:
         with self._acked:
             if not self._acked.wait_for(lambda: mid in self.codes, timeout):
                 raise SystemExit(f"no PUBACK for message {mid} within {timeout:.0f} s")
             return self.codes[mid]
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        for client in self.clients.values():
+            client.disconnect()
+            client.loop_stop()
 
 
 class VoidWatch(threading.Thread):
@@ -697,8 +740,9 @@ def breach_to_void(root: Path, *, setup: str, shipments: int, spacing_s: float) 
         watch = VoidWatch(service.chain_url, deployment.contract(w3, "ColdChainEscrow"), [warmup, *names])
         watch.start()
         stack.callback(watch.stopping.set)
-        pub = Publisher(service.broker_url)
+        pub = Publisher(service.broker_url, client_login(service.data_dir / "mqtt", ADMIN_USER))
         stack.callback(pub.close)
+        pub.prepare([f"LOGGER-{n}" for n in [warmup, *names]])  # logged in before any clock starts
         deadline = time.monotonic() + 60
         while True:  # the warm-up breach, re-sent until a consumer is subscribed (PUBACK code 0)
             t_warm, mid = pub.publish(f"LOGGER-{warmup}", secrets[warmup], BREACH_C)
@@ -710,7 +754,7 @@ def breach_to_void(root: Path, *, setup: str, shipments: int, spacing_s: float) 
         if not watch.wait_for([warmup], VOID_WAIT_S):
             raise SystemExit(f"{setup}: the warm-up escrow was not voided within {VOID_WAIT_S:.0f} s")
         published: dict[str, float] = {}
-        mids: dict[str, int] = {}
+        mids: dict[str, tuple[str, int]] = {}
         # Gaps drawn from [0.5, 1.5] x spacing: a fixed gap of 0.5 s would land every breach at the same
         # phase of the service's 0.5 s store poll and 1 s outbox pump, measuring one phase K times.
         gaps = random.Random(17)

@@ -98,7 +98,7 @@ def network_breach_to_void(root: Path, *, shipments: int, spacing_s: float) -> d
         watch = single_bench.VoidWatch(anvil.url, escrow, [warmup, *names])
         watch.start()
         stack.callback(watch.stopping.set)
-        pub = single_bench.Publisher(broker.url)
+        pub = single_bench.Publisher(broker.url, broker.admin_login)
         stack.callback(pub.close)
         t_warm, mid = pub.publish(f"LOGGER-{warmup}", secrets[warmup], BREACH_C)
         if pub.code(mid) != 0:

@@ -47,6 +47,27 @@ class Settings(BaseSettings):
     chain_rpc_url: str = Field("", description="EVM JSON-RPC URL; empty means a local anvil in dev")
     chain_confirmations: int = Field(1, ge=0, le=256, description="blocks before a tx or event is final")
     mqtt_url: str = Field("", description="mqtt://host:port; empty means a local mosquitto in dev")
+    mqtt_username: str = Field(
+        "",
+        max_length=64,
+        description="broker user of this node's MQTT clients (the ingest worker's credential; the broker "
+        "refuses anonymous clients); empty = connect without one (a local mosquitto supplies its own)",
+    )
+    mqtt_password_file: Path | None = Field(
+        None, description="file holding ORACLE_MQTT_USERNAME's broker password (never in the URL or env)"
+    )
+    mqtt_ca_file: Path | None = Field(
+        None, description="CA certificate (PEM) that signed the broker's TLS certificate, for mqtts://"
+    )
+    mqtt_admin_username: str = Field(
+        "",
+        max_length=64,
+        description="broker user allowed to manage device credentials (mosquitto dynamic-security); "
+        "empty = `oracle devices add` issues no broker credential",
+    )
+    mqtt_admin_password_file: Path | None = Field(
+        None, description="file holding ORACLE_MQTT_ADMIN_USERNAME's broker password"
+    )
     api_host: str = Field("127.0.0.1", description="address the HTTP API binds")
     api_port: int = Field(8000, ge=0, le=65535, description="port of the HTTP API (0 = any free port)")
     signer_url: str = Field("", description="URL of the signer service; empty means the local one")
@@ -224,6 +245,19 @@ class Settings(BaseSettings):
             except ValueError as e:
                 raise ValueError(f"{net!r}: expected a CIDR like 10.0.0.0/8 or fd00::/8 ({e})") from None
         return v
+
+    @model_validator(mode="after")
+    def _mqtt_logins_come_in_pairs(self) -> Settings:
+        for user, pw, name in (
+            (self.mqtt_username, self.mqtt_password_file, "MQTT"),
+            (self.mqtt_admin_username, self.mqtt_admin_password_file, "MQTT_ADMIN"),
+        ):
+            if bool(user) != (pw is not None):
+                raise ValueError(
+                    f"ORACLE_{name}_USERNAME and ORACLE_{name}_PASSWORD_FILE go together "
+                    "(set both or neither)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _adapter_needs_a_token_in_prod(self) -> Settings:

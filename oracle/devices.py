@@ -44,12 +44,13 @@ from pathlib import Path
 from typing import Any
 
 from Crypto.Cipher import AES
-from sqlalchemy import func, select
+from sqlalchemy import column, func, select, table
 from sqlalchemy.orm import Session, sessionmaker
 
 from oracle.config import Settings
 from oracle.device_keys import Alg, DevicePublicKey, auth_kind, load_public_key
 from oracle.errors import ConfigError, IntegrityError, NotFound, ValidationError
+from oracle.storage import partitions
 from oracle.storage.db import transaction
 from oracle.storage.tables import Device, DeviceBinding, DeviceKey, TelemetryReading
 
@@ -160,6 +161,13 @@ def check_device_id(device_id: str) -> str:
         raise ValidationError(
             f"device id {device_id[:80]!r} must be 1-64 characters of A-Z a-z 0-9 . _ : -",
             reason="bad_device_id",
+        )
+    from oracle.broker_auth import RESERVED_USERS
+
+    if device_id in RESERVED_USERS:
+        # The device id is its broker user name: it must never be the ingest workers' or the admin's.
+        raise ValidationError(
+            f"device id {device_id!r} is reserved for the oracle's own broker user", reason="bad_device_id"
         )
     return device_id
 
@@ -416,9 +424,12 @@ def revoke_device(sessions: sessionmaker[Session], device_id: str) -> int:
         if device is None:
             raise NotFound(f"device {device_id} is not registered")
         if device.status != "revoked":
-            last = s.scalar(
-                select(func.max(TelemetryReading.seq)).where(TelemetryReading.device_id == device_id)
-            )
+            # On PostgreSQL the readings are partitioned by month with no device index; their key table
+            # (one row per stored reading, primary key (device_id, seq)) answers from its index.
+            readings: Any = TelemetryReading.__table__
+            if s.get_bind().dialect.name == "postgresql":
+                readings = table(partitions.KEYS, column("device_id"), column("seq"))
+            last = s.scalar(select(func.max(readings.c.seq)).where(readings.c.device_id == device_id))
             device.status = "revoked"
             device.revoked_at = dt.datetime.now(dt.UTC)
             device.revoked_after_seq = -1 if last is None else int(last)

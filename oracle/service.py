@@ -132,15 +132,17 @@ def local_chain(settings: Settings) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def local_broker(settings: Settings) -> Iterator[str]:
+def local_broker(settings: Settings) -> Iterator[dict[str, object]]:
+    """The broker settings: as configured, or those of a local mosquitto for this run (its URL, and the
+    worker and admin logins it made in ``<data dir>/mqtt/credentials``)."""
     if settings.mqtt_url:
-        yield settings.mqtt_url
+        yield {"mqtt_url": settings.mqtt_url}
         return
     from oracle.devstack.broker import start_mosquitto
 
     broker = start_mosquitto(data_dir=settings.data_dir / "mqtt")
     try:
-        yield broker.url
+        yield broker.client_settings()
     finally:
         broker.stop()
 
@@ -252,7 +254,10 @@ def serve(
         ctx.chain_rpc_url = stack.enter_context(local_chain(settings))
         deployment = Deployment.load(settings.deployment_file)
         ctx.extras["deployment"] = deployment
-        ctx.mqtt_url = stack.enter_context(local_broker(settings))
+        broker_settings = stack.enter_context(local_broker(settings))
+        ctx.mqtt_url = str(broker_settings["mqtt_url"])
+        if not settings.mqtt_url:  # a local broker: this run's clients log in with its users
+            ctx.settings = settings = settings.model_copy(update=broker_settings)
         signer_url, signer_token = stack.enter_context(
             local_signer(settings, chain_id=deployment.chain_id, router=deployment.address("OracleRouter"))
         )

@@ -22,7 +22,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from oracle.broker_auth import ADMIN_USER, BrokerAdmin, MqttLogin
 from oracle.config import load_settings
+from oracle.devstack.broker import client_env, client_login
 
 NO_MATCHING_SUBSCRIBERS = 16
 CLI = [sys.executable, "-c", "from oracle.cli import main; main()"]
@@ -41,8 +43,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _puback_code(host: str, port: int) -> int:
-    """Reason code of the PUBACK for one QoS 1 telemetry publish (a device nobody registered)."""
+def _puback_code(host: str, port: int, login: MqttLogin) -> int:
+    """Reason code of the PUBACK for one QoS 1 telemetry publish (a device nobody registered, with a
+    broker login of its own: the broker refuses anonymous clients)."""
     codes: list[int] = []
     acked = threading.Event()
 
@@ -51,6 +54,7 @@ def _puback_code(host: str, port: int) -> int:
         acked.set()
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="probe-no-ingest", protocol=mqtt.MQTTv5)
+    client.username_pw_set(login.username, login.password)
     client.on_publish = on_publish
     client.connect(host, port)
     client.loop_start()
@@ -109,19 +113,24 @@ def test_run_without_ingest_worker_has_no_mqtt_consumer(tmp_path: Path) -> None:
         host, broker_port = broker.removeprefix("mqtt://").split(":")
         assert "no MQTT ingest worker in this process" in text
         time.sleep(2.0)  # a worker thread, had one been started, would have subscribed by now
-        assert _puback_code(host, int(broker_port)) == NO_MATCHING_SUBSCRIBERS
+        # The service's broker keeps its logins in <data dir>/mqtt/credentials: the probe gets a device
+        # login from its admin, the standalone worker below logs in as the workers' user.
+        broker_env = client_env(tmp_path / "data" / "mqtt", broker)
+        with BrokerAdmin(broker, client_login(tmp_path / "data" / "mqtt", ADMIN_USER)) as admin:
+            probe = MqttLogin("PROBE-1", admin.issue_device("PROBE-1"))
+        assert _puback_code(host, int(broker_port), probe) == NO_MATCHING_SUBSCRIBERS
 
         # The probe does see a consumer: a standalone worker on the same broker and database.
         with (tmp_path / "worker.log").open("w") as out:
             worker = subprocess.Popen(
                 [*CLI, "ingest", "telemetry"],
-                env=env | {"ORACLE_MQTT_URL": broker},
+                env=env | broker_env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         deadline = time.monotonic() + 60
-        while _puback_code(host, int(broker_port)) == NO_MATCHING_SUBSCRIBERS:
+        while _puback_code(host, int(broker_port), probe) == NO_MATCHING_SUBSCRIBERS:
             assert worker.poll() is None, (tmp_path / "worker.log").read_text()
             assert time.monotonic() < deadline, "the standalone worker did not subscribe within 60 s"
             time.sleep(0.25)

@@ -41,8 +41,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -104,6 +105,13 @@ class WorkerConfig:
     batch_ms: int = 50
     keepalive_s: int = 30
     tls: bool = False
+    username: str | None = None
+    """Broker user (``ORACLE_MQTT_USERNAME``); the broker refuses anonymous clients."""
+    password: str | None = field(default=None, repr=False)
+    """Its password, read from ``ORACLE_MQTT_PASSWORD_FILE``; never logged, never in ``repr``."""
+    ca_file: Path | None = None
+    """CA certificate the broker's TLS certificate must chain to (``ORACLE_MQTT_CA_FILE``); None = the
+    system's CAs."""
     writer_process: bool | None = None
     """Validate and commit in a forked child process (True), in the caller's thread (False), or decide by
     the ingest's type (None; see the module docstring)."""
@@ -178,8 +186,10 @@ class IngestWorker:
                 clean_session=False,
                 manual_ack=True,
             )
+        if c.username is not None:
+            client.username_pw_set(c.username, c.password)
         if c.tls:
-            client.tls_set()
+            client.tls_set(ca_certs=str(c.ca_file) if c.ca_file is not None else None)
         client.reconnect_delay_set(min_delay=1, max_delay=5)
         # The broker bounds what we hold unacknowledged by our Receive Maximum (v5); paho's own in-flight
         # cap is for our publishes only, so it stays at its default.
@@ -450,7 +460,13 @@ def worker_config(
     group: str | None = None,
     tls: bool = False,
 ) -> Any:
-    """A :class:`~ingest.telemetry.worker.WorkerConfig` from settings, with CLI overrides."""
+    """A :class:`~ingest.telemetry.worker.WorkerConfig` from settings, with CLI overrides.
+
+    The broker login comes from ``ORACLE_MQTT_USERNAME`` and the file ``ORACLE_MQTT_PASSWORD_FILE``.
+    """
+    from oracle.broker_auth import worker_login
+
+    login = worker_login(settings)
     return WorkerConfig(
         host=host or "127.0.0.1",
         port=port or (8883 if tls else 1883),
@@ -461,4 +477,7 @@ def worker_config(
         batch_size=settings.telemetry_batch_size,
         batch_ms=settings.telemetry_batch_ms,
         tls=tls,
+        username=login.username if login is not None else None,
+        password=login.password if login is not None else None,
+        ca_file=settings.mqtt_ca_file,
     )

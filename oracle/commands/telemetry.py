@@ -1,4 +1,11 @@
-"""CLI for telemetry: ``oracle devices add|rotate|bind|list|revoke|retention``, ``oracle ingest telemetry``.
+"""CLI for telemetry: ``oracle devices add|rotate|bind|list|revoke|broker-credential|broker-init|retention``,
+``oracle ingest telemetry``.
+
+Broker credentials: with ``ORACLE_MQTT_ADMIN_USERNAME`` + ``ORACLE_MQTT_ADMIN_PASSWORD_FILE`` set, ``devices
+add`` also creates the device's broker user (user name = device id, allowed its own telemetry topic and its
+own receipts only) and hands out its password once (``--broker-credential FILE``, 0600, or printed);
+``devices revoke`` deletes that user, and the broker closes its connection at once. The broker keeps only a
+salted hash, the oracle nothing (:mod:`oracle.broker_auth`).
 
 Two Typer apps to mount in ``oracle/cli.py``: :data:`devices_app` as ``devices`` and :data:`ingest_app` as
 ``ingest``. :data:`app` holds both for standalone use (``python -m oracle.commands.telemetry devices ...``).
@@ -56,6 +63,16 @@ FromOption = Annotated[str | None, typer.Option("--from", help="binding start, I
 ToOption = Annotated[str | None, typer.Option("--to", help="binding end, ISO-8601 (default open)")]
 
 
+BrokerCredentialOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--broker-credential",
+        help="write the device's broker login (JSON: url, username, password) to this new file, 0600, "
+        "for the operator to hand to the device; without it the password is printed once",
+    ),
+]
+
+
 @devices_app.command("add")
 def devices_add(
     device_id: Annotated[str, typer.Argument(help="device id (A-Z a-z 0-9 . _ : -, at most 64)")],
@@ -69,15 +86,21 @@ def devices_add(
     ] = None,
     valid_from: FromOption = None,
     valid_to: ToOption = None,
+    broker_credential: BrokerCredentialOption = None,
 ) -> None:
     """Register a device by its public key; without --public-key, a legacy HMAC device (weaker).
 
     With --public-key the device signs with its own private key and the oracle stores only the public
     key. Without it a new HMAC secret is drawn, sealed, and printed (hex) ONCE; HS256 is weaker: the oracle
     holds that secret and could forge the device's readings.
-    """
-    from oracle.devices import load_kek, register_device, register_device_key
 
+    With a broker admin configured (ORACLE_MQTT_ADMIN_USERNAME), the device also gets its broker login,
+    written to --broker-credential FILE (0600) or printed once.
+    """
+    from oracle.devices import check_device_id, load_kek, register_device, register_device_key
+
+    check_device_id(device_id)
+    admin = _broker_admin_settings(required=broker_credential is not None)
     if public_key is not None:
         pem = _read_pem(public_key)
         ctx = _context()
@@ -94,6 +117,8 @@ def devices_add(
             ctx.close()
         bound = f", bound to shipment {shipment}" if shipment else " (bind it with `devices bind`)"
         typer.echo(f"device {device_id} registered with {key.alg} key {key.fingerprint}{bound}")
+        if admin is not None:
+            _issue_broker_credential(admin, device_id, broker_credential)
         return
     if shipment is None:
         raise ValidationError(
@@ -119,6 +144,108 @@ def devices_add(
         "prefer `--public-key` (ES256 or EdDSA)",
         err=True,
     )
+    if admin is not None:
+        _issue_broker_credential(admin, device_id, broker_credential)
+
+
+def _broker_admin_settings(*, required: bool) -> Any:
+    """The settings when a broker admin is configured (else None; an error when ``required``)."""
+    from oracle.config import load_settings
+
+    settings = load_settings()
+    if settings.mqtt_admin_username and settings.mqtt_url:
+        return settings
+    if required:
+        raise ConfigError(
+            "--broker-credential: no broker admin configured; set ORACLE_MQTT_URL, "
+            "ORACLE_MQTT_ADMIN_USERNAME and ORACLE_MQTT_ADMIN_PASSWORD_FILE"
+        )
+    return None
+
+
+def _issue_broker_credential(settings: Any, device_id: str, out: Path | None) -> None:
+    """Create (or re-key) the device's broker user and hand its password out once."""
+    from oracle.broker_auth import BrokerAdmin, admin_login, write_secret_file
+
+    login = admin_login(settings)
+    assert login is not None
+    if out is not None and out.exists():
+        raise ValidationError(f"--broker-credential: {out} exists; give a new file", reason="file_exists")
+    with BrokerAdmin(settings.mqtt_url, login, ca_file=settings.mqtt_ca_file) as admin:
+        password = admin.issue_device(device_id)
+    if out is not None:
+        credential = {"url": settings.mqtt_url, "username": device_id, "password": password}
+        write_secret_file(out, json.dumps(credential, indent=2) + "\n")
+        typer.echo(f"broker login of {device_id} written to {out} (0600): hand it to the device", err=True)
+    else:
+        typer.echo(f"broker login: username {device_id} password {password}")
+        typer.echo(
+            f"the broker password of {device_id} above is shown only once (the broker keeps a hash)", err=True
+        )
+
+
+@devices_app.command("broker-credential")
+def devices_broker_credential(
+    device_id: Annotated[str, typer.Argument(help="a device id")],
+    out: BrokerCredentialOption = None,
+) -> None:
+    """Issue the device a new broker password (a lost one, a replaced logger); the old one stops working."""
+    from oracle.devices import check_device_id
+
+    check_device_id(device_id)
+    settings = _broker_admin_settings(required=True)
+    _issue_broker_credential(settings, device_id, out)
+
+
+@devices_app.command("broker-init")
+def devices_broker_init(
+    directory: Annotated[Path, typer.Argument(help="the broker's dynamic-security directory")],
+    credentials: Annotated[
+        Path | None,
+        typer.Option(help="where the worker's and admin's passwords go (default DIR/credentials)"),
+    ] = None,
+    owner: Annotated[
+        str | None, typer.Option(help="UID:GID to own DIR and its file (the broker's user, e.g. 1883:1883)")
+    ] = None,
+    credentials_owner: Annotated[
+        str | None, typer.Option(help="UID:GID to own the password files (the oracle's user)")
+    ] = None,
+) -> None:
+    """Write a broker's first dynamic-security file (DIR/dynamic-security.json) with the ingest-worker and
+    admin users, and their passwords (0600) for ORACLE_MQTT_PASSWORD_FILE and
+    ORACLE_MQTT_ADMIN_PASSWORD_FILE. An existing file is left as it is (the broker keeps its device users
+    there), so this can run before every start."""
+    import os
+
+    from oracle.devstack.broker import CREDENTIALS_DIR, DYNSEC_FILE, ensure_dynsec_file
+
+    creds = credentials if credentials is not None else directory / CREDENTIALS_DIR
+    if (directory / DYNSEC_FILE).exists():
+        typer.echo(f"{directory / DYNSEC_FILE} exists already; left as it is")
+        return
+    ensure_dynsec_file(directory, credentials=creds)
+    for paths, spec in (
+        ((directory, directory / DYNSEC_FILE), owner),
+        ((creds, *creds.iterdir()), credentials_owner),
+    ):
+        if spec is not None:
+            uid, gid = _owner(spec)
+            for path in paths:
+                os.chown(path, uid, gid)
+    typer.echo(
+        f"wrote {directory / DYNSEC_FILE} and the passwords of oracle-ingest and oracle-admin "
+        f"in {creds}/ (0600)"
+    )
+
+
+def _owner(spec: str) -> tuple[int, int]:
+    try:
+        uid, gid = (int(x) for x in spec.split(":"))
+    except ValueError:
+        raise ValidationError(
+            f"owner {spec!r}: expected UID:GID such as 1883:1883", reason="bad_owner"
+        ) from None
+    return uid, gid
 
 
 def _read_pem(path: Path) -> bytes:
@@ -269,6 +396,25 @@ def devices_revoke(device_id: Annotated[str, typer.Argument(help="a registered d
         ctx.close()
     typer.echo(
         f"device {device_id} revoked after seq {bound}; running workers refuse later readings within 30 s"
+    )
+    settings = _broker_admin_settings(required=False)
+    if settings is None:
+        typer.echo(
+            "no broker admin configured (ORACLE_MQTT_ADMIN_USERNAME): delete the device's broker user "
+            f"yourself, e.g. `mosquitto_ctrl ... dynsec deleteClient {device_id}`",
+            err=True,
+        )
+        return
+    from oracle.broker_auth import BrokerAdmin, admin_login
+
+    login = admin_login(settings)
+    assert login is not None
+    with BrokerAdmin(settings.mqtt_url, login, ca_file=settings.mqtt_ca_file) as admin:
+        existed = admin.revoke_device(device_id)
+    typer.echo(
+        f"broker user {device_id} deleted; the broker closed its connections"
+        if existed
+        else f"device {device_id} had no broker user"
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import logging
 import os
 import shutil
@@ -30,6 +31,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from oracle.broker_auth import (
+    ADMIN_USER,
+    WORKER_USER,
+    BrokerAdmin,
+    MqttLogin,
+    initial_dynsec_config,
+    new_password,
+    read_password_file,
+    write_secret_file,
+)
 from oracle.errors import ConfigError, ToolError
 
 logger = logging.getLogger(__name__)
@@ -46,10 +57,41 @@ INSTALL_HINT = (
 )
 
 # Options the launcher owns. Everything else in the deployed file is copied verbatim.
-_REPLACED = frozenset({"listener", "persistence_location", "user", "pid_file", "log_dest"})
+_REPLACED = frozenset(
+    {"listener", "persistence_location", "user", "pid_file", "log_dest", "plugin", "plugin_opt_config_file"}
+)
 
 _LOG_NAME = "mosquitto.log"
 _CONF_NAME = "mosquitto.conf"
+DYNSEC_FILE = "dynamic-security.json"
+"""The dynamic-security plugin's users and roles, in the broker's data directory (the plugin rewrites it)."""
+CREDENTIALS_DIR = "credentials"
+"""``<data dir>/credentials/<user>``: the password of the launcher's worker and admin users (0600)."""
+
+PLUGIN_NAME = "mosquitto_dynamic_security.so"
+PLUGIN_DIRS = (
+    Path("/usr/lib/x86_64-linux-gnu"),
+    Path("/usr/lib/aarch64-linux-gnu"),
+    Path("/usr/lib"),
+    Path("/usr/lib64"),
+    Path("/usr/local/lib"),
+    Path("/opt/homebrew/lib"),
+)
+"""Where Debian/Ubuntu (multiarch), the eclipse-mosquitto image, Fedora and Homebrew put the plugin."""
+
+
+def find_dynsec_plugin(dirs: tuple[Path, ...] = PLUGIN_DIRS) -> Path:
+    """Locate mosquitto's dynamic-security plugin (shipped with the broker since 2.0).
+
+    Raises :class:`ToolError` with installation instructions when it is missing.
+    """
+    for d in dirs:
+        if (d / PLUGIN_NAME).is_file():
+            return d / PLUGIN_NAME
+    raise ToolError(
+        f"mosquitto's dynamic-security plugin {PLUGIN_NAME} was not found in "
+        f"{', '.join(str(d) for d in dirs)}; it comes with mosquitto 2.0 or later: {INSTALL_HINT}"
+    )
 
 
 def find_mosquitto(*, search_path: str | None = None, fallback: Path = FALLBACK_BINARY) -> Path:
@@ -73,11 +115,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def derive_config(base: str, *, port: int, data_dir: Path) -> str:
+def derive_config(base: str, *, port: int, data_dir: Path, plugin: Path | None = None) -> str:
     """Rewrite the text of a mosquitto.conf for a private loopback broker.
 
     Keeps every line of ``base`` except the options the launcher owns (``listener``,
-    ``persistence_location``, ``user``, ``pid_file``, ``log_dest``), which it sets itself.
+    ``persistence_location``, ``user``, ``pid_file``, ``log_dest``, and the dynamic-security
+    ``plugin`` and its ``plugin_opt_config_file``), which it sets itself: the plugin (``plugin``,
+    default :func:`find_dynsec_plugin`) with its file in ``data_dir``, only when ``base`` loads one.
     Raises :class:`ConfigError` when ``base`` declares more than one listener: the launcher runs
     exactly one, and silently dropping a TLS or websocket listener's options would apply them to
     the wrong one.
@@ -98,6 +142,10 @@ def derive_config(base: str, *, port: int, data_dir: Path) -> str:
                 # such as max_connections or protocol) still attach to it.
                 out.append(f"listener {port} 127.0.0.1")
                 placed_listener = True
+            elif name == "plugin":
+                found = plugin if plugin is not None else find_dynsec_plugin()
+                out.append(f"plugin {found}")
+                out.append(f"plugin_opt_config_file {(data_dir / DYNSEC_FILE).resolve()}")
             continue
         out.append(line)
     if not placed_listener:
@@ -143,11 +191,60 @@ class BrokerProcess:
         self.log_path = data_dir / _LOG_NAME
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._device_logins: dict[str, MqttLogin] = {}
 
     @property
     def url(self) -> str:
         """``mqtt://127.0.0.1:PORT``, the form ``ORACLE_MQTT_URL`` expects."""
         return f"mqtt://{self.host}:{self.port}"
+
+    # --- logins (the broker refuses anonymous clients) -------------------------------------------------
+
+    def password_file(self, username: str) -> Path:
+        """The file holding the launcher-made password of ``username`` (the worker or the admin)."""
+        return self.data_dir / CREDENTIALS_DIR / username
+
+    def login(self, username: str) -> MqttLogin:
+        return client_login(self.data_dir, username)
+
+    @property
+    def worker_login(self) -> MqttLogin:
+        """The ingest workers' login (subscribe to telemetry, plain or shared; publish receipts)."""
+        return self.login(WORKER_USER)
+
+    @property
+    def admin_login(self) -> MqttLogin:
+        """The login that manages device users through the dynamic-security plugin."""
+        return self.login(ADMIN_USER)
+
+    def admin(self) -> BrokerAdmin:
+        """A connected :class:`~oracle.broker_auth.BrokerAdmin` for this broker (close it after use)."""
+        return BrokerAdmin(self.url, self.admin_login)
+
+    def device_login(self, device_id: str) -> MqttLogin:
+        """The broker login of ``device_id``: issued on first use (then kept by this object, in memory
+        only), allowing exactly its own telemetry topic and its own receipts."""
+        login = self._device_logins.get(device_id)
+        if login is None:
+            with self.admin() as admin:
+                login = MqttLogin(device_id, admin.issue_device(device_id))
+            self._device_logins[device_id] = login
+        return login
+
+    def revoke_device(self, device_id: str) -> bool:
+        """Delete the device's broker user; the broker closes its connections at once."""
+        self._device_logins.pop(device_id, None)
+        with self.admin() as admin:
+            return admin.revoke_device(device_id)
+
+    def client_settings(self, username: str = WORKER_USER) -> dict[str, object]:
+        """Settings (``Settings.model_copy(update=...)``) that make a node's clients use this broker as
+        ``username`` (the worker by default) and manage devices as its admin."""
+        return client_settings(self.data_dir, self.url, username)
+
+    def client_env(self, username: str = WORKER_USER) -> dict[str, str]:
+        """The same as ``ORACLE_*`` environment variables, for child processes."""
+        return client_env(self.data_dir, self.url, username)
 
     @property
     def running(self) -> bool:
@@ -190,6 +287,7 @@ class BrokerProcess:
                 )
             if _accepts(self.host, self.port):
                 logger.info("mosquitto listening on %s (pid %s)", self.url, self._proc.pid)
+                _RUNNING[self.url] = self
                 return
             if time.monotonic() > deadline:
                 self.kill()
@@ -225,6 +323,8 @@ class BrokerProcess:
         proc = self._proc
         if proc is None:
             return
+        if _RUNNING.get(self.url) is self:
+            del _RUNNING[self.url]
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(sig)
@@ -256,6 +356,38 @@ class BrokerProcess:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"BrokerProcess({self.url}, {state}, data_dir={self.data_dir})"
+
+
+def client_settings(data_dir: Path, url: str, username: str = WORKER_USER) -> dict[str, object]:
+    """The settings of a client of the launcher's broker in ``data_dir`` at ``url`` (maybe started by
+    another process, e.g. ``oracle run``): its URL, ``username``'s login and the admin's login."""
+    return {
+        "mqtt_url": url,
+        "mqtt_username": username,
+        "mqtt_password_file": data_dir / CREDENTIALS_DIR / username,
+        "mqtt_admin_username": ADMIN_USER,
+        "mqtt_admin_password_file": data_dir / CREDENTIALS_DIR / ADMIN_USER,
+    }
+
+
+def client_login(data_dir: Path, username: str) -> MqttLogin:
+    """``username``'s login (the worker or the admin) of the launcher's broker in ``data_dir``."""
+    return MqttLogin(
+        username, read_password_file(data_dir / CREDENTIALS_DIR / username, f"broker user {username}")
+    )
+
+
+def client_env(data_dir: Path, url: str, username: str = WORKER_USER) -> dict[str, str]:
+    """:func:`client_settings` as ``ORACLE_*`` environment variables, for child processes."""
+    return {f"ORACLE_{k.upper()}": str(v) for k, v in client_settings(data_dir, url, username).items()}
+
+
+_RUNNING: dict[str, BrokerProcess] = {}
+
+
+def running_broker(url: str) -> BrokerProcess | None:
+    """The broker this process started and still runs at ``url`` (its logins are on disk), or None."""
+    return _RUNNING.get(url)
 
 
 def _accepts(host: str, port: int) -> bool:
@@ -292,6 +424,7 @@ def start_mosquitto(
     except OSError as e:
         raise ConfigError(f"cannot read mosquitto config {conf_file}: {e.strerror}") from None
     data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dynsec_file(data_dir)
     conf_path = data_dir / _CONF_NAME
     attempts = 1 if port is not None else 3
     for attempt in range(1, attempts + 1):
@@ -308,3 +441,20 @@ def start_mosquitto(
             continue
         return broker
     raise AssertionError("unreachable: the last attempt either returns or raises")
+
+
+def ensure_dynsec_file(data_dir: Path, *, credentials: Path | None = None) -> None:
+    """On a first start, write the dynamic-security plugin's file with the worker and admin users and
+    their passwords into ``credentials`` (default ``<data_dir>/credentials/``, files 0600); later starts
+    reuse both (the plugin keeps the device users it was given in the same file)."""
+    dynsec = data_dir / DYNSEC_FILE
+    if dynsec.exists():
+        return
+    creds = credentials if credentials is not None else data_dir / CREDENTIALS_DIR
+    passwords = {WORKER_USER: new_password(), ADMIN_USER: new_password()}
+    for user, password in passwords.items():
+        write_secret_file(creds / user, password + "\n")
+    config = initial_dynsec_config(
+        admin_password=passwords[ADMIN_USER], worker_password=passwords[WORKER_USER]
+    )
+    write_secret_file(dynsec, json.dumps(config, indent=2) + "\n")

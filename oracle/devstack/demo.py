@@ -31,6 +31,8 @@ from oracle.context import Context
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from oracle.config import Settings
+
 log = logging.getLogger(__name__)
 
 GRID = (24, 36)  # rows × cols of 0.05° cells
@@ -329,7 +331,10 @@ class Demo:
         try:
             self._post_drought()
             self._sensors_and_verdicts()
-        except Exception:
+        except Exception as e:
+            if self.stop.is_set():  # the service is shutting down: its broker may be gone already
+                log.info("the demo stopped with the service (%s)", e)
+                return
             log.exception("the demo stopped with an error; the service keeps running")
 
     def _post(self, outcome: Any, name: str) -> None:
@@ -351,17 +356,10 @@ class Demo:
             self._post(outcome, region)
 
     def _sensors_and_verdicts(self) -> None:
-        from urllib.parse import urlparse
-
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
 
         from oracle.decisions.coldchain import ShipmentTerms, evaluate_shipment, mark_delivered
 
-        u = urlparse(self.ctx.mqtt_url)
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="oracle-demo-sensors")
-        client.connect(u.hostname or "127.0.0.1", u.port or 1883)
-        client.loop_start()
+        clients = sensor_clients(self.ctx.mqtt_url, self.ctx.settings, [device_of(s) for s in SHIPMENTS])
         settled: set[str] = set()
         try:
             for tick in range(TICKS):
@@ -372,7 +370,7 @@ class Demo:
                     payload = sensor_payload(
                         tick, excursion, start_s=self.start_s, key=self.device_keys[device]
                     )
-                    client.publish(f"oracle/v1/telemetry/{device}", payload, qos=1)
+                    clients[device].publish(f"oracle/v1/telemetry/{device}", payload, qos=1)
                 if tick % 5 == 4:
                     for shipment in SHIPMENTS:
                         if shipment in settled:
@@ -412,8 +410,30 @@ class Demo:
                     self.note(f"{shipment}: delivered without breach; posting the release")
                     self._post(outcome, shipment)
         finally:
-            client.loop_stop()
-            client.disconnect()
+            close_clients(clients)
+
+
+def sensor_clients(url: str, settings: Settings, devices: list[str]) -> dict[str, Any]:
+    """One connected MQTT client per simulated logger, each logged in as its device: the broker refuses
+    anonymous clients and lets a device publish on its own topic only. The credentials are issued as
+    ``oracle devices add`` issues them, through the broker's admin user (``ORACLE_MQTT_ADMIN_*``)."""
+    from oracle.broker_auth import BrokerAdmin, MqttLogin, admin_login, connect_mqtt
+
+    logins: dict[str, MqttLogin] = {}
+    admin = admin_login(settings)
+    if admin is not None:
+        with BrokerAdmin(url, admin, ca_file=settings.mqtt_ca_file) as broker_admin:
+            logins = {d: MqttLogin(d, broker_admin.issue_device(d)) for d in devices}
+    return {
+        d: connect_mqtt(url, f"oracle-demo-{d}"[:64], login=logins.get(d), ca_file=settings.mqtt_ca_file)
+        for d in devices
+    }
+
+
+def close_clients(clients: dict[str, Any]) -> None:
+    for client in clients.values():
+        client.loop_stop()
+        client.disconnect()
 
 
 def demo_admin_key(ctx: Context) -> str:

@@ -35,7 +35,14 @@ import httpx
 from oracle.config import Settings
 from oracle.errors import ToolError
 from oracle.network.membership import NETWORK_FILE, Network
-from oracle.network.node import DEPLOYMENT_FILE, MQTT_URL_FILE, RPC_URL_FILE, node_dir, node_settings
+from oracle.network.node import (
+    DEPLOYMENT_FILE,
+    MQTT_URL_FILE,
+    RPC_URL_FILE,
+    node_dir,
+    node_settings,
+    write_mqtt_login,
+)
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -199,6 +206,7 @@ def local_network(
         stack.callback(broker.stop)
         (directory / RPC_URL_FILE).write_text(anvil.url + "\n")
         (directory / MQTT_URL_FILE).write_text(broker.url + "\n")
+        write_mqtt_login(directory, broker.client_settings())  # how the nodes log in to it
         stack.callback((directory / RPC_URL_FILE).unlink, missing_ok=True)
         w3 = connect(anvil.url)
         record = directory / DEPLOYMENT_FILE
@@ -346,7 +354,10 @@ class NetworkDemo:
         try:
             self._drought()
             self._sensors_and_verdicts()
-        except Exception:
+        except Exception as e:
+            if self.stop.is_set():  # the network is shutting down: its broker may be gone already
+                log.info("the demo stopped with the network (%s)", e)
+                return
             log.exception("the demo stopped with an error; the network keeps running")
 
     def _drought(self) -> None:
@@ -408,18 +419,19 @@ class NetworkDemo:
             log.exception("the demo's disposition sign-off stopped with an error")
 
     def _sensors_and_verdicts(self) -> None:
-        from urllib.parse import urlparse
-
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
 
         from oracle.decisions.coldchain import mark_delivered
-        from oracle.devstack.demo import SHIPMENTS, TICKS, device_of, sensor_payload
+        from oracle.devstack.demo import (
+            SHIPMENTS,
+            TICKS,
+            close_clients,
+            device_of,
+            sensor_clients,
+            sensor_payload,
+        )
 
-        u = urlparse(self.net.mqtt_url)
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="oracle-demo-sensors")
-        client.connect(u.hostname or "127.0.0.1", u.port or 1883)
-        client.loop_start()
+        first = self.net.settings(self.base, self.net.network.ids[0])  # the network's broker logins
+        clients = sensor_clients(self.net.mqtt_url, first, [device_of(s) for s in SHIPMENTS])
         settled: set[str] = set()
         try:
             for tick in range(TICKS):
@@ -430,7 +442,7 @@ class NetworkDemo:
                     payload = sensor_payload(
                         tick, excursion, start_s=self.start_s, key=self.device_keys[device]
                     )
-                    client.publish(f"oracle/v1/telemetry/{device}", payload, qos=1)
+                    clients[device].publish(f"oracle/v1/telemetry/{device}", payload, qos=1)
                 if tick % 5 == 4:
                     for shipment in SHIPMENTS:
                         if shipment in settled:
@@ -455,8 +467,7 @@ class NetworkDemo:
                 if any(c in (200, 201) for c in codes):
                     self.note(f"{shipment}: delivered without breach; the release goes out on k signatures")
         finally:
-            client.loop_stop()
-            client.disconnect()
+            close_clients(clients)
 
 
 def serve_local_network(settings: Settings, *, demo: bool) -> None:

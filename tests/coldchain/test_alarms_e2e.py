@@ -38,7 +38,7 @@ from tests.coldchain.helpers import open_escrow
 from tests.coldchain.test_alarms_webhooks import Receiver, free_port
 from tests.fixtures.chain import ChainKit
 from tests.fixtures.context import dev_context
-from tests.telemetry.mqtt_helpers import publish_all, publisher
+from tests.telemetry.mqtt_helpers import publish_all, publisher, worker_auth
 
 SHIPMENT = "SHP-ALARM-E2E"
 DEVICE = "logger-alarm-e2e"
@@ -87,13 +87,17 @@ def test_reading_over_the_boundary_alarms_webhook_acknowledge_and_clear(
     ingest = TelemetryIngest(sessions=ctx.sessions, blobs=ctx.blobs, kek=load_kek(ctx.settings))
     attach(ingest, ctx.sessions)  # what the service does: the profile comes from the escrow on anvil
     config = WorkerConfig(
-        host=mosquitto.host, port=mosquitto.port, client_id="w-alarms", share_group="w-alarms"
+        host=mosquitto.host,
+        port=mosquitto.port,
+        client_id="w-alarms",
+        share_group="w-alarms",
+        **worker_auth(mosquitto),
     )
     worker = IngestWorker(ingest, config)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()
-    pub = publisher(mosquitto.host, mosquitto.port, "pub-alarms")
+    pub = publisher(mosquitto.host, mosquitto.port, "pub-alarms", login=mosquitto.device_login(DEVICE))
 
     with ctx.sessions() as s:
         operator = create_key(s, role=Role.OPERATOR, name="night-shift").secret_key

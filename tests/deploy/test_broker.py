@@ -18,6 +18,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from ingest.telemetry.worker import TOPIC_PREFIX, telemetry_topic
+from oracle.broker_auth import MqttLogin
 from oracle.devstack.broker import DEFAULT_CONF, BrokerProcess, derive_config, find_mosquitto, start_mosquitto
 from oracle.errors import ConfigError, ToolError
 
@@ -31,6 +33,11 @@ _ids = itertools.count()
 
 def _unique(prefix: str) -> str:
     return f"{prefix}-{time.monotonic_ns()}-{next(_ids)}"
+
+
+def _topic(name: str) -> str:
+    """A device's telemetry topic: what devices may publish and workers may subscribe to."""
+    return telemetry_topic(_unique(name))
 
 
 @dataclass
@@ -60,8 +67,19 @@ class Session:
         self.client.loop_stop()
 
 
-def _connect(broker: BrokerProcess, client_id: str, *, persistent: bool, topic: str | None = None) -> Session:
+def _connect(
+    broker: BrokerProcess,
+    client_id: str,
+    *,
+    persistent: bool,
+    topic: str | None = None,
+    login: MqttLogin | None = None,
+) -> Session:
+    """A session logged in as ``login``, by default the ingest workers' user (the broker refuses
+    anonymous clients; workers may subscribe to every device's telemetry topic)."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    login = login if login is not None else broker.worker_login
+    client.username_pw_set(login.username, login.password)
     # paho allows changing the window only before connecting; 100 matches the broker's
     client.max_inflight_messages_set(100)
     s = Session(client)
@@ -97,8 +115,9 @@ def _connect(broker: BrokerProcess, client_id: str, *, persistent: bool, topic: 
 
 
 def _publish(broker: BrokerProcess, topic: str, payloads: Iterator[bytes] | list[bytes]) -> int:
-    """Publish QoS 1 and return once the broker acknowledged every message."""
-    pub = _connect(broker, _unique("pub"), persistent=False)
+    """Publish QoS 1 as the topic's device and return once the broker acknowledged every message."""
+    device = topic.removeprefix(TOPIC_PREFIX)
+    pub = _connect(broker, _unique("pub"), persistent=False, login=broker.device_login(device))
     infos = [pub.client.publish(topic, p, qos=1) for p in payloads]
     for info in infos:
         info.wait_for_publish(timeout=30)
@@ -112,7 +131,7 @@ def _payloads(n: int, start: int = 0) -> list[bytes]:
 
 
 def test_qos1_round_trip(mosquitto: BrokerProcess) -> None:
-    topic = _unique("telemetry/roundtrip")
+    topic = _topic("roundtrip")
     sub = _connect(mosquitto, _unique("sub"), persistent=False, topic=topic)
     try:
         _publish(mosquitto, topic, _payloads(50))
@@ -134,7 +153,7 @@ def test_broker_announces_the_deployed_limits(mosquitto: BrokerProcess) -> None:
 
 
 def test_offline_persistent_session_keeps_more_than_the_default_queue(mosquitto: BrokerProcess) -> None:
-    topic = _unique("telemetry/offline")
+    topic = _topic("offline")
     client_id = _unique("worker")
     sub = _connect(mosquitto, client_id, persistent=True, topic=topic)
     sub.close()
@@ -156,7 +175,7 @@ def test_default_queue_limit_drops_messages(tmp_path: Path) -> None:
     conf.write_text(
         "\n".join(ln for ln in DEFAULT_CONF.read_text().splitlines() if not ln.startswith("max_queued"))
     )
-    topic, client_id = "telemetry/control", "worker-control"
+    topic, client_id = telemetry_topic("control"), "worker-control"
     with start_mosquitto(data_dir=tmp_path / "broker", conf=conf) as broker:
         _connect(broker, client_id, persistent=True, topic=topic).close()
         _publish(broker, topic, _payloads(MISSED))
@@ -168,7 +187,7 @@ def test_default_queue_limit_drops_messages(tmp_path: Path) -> None:
 
 def test_restart_keeps_queued_messages_and_sessions(private_mosquitto: BrokerProcess) -> None:
     broker = private_mosquitto
-    topic, client_id = "telemetry/restart", "worker-restart"
+    topic, client_id = telemetry_topic("restart"), "worker-restart"
     _connect(broker, client_id, persistent=True, topic=topic).close()
     _publish(broker, topic, _payloads(1500))
 
@@ -196,7 +215,7 @@ def _options(text: str) -> list[str]:
 def test_derived_config_keeps_every_deployed_setting(tmp_path: Path) -> None:
     base = DEFAULT_CONF.read_text()
     derived = derive_config(base, port=12345, data_dir=tmp_path)
-    owned = ("listener", "persistence_location", "user", "pid_file", "log_dest")
+    owned = ("listener", "persistence_location", "user", "pid_file", "log_dest", "plugin")
     kept = [o for o in _options(base) if not o.startswith(owned)]
     assert [o for o in _options(derived) if not o.startswith(owned)] == kept
     assert "listener 12345 127.0.0.1" in _options(derived)

@@ -60,6 +60,29 @@ def test_broker_runs_the_deployed_config(compose: dict[str, Any]) -> None:
     mounts = _services(compose)["mosquitto"]["volumes"]
     assert "./mosquitto.conf:/mosquitto/config/mosquitto.conf:ro" in mounts
     assert any(str(m).endswith(":/mosquitto/data") for m in mounts), "persistence needs a volume"
+    assert "mosquitto-dynsec:/mosquitto/dynsec" in mounts  # where deploy/mosquitto.conf points the plugin
+    assert (
+        "plugin_opt_config_file /mosquitto/dynsec/dynamic-security.json"
+        in (DEPLOY / "mosquitto.conf").read_text()
+    )
+
+
+def test_the_oracle_logs_in_to_the_broker_with_files_broker_init_writes(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    init = services["broker-init"]
+    assert init["command"][:3] == ["devices", "broker-init", "/out/dynsec"]
+    assert "mosquitto-dynsec:/out/dynsec" in init["volumes"]
+    assert "mqtt-credentials:/out/credentials" in init["volumes"]
+    assert services["mosquitto"]["depends_on"]["broker-init"]["condition"] == "service_completed_successfully"
+    lines = [ln for ln in (DEPLOY / "oracle.env.example").read_text().splitlines() if ln and ln[0] != "#"]
+    env = dict(ln.split("=", 1) for ln in lines)
+    assert env["ORACLE_MQTT_PASSWORD_FILE"] == "/run/mqtt/oracle-ingest"
+    assert env["ORACLE_MQTT_ADMIN_PASSWORD_FILE"] == "/run/mqtt/oracle-admin"
+    for name in ("api", "worker"):
+        assert "mqtt-credentials:/run/mqtt:ro" in services[name]["volumes"], name
+    # Only the init service, the broker-facing oracle services and nobody else see the passwords.
+    mounting = {n for n, svc in services.items() if "mqtt-credentials" in _volume_sources(svc)}
+    assert mounting == {"broker-init", "api", "worker"}
 
 
 def test_start_order_waits_for_health(compose: dict[str, Any]) -> None:
@@ -109,14 +132,28 @@ def test_env_example_is_accepted_by_the_settings(monkeypatch: pytest.MonkeyPatch
 def test_broker_health_check_works_against_the_real_broker(
     compose: dict[str, Any], mosquitto: BrokerProcess
 ) -> None:
-    """Run compose's mosquitto health check command against a broker running deploy/mosquitto.conf."""
+    """Run compose's mosquitto health check command against a broker running deploy/mosquitto.conf: it
+    passes (the broker answers, and refuses the anonymous client), and fails on a port nobody serves."""
+    from oracle.devstack.broker import free_port
+
     test = list(_services(compose)["mosquitto"]["healthcheck"]["test"])
-    assert test[0] == "CMD"
-    argv = [arg.replace("$$", "$") for arg in test[1:]]  # compose unescapes $$
-    argv[argv.index("-p") + 1] = str(mosquitto.port)
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=15)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("seconds")
+    assert test[0] == "CMD-SHELL"
+    script = test[1].replace("$$", "$")  # compose unescapes $$
+    assert "-p 1883" in script
+    alive = subprocess.run(
+        ["sh", "-c", script.replace("-p 1883", f"-p {mosquitto.port}")],
+        capture_output=True,
+        text=True,
+        timeout=15,
+    )
+    assert alive.returncode == 0, alive.stderr
+    dead = subprocess.run(
+        ["sh", "-c", script.replace("-p 1883", f"-p {free_port()}")],
+        capture_output=True,
+        text=True,
+        timeout=15,
+    )
+    assert dead.returncode != 0
 
 
 def test_anvil_health_check_works_against_a_real_anvil(compose: dict[str, Any]) -> None:

@@ -190,6 +190,16 @@ def made(services: dict[str, dict[str, Any]], tmp_path_factory: pytest.TempPathF
         for src, target, _ in _volume_mounts(init)
         if not src.startswith(".")
     }
+    # broker-init as the service runs it: the broker's users, the nodes' broker passwords.
+    broker_init = services["broker-init"]
+    argv = [a.replace("/out", str(out)) if a.startswith("/out") else a for a in broker_init["command"]]
+    made_broker = subprocess.run(
+        [sys.executable, "-m", "oracle.commands.telemetry", *argv], capture_output=True, text=True, timeout=60
+    )
+    assert made_broker.returncode == 0, made_broker.stderr
+    volumes.update(
+        {src: out / Path(target).relative_to("/out") for src, target, _ in _volume_mounts(broker_init)}
+    )
     return {"out": out, "volumes": volumes, "router_code": code}
 
 
@@ -294,6 +304,10 @@ def test_each_node_starts_on_its_own_directory(
         node_id,
     )
     assert settings.data_dir == node_dir
+    # The node's ingest worker logs in to the broker with the password broker-init wrote.
+    assert env["ORACLE_MQTT_USERNAME"] == "oracle-ingest"
+    password_file = root / env["ORACLE_MQTT_PASSWORD_FILE"].lstrip("/")
+    assert len(password_file.read_text().strip()) >= 40
     assert settings.api_port == int(services[node_id]["ports"][0].rsplit(":", 1)[1])
     identity = load_identity(settings.data_dir, node_id)
     member = next(m for m in json.loads((net / "network.json").read_text())["members"] if m["id"] == node_id)

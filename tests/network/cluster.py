@@ -31,9 +31,10 @@ from oracle.chain.deploy import Deployment
 from oracle.config import Settings
 from oracle.context import open_context
 from oracle.device_keys import PrivateKey
+from oracle.devstack.broker import BrokerProcess, running_broker
 from oracle.network.init import deploy_network, init_network
 from oracle.network.membership import Network
-from oracle.network.node import MQTT_URL_FILE, RPC_URL_FILE, node_dir, node_settings
+from oracle.network.node import MQTT_URL_FILE, RPC_URL_FILE, node_dir, node_settings, write_mqtt_login
 from oracle.reports import subject_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,6 +156,13 @@ class Cluster:
     bind_ports: dict[str, int] = field(default_factory=dict)
     peer_proxies: list[TcpProxy] = field(default_factory=list)
 
+    @property
+    def broker(self) -> BrokerProcess:
+        """The broker at ``mqtt_url``, started by this test process (``oracle.devstack.broker``)."""
+        broker = running_broker(self.mqtt_url)
+        assert broker is not None, f"no broker started by this process answers at {self.mqtt_url}"
+        return broker
+
     def setup(self, world_tmp: Path, *, seed_world: bool = True) -> None:
         ports = free_ports(self.nodes)
         if self.partitionable is not None:
@@ -176,6 +184,9 @@ class Cluster:
         (self.directory / RPC_URL_FILE).parent.mkdir(parents=True, exist_ok=True)
         (self.directory / RPC_URL_FILE).write_text(self.rpc_url + "\n")
         (self.directory / MQTT_URL_FILE).write_text(self.mqtt_url + "\n")
+        # The nodes log in to the broker with its worker and admin users (the broker refuses anonymous
+        # clients); the broker is one this test process started, so its logins are on disk.
+        write_mqtt_login(self.directory, self.broker.client_settings())
         self.deployment = deploy_network(self.w3, self.directory, deployer=dev_accounts(1)[0], model_delay=0)
         if self.partitionable is not None:
             # ...and it reaches them through egress proxies of its own.
@@ -459,7 +470,12 @@ class Cluster:
             )
             payloads.append(json.dumps(envelope).encode())
         u = urlparse(self.mqtt_url)
-        client = publisher(u.hostname or "127.0.0.1", u.port or 1883, f"test-{device}-{first_seq}")
+        client = publisher(
+            u.hostname or "127.0.0.1",
+            u.port or 1883,
+            f"test-{device}-{first_seq}",
+            login=self.broker.device_login(device),
+        )
         try:
             publish_all(client, device, payloads)
         finally:

@@ -18,17 +18,28 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from ingest.telemetry import sign_envelope
 from ingest.telemetry.worker import payload_digest, receipt_topic, telemetry_topic
+from oracle.broker_auth import MqttLogin
+from oracle.devstack.broker import BrokerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def publisher(host: str, port: int, client_id: str) -> mqtt.Client:
+def worker_auth(broker: BrokerProcess) -> dict[str, Any]:
+    """``WorkerConfig`` keyword arguments: the broker's ingest-worker login."""
+    login = broker.worker_login
+    return {"username": login.username, "password": login.password}
+
+
+def publisher(host: str, port: int, client_id: str, *, login: MqttLogin | None = None) -> mqtt.Client:
     """A QoS 1 publisher with a persistent session of its own: unacknowledged publishes survive a
-    reconnect (paho re-sends them)."""
+    reconnect (paho re-sends them). ``login``: the device's broker login (``broker.device_login(id)``);
+    the broker refuses anonymous clients and lets a device publish on its own topic only."""
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    if login is not None:
+        c.username_pw_set(login.username, login.password)
     c.max_inflight_messages_set(200)
     c.max_queued_messages_set(0)
     c.reconnect_delay_set(0.2, 1)
@@ -202,14 +213,14 @@ class ReceiptingDevice:
     until the oracle's receipt for it arrives on ``oracle/v1/receipts/{device}``, and re-sends whatever
     has waited too long. :meth:`broker_acked` gives the digests the broker PUBACKed."""
 
-    def __init__(self, host: str, port: int, device: str) -> None:
+    def __init__(self, host: str, port: int, device: str, *, login: MqttLogin | None = None) -> None:
         self.device = device
         self.pending: dict[str, tuple[bytes, float]] = {}
         self.receipts: dict[str, str] = {}
         self._mids: dict[int, str] = {}
         self._pubacked: set[int] = set()
         self._lock = threading.Lock()
-        self.client = publisher(host, port, f"{device}-dev")
+        self.client = publisher(host, port, f"{device}-dev", login=login)
         self.client.on_message = self._on_receipt
         self.client.on_publish = lambda _c, _u, mid, *_: self._pubacked.add(mid)
         self.client.on_connect = lambda c, *_: c.subscribe(receipt_topic(device), qos=1)

@@ -67,7 +67,7 @@ def test_sigkill_in_the_middle_of_a_commit_loses_nothing(
     env = {
         "ORACLE_DATA_DIR": str(tmp_path / "data"),
         "ORACLE_DATABASE_URL": postgres_url,
-        "ORACLE_MQTT_URL": mosquitto.url,
+        **mosquitto.client_env(),
         "ORACLE_MQTT_CLIENT_ID": cid,
         "ORACLE_MQTT_SHARE_GROUP": cid,
         "ORACLE_DEVICE_KEK": kek.key.hex(),
@@ -77,7 +77,7 @@ def test_sigkill_in_the_middle_of_a_commit_loses_nothing(
     request.addfinalizer(worker.close)
     worker.start()
     worker.wait_subscribed()
-    pub = publisher(mosquitto.host, mosquitto.port, f"{cid}-pub")
+    pub = publisher(mosquitto.host, mosquitto.port, f"{cid}-pub", login=mosquitto.device_login(device))
     msgs = envelopes(
         device, secret, start_seq=0, count=MESSAGES * PER_MESSAGE, per_msg=PER_MESSAGE, t0=now_ms() - 10**7
     )

@@ -21,7 +21,7 @@ from oracle.devices import Kek
 from oracle.devstack.broker import BrokerProcess
 
 from .conftest import Db, add_device, make_ingest, now_ms
-from .mqtt_helpers import ReceiptingDevice, background, envelopes, run_worker, wait_until
+from .mqtt_helpers import ReceiptingDevice, background, envelopes, run_worker, wait_until, worker_auth
 
 pytestmark = pytest.mark.mqtt
 
@@ -33,10 +33,12 @@ def test_broker_sigkill_loses_acknowledged_messages_and_receipts_recover_every_r
 ) -> None:
     broker = private_mosquitto
     secret = add_device(sqlite_db, kek, "crash-1")
-    config = WorkerConfig(host=broker.host, port=broker.port, client_id="w-crash", share_group="")
+    config = WorkerConfig(
+        host=broker.host, port=broker.port, client_id="w-crash", share_group="", **worker_auth(broker)
+    )
     worker = IngestWorker(make_ingest(sqlite_db, kek, tmp_path), config)
     thread = run_worker(worker)
-    device = ReceiptingDevice(broker.host, broker.port, "crash-1")
+    device = ReceiptingDevice(broker.host, broker.port, "crash-1", login=broker.device_login("crash-1"))
     msgs = envelopes(
         "crash-1", secret, start_seq=0, count=MESSAGES * PER_MESSAGE, per_msg=PER_MESSAGE, t0=now_ms() - 10**7
     )

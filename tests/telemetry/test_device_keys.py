@@ -51,7 +51,7 @@ from oracle.errors import ValidationError
 from oracle.storage.tables import DeviceKey, Observation, Reject, TelemetryReading
 
 from .conftest import START, Db, Kek, make_ingest, now_ms, reading
-from .mqtt_helpers import publish_all, publisher, run_worker, wait_until
+from .mqtt_helpers import publish_all, publisher, run_worker, wait_until, worker_auth
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,6 +118,7 @@ def test_es256_and_eddsa_over_mqtt_stored_forgery_refused_auditor_verifies(
         client_id=cid,
         share_group=cid,
         writer_process=writer_process,
+        **worker_auth(mosquitto),
     )
     blob_dir = tmp_path / "blobs"
     worker = IngestWorker(make_ingest(db, kek, tmp_path), config)
@@ -127,10 +128,14 @@ def test_es256_and_eddsa_over_mqtt_stored_forgery_refused_auditor_verifies(
         ("k-es", _payload(sign_envelope_with_key([reading(i, t + i) for i in range(1, 4)], es))),
         ("k-ed", _payload(sign_envelope_with_key([reading(i, t + i) for i in range(1, 4)], ed))),
     ]
-    pub = publisher(mosquitto.host, mosquitto.port, f"{cid}-pub")
+    pubs = {
+        d: publisher(mosquitto.host, mosquitto.port, f"{cid}-{d}", login=mosquitto.device_login(d))
+        for d in ("k-es", "k-ed")
+    }
+    pub = pubs["k-es"]
     try:
         for device, payload in good:
-            publish_all(pub, device, [payload])
+            publish_all(pubs[device], device, [payload])
         wait_until(lambda: worker.stats.messages == 2, 30, "worker did not process the signed envelopes")
         assert db.count_readings("k-es") == 3
         assert db.count_readings("k-ed") == 3
@@ -143,8 +148,9 @@ def test_es256_and_eddsa_over_mqtt_stored_forgery_refused_auditor_verifies(
     finally:
         worker.stop()
         thread.join(10)
-        pub.disconnect()
-        pub.loop_stop()
+        for p in pubs.values():
+            p.disconnect()
+            p.loop_stop()
     assert db.count_readings("k-es") == 3
     assert _blob_files(blob_dir) == blobs_before  # nothing of the forgery reached the content store
     with db.sessions() as s:

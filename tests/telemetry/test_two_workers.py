@@ -56,15 +56,17 @@ class SessionProbe:
     """Resumes a client's persistent session, drops its subscription, and counts what the broker still
     had for it: messages re-sent with the DUP flag were delivered before and never acknowledged."""
 
-    def __init__(self, host: str, port: int, client_id: str, subscription: str) -> None:
+    def __init__(self, broker: BrokerProcess, client_id: str, subscription: str) -> None:
         self.redelivered = 0
         self.queued = 0
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        login = broker.worker_login  # it resumes a worker's session: only workers may hold that subscription
+        self.client.username_pw_set(login.username, login.password)
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, *_: c.unsubscribe(subscription)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 600
-        self.client.connect(host, port, clean_start=False, properties=props)
+        self.client.connect(broker.host, broker.port, clean_start=False, properties=props)
         self.client.loop_start()
 
     def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
@@ -133,7 +135,7 @@ def test_a_worker_sigkilled_mid_stream_loses_nothing_and_stores_nothing_twice(
         env = {
             "ORACLE_DATA_DIR": str(tmp_path / f"data-{i}"),
             "ORACLE_DATABASE_URL": f"{postgres_url}?application_name={group}-w{i}",
-            "ORACLE_MQTT_URL": mosquitto.url,
+            **mosquitto.client_env(),
             "ORACLE_MQTT_CLIENT_ID": f"{group}-w{i}",
             "ORACLE_MQTT_SHARE_GROUP": group,
             "ORACLE_DEVICE_KEK": kek.key.hex(),
@@ -153,7 +155,9 @@ def test_a_worker_sigkilled_mid_stream_loses_nothing_and_stores_nothing_twice(
         n: envelopes(n, secrets[n], start_seq=0, count=MESSAGES * PER_MESSAGE, per_msg=PER_MESSAGE, t0=t0)
         for n in names
     }
-    devices = {n: ReceiptingDevice(mosquitto.host, mosquitto.port, n) for n in names}
+    devices = {
+        n: ReceiptingDevice(mosquitto.host, mosquitto.port, n, login=mosquitto.device_login(n)) for n in names
+    }
     for d in devices.values():
         request.addfinalizer(d.close)
     total = DEVICES * MESSAGES * PER_MESSAGE
@@ -193,7 +197,7 @@ def test_a_worker_sigkilled_mid_stream_loses_nothing_and_stores_nothing_twice(
     victim.crash()
     sent_at_kill = sum(sent.values())
 
-    probe = SessionProbe(mosquitto.host, mosquitto.port, f"{group}-w0", f"$share/{group}/{TOPIC_FILTER}")
+    probe = SessionProbe(mosquitto, f"{group}-w0", f"$share/{group}/{TOPIC_FILTER}")
     time.sleep(2.0)
     probe.end_session()
     assert sent_at_kill < DEVICES * MESSAGES, "the stream was over before the kill"

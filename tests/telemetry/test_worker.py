@@ -16,7 +16,16 @@ from oracle.devstack.broker import BrokerProcess
 from oracle.storage.tables import Reject
 
 from .conftest import Db, add_device, make_ingest, now_ms, open_db
-from .mqtt_helpers import WorkerProcess, background, envelopes, publish_all, publisher, run_worker, wait_until
+from .mqtt_helpers import (
+    WorkerProcess,
+    background,
+    envelopes,
+    publish_all,
+    publisher,
+    run_worker,
+    wait_until,
+    worker_auth,
+)
 
 pytestmark = pytest.mark.mqtt
 
@@ -33,6 +42,7 @@ def test_end_to_end_stored_acked_idempotent_out_of_order(
         client_id=cid,
         share_group=cid,
         writer_process=writer_process,
+        **worker_auth(mosquitto),
     )
     worker = IngestWorker(make_ingest(db, kek, tmp_path), config)
     thread = run_worker(worker)
@@ -40,7 +50,7 @@ def test_end_to_end_stored_acked_idempotent_out_of_order(
     msgs = envelopes("e2e-1", secret, start_seq=0, count=300, per_msg=3, t0=t0)
     # Out of order (reversed halves), and 20 envelopes published twice (a device re-sending).
     stream = msgs[50:] + msgs[:50][::-1] + msgs[:20]
-    pub = publisher(mosquitto.host, mosquitto.port, f"{cid}-pub")
+    pub = publisher(mosquitto.host, mosquitto.port, f"{cid}-pub", login=mosquitto.device_login("e2e-1"))
     publish_all(pub, "e2e-1", [*stream, b"garbage"])
     wait_until(lambda: worker.stats.messages == len(stream) + 1, 30, "worker did not process every message")
     worker.stop()
@@ -67,11 +77,13 @@ def test_broker_restart_mid_stream_loses_nothing(
     secret = add_device(sqlite_db, kek, "restart-1")
     worker = IngestWorker(
         make_ingest(sqlite_db, kek, tmp_path),
-        WorkerConfig(host=broker.host, port=broker.port, client_id="w-rs", share_group=""),
+        WorkerConfig(
+            host=broker.host, port=broker.port, client_id="w-rs", share_group="", **worker_auth(broker)
+        ),
     )
     thread = run_worker(worker)
     msgs = envelopes("restart-1", secret, start_seq=0, count=6000, per_msg=3, t0=now_ms() - 10**7)
-    pub = publisher(broker.host, broker.port, "pub-rs")
+    pub = publisher(broker.host, broker.port, "pub-rs", login=broker.device_login("restart-1"))
     sender = background(publish_all, pub, "restart-1", msgs, rate_per_s=1000)
     wait_until(lambda: sqlite_db.count_readings() > 1500, 30, "no progress before the restart")
     broker.restart()
@@ -109,12 +121,14 @@ def test_on_commit_runs_in_the_worker_process_and_subclasses_commit_in_thread(
     seen: list[tuple[int, int, int]] = []
     worker = IngestWorker(
         make_ingest(sqlite_db, kek, tmp_path),
-        WorkerConfig(host=mosquitto.host, port=mosquitto.port, client_id=cid, share_group=cid),
+        WorkerConfig(
+            host=mosquitto.host, port=mosquitto.port, client_id=cid, share_group=cid, **worker_auth(mosquitto)
+        ),
         on_commit=lambda msgs, out: seen.append((os.getpid(), len(msgs), out.accepted)),
     )
     assert worker.uses_writer_process
     thread = run_worker(worker)
-    pub = publisher(mosquitto.host, mosquitto.port, f"{cid}-pub")
+    pub = publisher(mosquitto.host, mosquitto.port, f"{cid}-pub", login=mosquitto.device_login("hook-1"))
     publish_all(
         pub, "hook-1", envelopes("hook-1", secret, start_seq=0, count=40, per_msg=4, t0=now_ms() - 10**6)
     )
@@ -138,11 +152,13 @@ def test_killed_writer_process_is_replaced_and_nothing_is_lost(
     cid = f"wkill-{random.getrandbits(32)}"
     worker = IngestWorker(
         make_ingest(sqlite_db, kek, tmp_path),
-        WorkerConfig(host=mosquitto.host, port=mosquitto.port, client_id=cid, share_group=cid),
+        WorkerConfig(
+            host=mosquitto.host, port=mosquitto.port, client_id=cid, share_group=cid, **worker_auth(mosquitto)
+        ),
     )
     thread = run_worker(worker)
     msgs = envelopes("wkill-1", secret, start_seq=0, count=6000, per_msg=3, t0=now_ms() - 10**7)
-    pub = publisher(mosquitto.host, mosquitto.port, f"{cid}-pub")
+    pub = publisher(mosquitto.host, mosquitto.port, f"{cid}-pub", login=mosquitto.device_login("wkill-1"))
     sender = background(publish_all, pub, "wkill-1", msgs, rate_per_s=800)
     killed = []
     for threshold in (600, 3000):
@@ -175,7 +191,7 @@ def test_sigkill_worker_ten_times_during_50k_readings(
     env = {
         "ORACLE_DATA_DIR": str(tmp_path / "data"),
         "ORACLE_DATABASE_URL": url,
-        "ORACLE_MQTT_URL": broker.url,
+        **broker.client_env(),
         "ORACLE_MQTT_CLIENT_ID": "kill-worker",
         "ORACLE_DEVICE_KEK": kek.key.hex(),
         "ORACLE_LOG_LEVEL": "INFO",
@@ -186,9 +202,11 @@ def test_sigkill_worker_ten_times_during_50k_readings(
     worker.wait_subscribed()  # the persistent session exists from now on: the broker queues for it
     t0 = now_ms() - 10**8
     per_device = 10_000
-    pub = publisher(broker.host, broker.port, "kill-pub")
+    pubs = [
+        publisher(broker.host, broker.port, f"kill-pub-{d}", login=broker.device_login(d)) for d in devices
+    ]
     senders = []
-    for device, secret in devices.items():
+    for pub, (device, secret) in zip(pubs, devices.items(), strict=True):
         msgs = envelopes(device, secret, start_seq=0, count=per_device, per_msg=10, t0=t0)
         # 5 × 25 messages of 10 readings a second: the stream outlasts the ten kill-restart cycles.
         senders.append(background(publish_all, pub, device, msgs, rate_per_s=25))
@@ -225,5 +243,6 @@ def test_sigkill_worker_ten_times_during_50k_readings(
         assert list(s.scalars(select(Reject.reason))) == []
     assert worker.runs == 11
     assert orphans > 0  # the writer processes existed, so their exit was really checked
-    pub.disconnect()
-    pub.loop_stop()
+    for pub in pubs:
+        pub.disconnect()
+        pub.loop_stop()
