@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from affine import Affine
 
+from ingest._kernels import canonical_counts
 from ingest.units import CANONICAL, SECONDS_PER_DAY, FloatArray, Quantity, normalise_unit, to_canonical
 from oracle.errors import ValidationError
 
@@ -244,34 +245,26 @@ def _to_canonical_values(
     """Stored values → canonical float64 with NaN for nodata and out-of-range: (values, nodata, out).
 
     Every supported unit conversion is affine, so scale/offset and the unit change fuse into one
-    multiply-add, and for packed integers the range test runs on the counts (cheaper than on floats).
+    multiply-add, and for packed integers the range test runs on the counts (cheaper than on floats):
+    one compiled pass (:func:`ingest._kernels.canonical_counts`) converts, range-checks, fills NaN and
+    counts. Float data (and a file with its own valid range) take numpy passes with the same results.
     """
-    nodata_count = int(np.count_nonzero(raw.invalid))
-    if nodata_count == raw.data.size:
-        raise ValidationError(f"{label}: every pixel is nodata", reason="all_nodata")
     probe = to_canonical(spec.quantity, np.array([0.0, 1.0]), source_units, step_seconds=step_seconds)
     gain, bias = float(probe[1] - probe[0]), float(probe[0])
     mult, add = gain * raw.scale, gain * raw.offset + bias
     data = raw.data
-    if data.dtype.kind in "iu" and mult > 0:
+    if data.dtype.kind in "iu" and mult > 0 and raw.file_range_violations is None:
         info = np.iinfo(data.dtype)
         lo = max(math.ceil((spec.valid_min - add) / mult - 1e-9), int(info.min))
         hi = min(math.floor((spec.valid_max - add) / mult + 1e-9), int(info.max))
-        out = (data < lo) | (data > hi)
-        out &= ~raw.invalid
-        values = np.multiply(data, mult, dtype=np.float64)
-        if add != 0.0:
-            values += add
+        values, nodata_count, out_count = canonical_counts(data, raw.invalid, lo, hi, mult, add)
+        if nodata_count == data.size:
+            raise ValidationError(f"{label}: every pixel is nodata", reason="all_nodata")
     else:
-        values = np.multiply(data, mult, dtype=np.float64)
-        if add != 0.0:
-            values += add
-        with np.errstate(invalid="ignore"):
-            out = (values < spec.valid_min) | (values > spec.valid_max)
-        out &= ~raw.invalid
-    if raw.file_range_violations is not None:
-        out |= raw.file_range_violations
-    out_count = int(np.count_nonzero(out))
+        nodata_count = int(np.count_nonzero(raw.invalid))
+        if nodata_count == data.size:
+            raise ValidationError(f"{label}: every pixel is nodata", reason="all_nodata")
+        values, out_count = _canonical_numpy(raw, spec, mult, add, nodata_count)
     if out_count:
         share = out_count / (data.size - nodata_count)
         if share > OUT_OF_RANGE_LIMIT:
@@ -280,10 +273,39 @@ def _to_canonical_values(
                 f"{spec.valid_min}…{spec.valid_max} {spec.units} (limit {OUT_OF_RANGE_LIMIT:.0%})",
                 reason="out_of_range",
             )
-        np.copyto(values, np.nan, where=out | raw.invalid)
-    elif nodata_count:
-        np.copyto(values, np.nan, where=raw.invalid)
     return values, nodata_count, out_count
+
+
+def _canonical_numpy(
+    raw: _RawRaster, spec: VariableSpec, mult: float, add: float, nodata_count: int
+) -> tuple[FloatArray, int]:
+    """The numpy passes: ``(values, out_of_range_count)``, NaN for nodata and out-of-range pixels.
+
+    ``masked`` gathers every pixel that ends up NaN (nodata, outside the file's own range, outside the
+    physical range); nodata pixels are in it, so the out-of-range count is its count minus theirs.
+    """
+    data = raw.data
+    if data.dtype.kind in "iu" and mult > 0:
+        info = np.iinfo(data.dtype)
+        lo = max(math.ceil((spec.valid_min - add) / mult - 1e-9), int(info.min))
+        hi = min(math.floor((spec.valid_max - add) / mult + 1e-9), int(info.max))
+        masked = (data < lo) | (data > hi)
+        values = np.multiply(data, mult, dtype=np.float64)
+        if add != 0.0:
+            values += add
+    else:
+        values = np.multiply(data, mult, dtype=np.float64)
+        if add != 0.0:
+            values += add
+        with np.errstate(invalid="ignore"):
+            masked = (values < spec.valid_min) | (values > spec.valid_max)
+    masked |= raw.invalid
+    if raw.file_range_violations is not None:
+        masked |= raw.file_range_violations
+    out_count = int(np.count_nonzero(masked)) - nodata_count
+    if out_count or nodata_count:
+        np.copyto(values, np.nan, where=masked)
+    return values, out_count
 
 
 def _read_geotiff(data: bytes, label: str) -> _RawRaster:
