@@ -23,6 +23,23 @@ from sqlalchemy import Connection, Engine, text
 PARENT = "telemetry_readings"
 DEFAULT = "telemetry_readings_default"
 KEYS = "telemetry_reading_keys"
+
+CLAIM_KEYS = (
+    f"INSERT INTO {KEYS} (device_id, seq, ts_ms, digest, batch_cid) "  # noqa: S608 - constants only
+    "SELECT d, s, t, g, %s::varchar FROM unnest(%s::varchar[], %s::bigint[], %s::bigint[], %s::varchar[]) "
+    "AS u(d, s, t, g) ORDER BY d, s "
+    "ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq"
+)
+"""Claim readings' idempotency keys in one statement (psycopg parameters: the batch CID, then four
+parallel lists of device ids, seqs, ts_ms and digests); returns the (device_id, seq) that were free and
+are now this transaction's. Every writer of ``telemetry_readings`` on PostgreSQL stores exactly the
+readings whose key it claimed, in the same transaction (migration 0012 dropped the per-row trigger that
+did this).
+
+The primary key of the key table holds it across months and across workers: a second transaction
+claiming a key that a first one claimed and has not committed waits for it, then gets nothing back (or
+the key, if the first rolled back). Keys are claimed in (device_id, seq) order, so two workers claiming
+overlapping batches take the key locks in the same order and cannot deadlock on them."""
 _NAME = re.compile(r"^telemetry_readings_y(\d{4})m(\d{2})$")
 _LOCK_KEY = 0x7E1E_0007  # pg_advisory_xact_lock key for partition DDL on the readings table
 
@@ -76,7 +93,7 @@ def ensure_month(engine: Engine, month: int) -> bool:
     """Create ``month``'s partition unless it exists; returns True if it was created.
 
     Its rows already in the default partition move into it in the same transaction (the new partition is
-    filled as a plain table and then attached, so the key trigger does not see them twice)."""
+    filled as a plain table and then attached; their keys stay in the key table as they were)."""
     name = partition_name(month)
     lo, hi = month_start_ms(month), month_start_ms(month + 1)
     with engine.begin() as conn:

@@ -302,9 +302,10 @@ class TelemetryReading(Base):
     re-using a sequence number. ``batch_cid``: content-store blob holding the signed envelope bytes.
 
     On PostgreSQL (migration 0007) the table is partitioned by month on ``ts_ms``, its primary key is
-    (id, ts_ms), and the idempotency key lives in ``telemetry_reading_keys``, kept by a trigger: an insert
-    whose (device_id, seq) is taken stores nothing. The unique constraint below exists on SQLite only
-    (see :func:`oracle.storage.partitions.schema_filter`).
+    (id, ts_ms), and the idempotency key lives in ``telemetry_reading_keys``: a writer claims the keys
+    first (:data:`oracle.storage.partitions.CLAIM_KEYS`, migration 0012) and inserts only the readings
+    whose key it got. The unique constraint below exists on SQLite only (see
+    :func:`oracle.storage.partitions.schema_filter`).
     """
 
     __tablename__ = "telemetry_readings"

@@ -1,7 +1,7 @@
 """Telemetry readings partitioned by month on PostgreSQL (migration 0007) and ``oracle devices retention``.
 
 On the real PostgreSQL: a reading lands in its month's partition; its (device, seq) stays unique across
-months (the key table and its trigger); a month created late takes its readings out of the default
+months (the key table, claimed before the insert); a month created late takes its readings out of the default
 partition; retention drops old months whose shipments are all settled and keeps the rest. On SQLite the
 table stays plain and retention changes nothing.
 """
@@ -28,16 +28,36 @@ from oracle.storage.partitions import MonthPartition, month_of, month_start_ms, 
 def _insert(
     engine: Engine, device: str, seq: int, ts_ms: int, shipment: str = "SHP-1", digest: str = "d"
 ) -> int:
-    with engine.begin() as conn:
-        return int(
-            conn.execute(
-                text(
-                    "INSERT INTO telemetry_readings (device_id, seq, ts_ms, shipment_id, temp_c, digest, "
-                    "batch_cid, source, received_ms) VALUES (:d, :s, :t, :sh, 4.5, :g, 'cid', 'mqtt', 0)"
-                ),
-                {"d": device, "s": seq, "t": ts_ms, "sh": shipment, "g": digest},
-            ).rowcount
-        )
+    """Store one reading. On PostgreSQL as every writer must since migration 0012: claim its key, insert
+    the reading if the key was free. On SQLite a plain INSERT (the unique (device_id, seq) holds there)."""
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as conn:
+            return int(
+                conn.execute(
+                    text(
+                        "INSERT INTO telemetry_readings (device_id, seq, ts_ms, shipment_id, temp_c, digest, "
+                        "batch_cid, source, received_ms) VALUES (:d, :s, :t, :sh, 4.5, :g, 'cid', 'mqtt', 0)"
+                    ),
+                    {"d": device, "s": seq, "t": ts_ms, "sh": shipment, "g": digest},
+                ).rowcount
+            )
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cur:
+            cur.execute(partitions.CLAIM_KEYS, ("cid", [device], [seq], [ts_ms], [digest]))
+            if not cur.fetchall():
+                raw.commit()
+                return 0
+            cur.execute(
+                "INSERT INTO telemetry_readings (device_id, seq, ts_ms, shipment_id, temp_c, digest, "
+                "batch_cid, source, received_ms) VALUES (%s, %s, %s, %s, 4.5, %s, 'cid', 'mqtt', 0)",
+                (device, seq, ts_ms, shipment, digest),
+            )
+            count = int(cur.rowcount)
+        raw.commit()
+        return count
+    finally:
+        raw.close()
 
 
 def _where(engine: Engine, device: str, seq: int) -> list[str]:
