@@ -41,6 +41,7 @@ from oracle.broker_auth import (
     read_password_file,
     write_secret_file,
 )
+from oracle.devstack.tls import TlsFiles, ensure_tls_files
 from oracle.errors import ConfigError, ToolError
 
 logger = logging.getLogger(__name__)
@@ -115,13 +116,23 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def derive_config(base: str, *, port: int, data_dir: Path, plugin: Path | None = None) -> str:
+def derive_config(
+    base: str,
+    *,
+    port: int,
+    data_dir: Path,
+    plugin: Path | None = None,
+    tls_port: int | None = None,
+    tls: TlsFiles | None = None,
+) -> str:
     """Rewrite the text of a mosquitto.conf for a private loopback broker.
 
     Keeps every line of ``base`` except the options the launcher owns (``listener``,
     ``persistence_location``, ``user``, ``pid_file``, ``log_dest``, and the dynamic-security
     ``plugin`` and its ``plugin_opt_config_file``), which it sets itself: the plugin (``plugin``,
     default :func:`find_dynsec_plugin`) with its file in ``data_dir``, only when ``base`` loads one.
+    With ``tls_port`` and ``tls``, a second listener on 127.0.0.1 serves MQTT over TLS with that
+    server certificate (what ``deploy/mosquitto.conf`` describes for devices outside the host).
     Raises :class:`ConfigError` when ``base`` declares more than one listener: the launcher runs
     exactly one, and silently dropping a TLS or websocket listener's options would apply them to
     the wrong one.
@@ -163,6 +174,15 @@ def derive_config(base: str, *, port: int, data_dir: Path, plugin: Path | None =
         "log_dest stdout",
         "",
     ]
+    if tls_port is not None and tls is not None:
+        # Last, so that no option of the deployed file attaches to this listener by position.
+        out += [
+            "# The TLS listener (a throwaway CA made at run time in the data dir, see oracle.devstack.tls):",
+            f"listener {tls_port} 127.0.0.1",
+            f"certfile {tls.server_cert.resolve()}",
+            f"keyfile {tls.server_key.resolve()}",
+            "",
+        ]
     return "\n".join(out)
 
 
@@ -182,11 +202,22 @@ class BrokerProcess:
     ``restart()`` starts it again on the same port with the same configuration and data directory.
     """
 
-    def __init__(self, *, binary: Path, conf_path: Path, data_dir: Path, port: int) -> None:
+    def __init__(
+        self,
+        *,
+        binary: Path,
+        conf_path: Path,
+        data_dir: Path,
+        port: int,
+        tls_port: int | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.binary = binary
         self.conf_path = conf_path
         self.data_dir = data_dir
         self.port = port
+        self.tls_port = tls_port
+        self.tls = tls
         self.host = "127.0.0.1"
         self.log_path = data_dir / _LOG_NAME
         self._proc: subprocess.Popen[bytes] | None = None
@@ -197,6 +228,20 @@ class BrokerProcess:
     def url(self) -> str:
         """``mqtt://127.0.0.1:PORT``, the form ``ORACLE_MQTT_URL`` expects."""
         return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        """``mqtts://127.0.0.1:TLS_PORT`` when started with ``tls=True``; clients trust ``ca_file``."""
+        if self.tls_port is None:
+            raise ConfigError("this broker was started without a TLS listener (start_mosquitto(tls=True))")
+        return f"mqtts://{self.host}:{self.tls_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The throwaway CA that signed the TLS listener's certificate (``ORACLE_MQTT_CA_FILE``)."""
+        if self.tls is None:
+            raise ConfigError("this broker was started without a TLS listener (start_mosquitto(tls=True))")
+        return self.tls.ca_cert
 
     # --- logins (the broker refuses anonymous clients) -------------------------------------------------
 
@@ -237,14 +282,18 @@ class BrokerProcess:
         with self.admin() as admin:
             return admin.revoke_device(device_id)
 
-    def client_settings(self, username: str = WORKER_USER) -> dict[str, object]:
+    def client_settings(self, username: str = WORKER_USER, *, tls: bool = False) -> dict[str, object]:
         """Settings (``Settings.model_copy(update=...)``) that make a node's clients use this broker as
-        ``username`` (the worker by default) and manage devices as its admin."""
-        return client_settings(self.data_dir, self.url, username)
+        ``username`` (the worker by default) and manage devices as its admin; with ``tls``, through the
+        TLS listener, trusting the throwaway CA."""
+        if not tls:
+            return client_settings(self.data_dir, self.url, username)
+        return client_settings(self.data_dir, self.tls_url, username) | {"mqtt_ca_file": self.ca_file}
 
-    def client_env(self, username: str = WORKER_USER) -> dict[str, str]:
+    def client_env(self, username: str = WORKER_USER, *, tls: bool = False) -> dict[str, str]:
         """The same as ``ORACLE_*`` environment variables, for child processes."""
-        return client_env(self.data_dir, self.url, username)
+        settings = self.client_settings(username, tls=tls)
+        return {f"ORACLE_{k.upper()}": str(v) for k, v in settings.items()}
 
     @property
     def running(self) -> bool:
@@ -285,7 +334,9 @@ class BrokerProcess:
                     f"mosquitto exited with status {code} while starting on port {self.port}: "
                     f"{self.log_tail()}"
                 )
-            if _accepts(self.host, self.port):
+            if _accepts(self.host, self.port) and (
+                self.tls_port is None or _accepts(self.host, self.tls_port)
+            ):
                 logger.info("mosquitto listening on %s (pid %s)", self.url, self._proc.pid)
                 _RUNNING[self.url] = self
                 return
@@ -405,6 +456,7 @@ def start_mosquitto(
     conf: Path | None = None,
     binary: Path | None = None,
     timeout: float = 10.0,
+    tls: bool = False,
 ) -> BrokerProcess:
     """Start a real mosquitto on ``127.0.0.1`` and return once it accepts connections.
 
@@ -412,7 +464,8 @@ def start_mosquitto(
     persistence database; it is created if missing. ``port`` defaults to a free port (retried a few
     times if another process takes it in between). ``conf`` defaults to ``deploy/mosquitto.conf``;
     ``binary`` defaults to :func:`find_mosquitto`. The caller owns the process: use the result as a
-    context manager or call ``stop()``.
+    context manager or call ``stop()``. ``tls=True`` adds a TLS listener on another free port
+    (``tls_url``), its certificate signed by a CA made into ``data_dir/tls`` (``ca_file``).
 
     Raises :class:`ToolError` when mosquitto is missing or fails to start, :class:`ConfigError`
     when the config file is missing or unusable.
@@ -427,10 +480,16 @@ def start_mosquitto(
     ensure_dynsec_file(data_dir)
     conf_path = data_dir / _CONF_NAME
     attempts = 1 if port is not None else 3
+    tls_files = ensure_tls_files(data_dir / "tls") if tls else None
     for attempt in range(1, attempts + 1):
         chosen = port if port is not None else free_port()
-        conf_path.write_text(derive_config(base, port=chosen, data_dir=data_dir))
-        broker = BrokerProcess(binary=exe, conf_path=conf_path, data_dir=data_dir, port=chosen)
+        tls_port = free_port() if tls else None
+        conf_path.write_text(
+            derive_config(base, port=chosen, data_dir=data_dir, tls_port=tls_port, tls=tls_files)
+        )
+        broker = BrokerProcess(
+            binary=exe, conf_path=conf_path, data_dir=data_dir, port=chosen, tls_port=tls_port, tls=tls_files
+        )
         try:
             broker.start(timeout=timeout)
         except ToolError as e:

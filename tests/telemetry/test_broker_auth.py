@@ -366,3 +366,61 @@ def test_broker_init_writes_the_first_users_once_and_the_broker_takes_them(tmp_p
             assert worker.subscribe("$share/oracle-ingest/oracle/v1/telemetry/+") == 1
         finally:
             worker.close()
+
+
+def test_tls_listener_works_with_the_ca_and_refuses_without_it(
+    sqlite_db: Db, kek: Kek, tmp_path: Path
+) -> None:
+    """A real TLS connection: the launcher's TLS listener (throwaway CA made at run time). The ingest worker,
+    configured only by settings (mqtts:// URL, ORACLE_MQTT_CA_FILE), stores what a device sends over TLS;
+    a client without the CA fails the handshake; plain MQTT on the TLS port gets nowhere."""
+    from urllib.parse import urlparse
+
+    from ingest.telemetry.worker import worker_config
+    from oracle.broker_auth import connect_mqtt
+    from oracle.config import Settings
+    from oracle.devstack.broker import start_mosquitto
+    from oracle.errors import ToolError
+
+    secret = add_device(sqlite_db, kek, "tls-1")
+    with start_mosquitto(data_dir=tmp_path / "broker", tls=True) as broker:
+        assert broker.tls_url.startswith("mqtts://127.0.0.1:")
+        settings = Settings(_env_file=None, data_dir=tmp_path / "data", **broker.client_settings(tls=True))  # type: ignore[arg-type]
+        u = urlparse(settings.mqtt_url)
+        config = worker_config(settings, host=u.hostname, port=u.port, client_id="w-tls", group="", tls=True)
+        assert (config.tls, config.ca_file, config.username) == (True, broker.ca_file, "oracle-ingest")
+        worker = IngestWorker(make_ingest(sqlite_db, kek, tmp_path), config)
+        thread = run_worker(worker)  # subscribed: it logged in over TLS
+        device = connect_mqtt(
+            broker.tls_url, "tls-dev", login=broker.device_login("tls-1"), ca_file=broker.ca_file
+        )
+        try:
+            payload = json.dumps(sign_envelope([reading(1, now_ms() - 1000)], secret)).encode()
+            device.publish(telemetry_topic("tls-1"), payload, qos=1).wait_for_publish(10)
+            wait_until(
+                lambda: sqlite_db.count_readings("tls-1") == 1, 20, "the reading sent over TLS was not stored"
+            )
+        finally:
+            device.loop_stop()
+            device.disconnect()
+            worker.stop()
+            thread.join(10)
+        with pytest.raises(ToolError, match="certificate verify failed"):
+            connect_mqtt(broker.tls_url, "tls-no-ca", login=broker.device_login("tls-1"))  # system CAs only
+        plain = probe_port(broker.host, broker.tls_port, broker.device_login("tls-1"))
+        assert plain == [], "a plain MQTT CONNECT on the TLS port must get no CONNACK"
+
+
+def probe_port(host: str, port: int | None, login: MqttLogin) -> list[int]:
+    """CONNACK codes a plain (non-TLS) client gets from ``port`` within 3 s."""
+    assert port is not None
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="tls-plain", protocol=mqtt.MQTTv5)
+    client.username_pw_set(login.username, login.password)
+    codes: list[int] = []
+    client.on_connect = lambda _c, _u, _f, rc, _p: codes.append(int(rc.value))
+    client.connect(host, port)
+    client.loop_start()
+    time.sleep(3)
+    client.loop_stop()
+    client.disconnect()
+    return codes
