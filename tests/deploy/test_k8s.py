@@ -120,3 +120,38 @@ def test_example_secrets_hold_only_placeholders() -> None:
         assert doc["kind"] == "Secret"
         for value in doc["stringData"].values():
             assert "CHANGE_ME" in value
+
+
+def test_the_oracle_logs_in_to_the_broker_from_mounted_secrets(
+    objects: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    """The broker refuses anonymous clients: the worker and the API log in as oracle-ingest with the
+    password file of the `oracle-mqtt` Secret and verify the broker's TLS with its CA; only the API's
+    oracle container gets the admin password that issues device logins."""
+    config = objects[("ConfigMap", "oracle-config")]["data"]
+    assert config["ORACLE_MQTT_URL"].startswith("mqtts://")
+    assert config["ORACLE_MQTT_USERNAME"] == "oracle-ingest"
+    assert config["ORACLE_MQTT_PASSWORD_FILE"] == "/run/mqtt/password"
+    assert config["ORACLE_MQTT_CA_FILE"] == "/run/mqtt/ca.crt"
+    example = {d["metadata"]["name"]: d for d in _docs(K8S / "examples" / "secrets.yaml")}
+    assert {"password", "ca.crt"} <= set(example["oracle-mqtt"]["stringData"])
+    mounted: dict[str, set[str]] = {}
+    for obj in objects.values():
+        if "template" not in obj.get("spec", {}):
+            continue
+        pod = obj["spec"]["template"]["spec"]
+        by_volume = {v["name"]: v.get("secret", {}).get("secretName") for v in pod["volumes"]}
+        for name, container in _containers(obj).items():
+            for m in container.get("volumeMounts", []):
+                secret = by_volume.get(m["name"])
+                if secret in ("oracle-mqtt", "oracle-mqtt-admin"):
+                    assert m.get("readOnly"), (name, m)
+                    mounted.setdefault(secret, set()).add(
+                        f"{obj['metadata']['name']}/{name}:{m['mountPath']}"
+                    )
+    assert mounted["oracle-mqtt"] == {"oracle-api/api:/run/mqtt", "oracle-worker/worker:/run/mqtt"}
+    assert mounted["oracle-mqtt-admin"] == {"oracle-api/api:/run/mqtt-admin"}
+    api_env = {
+        e["name"]: e.get("value") for e in _containers(objects[("Deployment", "oracle-api")])["api"]["env"]
+    }
+    assert api_env["ORACLE_MQTT_ADMIN_PASSWORD_FILE"] == "/run/mqtt-admin/password"
