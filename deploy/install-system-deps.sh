@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the oracle's tests and `make run` need, only when they are missing.
-#   mosquitto   the MQTT broker (started by the service and the tests as a child process)
+#   mosquitto   the MQTT broker (started by the service and the tests as a child process), with its
+#               dynamic-security plugin (mosquitto_dynamic_security.so, in the same package since 2.0)
+#   mosquitto-clients  mosquitto_sub, which compose's broker health check runs (tested against a real broker)
 #   postgresql  server binaries, so the tests can start a throwaway cluster when none answers on 5432
 #   chromium    the browser the dashboard tests drive with Playwright
 # Usage: install-system-deps.sh [python-venv]
@@ -11,6 +13,9 @@ if [ "${1:-}" = "python-venv" ]; then
   need+=(python3-venv)
 else
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+  compgen -G "/usr/lib/*/mosquitto_dynamic_security.so" >/dev/null || [ -f /usr/lib/mosquitto_dynamic_security.so ] \
+    || [[ " ${need[*]} " == *" mosquitto "* ]] || need+=(mosquitto)
+  command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
 fi
