@@ -55,8 +55,9 @@ STEP_S = 600
 
 
 def _loggers(now: int) -> list[Logger]:
-    """A logger per shipment, four hours of readings every 10 minutes ending two hours ago; every
-    other one breaches (46 °C for 90 minutes: WHO PQS E006's ≥ 45 °C for 1 h)."""
+    """A logger per shipment, four hours of readings every 10 minutes ending two hours ago, uploaded in
+    two messages of two hours each; every other one breaches (46 °C for 90 minutes: WHO PQS E006's
+    ≥ 45 °C for 1 h)."""
     out = []
     for i in range(PER_KIND):
         breach = i % 2 == 0
@@ -87,13 +88,19 @@ def cluster(
     loggers: list[Logger],
 ) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("agreement")
-    c = Cluster(tmp / "net", anvil.url, mosquitto.url, 4, 3)  # type: ignore[attr-defined]
+    # Takeovers after 10 s rather than the fault tests' 2 s: with a hundred rounds ready at once the first
+    # in line needs longer than 2 s to land each, and every early takeover is one more transmission the
+    # router refuses as stale (seen: two refused for each report that landed).
+    c = Cluster(tmp / "net", anvil.url, mosquitto.url, 4, 3, transmit_timeout_s=10.0)  # type: ignore[attr-defined]
     c.setup(tmp / "world", seed_world=False)
     try:
+        began = time.monotonic()
         for node_id in c.network.ids:
             seed_node(c, node_id, tmp / "world" / node_id, regions=REGIONS, loggers=loggers)
+        print(f"\nnodes seeded: {time.monotonic() - began:.1f} s")
         # Escrowed before the nodes start: each node's listener finds every shipment on its first pass.
         open_shipments(c, [lg.shipment for lg in loggers])
+        print(f"shipments escrowed: {time.monotonic() - began:.1f} s")
         features = dispatched_features()
         assert features, "numpy dispatches no SIMD extension here to turn off"
         c.env_extra[REDUCED_SIMD] = {"NPY_DISABLE_CPU_FEATURES": " ".join(features)}
@@ -103,6 +110,7 @@ def cluster(
             "MKL_NUM_THREADS": "1",
         }
         c.start_all()
+        print(f"nodes up: {time.monotonic() - began:.1f} s")
         yield c
     finally:
         c.stop_all()
@@ -157,7 +165,9 @@ def test_all_nodes_agree_on_200_consecutive_decisions_with_one_on_reduced_simd(
         )
         expected: dict[str, tuple[str, int]] = {}  # subject hex → (name, epoch)
         started = time.monotonic()
-        with ThreadPoolExecutor(max_workers=8) as api, ThreadPoolExecutor(max_workers=4) as broker:
+        # Many publishers at once: each logger connects with its own client (and broker login), and
+        # tearing a paho client down waits up to a second for its network loop.
+        with ThreadPoolExecutor(max_workers=8) as api, ThreadPoolExecutor(max_workers=12) as broker:
             asked, published = [], []
             # Interleaved: a region-month, then a shipment's logger, a hundred times.
             for region, lg in zip(REGIONS, loggers, strict=True):
@@ -166,7 +176,9 @@ def test_all_nodes_agree_on_200_consecutive_decisions_with_one_on_reduced_simd(
                     c, api, {"subject": {"namespace": "region", "name": region}, "period": PERIOD}
                 )
                 expected["0x" + subject_id("shipment", lg.shipment).hex()] = (lg.shipment, SHIPMENT_EPOCH)
-                published.append(broker.submit(c.publish, lg.device, lg.key, lg.temps, start_s=lg.start_s))
+                published.append(
+                    broker.submit(c.publish, lg.device, lg.key, lg.temps, start_s=lg.start_s, per_msg=12)
+                )
             for f in published:
                 f.result()
             print(f"published: {time.monotonic() - started:.1f} s")
@@ -176,7 +188,7 @@ def test_all_nodes_agree_on_200_consecutive_decisions_with_one_on_reduced_simd(
             counts = {lg.shipment: len(lg.temps) for lg in loggers}
             poll(
                 lambda: all(records.readings(n) == counts for n in nodes),
-                timeout=90,
+                timeout=120,
                 what="every node to ingest every reading",
             )
             print(f"every reading ingested: {time.monotonic() - started:.1f} s")
@@ -192,7 +204,7 @@ def test_all_nodes_agree_on_200_consecutive_decisions_with_one_on_reduced_simd(
 
         landed = poll(
             lambda: (got := _accepted(c)) and set(expected) <= set(got) and got,
-            timeout=180,
+            timeout=300,
             interval=1.0,
             what="all 200 reports on-chain",
         )
@@ -202,56 +214,67 @@ def test_all_nodes_agree_on_200_consecutive_decisions_with_one_on_reduced_simd(
         lagging: list[Any] = []
 
         def settled() -> dict[str, Any] | None:
+            """Every node's round of every decision over (landed, or superseded by a report it did not
+            compute) and holding all four signatures, agreeing or not."""
             views = {n: records.rounds(n) for n in nodes}
             lagging[:] = [
                 (n, name, view.get((subject, epoch)))
                 for n, view in views.items()
                 for subject, (name, epoch) in expected.items()
                 if (r := view.get((subject, epoch))) is None
-                or r["status"] != "landed"
+                or r["status"] not in ("landed", "superseded")
                 or len(r["signatures"]) < len(nodes)
             ]
             return None if lagging else views
 
         try:
-            views = poll(settled, timeout=60, what="every node to settle every round with all signatures")
+            views = poll(settled, timeout=120, what="every node to settle every round with all signatures")
         except AssertionError as e:
-            raise AssertionError(f"{e}: {len(lagging)} lagging, first {lagging[:4]}") from None
+            raise AssertionError(f"{e}: {len(lagging)} lagging, first {lagging[:3]}") from None
+        print(f"every round settled on every node: {time.monotonic() - started:.1f} s")
+
         assert len(expected) == 2 * PER_KIND
         assert set(landed) == set(expected), "a report landed for a subject nobody asked about"
-        values = {"drought": set(), "coldchain": []}  # type: dict[str, Any]
         members = {m.signer.lower(): m.id for m in c.network.members}
+        values: dict[str, int] = {}
+        problems: list[tuple[str, str, str]] = []  # (node, decision, what differs)
         for subject, (name, epoch) in expected.items():
             events = landed[subject]
             assert len(events) == 1, f"{name}: {len(events)} ReportAccepted events"
             event = events[0]
             assert event["args"]["epoch"] == epoch, name
+            values[name] = int(event["args"]["value"])
             onchain = "0x" + bytes(event["args"]["reportHash"]).hex()
             signed_by = {members.get(s.lower()) for s in _signers_of(c, event)}
             assert None not in signed_by, (name, signed_by)
             assert len(signed_by) >= c.threshold, (name, signed_by)
-            manifests = set()
+            manifest = views[nodes[0]][(subject, epoch)]["manifest"]
+            # The first node's own copy of its manifest, read from its own content store.
+            steps = records.step_outputs(nodes[0], manifest)
+            assert len(steps) >= 4, name
             for n in nodes:
                 r = views[n][(subject, epoch)]
-                assert r["digest"] == onchain, (name, n, r["digest"], onchain)
-                assert r["signatures"] == dict.fromkeys(nodes, onchain), (name, n, r["signatures"])
-                manifests |= {r["manifest"], *r["manifests"].values()}
-            assert len(manifests) == 1, (name, manifests)
-            assert "" not in manifests, name
-            # Each node's own copy of the manifest, read from its own content store.
-            steps = {n: records.step_outputs(n, views[n][(subject, epoch)]["manifest"]) for n in nodes}
-            assert all(s == steps[nodes[0]] for s in steps.values()), name
-            assert len(steps[nodes[0]]) >= 4, name
-            if name.startswith("agree-r"):
-                values["drought"].add(int(event["args"]["value"]))
-            else:
-                values["coldchain"].append((name, int(event["args"]["value"])))
+                if r["status"] != "landed" or r["digest"] != onchain:
+                    problems.append((n, name, f"report digest {r['digest']} ({r['status']})"))
+                if r["manifest"] != manifest or records.step_outputs(n, r["manifest"]) != steps:
+                    problems.append((n, name, "decision manifest / step outputs"))
+                for peer, digest in r["signatures"].items():
+                    if digest != onchain:
+                        problems.append((peer, name, f"signature held by {n} over {digest}"))
+                if set(r["manifests"].values()) != {manifest}:
+                    problems.append((n, name, f"peers' manifests {r['manifests']}"))
+        by_node = {n: sorted({d for m, d, _ in problems if m == n}) for n in nodes}
+        assert not problems, (
+            "nodes computed different bits: "
+            + "; ".join(f"{n} on {len(d)} of 200 decisions" for n, d in by_node.items() if d)
+            + f"; first {problems[:3]}"
+        )
         for n in nodes:
             assert records.disagreements(n) == 0, n
         # Real, varied decisions: many drought severities; breaches voided, clean shipments released.
-        assert len(values["drought"]) > 5, values["drought"]
-        verdicts = {lg.shipment: (1 if lg.breach else 2) for lg in loggers}
-        assert dict(values["coldchain"]) == verdicts
+        assert len({v for name, v in values.items() if name.startswith("agree-r")}) > 5, values
+        for lg in loggers:
+            assert values[lg.shipment] == (1 if lg.breach else 2), lg.shipment
         print(f"200 decisions requested and landed in {requested_s:.1f} s")
     finally:
         records.close()
