@@ -118,6 +118,7 @@ class PeerBackedBlobStore:
                 continue
             except (httpx.HTTPError, ValidationError) as e:
                 answers.append(f"{member.id}: {type(e).__name__}")
+                _record_oversized(self._ctx, self._runtime, e, member.id, cid)
                 continue
             if why == "corrupt":
                 quarantine = getattr(self.local, "quarantine", None)
@@ -280,6 +281,7 @@ class PeerBackedBlobStore:
                 self._runtime.count("inputs_refused")
             except (httpx.HTTPError, ValidationError) as e:
                 answers.append(f"{member.id}: {type(e).__name__}")
+                _record_oversized(self._ctx, self._runtime, e, member.id, cid)
         return answers or ["no peers"]
 
     def _manifest_messages(self, manifest_cid: str, listed_by: str, shipment_id: str) -> tuple[str, ...]:
@@ -431,3 +433,14 @@ def held_messages(ctx: Context, subject: str) -> list[str]:
         except (NotFound, IntegrityError):
             continue
     return sorted(out)[:MAX_MESSAGES_PER_MANIFEST]
+
+
+def _record_oversized(ctx: Context, runtime: NodeRuntime, e: Exception, peer: str, cid: str) -> None:
+    """A peer that answered a blob request with more than the client reads (cut off there) is recorded
+    (``oversized_blob``): a member flooding its peers is a hostile peer, not a network hiccup."""
+    if not (isinstance(e, ValidationError) and e.reason == "too_large"):
+        return
+    from oracle.network.rounds import store_peer_reject
+
+    store_peer_reject(ctx, reason="oversized_blob", message=str(e)[:500], sender=peer, meta={"cid": cid})
+    runtime.count("inputs_refused")

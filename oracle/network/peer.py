@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 
 #: Largest peer request body accepted (a signature message is well under 2 KiB).
 MAX_BODY = 64 * 1024
+#: Largest answer read from a peer: a blob (an input a node may itself ingest: the default
+#: ``ORACLE_STAC_MAX_ASSET_BYTES``), and a JSON answer (a page of signatures, a shipment's message list).
+#: A peer that sends more is cut off at the limit, so a hostile member cannot exhaust a node's memory.
+MAX_PEER_BLOB_BYTES = 2 * 1024**3
+MAX_PEER_JSON_BYTES = 16 * 1024**2
 _SUBJECT = re.compile(r"0x[0-9a-f]{64}")
 
 
@@ -59,15 +64,38 @@ class PeerClient:
         payload: Any = None,
         *,
         timeout: float | None = None,
+        max_bytes: int = MAX_PEER_JSON_BYTES,
     ) -> httpx.Response:
+        """One signed request; the answer is read whole but never past ``max_bytes``.
+
+        :raises ValidationError: (reason ``too_large``) the peer's answer is longer than ``max_bytes``.
+        """
         body = b"" if payload is None else json.dumps(payload, sort_keys=True).encode()
         headers = sign_request(self.runtime.identity, self.runtime.network, method, path, body)
         headers["Content-Type"] = "application/json"
         url = self.runtime.url_of(member) + path
-        if timeout is None:
-            return self._http.request(method, url, content=body, headers=headers)
-        limits = httpx.Timeout(timeout, connect=1.0)
-        return self._http.request(method, url, content=body, headers=headers, timeout=limits)
+        request = self._http.build_request(method, url, content=body, headers=headers)
+        if timeout is not None:
+            request.extensions["timeout"] = httpx.Timeout(timeout, connect=1.0).as_dict()
+        response = self._http.send(request, stream=True)
+        try:
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                raise _too_large(member, path, max_bytes)
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise _too_large(member, path, max_bytes)
+                chunks.append(chunk)
+        finally:
+            response.close()
+        # The body as read (already decoded), in a response of its own for .json() and raise_for_status().
+        drop = ("content-encoding", "content-length")
+        kept = [(k, v) for k, v in response.headers.items() if k not in drop]
+        content = b"".join(chunks)
+        return httpx.Response(response.status_code, headers=kept, content=content, request=request)
 
     def push_signature(self, member: Member, message: dict[str, Any]) -> httpx.Response:
         return self._call(member, "POST", "/v1/peer/signatures", message)
@@ -103,7 +131,7 @@ class PeerClient:
         from oracle.storage.blobs import parse_cid, verify
 
         parse_cid(cid)  # never put a caller's arbitrary text into a URL path
-        r = self._call(member, "GET", f"/v1/peer/blobs/{cid}", timeout=timeout)
+        r = self._call(member, "GET", f"/v1/peer/blobs/{cid}", timeout=timeout, max_bytes=MAX_PEER_BLOB_BYTES)
         if r.status_code == 404:
             raise NotFound(f"{member.id} has no blob {cid}")
         r.raise_for_status()
@@ -199,6 +227,12 @@ def peer_router(ctx: Context, runtime: NodeRuntime) -> APIRouter:
         return Response(data, media_type="application/octet-stream")
 
     return router
+
+
+def _too_large(member: Member, path: str, max_bytes: int) -> ValidationError:
+    return ValidationError(
+        f"{member.id} answered {path[:80]} with more than {max_bytes} bytes; cut off", reason="too_large"
+    )
 
 
 def _problem(status: int, detail: str, reason: str) -> JSONResponse:

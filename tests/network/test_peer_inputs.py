@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 from eth_account import Account
 from fastapi import FastAPI, Response
+from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,7 +26,7 @@ from oracle.chain.anvil import free_port
 from oracle.config import Settings
 from oracle.context import Context, open_context
 from oracle.decisions.drought import evaluate_drought
-from oracle.errors import NotFound
+from oracle.errors import NotFound, ValidationError
 from oracle.network.inputs import PeerBackedBlobStore
 from oracle.network.membership import Member, Network, NodeIdentity
 from oracle.network.peer import peer_router
@@ -34,6 +35,7 @@ from oracle.signer.client import LocalSigner
 from oracle.storage.blobs import FilesystemBlobStore
 from oracle.storage.tables import Reject
 from tests.drought.world import PERIOD, build
+from tests.fixtures.server import serve
 from tests.outbox.helpers import open_db, sqlite_url
 
 ROUTER = "0x" + "11" * 20
@@ -176,3 +178,46 @@ def test_an_input_no_peer_has_leaves_the_decision_incomplete_and_unsigned(
     # node2's endpoint served only its own store: it did not turn round and ask node1 (no circle).
     assert n2.runtime.counters.get("inputs_fetched", 0) == 0
     assert n2.runtime.counters.get("inputs_unavailable", 0) == 0
+
+
+def test_a_peer_that_floods_a_blob_answer_is_cut_off_and_recorded(
+    nodes: dict[str, Node], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member answering a blob request with an endless body: node1 stops reading at the cap (it does
+    not buffer the flood), records the peer (``oversized_blob``) and takes the input from an honest peer."""
+    import oracle.network.peer as peer_module
+
+    cap = 4 * 1024 * 1024
+    monkeypatch.setattr(peer_module, "MAX_PEER_BLOB_BYTES", cap)
+    sent = {"chunks": 0}
+    chunk = b"\0" * (1024 * 1024)
+
+    def flood() -> Iterator[bytes]:
+        while True:
+            sent["chunks"] += 1
+            yield chunk
+
+    app = FastAPI()
+
+    @app.get("/v1/peer/blobs/{cid}")
+    def blob(cid: str) -> StreamingResponse:
+        return StreamingResponse(flood(), media_type="application/octet-stream")
+
+    n1, n2 = nodes["node1"], nodes["node2"]
+    _world(n1, tmp_path / "w1")
+    _world(n2, tmp_path / "w2")
+    honest = evaluate_drought(n2.sessions, n2.ctx.blobs, region_id="dry", period=PERIOD)
+    cid = honest.steps[0].inputs[0]
+    n1.local.path(cid).unlink()
+    with serve(app) as url:
+        n1.runtime.peer_urls["liar"] = url  # the liar's address now serves the flood
+        liar = n1.runtime.network.member("liar")
+        with pytest.raises(ValidationError) as e:
+            n1.runtime.client.fetch_blob(liar, cid)
+        assert e.value.reason == "too_large"
+        assert sent["chunks"] < 64, f"node1 read on to {sent['chunks']} MiB past its {cap >> 20} MiB cap"
+        assert n1.ctx.blobs.get(cid) == n2.local.get(cid)  # from node2, after the flood was cut off
+    with n1.ctx.sessions() as s:
+        rejects = s.scalars(select(Reject).where(Reject.reason == "oversized_blob")).all()
+    assert [r.subject for r in rejects] == ["liar"]
+    assert n1.local.has(cid)
