@@ -192,11 +192,15 @@ def test_the_warning_recomputes_from_its_inputs(stores) -> None:  # type: ignore
 
 
 @pytest.mark.chain
-def test_the_escrows_agreed_delivery_reaches_the_live_warning(stores, chain: ChainKit) -> None:  # type: ignore[no-untyped-def]
+def test_the_escrows_agreed_delivery_reaches_the_live_warning(
+    database_url: str, tmp_path: Path, chain: ChainKit
+) -> None:
     """No off-chain terms: the evaluation the scheduler runs finds the profile and the schedule in the
-    escrow the buyer proposed and the seller accepted."""
-    sessions, blobs = stores
-    shipment = "SHP-ESCROW-WARN"
+    escrow the buyer proposed and the seller accepted (the listener's events, read on SQLite and on
+    PostgreSQL)."""
+    sessions, blobs = open_db(database_url), FilesystemBlobStore(tmp_path / "blobs")
+    stores = (sessions, blobs)
+    shipment = f"SHP-ESCROW-WARN-{tmp_path.name}"
     sid = subject_id("shipment", shipment)
     buyer = chain.accounts.buyer
     chain.send(chain.coin.functions.mint(buyer.address, AMOUNT))
@@ -224,8 +228,8 @@ def test_the_escrows_agreed_delivery_reaches_the_live_warning(stores, chain: Cha
     temps = warm(HOURS)
     last = chain_now - 600
     start = last - (len(temps) - 1) * STEP_S
-    fleet.add("logger-escrow", shipment, start_s=start)
-    assert fleet.publish("logger-escrow", temps, start_s=start) == len(temps)
+    fleet.add(f"logger-{shipment}", shipment, start_s=start)
+    assert fleet.publish(f"logger-{shipment}", temps, start_s=start) == len(temps)
 
     outcome = evaluate_shipment(sessions, blobs, shipment_id=shipment)
     out, inputs = _model(stores, outcome)
