@@ -9,7 +9,15 @@ validated on its own.
 
 1. ``zonal_over_read``: bench/drought.py's measurement, single-threaded and interleaved day by day over
    all ``--days``: validated read (``ingest.raster.read_raster``) + zonal means of every region + the
-   one-off weight build, over a plain rasterio read of the same files (goal ≤ 1.5; 1.76 measured before).
+   one-off weight build, over a plain rasterio read of the same files (goal ≤ 1.5). The plain read is
+   ``rasterio.open(path).read(1)`` of the same bytes, no validation; the validated side reads them with
+   ``read_raster`` (checks, canonical float64, NaN for nodata) and takes the means. Its compiled loops
+   (``ingest._kernels``) are loaded once, untimed, as the plain side's reads are warmed up; the load is
+   reported apart (``jit_load_s``, ``zonal_over_read_with_jit_load``). Measured on 2026-12-01 on this
+   shared 2-core machine, two runs: 1.86 (load average 13.7-13.9) and 1.71 (load 5.7-17.2); 2.15-2.32
+   before the compiled loops (time_zonal alone, old and new code alternated at load 8-10: 1.94/1.86
+   before, 1.74/1.82 after); the goal is not met here. Under load the memory-bound steps (means over
+   27 MB of weights and a 19 MB raster) slow down far more than the plain read's decoding.
 2. The Dask path (``oracle.scale.gridded.zonal_means_stack`` over ``read_stack``: a lazily read, labelled
    (time, y, x) DataArray, one chunk per file, read and reduced on the workers) over ``--dask-days`` days
    on LocalClusters of 1 and 2 worker processes (one thread each), interleaved over ``--repeats``
