@@ -19,6 +19,7 @@ transaction carrying at least k signatures that recover to distinct members.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -248,9 +249,11 @@ def test_all_nodes_agree_on_200_consecutive_decisions_with_one_on_reduced_simd(
             signed_by = {members.get(s.lower()) for s in _signers_of(c, event)}
             assert None not in signed_by, (name, signed_by)
             assert len(signed_by) >= c.threshold, (name, signed_by)
-            manifest = views[nodes[0]][(subject, epoch)]["manifest"]
-            # The first node's own copy of its manifest, read from its own content store.
-            steps = records.step_outputs(nodes[0], manifest)
+            # The manifest most nodes computed (a node that computed other bits is then the odd one out),
+            # and its steps as the first of those nodes holds them in its own content store.
+            manifest, _ = Counter(views[n][(subject, epoch)]["manifest"] for n in nodes).most_common(1)[0]
+            holder = next(n for n in nodes if views[n][(subject, epoch)]["manifest"] == manifest)
+            steps = records.step_outputs(holder, manifest)
             assert len(steps) >= 4, name
             for n in nodes:
                 r = views[n][(subject, epoch)]
@@ -261,8 +264,9 @@ def test_all_nodes_agree_on_200_consecutive_decisions_with_one_on_reduced_simd(
                 for peer, digest in r["signatures"].items():
                     if digest != onchain:
                         problems.append((peer, name, f"signature held by {n} over {digest}"))
-                if set(r["manifests"].values()) != {manifest}:
-                    problems.append((n, name, f"peers' manifests {r['manifests']}"))
+                for peer, theirs in r["manifests"].items():
+                    if theirs != manifest:
+                        problems.append((peer, name, f"manifest {theirs} held by {n}"))
         by_node = {n: sorted({d for m, d, _ in problems if m == n}) for n in nodes}
         assert not problems, (
             "nodes computed different bits: "
