@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 TOPIC_PREFIX = "oracle/v1/telemetry/"
 TOPIC_FILTER = TOPIC_PREFIX + "+"
 _UNSUPPORTED_PROTOCOL = 132  # MQTT v5 CONNACK reason; paho maps a 3.1.1 broker's refusal onto it
+_REFUSED_LOGIN = (134, 135)  # MQTT v5 CONNACK: bad user name or password / not authorised
 
 
 def telemetry_topic(device_id: str) -> str:
@@ -215,6 +216,13 @@ class IngestWorker:
             if self.protocol == mqtt.MQTTv5 and reason.value == _UNSUPPORTED_PROTOCOL:
                 logger.warning("broker refused MQTT v5; falling back to MQTT 3.1.1")
                 self._fallback.set()
+            elif reason.value in _REFUSED_LOGIN:
+                logger.error(
+                    "broker refused the connection: %s (as %s; set ORACLE_MQTT_USERNAME and "
+                    "ORACLE_MQTT_PASSWORD_FILE to the ingest workers' broker login)",
+                    reason,
+                    self.config.username or "an anonymous client",
+                )
             else:
                 logger.error("broker refused the connection: %s", reason)
             return

@@ -424,3 +424,23 @@ def probe_port(host: str, port: int | None, login: MqttLogin) -> list[int]:
     client.loop_stop()
     client.disconnect()
     return codes
+
+
+def test_a_worker_without_the_login_never_subscribes_and_says_why(
+    mosquitto: BrokerProcess, sqlite_db: Db, kek: Kek, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ingest worker started without ORACLE_MQTT_USERNAME is refused; its log names the settings to set."""
+    caplog.set_level("ERROR", logger="ingest.telemetry.worker")
+    worker = IngestWorker(
+        make_ingest(sqlite_db, kek, tmp_path),
+        WorkerConfig(host=mosquitto.host, port=mosquitto.port, client_id="w-anon", share_group="w-anon"),
+    )
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: "ORACLE_MQTT_USERNAME" in caplog.text, 10, "no refusal logged")
+        assert not worker.subscribed.is_set()
+        assert "as an anonymous client" in caplog.text
+    finally:
+        worker.stop()
+        thread.join(10)
