@@ -84,7 +84,7 @@ def test_two_workers_share_the_subscription_with_stable_ids(
     assert ("Service", worker["spec"]["serviceName"]) in objects
     env = {e["name"]: e for e in _containers(worker)["worker"]["env"]}
     assert env["ORACLE_MQTT_CLIENT_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    assert env["ORACLE_MQTT_SHARED_GROUP"]["value"]
+    assert env["ORACLE_MQTT_SHARE_GROUP"]["value"]
 
 
 def test_containers_run_unprivileged(objects: dict[tuple[str, str], dict[str, Any]]) -> None:
@@ -155,3 +155,22 @@ def test_the_oracle_logs_in_to_the_broker_from_mounted_secrets(
         e["name"]: e.get("value") for e in _containers(objects[("Deployment", "oracle-api")])["api"]["env"]
     }
     assert api_env["ORACLE_MQTT_ADMIN_PASSWORD_FILE"] == "/run/mqtt-admin/password"
+
+
+def test_every_oracle_variable_is_a_setting(objects: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """An ORACLE_* variable the settings do not know is silently ignored (a misspelt share group once
+    left the workers on the default group): every name a container sets must be a setting."""
+    from oracle.config import Settings
+
+    known = {f"ORACLE_{name.upper()}" for name in Settings.model_fields}
+    named = {
+        e["name"]
+        for obj in objects.values()
+        if "template" in obj.get("spec", {})
+        for c in obj["spec"]["template"]["spec"].get("containers", [])
+        + obj["spec"]["template"]["spec"].get("initContainers", [])
+        for e in c.get("env", [])
+        if e["name"].startswith("ORACLE_")
+    }
+    assert named, "no container sets an ORACLE_* variable"
+    assert named <= known, sorted(named - known)
