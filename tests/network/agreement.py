@@ -147,35 +147,8 @@ def seed_node(
 
 
 def open_shipments(cluster: Cluster, shipments: list[str], *, amount: int = 100 * 10**6) -> None:
-    """The buyer escrows ``amount`` for each shipment (refrigerated profile) and the seller accepts: one
-    mint and one approval for all of them, then the two transactions each shipment takes."""
-    from oracle.chain.anvil import dev_accounts
-    from oracle.chain.client import transact
-    from oracle.chain.escrow import open_escrow
-    from oracle.decisions.coldchain import profile_bytes32
-    from oracle.reports import subject_id
-
-    w3 = cluster.w3
-    deployer, buyer, seller = dev_accounts(3)
-    coin = cluster.deployment.contract(w3, "TestStablecoin")
-    escrow = cluster.deployment.contract(w3, "ColdChainEscrow")
-    total = amount * len(shipments)
-    transact(w3, coin.functions.mint(buyer.address, total), sender=deployer)
-    transact(w3, coin.functions.approve(escrow.address, total), sender=buyer)
-    now = int(w3.eth.get_block("latest")["timestamp"])
-    for shipment in shipments:
-        open_escrow(
-            w3,
-            escrow,
-            shipment=subject_id("shipment", shipment),
-            buyer=buyer,
-            seller=seller,
-            token=coin.address,
-            amount=amount,
-            profile=profile_bytes32("refrigerated"),
-            expected_delivery=now + 7 * 86_400,
-            deadline=now + 30 * 86_400,
-        )
+    """The buyer escrows ``amount`` for each shipment (refrigerated profile) and the seller accepts."""
+    cluster.open_shipments(shipments, amount=amount)
 
 
 class NodeRecords:

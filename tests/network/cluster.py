@@ -366,6 +366,11 @@ class Cluster:
 
     def open_shipment(self, shipment: str, *, amount: int = 1_000 * 10**6) -> None:
         """The buyer escrows ``amount`` for ``shipment`` (refrigerated profile) on the shared chain."""
+        self.open_shipments([shipment], amount=amount)
+
+    def open_shipments(self, shipments: list[str], *, amount: int = 1_000 * 10**6) -> None:
+        """The buyer escrows ``amount`` for each shipment (refrigerated profile) and the seller accepts: one
+        mint and one approval for all of them, then the two transactions each shipment takes."""
         from oracle.chain.client import transact
         from oracle.chain.escrow import open_escrow
         from oracle.decisions.coldchain import profile_bytes32
@@ -374,21 +379,23 @@ class Cluster:
         deployer, buyer, seller = dev_accounts(3)
         coin = self.deployment.contract(w3, "TestStablecoin")
         escrow = self.deployment.contract(w3, "ColdChainEscrow")
-        transact(w3, coin.functions.mint(buyer.address, amount), sender=deployer)
-        transact(w3, coin.functions.approve(escrow.address, amount), sender=buyer)
+        total = amount * len(shipments)
+        transact(w3, coin.functions.mint(buyer.address, total), sender=deployer)
+        transact(w3, coin.functions.approve(escrow.address, total), sender=buyer)
         now = int(w3.eth.get_block("latest")["timestamp"])
-        open_escrow(
-            w3,
-            escrow,
-            shipment=subject_id("shipment", shipment),
-            buyer=buyer,
-            seller=seller,
-            token=coin.address,
-            amount=amount,
-            profile=profile_bytes32("refrigerated"),
-            expected_delivery=now + 7 * 86_400,
-            deadline=now + 30 * 86_400,
-        )
+        for shipment in shipments:
+            open_escrow(
+                w3,
+                escrow,
+                shipment=subject_id("shipment", shipment),
+                buyer=buyer,
+                seller=seller,
+                token=coin.address,
+                amount=amount,
+                profile=profile_bytes32("refrigerated"),
+                expected_delivery=now + 7 * 86_400,
+                deadline=now + 30 * 86_400,
+            )
 
     def knows_shipment(self, node_id: str, shipment: str) -> bool:
         from oracle.storage.tables import Shipment

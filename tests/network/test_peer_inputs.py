@@ -8,14 +8,11 @@ through :class:`PeerBackedBlobStore`. Both honest nodes built the same synthetic
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from eth_account import Account
 from fastapi import FastAPI, Response
 from fastapi.responses import StreamingResponse
@@ -35,7 +32,7 @@ from oracle.signer.client import LocalSigner
 from oracle.storage.blobs import FilesystemBlobStore
 from oracle.storage.tables import Reject
 from tests.drought.world import PERIOD, build
-from tests.fixtures.server import serve
+from tests.fixtures.server import serve, start_server
 from tests.outbox.helpers import open_db, sqlite_url
 
 ROUTER = "0x" + "11" * 20
@@ -47,18 +44,6 @@ class Node:
     runtime: NodeRuntime
     sessions: sessionmaker[Session]
     local: FilesystemBlobStore
-
-
-def _serve(app: FastAPI, port: int) -> uvicorn.Server:
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not srv.started:
-        assert thread.is_alive(), "uvicorn exited during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start within 15 s"
-        time.sleep(0.05)
-    return srv
 
 
 def _liar_app() -> FastAPI:
@@ -99,8 +84,8 @@ def nodes(tmp_path: Path) -> Iterator[dict[str, Node]]:
         if i != "node1":
             app = FastAPI()
             app.include_router(peer_router(ctx, runtime))
-            servers.append(_serve(app, ports[i]))
-    servers.append(_serve(_liar_app(), ports["liar"]))
+            servers.append(start_server(app, ports[i]))
+    servers.append(start_server(_liar_app(), ports["liar"]))
     yield out
     for srv in servers:
         srv.should_exit = True

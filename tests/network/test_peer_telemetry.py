@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ from typing import Any
 
 import cbor2
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -57,6 +55,7 @@ from oracle.signer.client import LocalSigner
 from oracle.storage.blobs import FilesystemBlobStore, cid_for
 from oracle.storage.network_tables import NetworkRound, PeerSignature
 from oracle.storage.tables import Reject, Shipment, TelemetryReading
+from tests.fixtures.server import start_server
 
 ROUTER = "0x" + "11" * 20
 SHIPMENT = "SHP-PEER-1"
@@ -75,18 +74,6 @@ class Node:
     runtime: NodeRuntime
     local: FilesystemBlobStore
     signer_key: LocalAccount
-
-
-def _serve(app: FastAPI, port: int) -> uvicorn.Server:
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not srv.started:
-        assert thread.is_alive(), "uvicorn exited during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start within 15 s"
-        time.sleep(0.05)
-    return srv
 
 
 @dataclass
@@ -173,8 +160,8 @@ def world(tmp_path: Path) -> Iterator[World]:
         nodes[i] = Node(ctx, runtime, local, signer_keys[i])
         app = FastAPI()
         app.include_router(peer_router(ctx, runtime))
-        servers.append(_serve(app, ports[i]))
-    servers.append(_serve(_liar_app(liar_blobs, liar_signatures), ports["liar"]))
+        servers.append(start_server(app, ports[i]))
+    servers.append(start_server(_liar_app(liar_blobs, liar_signatures), ports["liar"]))
     yield World(
         nodes,
         network,

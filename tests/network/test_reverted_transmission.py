@@ -11,7 +11,6 @@ already holds it when its turn comes.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
@@ -38,6 +36,7 @@ from oracle.signer.client import LocalSigner
 from oracle.storage.network_tables import NetworkRound
 from oracle.storage.tables import OutboxRow
 from tests.fixtures.chain import ChainKit, make_report
+from tests.fixtures.server import start_server
 
 #: Enough to be mined (the calldata's intrinsic gas), far too little for the router's checks.
 TOO_LITTLE_GAS = 45_000
@@ -51,18 +50,6 @@ class Node:
     poster: OutboxPoster
     transmitter: LocalAccount
     driver: RoundDriver | None = None
-
-
-def _serve(app: FastAPI, port: int) -> uvicorn.Server:
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not srv.started:
-        assert thread.is_alive(), "uvicorn exited during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start within 15 s"
-        time.sleep(0.05)
-    return srv
 
 
 def _starve(poster: OutboxPoster) -> Any:
@@ -126,7 +113,7 @@ def nodes(tmp_path: Path, chain: ChainKit, subject: bytes) -> Iterator[dict[str,
         out[i] = Node(ctx, runtime, poster, transmitters[i])
         app = FastAPI()
         app.include_router(peer_router(ctx, runtime))
-        servers.append(_serve(app, ports[i]))
+        servers.append(start_server(app, ports[i]))
     yield out
     for node in out.values():
         if node.driver is not None:
