@@ -147,6 +147,9 @@ def connect_mqtt(
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
+    from ingest.telemetry.mqtt_poll import install
+
+    install()  # paho's select() would never connect a socket numbered 1,024 or above
     u = urlsplit(url)
     tls = u.scheme == "mqtts"
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)

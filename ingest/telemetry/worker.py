@@ -51,7 +51,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from ingest.telemetry.mqtt_poll import install as install_poll_loop
 from ingest.telemetry.pipeline import BatchOutcome, IncomingMessage, TelemetryIngest
+
+# paho's select() would never connect a socket numbered 1,024 or above (ingest/telemetry/mqtt_poll.py)
+install_poll_loop()
 
 logger = logging.getLogger(__name__)
 
