@@ -197,6 +197,45 @@ class NodeRecords:
         manifest = json.loads(self.ctxs[node_id].blobs.get(manifest_cid))
         return [(step["name"], step["output"]) for step in manifest["steps"]]
 
+    def explain(self, node_id: str, manifest_cid: str, ref_node: str, ref_cid: str) -> str:
+        """Where ``node_id``'s decision manifest departs from ``ref_node``'s: the raw inputs each holds
+        alone, the steps whose outputs differ (with a short view of each side's output), and the node's
+        log lines about the subject. For the failure message of a test that found different bits."""
+        import json
+
+        def load(n: str, cid: str) -> Any:
+            try:
+                return json.loads(self.ctxs[n].blobs.get(cid))
+            except Exception as e:  # a missing blob is itself the finding
+                return {"unreadable": f"{type(e).__name__}: {e}"}
+
+        mine, ref = load(node_id, manifest_cid), load(ref_node, ref_cid)
+        out = [f"{node_id} {manifest_cid} vs {ref_node} {ref_cid}"]
+        for key in ("status", "reason", "report", "flags"):
+            if mine.get(key) != ref.get(key):
+                out.append(f"  {key}: {mine.get(key)!r} vs {ref.get(key)!r}")
+        a, b = set(mine.get("inputs", [])), set(ref.get("inputs", []))
+        out.append(f"  inputs only {node_id}: {sorted(a - b)}; only {ref_node}: {sorted(b - a)}")
+        ref_steps = {s["name"]: s for s in ref.get("steps", [])}
+        for step in mine.get("steps", []):
+            theirs = ref_steps.get(step["name"])
+            if theirs is not None and theirs["output"] == step["output"] and theirs == step:
+                continue
+            out.append(f"  step {step['name']}: {step} vs {theirs}")
+            for n, s in ((node_id, step), (ref_node, theirs)):
+                if s is not None:
+                    body = load(n, s["output"])
+                    rows = body.get("readings") if isinstance(body, dict) else None
+                    if rows:
+                        span = f"{len(rows)} rows {rows[0]['ts_ms']}..{rows[-1]['ts_ms']}"
+                        body = {**body, "readings": span}
+                    out.append(f"    {n}: {json.dumps(body, default=str)[:1500]}")
+        subject = str(mine.get("subject") or ref.get("subject"))
+        lines = [line for line in self.cluster.log(node_id).splitlines() if subject in line]
+        out.append(f"  {node_id} log on {subject} ({len(lines)} lines):")
+        out += [f"    {line[:400]}" for line in lines[-40:]]
+        return "\n".join(out)
+
     def disagreements(self, node_id: str) -> int:
         from oracle.network.rounds import disagreement_count
 

@@ -268,6 +268,13 @@ def test_all_nodes_agree_on_200_consecutive_decisions_with_one_on_reduced_simd(
                     if theirs != manifest:
                         problems.append((peer, name, f"manifest {theirs} held by {n}"))
         by_node = {n: sorted({d for m, d, _ in problems if m == n}) for n in nodes}
+        for n, name, what in problems:
+            if what == "decision manifest / step outputs":
+                subject, (_, epoch) = next((s, e) for s, e in expected.items() if e[0] == name)
+                held = Counter(views[m][(subject, epoch)]["manifest"] for m in nodes)
+                reference = held.most_common(1)[0][0]
+                holder = next(m for m in nodes if views[m][(subject, epoch)]["manifest"] == reference)
+                print(records.explain(n, views[n][(subject, epoch)]["manifest"], holder, reference))
         assert not problems, (
             "nodes computed different bits: "
             + "; ".join(f"{n} on {len(d)} of 200 decisions" for n, d in by_node.items() if d)
