@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_STOPPED
 from apscheduler.triggers.interval import IntervalTrigger
 
 from oracle.context import Context
@@ -69,13 +71,56 @@ def _job_info(job: Any, store: str) -> JobInfo:
     )
 
 
+class SharedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
+    """The job store all replicas share, where a job already gone is not an error.
+
+    APScheduler's main loop reads the due jobs, runs them, then removes each finished one-off job and
+    stores the next run time of the others. Another replica (or this one's chain listener, when the
+    subject settles) may remove the same job in between: APScheduler then raises ``JobLookupError``
+    inside its main loop, which ends the loop's thread, and this replica runs nothing more while it still
+    holds the leader lease (seen in a test run: a ``shipment-now`` job removed as its shipment settled).
+    The end state wanted is the job's absence, so removing or updating a job that is already gone is
+    logged and otherwise ignored."""
+
+    def remove_job(self, job_id: str) -> None:
+        try:
+            super().remove_job(job_id)
+        except JobLookupError:
+            log.info("job %s was already removed (by another replica or a settled subject)", job_id)
+
+    def update_job(self, job: Any) -> None:
+        try:
+            super().update_job(job)
+        except JobLookupError:
+            log.info("job %s was removed while it ran; not scheduling it again", job.id)
+
+
+class ReplicaScheduler(BackgroundScheduler):  # type: ignore[misc]
+    """APScheduler's background scheduler, whose loop thread survives a job vanishing mid-pass.
+
+    Besides another replica (see :class:`SharedJobStore`), a shutdown racing the loop's pass sets the
+    scheduler stopped while the pass still holds due jobs; APScheduler then looks for the finished one-off
+    job among the jobs pending a start, finds nothing and raises ``JobLookupError`` in the loop thread
+    (seen at the end of tests/scheduler/test_telemetry_triggers.py). Stopped, the loop simply ends."""
+
+    def _process_jobs(self) -> float | None:
+        try:
+            wait: float | None = super()._process_jobs()
+        except JobLookupError as e:
+            if self.state == STATE_STOPPED:
+                return None
+            log.warning("scheduler pass ended early (%s); passing again", e)
+            return 0.5
+        return wait
+
+
 def make_scheduler(ctx: Context, options: SchedulerOptions) -> Any:
     """An APScheduler instance on the shared job store (its own engine: the store disposes it on
     shutdown), not started."""
-    store = SQLAlchemyJobStore(
+    store = SharedJobStore(
         engine=make_engine(ctx.settings.resolved_database_url), tablename=options.jobs_table
     )
-    return BackgroundScheduler(
+    return ReplicaScheduler(
         jobstores={STORE: store, LOCAL: MemoryJobStore()},
         executors={"default": ThreadPoolExecutor(max_workers=options.worker_threads)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
