@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from affine import Affine
 
-from ingest._kernels import canonical_counts
+from ingest._kernels import canonical_counts, canonical_nodata
 from ingest.units import CANONICAL, SECONDS_PER_DAY, FloatArray, Quantity, normalise_unit, to_canonical
 from oracle.errors import ValidationError
 
@@ -97,6 +97,10 @@ def variable_spec(variable: str) -> VariableSpec:
         ) from None
 
 
+WGS84_NAMES = frozenset({"EPSG:4326", "OGC:CRS84"})
+"""CRS strings of WGS 84 longitude/latitude as GDAL writes them: known geographic without asking PROJ."""
+
+
 @dataclass(frozen=True)
 class GridSpec:
     """A raster grid: CRS (``EPSG:xxxx`` or WKT), affine transform of the top-left corner, (rows, cols).
@@ -118,6 +122,8 @@ class GridSpec:
 
     @property
     def is_geographic(self) -> bool:
+        if self.crs.upper() in WGS84_NAMES:
+            return True  # the usual grid: no need to load pyproj (a fifth of a second) to say so
         from pyproj import CRS
 
         return bool(CRS.from_user_input(self.crs).is_geographic)
@@ -232,11 +238,19 @@ class _RawRaster:
     data: npt.NDArray[Any]  # stored values (counts for packed integers); physical = data·scale + offset
     scale: float
     offset: float
-    invalid: npt.NDArray[np.bool_]  # nodata pixels
+    invalid: npt.NDArray[np.bool_] | None  # nodata pixels; None: exactly those equal to ``nodata``
     file_range_violations: npt.NDArray[np.bool_] | None  # outside the file's own valid_range
     grid: GridSpec
     units: str | None
     time: str | datetime | None
+    nodata: int | None = None  # the integer nodata value when ``invalid`` is left to the compiled pass
+
+    @property
+    def invalid_mask(self) -> npt.NDArray[np.bool_]:
+        """The nodata pixels as a boolean array (made here when ``invalid`` was left to the counts)."""
+        if self.invalid is not None:
+            return self.invalid
+        return np.asarray(self.data == self.nodata)
 
 
 def _to_canonical_values(
@@ -257,11 +271,14 @@ def _to_canonical_values(
         info = np.iinfo(data.dtype)
         lo = max(math.ceil((spec.valid_min - add) / mult - 1e-9), int(info.min))
         hi = min(math.floor((spec.valid_max - add) / mult + 1e-9), int(info.max))
-        values, nodata_count, out_count = canonical_counts(data, raw.invalid, lo, hi, mult, add)
+        if raw.invalid is None and raw.nodata is not None:
+            values, nodata_count, out_count = canonical_nodata(data, raw.nodata, lo, hi, mult, add)
+        else:
+            values, nodata_count, out_count = canonical_counts(data, raw.invalid_mask, lo, hi, mult, add)
         if nodata_count == data.size:
             raise ValidationError(f"{label}: every pixel is nodata", reason="all_nodata")
     else:
-        nodata_count = int(np.count_nonzero(raw.invalid))
+        nodata_count = int(np.count_nonzero(raw.invalid_mask))
         if nodata_count == data.size:
             raise ValidationError(f"{label}: every pixel is nodata", reason="all_nodata")
         values, out_count = _canonical_numpy(raw, spec, mult, add, nodata_count)
@@ -299,7 +316,7 @@ def _canonical_numpy(
             values += add
         with np.errstate(invalid="ignore"):
             masked = (values < spec.valid_min) | (values > spec.valid_max)
-    masked |= raw.invalid
+    masked |= raw.invalid_mask
     if raw.file_range_violations is not None:
         masked |= raw.file_range_violations
     out_count = int(np.count_nonzero(masked)) - nodata_count
@@ -335,6 +352,13 @@ def _read_geotiff(data: bytes, label: str) -> _RawRaster:
     except Exception as exc:  # GDAL's CPLE_* errors do not share a public base class with RasterioError
         raise ValidationError(f"{label}: unreadable GeoTIFF ({exc})", reason="corrupt_file") from exc
 
+    units = band_units or tags.get("units") or tags.get("UNITS") or None
+    time = next((tags[k] for k in _TIME_TAGS if tags.get(k)), None)
+    int_nodata = _integer_nodata(raw, nodata)
+    if int_nodata is not None and gdal_mask is None and not _has_range_tags(tags):
+        # The common packed raster (CHIRPS, MODIS): its one mask is the nodata value, which the compiled
+        # conversion tests on the counts as it goes; no boolean array is made.
+        return _RawRaster(raw, scale, offset, None, None, grid, units, time, int_nodata)
     if nodata is None:
         invalid = np.zeros(raw.shape, dtype=bool)
     else:
@@ -344,9 +368,23 @@ def _read_geotiff(data: bytes, label: str) -> _RawRaster:
     if raw.dtype.kind == "f":
         invalid |= ~np.isfinite(raw)
     violations = _file_range_violations(raw, tags, invalid)
-    units = band_units or tags.get("units") or tags.get("UNITS") or None
-    time = next((tags[k] for k in _TIME_TAGS if tags.get(k)), None)
     return _RawRaster(raw, scale, offset, invalid, violations, grid, units, time)
+
+
+def _integer_nodata(raw: npt.NDArray[Any], nodata: float | None) -> int | None:
+    """``nodata`` as an integer of ``raw``'s dtype, or None (no nodata, a float raster, a value the
+    dtype cannot hold, or a 64-bit unsigned raster, whose comparisons the compiled pass does not take)."""
+    if nodata is None or raw.dtype.kind not in "iu" or raw.dtype == np.uint64:
+        return None
+    if not math.isfinite(nodata) or not float(nodata).is_integer():
+        return None
+    info = np.iinfo(raw.dtype)
+    value = int(nodata)
+    return value if info.min <= value <= info.max else None
+
+
+def _has_range_tags(tags: Mapping[str, str]) -> bool:
+    return any(k in tags for k in ("valid_range", "valid_min", "valid_max"))
 
 
 def _file_range_violations(

@@ -20,16 +20,17 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache, cached_property
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 import shapely
-from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
-from ingest._kernels import csr_means
-from ingest.raster import GridSpec, RasterGrid
+from ingest._kernels import CsrRuns, csr_runs, run_means
+from ingest.raster import WGS84_NAMES, GridSpec, RasterGrid
 from ingest.regions import Region, regions_fingerprint
 from ingest.units import FloatArray
 from oracle.errors import ValidationError
@@ -72,12 +73,12 @@ class ZonalWeights:
         template = np.broadcast_to(np.uint8(1), (rows, cols))
         source = NumPyRasterSource(template, xmin, ymin, xmax, ymax, srs_wkt=None)
         geoms = _to_grid_crs([r.geometry for r in regions], grid.crs)
-        features = [
-            {"type": "Feature", "id": i, "properties": {}, "geometry": mapping(g)}
-            for i, g in enumerate(geoms)
-        ]
+        wkb = shapely.to_wkb(np.asarray(geoms, dtype=object))
         results = exact_extract(
-            source, features, ["cell_id", f"w=coverage(coverage_weight={coverage_weight})"], output="geojson"
+            source,
+            _wkb_features()(list(wkb)),
+            ["cell_id", f"w=coverage(coverage_weight={coverage_weight})"],
+            output="geojson",
         )
         flip = t.e > 0  # a south-up grid numbers its rows from the bottom in exactextract's frame
         row_idx, col_idx, data = [], [], []
@@ -109,6 +110,14 @@ class ZonalWeights:
         matrix.sum_duplicates()
         totals = np.asarray(matrix.sum(axis=1)).ravel()
         return cls(tuple(r.region_id for r in regions), grid, matrix, totals, coverage_weight)
+
+    @cached_property
+    def runs(self) -> CsrRuns:
+        """``matrix`` as runs of consecutive cells with one weight (made on first use, then kept): what
+        the means read, a sixth of the CSR arrays' bytes on a district map (interior cells of a grid row
+        share their area), same terms in the same order."""
+        m = self.matrix
+        return csr_runs(m.indptr, m.indices, m.data, m.shape[1])
 
     @property
     def cells(self) -> npt.NDArray[np.int64]:
@@ -147,9 +156,10 @@ class ZonalWeights:
         return means, fraction
 
     def _means_flat(self, x: FloatArray, *, gaps_use_totals: bool) -> tuple[FloatArray, FloatArray]:
-        """One pass over the weights (:func:`ingest._kernels.csr_means`): per region Σ w·x and Σ w·valid
-        in CSR order from 0.0, a nodata cell counted as w·0.0 — term for term the sparse products
-        ``W @ where(valid, x, 0)`` and ``W @ valid`` the two paths made before, so the bits are theirs.
+        """One pass over the weights (:func:`ingest._kernels.run_means` over :attr:`runs`): per region
+        Σ w·x and Σ w·valid in CSR order from 0.0, a nodata cell counted as w·0.0 — term for term the
+        sparse products ``W @ where(valid, x, 0)`` and ``W @ valid`` the two paths made before, so the
+        bits are theirs.
 
         ``means`` (``gaps_use_totals``) keeps its historical denominator for a region without a nodata
         cell: the stored total Σ w, as scipy summed it when the weights were built (its order differs
@@ -160,8 +170,7 @@ class ZonalWeights:
                 f"zonal: {x.size} cells do not match the weights' {self.matrix.shape[1]}",
                 reason="grid_mismatch",
             )
-        m = self.matrix
-        num, den, gaps = csr_means(m.indptr, m.indices, m.data, x)
+        num, den, gaps = run_means(self.runs, x)
         if gaps_use_totals:
             den = np.where(gaps, den, self.totals)
         return self._finish(num, den)
@@ -248,7 +257,58 @@ def zonal_means(
     return ZonalStats(weights.region_ids, means, fraction, raster.variable, raster.units)
 
 
+@cache
+def _wkb_features() -> Any:
+    """exactextract's feature source over WKB geometries (built on first use: exactextract loads lazily).
+
+    It hands GEOS each region's exact WKB, where a GeoJSON feature list costs a ``json.dumps`` of every
+    polygon and a parse back in C++; the coordinates (hence the weights) are the same bits either way."""
+    from exactextract._exactextract import Feature
+    from exactextract.feature import FeatureSource
+
+    class WkbFeature(Feature):  # type: ignore[misc]
+        def __init__(self, fid: int, wkb: bytes) -> None:
+            Feature.__init__(self)
+            self.fid = fid
+            self.wkb = wkb
+            self.properties: dict[str, Any] = {}
+
+        def geometry(self) -> bytes:
+            return self.wkb
+
+        def get(self, name: str) -> Any:
+            return self.fid if name == "id" else self.properties[name]
+
+        def set(self, name: str, value: Any) -> None:
+            if name == "id":
+                self.fid = value
+            else:
+                self.properties[name] = value
+
+        def fields(self) -> list[str]:
+            return ["id", *self.properties]
+
+    class WkbFeatures(FeatureSource):  # type: ignore[misc]
+        def __init__(self, wkbs: list[bytes]) -> None:
+            super().__init__()
+            self.wkbs = wkbs
+
+        def count(self) -> int:
+            return len(self.wkbs)
+
+        def __iter__(self) -> Any:
+            for i, wkb in enumerate(self.wkbs):
+                yield WkbFeature(i, wkb)
+
+        def srs_wkt(self) -> None:
+            return None
+
+    return WkbFeatures
+
+
 def _to_grid_crs(geoms: list[BaseGeometry], crs: str) -> list[BaseGeometry]:
+    if crs.upper() in WGS84_NAMES:
+        return geoms  # the regions' own CRS: nothing to do, and no need to load pyproj to see it
     from pyproj import CRS, Transformer
 
     target = CRS.from_user_input(crs)
