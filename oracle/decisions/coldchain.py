@@ -370,13 +370,17 @@ def message_inputs(blobs: BlobStore, ingest_batches: list[str], devices: set[str
 
 
 def _batches_through(
-    batches: list[bytes], cids: list[str], params: dict[str, Any], until_s: int
+    batches: list[bytes], cids: list[str], params: dict[str, Any], until_s: int, *, strict: bool
 ) -> frozenset[str]:
-    """The CIDs of the batches holding a reading of the shipment at or before ``until_s``."""
+    """The CIDs of the batches holding a reading of the shipment before ``until_s`` (``strict``) or at
+    or before it."""
     keep = set()
     for cid, batch in zip(cids, batches, strict=True):
         rows = readings_step([batch], params)["readings"]
-        if rows and min(r["ts_ms"] for r in rows) // 1000 <= until_s:
+        if not rows:
+            continue
+        earliest = min(r["ts_ms"] for r in rows) / 1000
+        if earliest < until_s or (not strict and earliest <= until_s):
             keep.add(cid)
     return frozenset(keep)
 
@@ -433,12 +437,46 @@ def evaluate_shipment(
     ``now`` (UNIX seconds) bounds the data-gap rule: a logger silent since its last reading until ``now``
     is a gap (missing data is not safe). Without it the record is treated as closed at its last reading.
 
-    A breach is decided on the *first* batches that establish it: the batches whose earliest reading is
-    at or before the first breach. So the breach report does not depend on when this process looked or
-    how its ingest grouped the messages, and every node of a network that has received those batches
-    computes the same report, bit for bit, whatever arrived after. ``only_batches`` restricts the
-    evaluation to those batch CIDs (that cut, or a replay).
+    A breach is decided on the *first* batches that establish it, so the breach report does not depend
+    on when this process looked or how its ingest grouped the messages: every node of a network that has
+    received those batches computes the same report, bit for bit, whatever arrived after. The cut is the
+    batches whose earliest reading comes *before* the first breach instant, when they alone give a
+    breach at that same instant (a duration limit reached at 2:00 is established by the readings up to
+    1:50, the last standing one interval as in a closed record: a node that has not yet received the
+    message starting at 2:00 decides the same breach); else those whose earliest reading is at or before
+    it (a hard limit crossed by the reading at that instant); else all of them. (Stop 22's CI run failed
+    on exactly that: the cut took the message starting at the breach instant when present, so the node
+    that evaluated before it arrived signed a different report and could not sign its peers'.)
+    ``only_batches`` restricts the evaluation to those batch CIDs (that cut, or a replay); with
+    ``breach_at`` the evaluation is a trial of a cut and returns None, recording nothing, when the cut
+    does not give its first breach at that instant.
     """
+    outcome = _evaluate_shipment(
+        sessions,
+        blobs,
+        shipment_id=shipment_id,
+        terms=terms,
+        model_dir=model_dir,
+        now=now,
+        only_batches=only_batches,
+    )
+    if outcome is None:  # only a trial of a cut (breach_at) gives None
+        raise RuntimeError(f"shipment {shipment_id}: evaluation gave no outcome")
+    return outcome
+
+
+def _evaluate_shipment(
+    sessions: sessionmaker[Session],
+    blobs: BlobStore,
+    *,
+    shipment_id: str,
+    terms: ShipmentTerms | None = None,
+    model_dir: Path | None = None,
+    now: int | None = None,
+    only_batches: frozenset[str] | None = None,
+    breach_at: int | None = None,
+) -> DecisionOutcome | None:
+    """The evaluation of :func:`evaluate_shipment`, or a trial of a cut (``breach_at``)."""
     from models.coldchain.breach_model import DEFAULT_ARTIFACT_DIR
     from models.coldchain.profiles import PROFILE_DIR
     from models.registry import list_models, load_model, model_id_for
@@ -584,14 +622,31 @@ def evaluate_shipment(
         return evaluate_shipment(
             sessions, blobs, shipment_id=shipment_id, terms=terms, model_dir=model_dir, now=now
         )
+    if breach_at is not None and first_breach != breach_at:
+        return None  # a trial cut that does not establish the same first breach: nothing recorded
     if only_batches is None and delivery is None and now is None and first_breach is not None:
-        cut = _batches_through(batches, batch_cids, readings_params, int(first_breach))
-        if len(cut) < len(batch_cids):
-            at_cut = evaluate_shipment(
-                sessions, blobs, shipment_id=shipment_id, terms=terms, model_dir=model_dir, only_batches=cut
+        for strict in (True, False):
+            cut = _batches_through(batches, batch_cids, readings_params, int(first_breach), strict=strict)
+            if len(cut) == len(batch_cids):
+                break  # every batch is in the cut: this evaluation is the cut's
+            if not cut:
+                continue
+            at_cut = _evaluate_shipment(
+                sessions,
+                blobs,
+                shipment_id=shipment_id,
+                terms=terms,
+                model_dir=model_dir,
+                only_batches=cut,
+                breach_at=int(first_breach),
             )
-            if at_cut.report is not None and at_cut.report.value == int(Verdict.BREACH):
+            if (
+                at_cut is not None
+                and at_cut.report is not None
+                and at_cut.report.value == int(Verdict.BREACH)
+            ):
                 return at_cut
+        else:
             log.warning(
                 "shipment %s: the breach does not hold on its first batches; using them all", shipment_id
             )

@@ -256,3 +256,76 @@ def test_a_breach_report_does_not_depend_on_how_much_arrived_after_it(stores, tm
     assert late.report == early.report
     assert late.manifest_cid == early.manifest_cid
     assert late.decision_id == early.decision_id
+
+
+def _signed_messages(key: object, temps: list[float], *, start_s: int, per_msg: int) -> list[bytes]:
+    """The logger's messages, signed once: every node receives these very bytes from the broker."""
+    import json
+
+    from ingest.telemetry.envelope import sign_envelope_with_key
+
+    out = []
+    for first in range(0, len(temps), per_msg):
+        body = [
+            {"seq": i, "ts": (start_s + i * 600) * 1000, "temp_c": temps[i], "battery_pct": 90.0}
+            for i in range(first, min(first + per_msg, len(temps)))
+        ]
+        out.append(json.dumps(sign_envelope_with_key(body, key)).encode())  # type: ignore[arg-type]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("case", "temps", "decided_on"),
+    [
+        # WHO PQS E006's >= 45 °C for 1 h, reached at 2:00, the first reading of the second message: the
+        # readings up to 1:50 establish it (the last stands one interval), so a node that evaluated before
+        # the second message arrived and one that evaluated after it sign the same report (stop 22's CI
+        # failure: the cut took the second message when present).
+        # (Base 6 °C as there: the step to 46 °C is within the rate-of-change screen's allowance.)
+        ("duration limit at a message boundary", temperatures(6, base=6.0, excursion=(1.0, 1.5, 46.0)), 1),
+        # A hard limit (>= 50 °C) crossed by the first reading of the second message needs that message.
+        ("hard limit at a message boundary", [5.0] * 11 + [12.0, 50.0, 50.0, 12.0] + [5.0] * 21, 2),
+    ],
+)
+def test_nodes_that_looked_before_and_after_a_message_sign_the_same_breach(
+    tmp_path: Path, case: str, temps: list[float], decided_on: int
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ingest.telemetry.pipeline import IncomingMessage
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = day_ago()
+    messages = _signed_messages(key, temps, start_s=start, per_msg=12)
+    assert len(messages) == 3
+    terms = ShipmentTerms(profile="refrigerated")
+    outcomes = {}
+    for node, order in (("early", [[0], [1], [2]]), ("late", [[0, 1, 2]]), ("middle", [[0, 1], [2]])):
+        (tmp_path / node).mkdir()
+        sessions, blobs = open_db(sqlite_url(tmp_path / node)), FilesystemBlobStore(tmp_path / node / "blobs")
+        fleet = Fleet(sessions, blobs)
+        fleet.add("logger-edge", "SHP-EDGE", start_s=start, key=key)
+        seen = []
+        for arrived in order:
+            for i in arrived:
+                got = fleet.ingest.process(
+                    [IncomingMessage(device_id="logger-edge", payload=messages[i], source="mqtt")]
+                )
+                assert got.accepted == 12, (case, node, i)
+            outcome = evaluate_shipment(sessions, blobs, shipment_id="SHP-EDGE", terms=terms)
+            seen.append(outcome)
+        decided = [o for o in seen if o.report is not None]
+        assert decided, (case, node, [o.status for o in seen])
+        # Once decided, the node keeps the same decision whatever arrives after.
+        assert {o.manifest_cid for o in decided} == {decided[0].manifest_cid}, (case, node)
+        assert {o.decision_id for o in decided} == {decided[0].decision_id}, (case, node)
+        outcomes[node] = decided[0]
+        readings = next(s for s in decided[0].steps if s.name == "readings")
+        assert len(readings.inputs) == decided_on, (case, node, readings.inputs)
+    reports = {n: (o.report, o.manifest_cid) for n, o in outcomes.items()}
+    assert len({r for r, _ in reports.values()}) == 1, (case, reports)
+    assert len({m for _, m in reports.values()}) == 1, (case, reports)
+    report = outcomes["late"].report
+    assert report is not None
+    assert report.value == int(Verdict.BREACH)
+    assert report.epoch == 1
