@@ -543,10 +543,23 @@ def _evaluate_shipment(
     # The scheduled hand-over, a fact both parties agreed on in advance (no look-ahead): an explicit,
     # content-addressed input of the early warning, so an auditor recomputes the warning from it.
     schedule: dict[str, Any] | None = None
+    overridden: dict[str, Any] | None = None
     if agreed is not None:
         schedule = schedule_document(
             shipment_id, agreed.pop("expected_delivery_s"), source="escrow", **agreed
         )
+        if (
+            terms.expected_delivery_s is not None
+            and terms.expected_delivery_s != schedule["expected_delivery_s"]
+        ):
+            # Both parties agreed on the escrow's hand-over; the off-chain terms say otherwise: the
+            # escrow's wins, and the decision says so rather than drop the other silently.
+            overridden = {
+                "schedule": "the escrow's expected delivery overrides the off-chain terms'",
+                "escrow_expected_delivery_s": schedule["expected_delivery_s"],
+                "terms_expected_delivery_s": int(terms.expected_delivery_s),
+            }
+            log.warning("shipment %s: %s", shipment_id, overridden)
     elif terms.expected_delivery_s is not None:
         schedule = schedule_document(shipment_id, terms.expected_delivery_s, source="terms")
     schedule_cid = blobs.put(canonical_json(schedule)) if schedule is not None else None
@@ -674,7 +687,7 @@ def _evaluate_shipment(
     fields = verdict_report_step(rules, scored, report_params)
     trace.record("verdict", inputs=[rules_cid, model_out_cid], output=fields, params=report_params)
     verdict = Verdict(int(fields["value"]))
-    flags: list[dict[str, Any]] = []
+    flags: list[dict[str, Any]] = [overridden] if overridden is not None else []
     for f in readings.get("flags", []):
         flags.append({"quality": f["reason"], "device": f["device"], "seq": f["seq"], "detail": f["detail"]})
     if readings.get("hold") and verdict != Verdict.NO_DECISION:

@@ -241,3 +241,20 @@ def test_the_escrows_agreed_delivery_reaches_the_live_warning(
     assert out["warning"] is True
     assert out["forecast"]["breach_at_s"] == hand_over
     assert outcome.report is None  # a warning voids nothing
+
+    # Off-chain terms naming another hand-over do not displace the one both parties agreed on, and the
+    # decision says it overrode them.
+    other = evaluate_shipment(
+        sessions,
+        blobs,
+        shipment_id=shipment,
+        terms=ShipmentTerms(profile="refrigerated", expected_delivery_s=hand_over + 7200),
+    )
+    out, inputs = _model(stores, other)
+    assert json.loads(blobs.get(inputs[3]))["expected_delivery_s"] == hand_over
+    assert out["forecast"]["breach_at_s"] == hand_over
+    assert {
+        "schedule": "the escrow's expected delivery overrides the off-chain terms'",
+        "escrow_expected_delivery_s": hand_over,
+        "terms_expected_delivery_s": hand_over + 7200,
+    } in other.flags
