@@ -8,20 +8,7 @@
   const state = { selected: null, name: null, setup: null, items: [], timer: null, note: "" };
   const LEGS = [["origin", "Origin"], ["in_transit", "In transit"], ["destination", "Destination"]];
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === null || v === undefined || v === false) continue;
-      if (k === "text") node.textContent = String(v);
-      else if (k === "onclick") node.addEventListener("click", v);
-      else node.setAttribute(k, String(v));
-    }
-    for (const c of children) if (c !== null && c !== undefined) node.append(c instanceof Node ? c : String(c));
-    return node;
-  }
-  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); return node; }
-  function byId(id) { return document.getElementById(id); }
-  function when(s) { return s ? new Date(s * 1000).toISOString().replace(".000Z", "Z").replace("T", " ") : "—"; }
+  const { el, clear, byId, when } = window.OracleDom;
   function stamp(iso) { return iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : "—"; }
   function badge(text, prefix) { return el("span", { class: `badge ${prefix}-${String(text).replace(/[^A-Za-z0-9_-]/g, "")}`, text }); }
   function key() { return sessionStorage.getItem(KEY) || ""; }

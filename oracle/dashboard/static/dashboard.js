@@ -10,17 +10,7 @@
   const state = { key: "", cursor: null, data: null, region: null, shipment: null, attestation: null, custody: null, layers: null, fitted: false, timer: null, ticks: 0 };
 
   // ---- small DOM helpers ------------------------------------------------------------------------------
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === null || v === undefined || v === false) continue;
-      if (k === "text") node.textContent = String(v);
-      else if (k === "onclick") node.addEventListener("click", v);
-      else node.setAttribute(k, String(v));
-    }
-    for (const c of children) if (c !== null && c !== undefined) node.append(c instanceof Node ? c : String(c));
-    return node;
-  }
+  const { el, clear, byId, when } = window.OracleDom;
   function svg(tag, attrs) {
     const node = document.createElementNS(SVG_NS, tag);
     for (const [k, v] of Object.entries(attrs || {})) {
@@ -29,12 +19,9 @@
     }
     return node;
   }
-  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); return node; }
-  function byId(id) { return document.getElementById(id); }
   function fmt(x, digits) { return (x === null || x === undefined || Number.isNaN(x)) ? "—" : Number(x).toFixed(digits); }
   function short(h) { return typeof h === "string" && h.length > 18 ? h.slice(0, 10) + "…" + h.slice(-6) : (h || "—"); }
   function badge(text) { return el("span", { class: "badge " + String(text || "").replace(/[^A-Za-z0-9_-]/g, ""), text: text || "—" }); }
-  function when(s) { return s ? new Date(s * 1000).toISOString().replace(".000Z", "Z").replace("T", " ") : "—"; }
   function table(headers, rows, opts) {
     const t = el("table", opts && opts.testid ? { "data-testid": opts.testid } : {});
     const head = el("tr");
