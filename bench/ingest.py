@@ -262,6 +262,7 @@ def main() -> None:
     ap.add_argument("--postgres", default="127.0.0.1:5432", help="PostgreSQL server for the durable path")
     ap.add_argument("--skip-latency", action="store_true", help="throughput only (no breach-to-void phase)")
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]  # the machine is shared: the figures are read against its load
     raws: list[float] = []
     rates: list[float] = []
     stats: list[WorkerStats] = []
@@ -370,6 +371,9 @@ def main() -> None:
         "readings_stored": stored,
         "breach_shipments": args.shipments,
         "breach_goal_p99_ms": GOAL_P99_MS,
+        "cores": os.cpu_count(),
+        "load_average_before": round(load_before, 2),
+        "load_average_after": round(os.getloadavg()[0], 2),
     }
     for setup, r in latency.items():
         figures |= {

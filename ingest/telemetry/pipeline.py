@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import json
 import logging
 import threading
 import time
@@ -310,9 +311,18 @@ class TelemetryIngest:
                                 dups[c.msg_index] += 1
                             else:
                                 accept(c)
+                self._record_batch(
+                    s,
+                    cid,
+                    len(blob),
+                    messages,
+                    rejects,
+                    sum(accepted),
+                    stored_at,
+                    cursor=cursor if keys is _KEYS else None,
+                )
             finally:
                 cursor.close()
-            self._record_batch(s, cid, len(blob), messages, rejects, sum(accepted), stored_at)
         for hook in self.after_commit if committed else ():
             try:
                 hook(committed)
@@ -453,12 +463,18 @@ class TelemetryIngest:
         rejects: list[list[RejectRecord]],
         accepted: int,
         stored_at: dict[int, int],
+        *,
+        cursor: Any = None,
     ) -> None:
+        """The batch's blob and observation rows and its refusals; ``cursor``: the session's own
+        PostgreSQL cursor, which sends the two batch rows in one round trip (psycopg pipeline)."""
         now = dt.datetime.now(dt.UTC)
         if cid:
-            self._insert_blob_rows(
-                s, cid, size, [m for i, m in enumerate(messages) if i in stored_at], now, accepted
-            )
+            stored = [m for i, m in enumerate(messages) if i in stored_at]
+            if cursor is not None:
+                _insert_batch_rows(cursor, cid, size, stored, now, accepted)
+            else:
+                self._insert_blob_rows(s, cid, size, stored, now, accepted)
         reject_rows = [
             {
                 "source": messages[i].source,
@@ -491,24 +507,10 @@ class TelemetryIngest:
             [{"cid": cid, "size": size, "media_type": BATCH_MEDIA_TYPE, "created_at": now}],
             ["cid"],
         )
-        sources = sorted({m.source for m in stored})
         self._insert_ignore(
             s,
             Observation.__table__,  # type: ignore[arg-type]
-            [
-                {
-                    "kind": "telemetry_batch",
-                    "variable": "",
-                    "subject": stored[0].device_id if len({m.device_id for m in stored}) == 1 else "",
-                    "cid": cid,
-                    "source": ",".join(sources),
-                    "collector": "ingest.telemetry",
-                    "signature_status": "verified",
-                    "observed_at": now,
-                    "received_at": now,
-                    "meta": {"messages": len(stored), "accepted": accepted},
-                }
-            ],
+            [_observation_row(cid, stored, now, accepted)],
             ["kind", "cid"],
         )
 
@@ -538,6 +540,24 @@ class TelemetryIngest:
                     metrics.READINGS_DUPLICATE.labels(source).inc(n)
             else:
                 metrics.REJECTS.labels(source, what).inc(n)
+
+
+def _observation_row(
+    cid: str, stored: Sequence[IncomingMessage], now: dt.datetime, accepted: int
+) -> dict[str, Any]:
+    """The ``observations`` row of a stored batch."""
+    return {
+        "kind": "telemetry_batch",
+        "variable": "",
+        "subject": stored[0].device_id if len({m.device_id for m in stored}) == 1 else "",
+        "cid": cid,
+        "source": ",".join(sorted({m.source for m in stored})),
+        "collector": "ingest.telemetry",
+        "signature_status": "verified",
+        "observed_at": now,
+        "received_at": now,
+        "meta": {"messages": len(stored), "accepted": accepted},
+    }
 
 
 def _reject_meta(r: RejectRecord, position: int | None) -> dict[str, Any]:
@@ -661,9 +681,17 @@ def _claim_and_copy(
     if not candidates:
         return set()
     rows = _rows(candidates, cid, messages)
+    # The four arrays go as array literals made here (PostgreSQL parses them in C), not as Python lists
+    # psycopg would adapt element by element: a quarter of the claim's client time per batch.
     cursor.execute(
         partitions.CLAIM_KEYS,
-        (cid, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[10] for r in rows]),
+        (
+            cid,
+            _text_array([r[0] for r in rows]),
+            _int_array([r[1] for r in rows]),
+            _int_array([r[2] for r in rows]),
+            _text_array([r[10] for r in rows]),
+        ),
     )
     claimed = {(str(d), int(q)) for d, q in cursor.fetchall()}
     if claimed:
@@ -672,3 +700,54 @@ def _claim_and_copy(
                 if (row[0], row[1]) in claimed:
                     copy.write_row(row)
     return claimed
+
+
+def _text_array(values: list[str]) -> str:
+    """A PostgreSQL array literal of ``values``: every element double-quoted (so ``NULL`` stays text),
+    backslashes and quotes escaped."""
+    if not values:
+        return "{}"
+    quoted = [v.replace("\\", "\\\\").replace('"', '\\"') for v in values]
+    return '{"' + '","'.join(quoted) + '"}'
+
+
+def _int_array(values: list[int]) -> str:
+    """A PostgreSQL array literal of integers."""
+    return "{" + ",".join([str(int(v)) for v in values]) + "}"
+
+
+_BATCH_BLOB = (
+    f"INSERT INTO {Blob.__tablename__} (cid, size, media_type, created_at) "  # noqa: S608 - constants only
+    "VALUES (%s, %s, %s, %s) ON CONFLICT (cid) DO NOTHING"
+)
+_OBSERVATION_COLUMNS = (
+    "kind",
+    "variable",
+    "subject",
+    "cid",
+    "source",
+    "collector",
+    "signature_status",
+    "observed_at",
+    "received_at",
+    "meta",
+)
+_BATCH_OBSERVATION = (
+    f"INSERT INTO {Observation.__tablename__} ({', '.join(_OBSERVATION_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join(['%s'] * (len(_OBSERVATION_COLUMNS) - 1))}, %s::json) "
+    "ON CONFLICT (kind, cid) DO NOTHING"
+)
+
+
+def _insert_batch_rows(
+    cursor: Any, cid: str, size: int, stored: Sequence[IncomingMessage], now: dt.datetime, accepted: int
+) -> None:
+    """PostgreSQL: the batch's ``blobs`` and ``observations`` rows (each skipped if already there, as the
+    SQLAlchemy route does), sent together in one pipeline: one round trip instead of two, and no
+    statement compilation."""
+    row = _observation_row(cid, stored, now, accepted)
+    values = [row[c] for c in _OBSERVATION_COLUMNS]
+    values[-1] = json.dumps(row["meta"])
+    with cursor.connection.pipeline():
+        cursor.execute(_BATCH_BLOB, (cid, size, BATCH_MEDIA_TYPE, now))
+        cursor.execute(_BATCH_OBSERVATION, values)

@@ -13,7 +13,11 @@
   so paho's network thread never waits for the GIL behind HMAC, JSON and SQL. The parent sends a batch,
   the child commits it and returns its outcome, and only then does the parent acknowledge the batch (and
   call ``on_commit``). A child that loses its parent (SIGKILL) finds the pipe closed and exits; whatever
-  it committed was not acknowledged and comes back as idempotent redeliveries. By default (``None``) the
+  it committed was not acknowledged and comes back as idempotent redeliveries. Two batches are in
+  flight at most: the next one is sent while the child commits the current one, so the child does not
+  wait while the parent acknowledges and the parent does not wait while the child commits; the child
+  commits them in order, and a batch is acknowledged only when its own outcome is back. A dead child is
+  replaced and every batch still in flight is sent to the new one, in order. By default (``None``) the
   writer process is used for a plain :class:`TelemetryIngest` only: a subclass that overrides ``process``
   (say, to notify a scheduler living in this process) keeps committing in the caller's thread, where its
   side effects belong; pass ``on_commit`` instead to keep the writer process.
@@ -40,6 +44,7 @@ import queue
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -174,6 +179,8 @@ class IngestWorker:
         self._fallback = threading.Event()
         self._writer: Any = None
         self._pipe: Connection | None = None
+        self._in_flight: deque[tuple[list[_Delivery], float]] = deque()
+        """Batches sent to the writer process and not yet answered, oldest first, with their send time."""
 
     # --- MQTT side (paho's thread) ---------------------------------------------------------------------
 
@@ -287,6 +294,8 @@ class IngestWorker:
             # Drain what the broker already gave us so it is acknowledged now rather than redelivered.
             while not self._queue.empty():
                 self._write_batch(wait_s=0.0)
+            while self._in_flight:
+                self._finish_oldest()
         finally:
             client.disconnect()
             client.loop_stop()
@@ -323,6 +332,9 @@ class IngestWorker:
         return batch
 
     def _write_batch(self, *, wait_s: float) -> None:
+        if self._pipe is not None:
+            self._write_batch_pipelined(wait_s=wait_s)
+            return
         batch = self._next_batch(wait_s)
         if not batch:
             return
@@ -341,6 +353,89 @@ class IngestWorker:
                 if self._stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, 5.0)
+        self._acknowledge(batch, outcome)
+
+    def _write_batch_pipelined(self, *, wait_s: float) -> None:
+        """Writer process: send the next batch, then take the oldest answer once two are in flight (or
+        when no new batch came), so the child always has the next batch while it commits one."""
+        batch = self._next_batch(0.0 if self._in_flight else wait_s)
+        if batch:
+            self._in_flight.append((batch, time.perf_counter()))
+            self._send_to_writer(batch)
+        if self._in_flight and (len(self._in_flight) > 1 or not batch):
+            self._finish_oldest()
+
+    @staticmethod
+    def _wire(batch: list[_Delivery]) -> list[tuple[str, bytes, str, int]]:
+        """What the writer process gets of a batch (it rebuilds the messages)."""
+        return [
+            (d.message.device_id, d.message.payload, d.message.source, d.message.received_ms) for d in batch
+        ]
+
+    def _send_to_writer(self, batch: list[_Delivery]) -> None:
+        try:
+            assert self._pipe is not None
+            self._pipe.send(self._wire(batch))
+        except OSError:
+            self._replace_writer()
+
+    def _finish_oldest(self) -> None:
+        """Wait for the oldest batch's outcome, then acknowledge it; a stop that outlasts a writer still
+        retrying after 30 s gives up on every batch in flight (unacknowledged: the broker redelivers)."""
+        batch, sent = self._in_flight[0]
+        outcome = self._receive_outcome()
+        if outcome is None:
+            self._in_flight.clear()
+            return
+        self._in_flight.popleft()
+        TelemetryIngest.record_metrics([d.message for d in batch], outcome, time.perf_counter() - sent)
+        self._acknowledge(batch, outcome)
+
+    def _receive_outcome(self) -> BatchOutcome | None:
+        stopped_at: float | None = None
+        while True:
+            assert self._pipe is not None
+            try:
+                if self._pipe.poll(0.2):
+                    outcome: BatchOutcome = self._pipe.recv()
+                    return outcome
+            except (EOFError, OSError):  # it died with batches in flight: none of them was acknowledged
+                self._replace_writer()
+                continue
+            if self._writer is not None and not self._writer.is_alive():
+                self._replace_writer()
+            if self._stop.is_set():
+                stopped_at = stopped_at or time.monotonic()
+                if time.monotonic() - stopped_at > 30:
+                    return None
+
+    def _replace_writer(self) -> None:
+        """Start a new writer process and send it every batch in flight, oldest first (committed by the
+        dead one or not, they were not acknowledged; a second commit of one is an idempotent no-op)."""
+        backoff = 0.05
+        while True:
+            code = self._writer.exitcode if self._writer is not None else None
+            self.stats.retries += 1
+            logger.error(
+                "the telemetry writer process died (exit code %s); starting a new one for %d batch(es) "
+                "in flight",
+                code,
+                len(self._in_flight),
+            )
+            self._stop_writer()
+            self._start_writer()
+            try:
+                assert self._pipe is not None
+                for batch, _sent in self._in_flight:
+                    self._pipe.send(self._wire(batch))
+                return
+            except OSError:
+                if self._stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, 5.0)
+
+    def _acknowledge(self, batch: list[_Delivery], outcome: BatchOutcome) -> None:
+        """After the commit: ``on_commit``, the PUBACKs, the receipts, the counters."""
         if self.on_commit is not None:
             try:
                 self.on_commit([d.message for d in batch], outcome)
@@ -392,41 +487,14 @@ class IngestWorker:
                 self._writer.kill()
             self._writer = None
 
-    def _restart_writer(self) -> None:
-        """Replace a dead writer process and raise, so the caller retries its (unacknowledged) batch."""
-        code = self._writer.exitcode if self._writer is not None else None
-        self._stop_writer()
-        self._start_writer()
-        raise RuntimeError(f"the telemetry writer process died (exit code {code}); started a new one")
-
     @property
     def writer_pid(self) -> int | None:
         """The writer process's pid (None when committing in the caller's thread or not running)."""
         return self._writer.pid if self._writer is not None else None
 
     def _commit(self, messages: list[IncomingMessage]) -> BatchOutcome | None:
-        """Commit through the writer process (or in this thread); None when stopped while it retries."""
-        if self._pipe is None:
-            return self.ingest.process(messages)
-        started = time.perf_counter()
-        try:
-            self._pipe.send([(m.device_id, m.payload, m.source, m.received_ms) for m in messages])
-        except OSError:
-            self._restart_writer()
-        stopped_at: float | None = None
-        while not self._pipe.poll(0.2):
-            if self._writer is not None and not self._writer.is_alive():
-                self._restart_writer()
-            if self._stop.is_set():
-                stopped_at = stopped_at or time.monotonic()
-                if time.monotonic() - stopped_at > 30:
-                    return None
-        try:
-            outcome: BatchOutcome = self._pipe.recv()
-        except EOFError:  # it died after taking the batch: committed or not, nothing was acknowledged
-            self._restart_writer()
-        TelemetryIngest.record_metrics(messages, outcome, time.perf_counter() - started)
-        return outcome
+        """Commit in this thread (the writer process path is :meth:`_write_batch_pipelined`)."""
+        return self.ingest.process(messages)
 
 
 def _writer_main(ingest: TelemetryIngest, pipe: Connection, parent_end: Connection, parent_pid: int) -> None:
@@ -438,11 +506,24 @@ def _writer_main(ingest: TelemetryIngest, pipe: Connection, parent_end: Connecti
     if bind is not None:
         bind.dispose(close=False)  # never share the parent's pooled connections across the fork
     ingest.count_metrics = False  # the parent counts the outcomes it serves on /metrics
+    # A thread takes the batches off the pipe as they come: the parent sends the next batch while it
+    # waits for this one's outcome, and a large batch one way and a large outcome the other must never
+    # both wait for the other side to read (each direction of the pipe buffers only so much).
+    batches: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def take_batches() -> None:
+        while True:
+            try:
+                batches.put(pipe.recv())
+            except (EOFError, OSError):
+                batches.put(None)
+                return
+
+    threading.Thread(target=take_batches, name="telemetry-writer-pipe", daemon=True).start()
     backoff = 0.05
     while True:
-        try:
-            batch = pipe.recv()
-        except (EOFError, OSError):
+        batch = batches.get()
+        if batch is None:
             return
         messages = [IncomingMessage(d, p, src, ms) for d, p, src, ms in batch]
         while True:
