@@ -422,6 +422,11 @@ def _ms(t: dt.datetime | None) -> int | None:
     return int(t.timestamp() * 1000)
 
 
+class CutDoesNotHold(Exception):
+    """A trial of a cut (``evaluate_shipment(..., breach_at=…)``) whose first breach is not at that
+    instant; internal to :func:`evaluate_shipment`."""
+
+
 def evaluate_shipment(
     sessions: sessionmaker[Session],
     blobs: BlobStore,
@@ -431,6 +436,7 @@ def evaluate_shipment(
     model_dir: Path | None = None,
     now: int | None = None,
     only_batches: frozenset[str] | None = None,
+    breach_at: int | None = None,
 ) -> DecisionOutcome:
     """Evaluate ``shipment_id`` and record the decision; does not post anything.
 
@@ -448,35 +454,9 @@ def evaluate_shipment(
     on exactly that: the cut took the message starting at the breach instant when present, so the node
     that evaluated before it arrived signed a different report and could not sign its peers'.)
     ``only_batches`` restricts the evaluation to those batch CIDs (that cut, or a replay); with
-    ``breach_at`` the evaluation is a trial of a cut and returns None, recording nothing, when the cut
-    does not give its first breach at that instant.
+    ``breach_at`` the evaluation is a trial of a cut and raises :class:`CutDoesNotHold`, recording
+    nothing, when the cut does not give its first breach at that instant.
     """
-    outcome = _evaluate_shipment(
-        sessions,
-        blobs,
-        shipment_id=shipment_id,
-        terms=terms,
-        model_dir=model_dir,
-        now=now,
-        only_batches=only_batches,
-    )
-    if outcome is None:  # only a trial of a cut (breach_at) gives None
-        raise RuntimeError(f"shipment {shipment_id}: evaluation gave no outcome")
-    return outcome
-
-
-def _evaluate_shipment(
-    sessions: sessionmaker[Session],
-    blobs: BlobStore,
-    *,
-    shipment_id: str,
-    terms: ShipmentTerms | None = None,
-    model_dir: Path | None = None,
-    now: int | None = None,
-    only_batches: frozenset[str] | None = None,
-    breach_at: int | None = None,
-) -> DecisionOutcome | None:
-    """The evaluation of :func:`evaluate_shipment`, or a trial of a cut (``breach_at``)."""
     from models.coldchain.breach_model import DEFAULT_ARTIFACT_DIR
     from models.coldchain.profiles import PROFILE_DIR
     from models.registry import list_models, load_model, model_id_for
@@ -636,7 +616,7 @@ def _evaluate_shipment(
             sessions, blobs, shipment_id=shipment_id, terms=terms, model_dir=model_dir, now=now
         )
     if breach_at is not None and first_breach != breach_at:
-        return None  # a trial cut that does not establish the same first breach: nothing recorded
+        raise CutDoesNotHold(f"{shipment_id}: first breach at {first_breach}, not {breach_at}")
     if only_batches is None and delivery is None and now is None and first_breach is not None:
         for strict in (True, False):
             cut = _batches_through(batches, batch_cids, readings_params, int(first_breach), strict=strict)
@@ -644,20 +624,19 @@ def _evaluate_shipment(
                 break  # every batch is in the cut: this evaluation is the cut's
             if not cut:
                 continue
-            at_cut = _evaluate_shipment(
-                sessions,
-                blobs,
-                shipment_id=shipment_id,
-                terms=terms,
-                model_dir=model_dir,
-                only_batches=cut,
-                breach_at=int(first_breach),
-            )
-            if (
-                at_cut is not None
-                and at_cut.report is not None
-                and at_cut.report.value == int(Verdict.BREACH)
-            ):
+            try:
+                at_cut = evaluate_shipment(
+                    sessions,
+                    blobs,
+                    shipment_id=shipment_id,
+                    terms=terms,
+                    model_dir=model_dir,
+                    only_batches=cut,
+                    breach_at=int(first_breach),
+                )
+            except CutDoesNotHold:
+                continue
+            if at_cut.report is not None and at_cut.report.value == int(Verdict.BREACH):
                 return at_cut
         else:
             log.warning(
