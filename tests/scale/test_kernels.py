@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from ingest._kernels import canonical_counts, csr_means, warm_up
+from ingest._kernels import canonical_counts, canonical_nodata, csr_means, csr_runs, run_means, warm_up
 
 
 def _numpy_canonical(
@@ -63,3 +63,56 @@ def test_csr_means_gives_the_sparse_products_bits(seed: int) -> None:
 
 def test_warm_up_returns_its_seconds() -> None:
     assert warm_up() >= 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.uint16, np.int32])
+@pytest.mark.parametrize("seed", range(3))
+def test_canonical_nodata_gives_the_numpy_bits(dtype: type, seed: int) -> None:
+    """The nodata test done inside the conversion pass equals the mask-then-convert route."""
+    rng = np.random.default_rng(100 + seed)
+    info = np.iinfo(dtype)
+    data = rng.integers(info.min, info.max, size=(89, 127), dtype=dtype, endpoint=True)
+    nodata = int(info.max) if seed % 2 else int(info.min)
+    data[rng.random(data.shape) < 0.15] = nodata
+    lo, hi = int(info.min) + 3, int(info.max) - int(rng.integers(1, 50))
+    for mult, add in [(0.1, 0.0), (0.02, -273.15), (1.0, 0.0), (1e-4, 0.5)]:
+        got = canonical_nodata(data, nodata, lo, hi, mult, add)
+        want = _numpy_canonical(data, data == nodata, lo, hi, mult, add)
+        assert got[0].tobytes() == want[0].tobytes()
+        assert got[1:] == want[1:]
+    with pytest.raises(ValueError, match="nodata"):
+        canonical_nodata(data, int(info.max) + 1, lo, hi, 1.0, 0.0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_run_means_gives_the_csr_and_sparse_products_bits(seed: int) -> None:
+    """Weights stored as runs of neighbouring cells with one weight (as a polygon's interior is) give
+    the bits of the per-cell loop and of scipy's products."""
+    rng = np.random.default_rng(200 + seed)
+    cells, regions = 6000, 30
+    rows = []
+    for r in range(regions):
+        row = np.zeros(cells)
+        if r != 5:  # region 5 lies outside the grid: an empty row
+            for _ in range(int(rng.integers(1, 6))):
+                a = int(rng.integers(0, cells - 200))
+                b = a + int(rng.integers(1, 200))
+                row[a:b] = 1.0 if rng.random() < 0.7 else rng.uniform(0.01, 1.0)  # interior or one weight
+                row[a] = rng.uniform(0.01, 1.0)  # a border cell with its own coverage
+        rows.append(row)
+    m = sp.csr_matrix(np.array(rows))
+    m.sort_indices()
+    x = rng.normal(0.0, 10.0 ** rng.uniform(-3, 3), cells)
+    x[rng.random(cells) < 0.2] = np.nan
+    x[rng.random(cells) < 0.05] = -0.0
+    runs = csr_runs(m.indptr, m.indices, m.data, cells)
+    assert runs.run_cells.size < m.nnz  # the runs really merge cells
+    got = run_means(runs, x)
+    want = csr_means(m.indptr, m.indices, m.data, x)
+    for g, w in zip(got, want, strict=True):
+        assert g.tobytes() == w.tobytes()
+    valid = ~np.isnan(x)
+    assert got[0].tobytes() == (m @ np.where(valid, x, 0.0)).tobytes()
+    assert got[1].tobytes() == (m @ valid.astype(np.float64)).tobytes()
+    with pytest.raises(ValueError, match="columns"):
+        run_means(runs, x[:-1])
