@@ -134,7 +134,6 @@ class TcpProxy:
                     sock.shutdown(socket.SHUT_RDWR)
 
 
-@dataclass
 def buyer_shipment(reference: str) -> str:
     """The name of the cluster's buyer's (dev account 1) shipment ``reference``, ``0x<buyer>:<reference>``:
     the only name that buyer can escrow, and the name the loggers' readings and the reports use."""
@@ -143,6 +142,7 @@ def buyer_shipment(reference: str) -> str:
     return shipment_name_for(dev_accounts(2)[1].address, reference)
 
 
+@dataclass
 class Cluster:
     directory: Path
     rpc_url: str

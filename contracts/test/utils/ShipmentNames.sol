@@ -8,8 +8,8 @@ import {Strings} from "@openzeppelin/contracts/utils/Strings.sol";
 ///         subject_id("shipment", name)). Written apart from the contract's own check, with OpenZeppelin's
 ///         hex encoder, so the suites compare two implementations.
 library ShipmentNames {
-    function nameOf(address buyer, string memory ref) internal pure returns (string memory) {
-        return string.concat(Strings.toHexString(buyer), ":", ref);
+    function nameOf(address buyer, string memory tail) internal pure returns (string memory) {
+        return string.concat(Strings.toHexString(buyer), ":", tail);
     }
 
     /// @notice A reference made of `n`: "s-<n>".
