@@ -30,6 +30,7 @@ from web3.logs import DISCARD
 from oracle.chain.anvil import dev_accounts, start_anvil
 from oracle.chain.client import connect, encode_signatures, transact
 from oracle.chain.deploy import deploy_all, deploy_router
+from oracle.chain.escrow import shipment_name_for
 from oracle.decisions.coldchain import profile_bytes32
 from oracle.reports import Report, ReportKind, Verdict, subject_id, typed_data
 
@@ -187,13 +188,14 @@ def escrow_dispute_gas(
     transact(w3, coin.functions.mint(watcher.address, 10 * BOND), sender=owner)
     transact(w3, coin.functions.approve(escrow.address, 2**256 - 1), sender=watcher)
     out: dict[str, int] = {}
-    shipments = [subject_id("shipment", f"bench-window-{n}") for n in range(3)]
+    names = [shipment_name_for(buyer.address, f"bench-window-{n}") for n in range(3)]
+    shipments = [subject_id("shipment", name) for name in names]
     now = int(w3.eth.get_block("latest")["timestamp"])
-    for shipment in shipments:
+    for name, shipment in zip(names, shipments, strict=True):
         open_escrow(
             w3,
             escrow,
-            shipment=shipment,
+            name=name,
             buyer=buyer,
             seller=seller,
             token=coin.address,
@@ -274,13 +276,16 @@ def main() -> None:
         escrow = dep.contract(w3, "ColdChainEscrow")
         transact(w3, coin.functions.mint(buyer.address, 10_000 * 10**6), sender=owner)
         transact(w3, coin.functions.approve(escrow.address, 2**256 - 1), sender=buyer)
-        shipment = subject_id("shipment", "bench-1")
+        # The buyer's name for its shipment: "0x<buyer>:bench-1" (50 characters), which the escrow checks
+        # against the caller and hashes into the id.
+        name = shipment_name_for(buyer.address, "bench-1")
+        shipment = subject_id("shipment", name)
         now = int(w3.eth.get_block("latest")["timestamp"])
         deadline = now + 7 * 86_400
         receipt = transact(
             w3,
             escrow.functions.createShipment(
-                shipment,
+                name,
                 seller.address,
                 coin.address,
                 500 * 10**6,

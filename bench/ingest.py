@@ -430,14 +430,32 @@ SEGMENTS = (
 _SIGNED_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \S+ outbox signed key=(\S+) ")
 
 
+#: The escrows' buyer among anvil's dev accounts (the seller is the next one).
+BENCH_BUYER = 2
+
+
+def buyer_name(reference: str) -> str:
+    """The bench buyer's name for its shipment ``reference``, ``0x<buyer>:<reference>``: the only name that
+    buyer can escrow (``oracle.chain.escrow.shipment_name_for``)."""
+    from oracle.chain.anvil import dev_accounts
+    from oracle.chain.escrow import shipment_name_for
+
+    return shipment_name_for(dev_accounts(BENCH_BUYER + 1)[BENCH_BUYER].address, reference)
+
+
+def logger_of(name: str) -> str:
+    """The logger travelling with the shipment ``name``: ``LOGGER-<reference>``."""
+    return "LOGGER-" + name.partition(":")[2]
+
+
 def _open_escrows(w3: Any, deployment: Any, accounts: list[Any], shipments: list[str]) -> None:
-    """One funded escrow per shipment, refrigerated profile, a month's deadline (as the buyer would)."""
+    """One funded escrow per shipment (:func:`buyer_name` names), refrigerated profile, a month's deadline
+    (as the buyer would)."""
     from oracle.chain.client import transact
     from oracle.chain.escrow import open_escrow
     from oracle.decisions.coldchain import profile_bytes32
-    from oracle.reports import subject_id
 
-    deployer, buyer, seller = accounts[0], accounts[2], accounts[3]
+    deployer, buyer, seller = accounts[0], accounts[BENCH_BUYER], accounts[BENCH_BUYER + 1]
     coin = deployment.contract(w3, "TestStablecoin")
     escrow = deployment.contract(w3, "ColdChainEscrow")
     total = ESCROW_AMOUNT * len(shipments)
@@ -449,7 +467,7 @@ def _open_escrows(w3: Any, deployment: Any, accounts: list[Any], shipments: list
         open_escrow(
             w3,
             escrow,
-            shipment=subject_id("shipment", name),
+            name=name,
             buyer=buyer,
             seller=seller,
             token=coin.address,
@@ -708,8 +726,8 @@ def breach_to_void(root: Path, *, setup: str, shipments: int, spacing_s: float) 
     from oracle.storage.decision_tables import Decision
     from oracle.storage.tables import Shipment
 
-    warmup = "SHP-WARMUP"
-    names = [f"SHP-{setup.upper()}-{i}" for i in range(shipments)]
+    warmup = buyer_name("SHP-WARMUP")
+    names = [buyer_name(f"SHP-{setup.upper()}-{i}") for i in range(shipments)]
     with contextlib.ExitStack() as stack:
         service = stack.enter_context(oracle_run(root / setup, ingest_worker=setup == "service"))
         if setup == "standalone":
@@ -728,7 +746,7 @@ def breach_to_void(root: Path, *, setup: str, shipments: int, spacing_s: float) 
         kek = load_kek(settings)
         since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
         secrets = {
-            n: register_device(ctx.sessions, kek, device_id=f"LOGGER-{n}", shipment_id=n, valid_from=since)
+            n: register_device(ctx.sessions, kek, device_id=logger_of(n), shipment_id=n, valid_from=since)
             for n in [warmup, *names]
         }
         subjects = {"0x" + subject_id("shipment", n).hex() for n in [warmup, *names]}
@@ -746,10 +764,10 @@ def breach_to_void(root: Path, *, setup: str, shipments: int, spacing_s: float) 
         stack.callback(watch.stopping.set)
         pub = Publisher(service.broker_url, client_login(service.data_dir / "mqtt", ADMIN_USER))
         stack.callback(pub.close)
-        pub.prepare([f"LOGGER-{n}" for n in [warmup, *names]])  # logged in before any clock starts
+        pub.prepare([logger_of(n) for n in [warmup, *names]])  # logged in before any clock starts
         deadline = time.monotonic() + 60
         while True:  # the warm-up breach, re-sent until a consumer is subscribed (PUBACK code 0)
-            t_warm, mid = pub.publish(f"LOGGER-{warmup}", secrets[warmup], BREACH_C)
+            t_warm, mid = pub.publish(logger_of(warmup), secrets[warmup], BREACH_C)
             if pub.code(mid) == 0:
                 break
             if time.monotonic() > deadline:
@@ -763,7 +781,7 @@ def breach_to_void(root: Path, *, setup: str, shipments: int, spacing_s: float) 
         # phase of the service's 0.5 s store poll and 1 s outbox pump, measuring one phase K times.
         gaps = random.Random(17)
         for n in names:
-            published[n], mids[n] = pub.publish(f"LOGGER-{n}", secrets[n], BREACH_C)
+            published[n], mids[n] = pub.publish(logger_of(n), secrets[n], BREACH_C)
             time.sleep(spacing_s * gaps.uniform(0.5, 1.5))
         refused = {n: c for n in names if (c := pub.code(mids[n])) != 0}
         if refused:

@@ -70,8 +70,8 @@ def network_breach_to_void(root: Path, *, shipments: int, spacing_s: float) -> d
     from oracle.devstack.broker import start_mosquitto
     from tests.network.cluster import Cluster, wait_until
 
-    warmup = "SHP-NET-WARMUP"
-    names = [f"SHP-NET-{i}" for i in range(shipments)]
+    warmup = single_bench.buyer_name("SHP-NET-WARMUP")
+    names = [single_bench.buyer_name(f"SHP-NET-{i}") for i in range(shipments)]
     with contextlib.ExitStack() as stack:
         anvil = start_anvil()
         stack.callback(anvil.stop)
@@ -93,14 +93,14 @@ def network_breach_to_void(root: Path, *, shipments: int, spacing_s: float) -> d
         since = int(time.time()) - 3600
         secrets = {n: os.urandom(32) for n in [warmup, *names]}
         for n in [warmup, *names]:
-            cluster.enroll(f"LOGGER-{n}", n, start_s=since, secret=secrets[n])
+            cluster.enroll(single_bench.logger_of(n), n, start_s=since, secret=secrets[n])
         escrow = cluster.deployment.contract(w3, "ColdChainEscrow")
         watch = single_bench.VoidWatch(anvil.url, escrow, [warmup, *names])
         watch.start()
         stack.callback(watch.stopping.set)
         pub = single_bench.Publisher(broker.url, broker.admin_login)
         stack.callback(pub.close)
-        t_warm, mid = pub.publish(f"LOGGER-{warmup}", secrets[warmup], BREACH_C)
+        t_warm, mid = pub.publish(single_bench.logger_of(warmup), secrets[warmup], BREACH_C)
         if pub.code(mid) != 0:
             raise SystemExit("network: no telemetry consumer subscribed")
         if not watch.wait_for([warmup], VOID_WAIT_S):
@@ -108,7 +108,7 @@ def network_breach_to_void(root: Path, *, shipments: int, spacing_s: float) -> d
         published: dict[str, float] = {}
         gaps = random.Random(17)
         for n in names:
-            published[n], _ = pub.publish(f"LOGGER-{n}", secrets[n], BREACH_C)
+            published[n], _ = pub.publish(single_bench.logger_of(n), secrets[n], BREACH_C)
             time.sleep(spacing_s * gaps.uniform(0.5, 1.5))
         if not watch.wait_for(names, VOID_WAIT_S):
             missing = [n for n in names if n not in watch.voided]

@@ -27,6 +27,7 @@ from sqlalchemy import select
 from oracle.attest import attest, row_to_report
 from oracle.chain.client import connect
 from oracle.chain.deploy import Deployment
+from oracle.devstack.demo import demo_shipments
 from oracle.devstack.localnet import DEMO_LIVENESS_S
 from oracle.network.node import DEPLOYMENT_FILE, RPC_URL_FILE
 from oracle.reports import Report
@@ -126,7 +127,10 @@ def test_demo_network_pays_out_and_voids_on_k_signatures(tmp_path: Path) -> None
         assert network["round"] == "landed"
         assert network["transmitted_by"] in ("node1", "node2", "node3")
         # The voided shipment's disposition report, signed by the demo's QA person, kept as a PDF.
-        report = tmp_path / "data" / "network" / "dispositions" / "SHP-VACCINES-2.pdf"
+        # The overheated shipment, by its name: the demo buyer's address, ":", its reference.
+        breached = next(name for name, excursion in demo_shipments().items() if excursion)
+        assert breached.endswith(":SHP-VACCINES-2")
+        report = tmp_path / "data" / "network" / "dispositions" / f"{breached}.pdf"
         while not report.exists():
             assert time.monotonic() - started < 360, (tmp_path / "run.log").read_text()[-3000:]
             time.sleep(1)
@@ -175,7 +179,7 @@ def test_demo_network_pays_out_and_voids_on_k_signatures(tmp_path: Path) -> None
         out.close()
     log = (tmp_path / "run.log").read_text()
     assert "KE-NORTH: 3 of 3 nodes computed and signed" in log
-    assert "SHP-VACCINES-2: disposition signed (approval) by Demo QA (simulated)" in log
+    assert f"{breached}: disposition signed (approval) by Demo QA (simulated)" in log
     reader = PdfReader(report)
     text = " ".join(" ".join(p.extract_text() for p in reader.pages).split())
     assert len(reader.pages) >= 2

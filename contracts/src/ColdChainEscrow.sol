@@ -9,11 +9,16 @@ import {EscrowBondVault} from "./EscrowBondVault.sol";
 /// @title ColdChainEscrow
 /// @notice A buyer escrows payment for a temperature-controlled shipment on terms its seller accepts.
 ///
-///         1. The buyer proposes (`createShipment`): shipment id, seller, token, amount, profile, expected
-///            delivery and deadline, and deposits the amount. The amount recorded is what the escrow
-///            received (balance difference), so a fee-on-transfer token cannot overstate it. The profile
-///            must be in this contract's profile registry, and the deadline at least the profile's
-///            minimum settlement window after the expected delivery, so a verdict can exist before it.
+///         1. The buyer proposes (`createShipment`): shipment name, seller, token, amount, profile, expected
+///            delivery and deadline, and deposits the amount. The name must begin with the buyer's own
+///            address: `"0x" + 40 lowercase hex digits of the buyer + ":" + reference`, the reference 1 ..
+///            MAX_REFERENCE characters of A-Z a-z 0-9 . _ - (else NameNotBuyers / BadShipmentName). The
+///            escrow derives the shipment id itself, keccak256("shipment:" + name), the oracle's report
+///            subject (`subject_id("shipment", name)`), so only that buyer can ever propose under the id.
+///            The amount recorded is what the escrow received (balance difference), so a fee-on-transfer
+///            token cannot overstate it. The profile must be in this contract's profile registry, and the
+///            deadline at least the profile's minimum settlement window after the expected delivery, so a
+///            verdict can exist before it.
 ///         2. Until the seller accepts, nothing can settle the deposit: a verdict for the shipment id is
 ///            ignored and the buyer may `cancelShipment` at any time and get the whole deposit back.
 ///         3. The seller accepts (`acceptShipment`) the exact terms, named by their hash. Only then is the
@@ -23,9 +28,11 @@ import {EscrowBondVault} from "./EscrowBondVault.sol";
 ///            can reclaim an accepted, unsettled shipment, so funds are never locked forever. Each
 ///            shipment settles exactly once.
 ///
-///         Proposals are keyed by (shipment id, buyer, seller): nobody can block or replace another
-///         party's proposal by proposing the same id first. The id is bound to its parties when the seller
-///         accepts; a second acceptance of the same id reverts.
+///         Nobody can take a shipment id first (front-run): the id is a hash of a name that carries the
+///         buyer's address, which only the buyer can propose; a copy of the name from another account
+///         reverts, and a name with another address is another id. Proposals are keyed by (shipment id,
+///         buyer, seller); the id is bound to its seller when the seller accepts, and a second acceptance
+///         of the same id (the buyer proposed it to two sellers) reverts.
 ///
 ///         Liveness and disputes (issue 14), per shipment terms (`createShipmentWithWindow`; part of the
 ///         terms hash the seller accepts). With a liveness window W = 0 (`createShipment`) a verdict settles
@@ -121,6 +128,11 @@ contract ColdChainEscrow is IReportSubscriber {
     int256 private constant DELIVERED = 2;
     /// @notice Longest liveness window and dispute answer window.
     uint32 public constant MAX_WINDOW = 30 days;
+    /// @notice Longest reference after the buyer's prefix in a shipment name (so a name is at most
+    ///         43 + 64 = 107 characters, inside the oracle's 120-character subject names).
+    uint256 public constant MAX_REFERENCE = 64;
+    /// @dev "0x" + 40 hex digits + ":".
+    uint256 private constant PREFIX_LENGTH = 43;
 
     IOracleRouter public immutable router;
     address public owner;
@@ -148,7 +160,8 @@ contract ColdChainEscrow is IReportSubscriber {
         uint256 amount,
         bytes32 profile,
         uint64 expectedDelivery,
-        uint64 deadline
+        uint64 deadline,
+        string name
     );
     event ShipmentCancelled(bytes32 indexed shipmentId, address indexed buyer, address indexed seller, uint256 refund);
     /// Emitted when the seller accepts: the shipment id is now bound to these parties and terms.
@@ -177,6 +190,10 @@ contract ColdChainEscrow is IReportSubscriber {
     error NotRouter(address caller);
     error NotOwner(address caller);
     error ShipmentExists(bytes32 shipmentId);
+    /// The name does not begin with "0x" + the caller's address in lowercase hex + ":".
+    error NameNotBuyers(string name, address buyer);
+    /// The reference after the buyer's prefix is empty, too long, or has a character outside A-Z a-z 0-9 . _ -.
+    error BadShipmentName(string name, string why);
     error BadShipment(string why);
     error NotBuyer(address caller);
     error NotOpen(bytes32 shipmentId);
@@ -237,14 +254,21 @@ contract ColdChainEscrow is IReportSubscriber {
         return keccak256(abi.encode(base, s.liveness, s.answerWindow, s.disputeBond));
     }
 
+    /// @notice The shipment id of `name`: keccak256("shipment:" + name), the oracle's report subject
+    ///         `subject_id("shipment", name)`.
+    function shipmentIdOf(string calldata name) public pure returns (bytes32) {
+        return keccak256(abi.encodePacked("shipment:", name));
+    }
+
     /// @notice Propose a shipment to `seller` and deposit `amount` of `token` from the caller (the buyer),
-    ///         who must have approved this contract. `shipmentId` is the report subject
-    ///         (subject_id("shipment", …)). Returns the terms hash the seller accepts.
+    ///         who must have approved this contract. `name` is `"0x" + the caller's address in lowercase
+    ///         hex + ":" + reference` (see the contract notes); the shipment id is `shipmentIdOf(name)`.
+    ///         Returns the terms hash the seller accepts.
     /// @param expectedDelivery unix seconds the shipment is expected to arrive.
     /// @param deadline unix seconds after which the buyer may reclaim an accepted, unsettled shipment;
     ///        at least the profile's minimum settlement window after `expectedDelivery`.
     function createShipment(
-        bytes32 shipmentId,
+        string calldata name,
         address seller,
         IERC20 token,
         uint256 amount,
@@ -253,7 +277,7 @@ contract ColdChainEscrow is IReportSubscriber {
         uint64 deadline
     ) external returns (bytes32) {
         return _create(
-            shipmentId,
+            name,
             ShipmentTerms({
                 seller: seller,
                 token: token,
@@ -273,11 +297,61 @@ contract ColdChainEscrow is IReportSubscriber {
     ///         of the shipment's token (0: no disputes); the network has `t.answerWindow` seconds (1 ..
     ///         MAX_WINDOW) to answer a dispute with a replacement verdict. A zero liveness is
     ///         `createShipment` (the answer window and bond must then be 0).
-    function createShipmentWithWindow(bytes32 shipmentId, ShipmentTerms calldata t) external returns (bytes32) {
-        return _create(shipmentId, t);
+    function createShipmentWithWindow(string calldata name, ShipmentTerms calldata t) external returns (bytes32) {
+        return _create(name, t);
     }
 
-    function _create(bytes32 shipmentId, ShipmentTerms memory t) private returns (bytes32) {
+    /// @dev Reverts unless `name` is `"0x" + buyer in lowercase hex + ":" + reference` with a reference of
+    ///      1 .. MAX_REFERENCE characters of A-Z a-z 0-9 . _ -. Word-wise, without a loop over the prefix:
+    ///      this runs once per proposal and a byte loop cost about 10,000 gas more.
+    function _checkName(string calldata name, address buyer) private pure {
+        bytes calldata b = bytes(name);
+        if (b.length < PREFIX_LENGTH) revert NameNotBuyers(name, buyer);
+        uint256 a = uint160(buyer);
+        uint256 head;
+        uint256 digits;
+        uint256 tail;
+        assembly {
+            // Inside the name (its length is at least 43): "0x", hex digits 1-32, digits 33-40 and ":".
+            head := shr(240, calldataload(b.offset))
+            digits := calldataload(add(b.offset, 2))
+            tail := shr(184, calldataload(add(b.offset, 34)))
+        }
+        uint256 wantTail = ((_hexDigits(a & 0xffffffff) & 0xffffffffffffffff) << 8) | 0x3a; // ":"
+        if (head != 0x3078 || digits != _hexDigits(a >> 32) || tail != wantTail) revert NameNotBuyers(name, buyer);
+        uint256 n = b.length - PREFIX_LENGTH;
+        if (n == 0) revert BadShipmentName(name, "empty reference");
+        if (n > MAX_REFERENCE) revert BadShipmentName(name, "reference too long");
+        uint256 ok = 1;
+        assembly {
+            // Bit c of the constant is set for the allowed characters c: - . 0-9 A-Z _ a-z.
+            let end := add(b.offset, b.length)
+            for { let p := add(b.offset, 43) } lt(p, end) { p := add(p, 1) } {
+                ok := and(ok, shr(byte(0, calldataload(p)), 0x07fffffe87fffffe03ff600000000000))
+            }
+        }
+        if (ok & 1 == 0) revert BadShipmentName(name, "reference character not allowed");
+    }
+
+    /// @dev The lowercase hex digits of the 16 bytes in the low half of `v`, one ASCII digit per byte of
+    ///      the word (the most significant digit first): each byte is spread over two, each nibble to its
+    ///      own byte, then 0-9 become "0"-"9" and 10-15 "a"-"f" (n + 6 carries into bit 4 exactly when
+    ///      n >= 10; "a" - "0" - 10 = 0x27).
+    function _hexDigits(uint256 v) private pure returns (uint256 x) {
+        x = ((v << 64) | v) & 0x0000000000000000ffffffffffffffff0000000000000000ffffffffffffffff;
+        x = ((x << 32) | x) & 0x00000000ffffffff00000000ffffffff00000000ffffffff00000000ffffffff;
+        x = ((x << 16) | x) & 0x0000ffff0000ffff0000ffff0000ffff0000ffff0000ffff0000ffff0000ffff;
+        x = ((x << 8) | x) & 0x00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff;
+        x = ((x << 4) & 0x0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f)
+            | (x & 0x0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f);
+        uint256 letters = ((x + 0x0606060606060606060606060606060606060606060606060606060606060606) >> 4)
+            & 0x0101010101010101010101010101010101010101010101010101010101010101;
+        x = x + 0x3030303030303030303030303030303030303030303030303030303030303030 + letters * 0x27;
+    }
+
+    function _create(string calldata name, ShipmentTerms memory t) private returns (bytes32) {
+        _checkName(name, msg.sender);
+        bytes32 shipmentId = shipmentIdOf(name);
         bytes32 key = proposalKey(shipmentId, msg.sender, t.seller);
         Status prior = _proposals[key].status;
         if (prior != Status.None && prior != Status.Cancelled) revert ShipmentExists(shipmentId);
@@ -307,11 +381,16 @@ contract ColdChainEscrow is IReportSubscriber {
         });
         _proposals[key] = s;
         bytes32 terms = termsHash(shipmentId, s);
-        emit ShipmentProposed(
-            shipmentId, msg.sender, t.seller, terms, received, t.profile, t.expectedDelivery, t.deadline
-        );
+        _emitProposed(shipmentId, s, terms, name);
         if (t.liveness != 0) emit ShipmentWindow(shipmentId, terms, t.liveness, t.answerWindow, t.disputeBond);
         return terms;
+    }
+
+    /// @dev Apart from `_create`, whose stack is full.
+    function _emitProposed(bytes32 shipmentId, Shipment memory s, bytes32 terms, string calldata name) private {
+        emit ShipmentProposed(
+            shipmentId, s.buyer, s.seller, terms, s.amount, s.profile, s.expectedDelivery, s.deadline, name
+        );
     }
 
     /// @dev A window is off (all zero) or 1 .. MAX_WINDOW seconds with an answer window of 1 .. MAX_WINDOW.

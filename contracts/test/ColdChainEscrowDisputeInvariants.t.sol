@@ -2,6 +2,7 @@
 pragma solidity 0.8.19;
 
 import {Test} from "./utils/Test.sol";
+import {ShipmentNames} from "./utils/ShipmentNames.sol";
 import {RouterFixture} from "./utils/RouterFixture.sol";
 import {OracleRouter} from "../src/OracleRouter.sol";
 import {ColdChainEscrow} from "../src/ColdChainEscrow.sol";
@@ -123,9 +124,10 @@ contract EscrowDisputeHandler is RouterFixture {
     /// @notice A buyer proposes a shipment with a window (0, 1 h or 1 day) and its seller accepts.
     function open(uint256 seed, uint256 amount) external observed {
         if (ids.length >= MAX_SHIPMENTS) return;
-        bytes32 id = keccak256(abi.encode("shipment", ids.length));
         IERC20 token = tokens[seed % 2];
         address buyer = address(uint160(0xB0000 + ids.length));
+        string memory name = ShipmentNames.nameOf(buyer, ShipmentNames.ref(ids.length));
+        bytes32 id = ShipmentNames.idOf(name);
         address seller = address(uint160(0x5E000 + ids.length));
         uint32[3] memory windows = [uint32(0), 1 hours, 1 days];
         uint32 liveness = windows[(seed / 2) % 3];
@@ -147,7 +149,7 @@ contract EscrowDisputeHandler is RouterFixture {
         vm.prank(buyer);
         token.approve(address(escrow), amount);
         vm.prank(buyer);
-        bytes32 terms = escrow.createShipmentWithWindow(id, t);
+        bytes32 terms = escrow.createShipmentWithWindow(name, t);
         vm.prank(seller);
         escrow.acceptShipment(id, buyer, terms);
         ids.push(id);

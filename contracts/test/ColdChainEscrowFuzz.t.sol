@@ -2,12 +2,14 @@
 pragma solidity 0.8.19;
 
 import {Test} from "./utils/Test.sol";
+import {ShipmentNames} from "./utils/ShipmentNames.sol";
 import {RouterFixture} from "./utils/RouterFixture.sol";
 import {OracleRouter} from "../src/OracleRouter.sol";
 import {ColdChainEscrow} from "../src/ColdChainEscrow.sol";
 import {TestStablecoin} from "../src/TestStablecoin.sol";
 import {FeeOnTransferToken} from "../src/test/FeeOnTransferToken.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {Strings} from "@openzeppelin/contracts/utils/Strings.sol";
 import {Report} from "../src/interfaces/IOracleRouter.sol";
 
 /// @notice Fuzz tests of one shipment's life, verdicts relayed through a real 2-of-3 router.
@@ -19,10 +21,24 @@ contract ColdChainEscrowFuzzTest is Test, RouterFixture {
     address internal constant BUYER = address(0xB0B);
     address internal constant SELLER = address(0x5E11);
     address internal constant MALLORY = address(0xBAD);
-    bytes32 internal constant ID = keccak256("shipment one");
+    string internal NAME;
+    bytes32 internal ID;
     bytes32 internal constant PROFILE = bytes32("refrigerated");
     uint64 internal constant MIN_SETTLEMENT = 2 days;
     uint64 internal nextEpoch = 1;
+
+    /// @dev ColdChainEscrow's event, declared again for expectEmit (solc 0.8.19 cannot emit `C.E`).
+    event ShipmentProposed(
+        bytes32 indexed shipmentId,
+        address indexed buyer,
+        address indexed seller,
+        bytes32 termsHash,
+        uint256 amount,
+        bytes32 profile,
+        uint64 expectedDelivery,
+        uint64 deadline,
+        string name
+    );
 
     function setUp() public {
         vm.warp(1_750_000_000);
@@ -31,15 +47,24 @@ contract ColdChainEscrowFuzzTest is Test, RouterFixture {
         router.scheduleConsumerApproval(address(escrow));
         escrow.setProfile(PROFILE, keccak256("refrigerated.yaml"), MIN_SETTLEMENT);
         token = new TestStablecoin();
+        NAME = ShipmentNames.nameOf(BUYER, "shipment-one");
+        ID = ShipmentNames.idOf(NAME);
     }
 
     function _propose(address buyer, IERC20 t, uint256 amount, uint64 ttl) internal returns (bytes32 terms) {
+        return _proposeAs(buyer, NAME, t, amount, ttl);
+    }
+
+    function _proposeAs(address buyer, string memory name, IERC20 t, uint256 amount, uint64 ttl)
+        internal
+        returns (bytes32 terms)
+    {
         uint64 delivery = uint64(block.timestamp) + 1 days;
         TestStablecoin(address(t)).mint(buyer, amount);
         vm.prank(buyer);
         t.approve(address(escrow), amount);
         vm.prank(buyer);
-        terms = escrow.createShipment(ID, SELLER, t, amount, PROFILE, delivery, delivery + MIN_SETTLEMENT + ttl);
+        terms = escrow.createShipment(name, SELLER, t, amount, PROFILE, delivery, delivery + MIN_SETTLEMENT + ttl);
     }
 
     function _open(uint256 amount, uint64 ttl) internal returns (uint64 deadline) {
@@ -139,37 +164,179 @@ contract ColdChainEscrowFuzzTest is Test, RouterFixture {
         assertEq(uint256(_status()), uint256(ColdChainEscrow.Status.Open), "still open");
     }
 
-    /// @dev Once a seller accepted, the id is bound: nobody else can propose it, nor accept another proposal.
+    /// @dev Once a seller accepted, the id is bound: the buyer cannot propose it again, to this seller or
+    ///      another (ShipmentExists), and a stranger cannot propose its name at all (NameNotBuyers).
     function testFuzz_anAcceptedIdIsBoundToItsParties(address other, uint256 amount) public {
         vm.assume(other != address(0) && other != BUYER && other != SELLER);
         amount = bound(amount, 1, 1e30);
         _open(1e6, 1 days);
+        uint64 delivery = uint64(block.timestamp) + 1 days;
         token.mint(other, amount);
         vm.prank(other);
         token.approve(address(escrow), amount);
-        uint64 delivery = uint64(block.timestamp) + 1 days;
         vm.prank(other);
+        vm.expectRevert(abi.encodeWithSelector(ColdChainEscrow.NameNotBuyers.selector, NAME, other));
+        escrow.createShipment(NAME, SELLER, token, amount, PROFILE, delivery, delivery + MIN_SETTLEMENT);
+        token.mint(BUYER, amount);
+        vm.prank(BUYER);
+        token.approve(address(escrow), amount);
+        vm.prank(BUYER);
         vm.expectRevert(abi.encodeWithSelector(ColdChainEscrow.ShipmentExists.selector, ID));
-        escrow.createShipment(ID, SELLER, token, amount, PROFILE, delivery, delivery + MIN_SETTLEMENT);
+        escrow.createShipment(NAME, other, token, amount, PROFILE, delivery, delivery + MIN_SETTLEMENT);
         assertEq(escrow.shipment(ID).buyer, BUYER, "first buyer keeps it");
     }
 
-    /// @dev Front-running: Mallory proposes the buyer's id first (to any seller, even herself as a second
-    ///      key); the buyer's own proposal still goes through and the seller's acceptance binds it.
-    function testFuzz_aProposalCannotBeFrontRun(address mallorySeller, uint256 amount) public {
-        vm.assume(mallorySeller != address(0) && mallorySeller != MALLORY);
+    /// @dev Front-running: Mallory copies the buyer's name from the mempool and sends it first, from any
+    ///      account, through either create function: it reverts with NameNotBuyers and moves nothing. The
+    ///      buyer's own proposal then goes through and the seller's acceptance binds it.
+    function testFuzz_aFrontRunnerCopyingTheNameReverts(address mallory, uint256 amount, bool withWindow) public {
+        vm.assume(mallory != BUYER && mallory != address(0) && mallory != address(escrow));
         amount = bound(amount, 1, 1e30);
-        _propose(MALLORY, token, amount, 0);
+        uint64 delivery = uint64(block.timestamp) + 1 days;
+        token.mint(mallory, amount);
+        vm.prank(mallory);
+        token.approve(address(escrow), amount);
+        vm.prank(mallory);
+        vm.expectRevert(abi.encodeWithSelector(ColdChainEscrow.NameNotBuyers.selector, NAME, mallory));
+        if (withWindow) {
+            ColdChainEscrow.ShipmentTerms memory t = ColdChainEscrow.ShipmentTerms({
+                seller: SELLER,
+                token: token,
+                amount: amount,
+                profile: PROFILE,
+                expectedDelivery: delivery,
+                deadline: delivery + MIN_SETTLEMENT,
+                liveness: 1 hours,
+                answerWindow: 1 hours,
+                disputeBond: 0
+            });
+            escrow.createShipmentWithWindow(NAME, t);
+        } else {
+            escrow.createShipment(NAME, SELLER, token, amount, PROFILE, delivery, delivery + MIN_SETTLEMENT);
+        }
+        assertEq(token.balanceOf(mallory), amount, "nothing taken from mallory");
+        assertEq(uint256(escrow.proposal(ID, mallory, SELLER).status), 0, "no proposal of mallory's");
         bytes32 terms = _propose(BUYER, token, amount, 0);
         vm.prank(SELLER);
         escrow.acceptShipment(ID, BUYER, terms);
         assertEq(escrow.shipment(ID).buyer, BUYER, "bound to the buyer");
         assertEq(escrow.shipment(ID).seller, SELLER, "bound to the seller");
-        // Mallory's pending proposal is hers to cancel; it never touched the buyer's.
-        vm.prank(MALLORY);
-        escrow.cancelShipment(ID, SELLER);
-        assertEq(token.balanceOf(MALLORY), amount, "mallory refunded");
-        assertEq(token.balanceOf(address(escrow)), amount, "the buyer's deposit stays");
+        assertEq(token.balanceOf(address(escrow)), amount, "only the buyer's deposit");
+    }
+
+    /// @dev Mallory's own name with the buyer's reference is another shipment id: proposing and accepting it
+    ///      from two accounts of hers binds her id only, and the buyer's name still opens normally.
+    function testFuzz_aNameWithAnotherPrefixIsAnotherId(address mallory, address mallorySeller) public {
+        vm.assume(mallory != BUYER && mallory != address(0) && mallory != address(escrow));
+        vm.assume(mallorySeller != address(0) && mallorySeller != mallory);
+        string memory hers = ShipmentNames.nameOf(mallory, "shipment-one");
+        bytes32 herId = ShipmentNames.idOf(hers);
+        assertTrue(herId != ID, "another prefix, another id");
+        uint64 delivery = uint64(block.timestamp) + 1 days;
+        token.mint(mallory, 1e6);
+        vm.prank(mallory);
+        token.approve(address(escrow), 1e6);
+        vm.prank(mallory);
+        bytes32 herTerms =
+            escrow.createShipment(hers, mallorySeller, token, 1e6, PROFILE, delivery, delivery + MIN_SETTLEMENT);
+        vm.prank(mallorySeller);
+        escrow.acceptShipment(herId, mallory, herTerms);
+        assertEq(escrow.shipment(herId).buyer, mallory, "her id is hers");
+        assertEq(uint256(escrow.shipment(ID).status), 0, "the buyer's id untouched");
+        _open(2e6, 0);
+        assertEq(escrow.shipment(ID).buyer, BUYER, "the buyer's id is the buyer's");
+        assertEq(escrow.shipment(ID).amount, 2e6, "with the buyer's deposit");
+    }
+
+    /// @dev The escrow's id is keccak256("shipment:" + name), the oracle's subject_id("shipment", name), for
+    ///      any buyer and any valid reference; ShipmentProposed carries the id and the name.
+    function testFuzz_theIdIsTheSubjectOfTheName(address buyer, uint256 refSeed, uint8 length) public {
+        vm.assume(buyer != address(0) && buyer != SELLER && buyer != address(escrow));
+        string memory ref = _validReference(refSeed, 1 + (length % uint8(escrow.MAX_REFERENCE())));
+        string memory name = ShipmentNames.nameOf(buyer, ref);
+        bytes32 id = keccak256(bytes(string.concat("shipment:", name)));
+        assertEq(escrow.shipmentIdOf(name), id, "shipmentIdOf");
+        uint64 delivery = uint64(block.timestamp) + 1 days;
+        token.mint(buyer, 1e6);
+        vm.prank(buyer);
+        token.approve(address(escrow), 1e6);
+        bytes32 terms = escrow.termsHash(
+            id,
+            ColdChainEscrow.Shipment({
+                buyer: buyer,
+                deadline: delivery + MIN_SETTLEMENT,
+                status: ColdChainEscrow.Status.Proposed,
+                seller: SELLER,
+                token: token,
+                amount: 1e6,
+                profile: PROFILE,
+                expectedDelivery: delivery,
+                liveness: 0,
+                answerWindow: 0,
+                disputeBond: 0
+            })
+        );
+        vm.expectEmit(true, true, true, true);
+        emit ShipmentProposed(id, buyer, SELLER, terms, 1e6, PROFILE, delivery, delivery + MIN_SETTLEMENT, name);
+        vm.prank(buyer);
+        escrow.createShipment(name, SELLER, token, 1e6, PROFILE, delivery, delivery + MIN_SETTLEMENT);
+        assertEq(escrow.proposal(id, buyer, SELLER).buyer, buyer, "the proposal sits under that id");
+    }
+
+    /// @dev Any reference bytes after the buyer's prefix: accepted exactly when 1 .. MAX_REFERENCE characters
+    ///      of A-Z a-z 0-9 . _ -, else BadShipmentName with the reason; uppercase hex in the prefix (the
+    ///      checksummed address) or a missing separator is not the buyer's prefix.
+    function testFuzz_namesOutsideTheFormatRevert(bytes memory ref, bool upper) public {
+        string memory name = string.concat(ShipmentNames.nameOf(BUYER, ""), string(ref));
+        uint64 delivery = uint64(block.timestamp) + 1 days;
+        token.mint(BUYER, 1e6);
+        vm.prank(BUYER);
+        token.approve(address(escrow), 1e6);
+        string memory why = _referenceProblem(ref);
+        if (upper) {
+            bytes memory b = bytes(name);
+            b[41] = "B"; // BUYER is 0x...0b0b: its last digit in uppercase, as a checksummed spelling has it
+            vm.expectRevert(abi.encodeWithSelector(ColdChainEscrow.NameNotBuyers.selector, string(b), BUYER));
+            vm.prank(BUYER);
+            escrow.createShipment(string(b), SELLER, token, 1e6, PROFILE, delivery, delivery + MIN_SETTLEMENT);
+            return;
+        }
+        if (bytes(why).length != 0) {
+            vm.expectRevert(abi.encodeWithSelector(ColdChainEscrow.BadShipmentName.selector, name, why));
+        }
+        vm.prank(BUYER);
+        escrow.createShipment(name, SELLER, token, 1e6, PROFILE, delivery, delivery + MIN_SETTLEMENT);
+        if (bytes(why).length == 0) {
+            assertEq(uint256(escrow.proposal(escrow.shipmentIdOf(name), BUYER, SELLER).status), 5, "proposed");
+        }
+        // Without the ":" separator the name is not the buyer's.
+        string memory glued = string.concat(Strings.toHexString(BUYER), "-", string(ref));
+        vm.prank(BUYER);
+        vm.expectRevert(abi.encodeWithSelector(ColdChainEscrow.NameNotBuyers.selector, glued, BUYER));
+        escrow.createShipment(glued, SELLER, token, 1e6, PROFILE, delivery, delivery + MIN_SETTLEMENT);
+    }
+
+    /// @dev The reference rules, written again here: "" when `ref` is a valid reference, else the reason.
+    function _referenceProblem(bytes memory ref) internal view returns (string memory) {
+        if (ref.length == 0) return "empty reference";
+        if (ref.length > escrow.MAX_REFERENCE()) return "reference too long";
+        for (uint256 i = 0; i < ref.length; ++i) {
+            uint8 c = uint8(ref[i]);
+            bool letter = (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a);
+            bool digit = c >= 0x30 && c <= 0x39;
+            if (!(letter || digit || c == 0x2e || c == 0x5f || c == 0x2d)) return "reference character not allowed";
+        }
+        return "";
+    }
+
+    /// @dev A valid reference of `length` characters drawn from the allowed set by `seed`.
+    function _validReference(uint256 seed, uint256 length) internal pure returns (string memory) {
+        bytes memory alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-";
+        bytes memory out = new bytes(length);
+        for (uint256 i = 0; i < length; ++i) {
+            out[i] = alphabet[uint256(keccak256(abi.encode(seed, i))) % alphabet.length];
+        }
+        return string(out);
     }
 
     /// @dev Nothing settles before the seller accepts: verdicts are ignored, the buyer may cancel any time.
@@ -218,7 +385,7 @@ contract ColdChainEscrowFuzzTest is Test, RouterFixture {
                 ColdChainEscrow.DeadlineTooEarly.selector, delivery + short, delivery + MIN_SETTLEMENT
             )
         );
-        escrow.createShipment(ID, SELLER, token, 1e6, PROFILE, delivery, delivery + short);
+        escrow.createShipment(NAME, SELLER, token, 1e6, PROFILE, delivery, delivery + short);
     }
 
     /// @dev A profile not in the registry (or removed) cannot be proposed.
@@ -230,7 +397,7 @@ contract ColdChainEscrowFuzzTest is Test, RouterFixture {
         token.approve(address(escrow), 1e6);
         vm.prank(BUYER);
         vm.expectRevert(abi.encodeWithSelector(ColdChainEscrow.UnknownProfile.selector, profile));
-        escrow.createShipment(ID, SELLER, token, 1e6, profile, delivery, delivery + 400 days);
+        escrow.createShipment(NAME, SELLER, token, 1e6, profile, delivery, delivery + 400 days);
         vm.prank(MALLORY);
         vm.expectRevert(abi.encodeWithSelector(ColdChainEscrow.NotOwner.selector, MALLORY));
         escrow.setProfile(profile, keccak256("x"), 0);

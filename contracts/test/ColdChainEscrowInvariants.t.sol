@@ -2,6 +2,7 @@
 pragma solidity 0.8.19;
 
 import {Test} from "./utils/Test.sol";
+import {ShipmentNames} from "./utils/ShipmentNames.sol";
 import {RouterFixture} from "./utils/RouterFixture.sol";
 import {OracleRouter} from "../src/OracleRouter.sol";
 import {ColdChainEscrow} from "../src/ColdChainEscrow.sol";
@@ -11,7 +12,8 @@ import {Report} from "../src/interfaces/IOracleRouter.sol";
 
 /// @notice Drives a ColdChainEscrow through a real OracleRouter: buyers propose shipments in one of two
 ///         tokens (one takes a 1 % fee on transfer), sellers accept them (or a stranger tries), buyers cancel
-///         proposals, strangers propose ids already taken, verdicts (none, breach, delivered) reach the escrow only as router reports signed
+///         proposals, strangers copy names already taken (refused: a name carries its buyer's address),
+///         verdicts (none, breach, delivered) reach the escrow only as router reports signed
 ///         with `vm.sign` by k of the n members (or by too few, then refused), buyers and strangers try
 ///         to reclaim before and after deadlines, strangers call `onReport` directly, time moves on.
 ///         Every token movement is measured by balances around each call and booked to the one
@@ -57,6 +59,7 @@ contract EscrowHandler is RouterFixture {
 
     bytes32[] public ids;
     mapping(bytes32 => Ghost) internal _ghost;
+    mapping(bytes32 => string) internal names; // shipment id => the buyer-prefixed name it was proposed under
     mapping(address => uint256) public deposited; // per token
     mapping(address => uint256) public paidOut; // per token
     uint256 public unexpected; // outcomes the escrow's rules do not allow
@@ -109,15 +112,17 @@ contract EscrowHandler is RouterFixture {
         amount = bound(amount, 1e3, 1e15);
         uint64 delivery = uint64(block.timestamp + bound(ttl, 1 hours, 5 days));
         uint64 deadline = delivery + MIN_SETTLEMENT + uint64(bound(ttl >> 64, 0, 5 days));
-        bytes32 id = keccak256(abi.encode("shipment", ids.length));
+        string memory name = ShipmentNames.nameOf(buyer, ShipmentNames.ref(ids.length));
+        bytes32 id = ShipmentNames.idOf(name);
         token.mint(buyer, amount);
         vm.prank(buyer);
         token.approve(address(escrow), amount);
         uint256 before = token.balanceOf(address(escrow));
         vm.prank(buyer);
-        try escrow.createShipment(id, seller, token, amount, PROFILE, delivery, deadline) returns (bytes32 terms) {
+        try escrow.createShipment(name, seller, token, amount, PROFILE, delivery, deadline) returns (bytes32 terms) {
             uint256 received = token.balanceOf(address(escrow)) - before;
             ids.push(id);
+            names[id] = name;
             Ghost storage g = _ghost[id];
             (g.buyer, g.seller, g.token) = (buyer, seller, token);
             (g.amount, g.deadline, g.terms) = (received, deadline, terms);
@@ -168,9 +173,9 @@ contract EscrowHandler is RouterFixture {
         if (status(id) != (allowed ? Status.Cancelled : was)) ++unexpected;
     }
 
-    /// @dev A stranger proposing an id already proposed or bound (to its seller, a front-run attempt):
-    ///      allowed only while the id is not bound, and it never changes the tracked proposal. The stranger
-    ///      cancels at once, so the stranger's deposit is not booked to any shipment.
+    /// @dev A stranger copying a tracked shipment's name (a front-run attempt, before or after the seller
+    ///      accepted): always refused, since the name carries the buyer's address, and it never changes the
+    ///      tracked proposal or moves a token.
     function _createExisting(bytes32 id, uint256 amount) internal {
         Ghost storage g = _ghost[id];
         TestStablecoin token = g.token;
@@ -180,16 +185,16 @@ contract EscrowHandler is RouterFixture {
         vm.prank(STRANGER);
         token.approve(address(escrow), amount);
         uint64 delivery = uint64(block.timestamp + 1 hours);
-        bool bound_ = escrow.boundTo(id) != bytes32(0);
         (uint256 buyerBefore, uint256 sellerBefore) = (token.balanceOf(g.buyer), token.balanceOf(g.seller));
         _heldBefore = token.balanceOf(address(escrow));
         vm.prank(STRANGER);
-        try escrow.createShipment(id, g.seller, token, amount, PROFILE, delivery, delivery + MIN_SETTLEMENT) {
-            if (bound_) ++unexpected;
+        try escrow.createShipment(names[id], g.seller, token, amount, PROFILE, delivery, delivery + MIN_SETTLEMENT) {
+            ++unexpected;
             vm.prank(STRANGER);
             escrow.cancelShipment(id, g.seller);
-        } catch {
-            if (!bound_) ++unexpected;
+        } catch (bytes memory reason) {
+            bytes memory want = abi.encodeWithSelector(ColdChainEscrow.NameNotBuyers.selector, names[id], STRANGER);
+            if (keccak256(reason) != keccak256(want)) ++unexpected;
         }
         _book(id, was, buyerBefore, sellerBefore);
     }

@@ -2,6 +2,7 @@
 pragma solidity 0.8.19;
 
 import {Test} from "./utils/Test.sol";
+import {ShipmentNames} from "./utils/ShipmentNames.sol";
 import {RouterFixture} from "./utils/RouterFixture.sol";
 import {OracleRouter} from "../src/OracleRouter.sol";
 import {ColdChainEscrow} from "../src/ColdChainEscrow.sol";
@@ -19,7 +20,8 @@ contract ColdChainEscrowWindowFuzzTest is Test, RouterFixture {
     address internal constant BUYER = address(0xB0B);
     address internal constant SELLER = address(0x5E11);
     address internal constant WATCHER = address(0xD15B);
-    bytes32 internal constant ID = keccak256("shipment one");
+    string internal NAME;
+    bytes32 internal ID;
     bytes32 internal constant PROFILE = bytes32("refrigerated");
     uint64 internal constant MIN_SETTLEMENT = 2 days;
     uint256 internal constant AMOUNT = 1_000e6;
@@ -33,6 +35,8 @@ contract ColdChainEscrowWindowFuzzTest is Test, RouterFixture {
         router.scheduleConsumerApproval(address(escrow));
         escrow.setProfile(PROFILE, keccak256("refrigerated.yaml"), MIN_SETTLEMENT);
         token = new TestStablecoin();
+        NAME = ShipmentNames.nameOf(BUYER, "shipment-one");
+        ID = ShipmentNames.idOf(NAME);
     }
 
     function _terms(uint32 liveness, uint32 answer, uint128 bond)
@@ -59,7 +63,7 @@ contract ColdChainEscrowWindowFuzzTest is Test, RouterFixture {
         vm.prank(BUYER);
         token.approve(address(escrow), AMOUNT);
         vm.prank(BUYER);
-        bytes32 terms = escrow.createShipmentWithWindow(ID, _terms(liveness, answer, BOND));
+        bytes32 terms = escrow.createShipmentWithWindow(NAME, _terms(liveness, answer, BOND));
         vm.prank(SELLER);
         escrow.acceptShipment(ID, BUYER, terms);
     }
@@ -171,7 +175,7 @@ contract ColdChainEscrowWindowFuzzTest is Test, RouterFixture {
         vm.prank(BUYER);
         token.approve(address(escrow), AMOUNT);
         vm.prank(BUYER);
-        try escrow.createShipmentWithWindow(ID, _terms(liveness, answer, bond)) returns (bytes32) {
+        try escrow.createShipmentWithWindow(NAME, _terms(liveness, answer, bond)) returns (bytes32) {
             assertTrue(ok, "accepted a bad window");
         } catch {
             assertFalse(ok, "refused a good window");

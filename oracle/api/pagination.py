@@ -10,6 +10,7 @@ database could choke on (NUL bytes, 300-digit numbers) ever reaches a query.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
@@ -109,7 +110,9 @@ UntilQuery = Annotated[
 
 
 def is_subject_hex(value: str) -> bool:
-    return len(value) == 66 and value.startswith("0x")
+    """Whether ``value`` is a subject id (0x + 64 hex digits) rather than a name. A shipment name begins
+    with its buyer's address (``0x<40 hex>:<reference>``) and may also be 66 characters long."""
+    return re.fullmatch(SUBJECT_HEX, value) is not None
 
 
 def utc(t: dt.datetime) -> dt.datetime:

@@ -9,6 +9,14 @@ Opening a shipment takes two transactions: the buyer proposes (``createShipment`
 amount recorded as received) and the seller accepts the exact terms by their hash (``acceptShipment``).
 Until then no verdict settles the deposit and the buyer may ``cancelShipment``.
 
+A shipment is proposed by its **name**, which begins with the buyer's own address
+(:func:`shipment_name_for`): ``"0x" + 40 lowercase hex digits + ":" + reference``, the reference 1 to
+:data:`MAX_REFERENCE` characters of ``A-Z a-z 0-9 . _ -``. The escrow derives the shipment id itself,
+``keccak256("shipment:" + name)`` = ``subject_id("shipment", name)``, and refuses a name that does not
+carry the caller's address (``NameNotBuyers``), so nobody watching the mempool can take a buyer's id
+first: a copy of the name from another account reverts, and a name with another address is another id.
+The oracle knows the shipment by the same name (device bindings, telemetry, reports).
+
 A liveness window (issue 14) is one more term the seller accepts (``createShipmentWithWindow``): a
 verdict is then held ``liveness`` seconds before anyone may ``finalize`` it, and can be disputed
 meanwhile with a bond of ``dispute_bond`` in the shipment's token; the network has ``answer_window``
@@ -17,6 +25,7 @@ seconds to answer a dispute with a replacement verdict. ``liveness=0`` (the defa
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +34,7 @@ from eth_utils.crypto import keccak
 from web3 import Web3
 
 from oracle.chain.client import transact, translate_errors
-from oracle.errors import ChainError
+from oracle.errors import ChainError, ValidationError
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -34,6 +43,47 @@ if TYPE_CHECKING:
 #: What the oracle needs after the expected delivery before a verdict can be on-chain: a day for the
 #: last readings to arrive, the nodes to evaluate and k of them to sign and land the report.
 VERDICT_SLACK_S = 86_400
+
+
+#: Longest reference after the buyer's prefix (``ColdChainEscrow.MAX_REFERENCE``): a name is then at most
+#: 43 + 64 = 107 characters, inside the API's 120-character subject names.
+MAX_REFERENCE = 64
+_REFERENCE = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_REFERENCE}}}")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+def shipment_name_for(buyer_address: str, reference: str) -> str:
+    """The canonical name of the buyer's shipment ``reference``: ``"0x<buyer, lowercase hex>:<reference>"``,
+    the only form ``ColdChainEscrow.createShipment`` takes from that buyer. Its on-chain id (and report
+    subject) is ``subject_id("shipment", name)``.
+
+    Raises ``ValidationError`` (reason ``bad_shipment_name``) for an address that is not 20 bytes of hex or
+    a reference that is empty, longer than :data:`MAX_REFERENCE` or has a character outside
+    ``A-Z a-z 0-9 . _ -``."""
+    if not isinstance(buyer_address, str) or not _ADDRESS.fullmatch(buyer_address):
+        raise ValidationError(
+            f"buyer address {buyer_address!r} is not 0x + 40 hex digits", reason="bad_shipment_name"
+        )
+    if not isinstance(reference, str) or not _REFERENCE.fullmatch(reference):
+        raise ValidationError(
+            f"shipment reference {reference!r} must be 1 to {MAX_REFERENCE} characters of A-Z a-z 0-9 . _ -",
+            reason="bad_shipment_name",
+        )
+    return f"0x{buyer_address[2:].lower()}:{reference}"
+
+
+def shipment_buyer(name: str) -> str | None:
+    """The buyer address (lowercase) a canonical shipment name carries, or None when ``name`` is not of
+    the form :func:`shipment_name_for` makes."""
+    address, sep, reference = name.partition(":")
+    if (
+        not sep
+        or not _ADDRESS.fullmatch(address)
+        or address != address.lower()
+        or not _REFERENCE.fullmatch(reference)
+    ):
+        return None
+    return address
 
 
 @dataclass(frozen=True)
@@ -86,7 +136,7 @@ def open_escrow(
     w3: Web3,
     escrow: Contract,
     *,
-    shipment: bytes,
+    name: str,
     buyer: LocalAccount,
     seller: LocalAccount,
     token: str,
@@ -98,11 +148,19 @@ def open_escrow(
     answer_window: int = 0,
     dispute_bond: int = 0,
 ) -> bytes:
-    """The buyer proposes ``shipment`` (having approved ``amount`` of ``token``) and the seller accepts its
-    terms; returns the accepted terms hash. Raises ``RevertError`` with the escrow's reason.
+    """The buyer proposes the shipment ``name`` (:func:`shipment_name_for` of the buyer's address; having
+    approved ``amount`` of ``token``) and the seller accepts its terms; returns the accepted terms hash.
+    The shipment's id is ``subject_id("shipment", name)``. Raises ``ValidationError`` when ``name`` is not
+    the buyer's (checked before any transaction) and ``RevertError`` with the escrow's reason.
 
     ``liveness`` seconds (0: none) a verdict is held before it applies, ``answer_window`` seconds the
     network has to answer a dispute, ``dispute_bond`` the bond a dispute takes (token units; 0: none)."""
+    if shipment_buyer(name) != buyer.address.lower():
+        raise ValidationError(
+            f"shipment name {name!r} is not buyer {buyer.address}'s: it must be "
+            f"shipment_name_for(buyer, reference), '0x<buyer>:<reference>'",
+            reason="bad_shipment_name",
+        )
     if liveness:
         terms_tuple = (
             seller.address,
@@ -115,10 +173,10 @@ def open_escrow(
             answer_window,
             dispute_bond,
         )
-        call = escrow.functions.createShipmentWithWindow(shipment, terms_tuple)
+        call = escrow.functions.createShipmentWithWindow(name, terms_tuple)
     else:
         call = escrow.functions.createShipment(
-            shipment, seller.address, token, amount, profile, expected_delivery, deadline
+            name, seller.address, token, amount, profile, expected_delivery, deadline
         )
     receipt = transact(w3, call, sender=buyer)
     from web3.logs import DISCARD
@@ -128,5 +186,6 @@ def open_escrow(
     terms = bytes(proposed["args"]["termsHash"])
     if len(terms) != 32:
         raise ChainError("ShipmentProposed carried no terms hash")
+    shipment = bytes(proposed["args"]["shipmentId"])
     transact(w3, escrow.functions.acceptShipment(shipment, buyer.address, terms), sender=seller)
     return terms

@@ -2,10 +2,11 @@
 
 Three regions over a small grid in central Kenya, each insured by a funded policy on the local chain; the
 northern one slides into drought over the seeded months (its rains fail from six months before the
-evaluated period and its vegetation browns). Three shipments are escrowed; their simulated loggers
-publish readings over MQTT, one compressed "10 minutes" per second, and one of them overheats. Each logger
-signs EdDSA with its own key, generated at run time under ``<data dir>/demo-devices/``; the oracle is
-given only the public key.
+evaluated period and its vegetation browns). Three shipments are escrowed, each under a name that
+begins with the buyer's address (``0x<buyer>:SHP-VACCINES-1``, so nobody can take its id first); their
+simulated loggers publish readings over MQTT, one compressed "10 minutes" per second, and one of them
+overheats. Each logger signs EdDSA with its own key, generated at run time under
+``<data dir>/demo-devices/``; the oracle is given only the public key.
 
 What happens, all through the real pipeline (content store, decisions, signer, outbox, router): the
 drought decisions are posted at once and the northern policy pays out; the overheated shipment is
@@ -15,6 +16,7 @@ voided within about a minute; the other two are delivered and released after two
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -43,7 +45,11 @@ REGIONS = {
     "KE-SOUTH": (36.55, -0.15, 38.25, -0.05),
 }
 DROUGHT_REGION = "KE-NORTH"
-SHIPMENTS = {"SHP-VACCINES-1": None, "SHP-VACCINES-2": (25, 9, 46.0), "SHP-INSULIN-3": None}
+#: The demo buyer's shipments by reference: no excursion, or (first tick, ticks, °C) of one. Their names,
+#: which devices, telemetry and reports use, begin with the buyer's address (:func:`demo_shipments`).
+SHIPMENT_REFERENCES = {"SHP-VACCINES-1": None, "SHP-VACCINES-2": (25, 9, 46.0), "SHP-INSULIN-3": None}
+#: The demo buyer and seller among anvil's dev accounts.
+DEMO_BUYER, DEMO_SELLER = 5, 6
 TICKS = 120
 DEVICE_KEYS_DIR = "demo-devices"
 """Under the data directory: the simulated loggers' private keys (the device side; never given to a node)."""
@@ -143,6 +149,17 @@ def seed_inputs(ctx: Context, *, now: dt.datetime, seed: int = 11) -> str:
     return period
 
 
+@functools.cache
+def demo_shipments() -> dict[str, tuple[int, int, float] | None]:
+    """The demo's shipments by name (``0x<demo buyer>:<reference>``, the only names the buyer can escrow;
+    ``oracle.chain.escrow.shipment_name_for``), each with its excursion or None."""
+    from oracle.chain.anvil import dev_accounts
+    from oracle.chain.escrow import shipment_name_for
+
+    buyer = dev_accounts(DEMO_BUYER + 1)[DEMO_BUYER].address
+    return {shipment_name_for(buyer, ref): excursion for ref, excursion in SHIPMENT_REFERENCES.items()}
+
+
 def device_of(shipment: str) -> str:
     """The demo logger travelling with ``shipment``."""
     return "LOGGER-" + shipment.rsplit("-", 1)[-1]
@@ -239,10 +256,9 @@ def open_policies_and_escrows(w3: Any, deployment: Any, *, liveness_s: int = 0) 
     from oracle.chain.client import transact
     from oracle.chain.escrow import open_escrow
     from oracle.decisions.coldchain import profile_bytes32
-    from oracle.reports import subject_id
 
     accounts = dev_accounts(8)
-    deployer, buyer, seller = accounts[0], accounts[5], accounts[6]
+    deployer, buyer, seller = accounts[0], accounts[DEMO_BUYER], accounts[DEMO_SELLER]
     pool = deployment.contract(w3, "DroughtInsurancePool")
     escrow = deployment.contract(w3, "ColdChainEscrow")
     coin = deployment.contract(w3, "TestStablecoin")
@@ -266,14 +282,16 @@ def open_policies_and_escrows(w3: Any, deployment: Any, *, liveness_s: int = 0) 
         transact(w3, coin.functions.approve(pool.address, premium), sender=holder)
         transact(w3, pool.functions.buyPolicy(product_id, holder.address), sender=holder)
     amount = 2_000 * 10**6
-    transact(w3, coin.functions.mint(buyer.address, amount * len(SHIPMENTS)), sender=deployer)
-    transact(w3, coin.functions.approve(escrow.address, amount * len(SHIPMENTS)), sender=buyer)
-    for shipment in SHIPMENTS:
-        # The buyer proposes the terms and deposits; the seller accepts them (until then nothing settles).
+    shipments = demo_shipments()
+    transact(w3, coin.functions.mint(buyer.address, amount * len(shipments)), sender=deployer)
+    transact(w3, coin.functions.approve(escrow.address, amount * len(shipments)), sender=buyer)
+    for shipment in shipments:
+        # The buyer proposes the terms under its own name for the shipment and deposits; the seller
+        # accepts them (until then nothing settles).
         open_escrow(
             w3,
             escrow,
-            shipment=subject_id("shipment", shipment),
+            name=shipment,
             buyer=buyer,
             seller=seller,
             token=coin.address,
@@ -313,7 +331,7 @@ class Demo:
         open_policies_and_escrows(connect(self.ctx.chain_rpc_url), deployment)
         self.start_s = int(time.time()) - TICKS * 600
         device_side = self.ctx.settings.data_dir / DEVICE_KEYS_DIR
-        for shipment in SHIPMENTS:
+        for shipment in demo_shipments():
             device = device_of(shipment)
             self.device_keys[device] = simulated_device_key(device_side, device)
             register_device_key(  # the oracle gets the public key only
@@ -359,20 +377,21 @@ class Demo:
 
         from oracle.decisions.coldchain import ShipmentTerms, evaluate_shipment, mark_delivered
 
-        clients = sensor_clients(self.ctx.mqtt_url, self.ctx.settings, [device_of(s) for s in SHIPMENTS])
+        devices = [device_of(s) for s in demo_shipments()]
+        clients = sensor_clients(self.ctx.mqtt_url, self.ctx.settings, devices)
         settled: set[str] = set()
         try:
             for tick in range(TICKS):
                 if self.stop.is_set():
                     return
-                for shipment, excursion in SHIPMENTS.items():
+                for shipment, excursion in demo_shipments().items():
                     device = device_of(shipment)
                     payload = sensor_payload(
                         tick, excursion, start_s=self.start_s, key=self.device_keys[device]
                     )
                     clients[device].publish(f"oracle/v1/telemetry/{device}", payload, qos=1)
                 if tick % 5 == 4:
-                    for shipment in SHIPMENTS:
+                    for shipment in demo_shipments():
                         if shipment in settled:
                             continue
                         try:
@@ -390,7 +409,7 @@ class Demo:
                             self._post(outcome, shipment)
                             settled.add(shipment)
                 self.stop.wait(1.0)
-            for shipment in SHIPMENTS:
+            for shipment in demo_shipments():
                 if shipment in settled:
                     continue
                 mark_delivered(

@@ -288,8 +288,8 @@ class NetworkDemo:
         from oracle.devices import register_device_key
         from oracle.devstack.demo import (
             DEVICE_KEYS_DIR,
-            SHIPMENTS,
             TICKS,
+            demo_shipments,
             device_of,
             open_policies_and_escrows,
             seed_inputs,
@@ -300,7 +300,8 @@ class NetworkDemo:
         now = dt.datetime.now(dt.UTC)
         self.start_s = int(time.time()) - TICKS * 600
         device_side = self.net.directory / DEVICE_KEYS_DIR
-        self.device_keys = {device_of(s): simulated_device_key(device_side, device_of(s)) for s in SHIPMENTS}
+        devices = [device_of(s) for s in demo_shipments()]
+        self.device_keys = {device: simulated_device_key(device_side, device) for device in devices}
         admin = ""
         for node_id, ctx in self._each_node():
             self.period = seed_inputs(ctx, now=now)  # the same bytes on every node: each ingests them itself
@@ -314,7 +315,7 @@ class NetworkDemo:
                     # The operator watching the demo also signs dispositions, as the QA person would.
                     enroll_signer(s, key_id=made.key.id, printed_name=DEMO_QA_NAME, password=self.qa_password)
                 s.commit()
-            for shipment in SHIPMENTS:
+            for shipment in demo_shipments():
                 device = device_of(shipment)
                 register_device_key(  # the same public key on every node; no node holds a device secret
                     ctx.sessions,
@@ -373,10 +374,10 @@ class NetworkDemo:
     def _disposition(self) -> None:
         """Once the overheated shipment is voided, the QA person signs its disposition report on node 1
         (approval, with the signing password) and the signed PDF is kept under ``dispositions/``."""
-        from oracle.devstack.demo import SHIPMENTS
+        from oracle.devstack.demo import demo_shipments
 
         try:
-            breached = next(s for s, excursion in SHIPMENTS.items() if excursion)
+            breached = next(s for s, excursion in demo_shipments().items() if excursion)
             base = self.net.network.members[0].url
             headers = {"Authorization": f"Bearer {self.admin}"}
             while not self.stop.wait(2.0):
@@ -422,29 +423,29 @@ class NetworkDemo:
 
         from oracle.decisions.coldchain import mark_delivered
         from oracle.devstack.demo import (
-            SHIPMENTS,
             TICKS,
             close_clients,
+            demo_shipments,
             device_of,
             sensor_clients,
             sensor_payload,
         )
 
         first = self.net.settings(self.base, self.net.network.ids[0])  # the network's broker logins
-        clients = sensor_clients(self.net.mqtt_url, first, [device_of(s) for s in SHIPMENTS])
+        clients = sensor_clients(self.net.mqtt_url, first, [device_of(s) for s in demo_shipments()])
         settled: set[str] = set()
         try:
             for tick in range(TICKS):
                 if self.stop.is_set():
                     return
-                for shipment, excursion in SHIPMENTS.items():
+                for shipment, excursion in demo_shipments().items():
                     device = device_of(shipment)
                     payload = sensor_payload(
                         tick, excursion, start_s=self.start_s, key=self.device_keys[device]
                     )
                     clients[device].publish(f"oracle/v1/telemetry/{device}", payload, qos=1)
                 if tick % 5 == 4:
-                    for shipment in SHIPMENTS:
+                    for shipment in demo_shipments():
                         if shipment in settled:
                             continue
                         codes = self._ask_all({"subject": {"namespace": "shipment", "name": shipment}})
@@ -455,7 +456,7 @@ class NetworkDemo:
                             settled.add(shipment)
                 self.stop.wait(1.0)
             delivered_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
-            for shipment in SHIPMENTS:
+            for shipment in demo_shipments():
                 if shipment in settled:
                     continue
                 # The consignee's hand-over reaches every node alike (one document, one CID).

@@ -24,6 +24,7 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,7 +93,9 @@ def _iso(t: dt.datetime | None) -> str | None:
 
 def resolve_shipment(s: Session, shipment: str) -> tuple[str, str]:
     """(telemetry name, 0x subject) of ``shipment``, given as either. Raises NotFound."""
-    if shipment.lower().startswith("0x"):
+    # A subject is 0x + 64 hex digits; a shipment name also begins with 0x (its buyer's address) but has
+    # a ":" after 40 digits.
+    if re.fullmatch(r"0x[0-9a-fA-F]{64}", shipment):
         subject = shipment.lower()
         name = s.scalar(
             select(Decision.subject_name).where(Decision.kind == "coldchain", Decision.subject == subject)

@@ -23,15 +23,15 @@ DISPUTE_OPEN, UPHELD, REJECTED = 1, 2, 3
 
 def open_with_window(
     chain: ChainKit,
-    shipment: bytes,
+    name: str,
     *,
     liveness: int = LIVENESS,
     answer: int = ANSWER,
     bond: int = BOND,
     deadline_in: int = 30 * 86_400,
 ) -> int:
-    """The buyer funds and proposes ``shipment`` with a liveness window and the seller accepts it
-    (through ``oracle.chain.escrow.open_escrow``); returns the deadline."""
+    """The buyer funds and proposes the shipment ``name`` (``buyer_shipment(reference)``) with a liveness
+    window and the seller accepts it (through ``oracle.chain.escrow.open_escrow``); returns the deadline."""
     buyer = chain.accounts.buyer
     chain.send(chain.coin.functions.mint(buyer.address, AMOUNT))
     chain.send(chain.coin.functions.approve(chain.escrow.address, AMOUNT), buyer)
@@ -40,7 +40,7 @@ def open_with_window(
     open_escrow(
         chain.w3,
         chain.escrow,
-        shipment=shipment,
+        name=name,
         buyer=buyer,
         seller=chain.accounts.seller,
         token=chain.coin.address,

@@ -1,5 +1,6 @@
 """ColdChainEscrow on a real anvil: the seller accepts the buyer's exact terms before anything can settle;
-breach voids and refunds, delivered releases, deadline reclaims; ids cannot be front-run, deadlines leave
+breach voids and refunds, delivered releases, deadline reclaims; ids cannot be front-run (a shipment's
+name carries its buyer's address), deadlines leave
 room for a verdict, the recorded amount is the amount received, profiles come from the on-chain registry."""
 
 from __future__ import annotations
@@ -8,11 +9,17 @@ import pytest
 from eth_utils.crypto import keccak
 
 from models.coldchain.profiles import PROFILE_DIR, load_profile, profile_names
-from oracle.chain.escrow import min_settlement_s, open_escrow, shipped_profiles
+from oracle.chain.escrow import (
+    MAX_REFERENCE,
+    min_settlement_s,
+    open_escrow,
+    shipment_name_for,
+    shipped_profiles,
+)
 from oracle.decisions.coldchain import profile_bytes32
-from oracle.errors import RevertError
+from oracle.errors import RevertError, ValidationError
 from oracle.reports import Report, ReportKind, Verdict, subject_id
-from tests.fixtures.chain import ChainKit, make_report
+from tests.fixtures.chain import ChainKit, buyer_shipment, make_report
 
 pytestmark = pytest.mark.chain
 
@@ -29,24 +36,26 @@ def fund(chain: ChainKit, amount: int = AMOUNT) -> None:
     chain.send(chain.coin.functions.approve(chain.escrow.address, amount), buyer)
 
 
-def propose(chain: ChainKit, shipment: bytes, *, deadline_after: int = MIN_SETTLEMENT) -> tuple[bytes, int]:
-    """The buyer proposes ``shipment`` (delivery in an hour); returns (terms hash, deadline)."""
+def propose(chain: ChainKit, name: str, *, deadline_after: int = MIN_SETTLEMENT) -> tuple[bytes, int]:
+    """The buyer proposes the shipment ``name`` (delivery in an hour); returns (terms hash, deadline)."""
     fund(chain)
     delivery = chain.now() + 3_600
     deadline = delivery + deadline_after
     call = chain.escrow.functions.createShipment(
-        shipment, chain.accounts.seller.address, chain.coin.address, AMOUNT, PROFILE, delivery, deadline
+        name, chain.accounts.seller.address, chain.coin.address, AMOUNT, PROFILE, delivery, deadline
     )
     receipt = chain.send(call, chain.accounts.buyer)
     (event,) = chain.events(chain.escrow, "ShipmentProposed", receipt)
     assert event["amount"] == AMOUNT
+    assert (event["name"], bytes(event["shipmentId"])) == (name, subject_id("shipment", name))
     assert chain.events(chain.escrow, "ShipmentRegistered", receipt) == []
     return bytes(event["termsHash"]), deadline
 
 
-def open_shipment(chain: ChainKit, name: str) -> tuple[bytes, int]:
+def open_shipment(chain: ChainKit, reference: str) -> tuple[bytes, int]:
+    name = buyer_shipment(reference)
     shipment = subject_id("shipment", name)
-    terms, deadline = propose(chain, shipment)
+    terms, deadline = propose(chain, name)
     receipt = chain.send(
         chain.escrow.functions.acceptShipment(shipment, chain.accounts.buyer.address, terms),
         chain.accounts.seller,
@@ -119,8 +128,8 @@ def test_buyer_reclaims_after_the_deadline_only(chain: ChainKit) -> None:
 
 
 def test_nothing_settles_before_the_seller_accepts_and_the_buyer_may_cancel(chain: ChainKit) -> None:
-    shipment = subject_id("shipment", "pending")
-    terms, _ = propose(chain, shipment)
+    shipment = subject_id("shipment", buyer_shipment("pending"))
+    terms, _ = propose(chain, buyer_shipment("pending"))
     buyer, seller = chain.accounts.buyer, chain.accounts.seller
     receipt = chain.submit(verdict(shipment, 1, Verdict.BREACH))
     assert chain.events(chain.escrow, "ShipmentVoided", receipt) == []
@@ -147,63 +156,150 @@ def test_nothing_settles_before_the_seller_accepts_and_the_buyer_may_cancel(chai
 
 
 def test_a_shipment_id_cannot_be_front_run(chain: ChainKit) -> None:
-    """A stranger who sees the buyer's id proposes it first (with the stranger as buyer and the deployer as
-    a seller under the stranger's control): the buyer's proposal still goes through and the seller's
-    acceptance binds the id to buyer and seller; after that nobody can propose it again."""
-    shipment = subject_id("shipment", "front-run")
+    """The buyer's shipment name carries the buyer's address. A stranger who copies it from the mempool and
+    sends it first (either create function, an accomplice as seller, ready to accept at once) is refused
+    with NameNotBuyers and the id stays free; the stranger's own name with the same reference is another
+    id. The real parties then open the shipment normally, and the id the escrow used (ShipmentProposed,
+    ShipmentRegistered) is the oracle's ``subject_id("shipment", name)``."""
+    buyer, seller = chain.accounts.buyer, chain.accounts.seller
     stranger, accomplice = chain.accounts.stranger, chain.accounts.deployer
-    chain.send(chain.coin.functions.mint(stranger.address, AMOUNT))
-    chain.send(chain.coin.functions.approve(chain.escrow.address, AMOUNT), stranger)
+    name = shipment_name_for(buyer.address, "front-run")
+    assert name == f"0x{buyer.address[2:].lower()}:front-run"
+    shipment = subject_id("shipment", name)
+    chain.send(chain.coin.functions.mint(stranger.address, 2 * AMOUNT))
+    chain.send(chain.coin.functions.approve(chain.escrow.address, 2 * AMOUNT), stranger)
     now = chain.now()
-    chain.send(
+    delivery, deadline = now + 3_600, now + 3_600 + MIN_SETTLEMENT
+    copies = [
         chain.escrow.functions.createShipment(
-            shipment,
-            accomplice.address,
-            chain.coin.address,
-            AMOUNT,
-            PROFILE,
-            now + 60,
-            now + 60 + MIN_SETTLEMENT,
+            name, accomplice.address, chain.coin.address, AMOUNT, PROFILE, delivery, deadline
         ),
-        stranger,
-    )
-    fund(chain)
-    terms = open_escrow(
+        chain.escrow.functions.createShipmentWithWindow(
+            name,
+            (accomplice.address, chain.coin.address, AMOUNT, PROFILE, delivery, deadline, 3_600, 3_600, 0),
+        ),
+    ]
+    for copy in copies:
+        with pytest.raises(RevertError) as e:
+            chain.send(copy, stranger)
+        assert e.value.reason == "NameNotBuyers"
+    assert chain.balance(stranger.address) == 2 * AMOUNT  # nothing taken
+    assert chain.escrow.functions.boundTo(shipment).call() == bytes(32)
+    assert chain.escrow.functions.proposal(shipment, stranger.address, accomplice.address).call()[2] == 0
+    # open_escrow refuses before sending anything.
+    with pytest.raises(ValidationError, match="is not buyer"):
+        open_escrow(
+            chain.w3,
+            chain.escrow,
+            name=name,
+            buyer=stranger,
+            seller=accomplice,
+            token=chain.coin.address,
+            amount=AMOUNT,
+            profile=PROFILE,
+            expected_delivery=delivery,
+            deadline=deadline,
+        )
+    # The stranger's own name with the same reference is another id: binding it takes nothing of the buyer's.
+    theirs = shipment_name_for(stranger.address, "front-run")
+    assert subject_id("shipment", theirs) != shipment
+    open_escrow(
         chain.w3,
         chain.escrow,
-        shipment=shipment,
-        buyer=chain.accounts.buyer,
-        seller=chain.accounts.seller,
+        name=theirs,
+        buyer=stranger,
+        seller=accomplice,
         token=chain.coin.address,
         amount=AMOUNT,
         profile=PROFILE,
-        expected_delivery=now + 3_600,
-        deadline=now + 3_600 + MIN_SETTLEMENT,
+        expected_delivery=delivery,
+        deadline=deadline,
     )
+    assert chain.escrow.functions.boundTo(shipment).call() == bytes(32)
+
+    # The real parties open the shipment as usual.
+    fund(chain)
+    first_block = chain.w3.eth.block_number + 1
+    terms = open_escrow(
+        chain.w3,
+        chain.escrow,
+        name=name,
+        buyer=buyer,
+        seller=seller,
+        token=chain.coin.address,
+        amount=AMOUNT,
+        profile=PROFILE,
+        expected_delivery=delivery,
+        deadline=deadline,
+    )
+    (proposed,) = chain.escrow.events.ShipmentProposed().get_logs(
+        from_block=first_block, argument_filters={"buyer": buyer.address}
+    )
+    (registered,) = chain.escrow.events.ShipmentRegistered().get_logs(
+        from_block=first_block, argument_filters={"buyer": buyer.address}
+    )
+    assert proposed["args"]["name"] == name
+    assert bytes(proposed["args"]["termsHash"]) == terms
+    assert bytes(proposed["args"]["shipmentId"]) == shipment == bytes(registered["args"]["shipmentId"])
+    assert bytes(chain.escrow.functions.shipmentIdOf(name).call()) == shipment
     bound = chain.escrow.functions.shipment(shipment).call()
-    assert (bound[0], bound[3]) == (chain.accounts.buyer.address, chain.accounts.seller.address)
-    assert len(terms) == 32
-    with pytest.raises(RevertError) as e:
-        chain.send(chain.escrow.functions.acceptShipment(shipment, stranger.address, terms), accomplice)
-    assert e.value.reason in ("TermsChanged", "ShipmentExists")
+    assert (bound[0], bound[3]) == (buyer.address, seller.address)
+    # Bound: the buyer cannot propose it again either, to anyone.
+    fund(chain)
     with pytest.raises(RevertError) as e:
         chain.send(
             chain.escrow.functions.createShipment(
-                shipment,
-                accomplice.address,
-                chain.coin.address,
-                1,
-                PROFILE,
-                now + 60,
-                now + 60 + MIN_SETTLEMENT,
+                name, accomplice.address, chain.coin.address, AMOUNT, PROFILE, delivery, deadline
             ),
-            stranger,
+            buyer,
         )
     assert e.value.reason == "ShipmentExists"
 
 
+def test_a_shipment_name_outside_the_format_is_refused_with_its_reason(chain: ChainKit) -> None:
+    """The Python side and the contract agree on the name format: a bad reference is a ValidationError
+    before any transaction, and BadShipmentName from the escrow when sent anyway."""
+    buyer = chain.accounts.buyer
+    fund(chain)
+    delivery = chain.now() + 3_600
+    prefix = f"0x{buyer.address[2:].lower()}:"
+    for reference, why in [
+        ("", "empty reference"),
+        ("x" * (MAX_REFERENCE + 1), "reference too long"),
+        ("a/b", "reference character not allowed"),
+        ("two words", "reference character not allowed"),
+    ]:
+        with pytest.raises(ValidationError) as v:
+            shipment_name_for(buyer.address, reference)
+        assert v.value.reason == "bad_shipment_name"
+        call = chain.escrow.functions.createShipment(
+            prefix + reference,
+            chain.accounts.seller.address,
+            chain.coin.address,
+            AMOUNT,
+            PROFILE,
+            delivery,
+            delivery + MIN_SETTLEMENT,
+        )
+        with pytest.raises(RevertError) as e:
+            chain.send(call, buyer)
+        assert e.value.reason == "BadShipmentName"
+        assert why in str(e.value)
+    # The checksummed spelling of the buyer's own address is not the canonical prefix.
+    checksummed = f"{buyer.address}:upper"
+    assert checksummed != shipment_name_for(buyer.address, "upper")
+    seller, coin = chain.accounts.seller.address, chain.coin.address
+    deadline = delivery + MIN_SETTLEMENT
+    call = chain.escrow.functions.createShipment(
+        checksummed, seller, coin, AMOUNT, PROFILE, delivery, deadline
+    )
+    with pytest.raises(RevertError) as e:
+        chain.send(call, buyer)
+    assert e.value.reason == "NameNotBuyers"
+
+
 def test_the_deadline_leaves_the_profile_minimum_after_delivery(chain: ChainKit) -> None:
-    shipment = subject_id("shipment", "short-deadline")
+    shipment = buyer_shipment("short-deadline")
     fund(chain)
     delivery = chain.now() + 3_600
     for deadline in (chain.now() + 1, delivery, delivery + MIN_SETTLEMENT - 1):
@@ -231,7 +327,7 @@ def test_a_profile_must_be_in_the_on_chain_registry(chain: ChainKit) -> None:
     delivery = chain.now() + 3_600
     for unknown in (profile_bytes32("no_such_profile"), keccak(b"refrigerated-2-8C")):
         call = chain.escrow.functions.createShipment(
-            subject_id("shipment", "unknown-profile"),
+            buyer_shipment("unknown-profile"),
             chain.accounts.seller.address,
             chain.coin.address,
             AMOUNT,
@@ -254,12 +350,13 @@ def test_the_recorded_amount_is_the_amount_received(chain: ChainKit) -> None:
     buyer, seller = chain.accounts.buyer, chain.accounts.seller
     chain.send(token.functions.mint(buyer.address, AMOUNT))
     chain.send(token.functions.approve(chain.escrow.address, AMOUNT), buyer)
-    shipment = subject_id("shipment", "fee-token")
+    name = buyer_shipment("fee-token")
+    shipment = subject_id("shipment", name)
     now = chain.now()
     open_escrow(
         chain.w3,
         chain.escrow,
-        shipment=shipment,
+        name=name,
         buyer=buyer,
         seller=seller,
         token=token.address,

@@ -28,7 +28,7 @@ from tests.chain.escrow_window_kit import (
     open_with_window,
     status,
 )
-from tests.fixtures.chain import ChainKit, make_report
+from tests.fixtures.chain import ChainKit, buyer_shipment, make_report
 
 pytestmark = pytest.mark.chain
 
@@ -47,8 +47,9 @@ def verdict(chain: ChainKit, shipment: bytes, epoch: int, value: Verdict) -> dic
 
 
 def test_a_window_of_zero_settles_at_once_as_before(chain: ChainKit) -> None:
-    shipment = subject_id("shipment", "window-0")
-    open_with_window(chain, shipment, liveness=0)
+    name = buyer_shipment("window-0")
+    shipment = subject_id("shipment", name)
+    open_with_window(chain, name, liveness=0)
     assert chain.escrow.functions.shipment(shipment).call()[8:] == (0, 0, 0)
     got = verdict(chain, shipment, 1, Verdict.BREACH)
     assert got["held"] == []
@@ -60,8 +61,9 @@ def test_a_window_of_zero_settles_at_once_as_before(chain: ChainKit) -> None:
 
 
 def test_a_held_verdict_pays_after_its_window_and_holds_the_deadline_back(chain: ChainKit) -> None:
-    shipment = subject_id("shipment", "window-pays")
-    deadline = open_with_window(chain, shipment, deadline_in=3_600 + MIN_SETTLEMENT)
+    name = buyer_shipment("window-pays")
+    shipment = subject_id("shipment", name)
+    deadline = open_with_window(chain, name, deadline_in=3_600 + MIN_SETTLEMENT)
     seller = chain.accounts.seller.address
     got = verdict(chain, shipment, 1, Verdict.DELIVERED)
     (held,) = got["held"]
@@ -86,8 +88,9 @@ def test_a_held_verdict_pays_after_its_window_and_holds_the_deadline_back(chain:
 
 
 def test_a_disputed_verdict_is_frozen_until_the_replacement_upholds_the_dispute(chain: ChainKit) -> None:
-    shipment = subject_id("shipment", "window-upheld")
-    open_with_window(chain, shipment)
+    name = buyer_shipment("window-upheld")
+    shipment = subject_id("shipment", name)
+    open_with_window(chain, name)
     watcher = chain.accounts.stranger
     verdict(chain, shipment, 1, Verdict.DELIVERED)  # wrong: the logger saw a breach
     receipt = file_escrow_dispute(chain, watcher, shipment, 1, "bafkreievidence")
@@ -120,8 +123,9 @@ def test_a_disputed_verdict_is_frozen_until_the_replacement_upholds_the_dispute(
 
 
 def test_a_dispute_of_an_honest_verdict_is_rejected_and_the_bond_goes_to_the_payee(chain: ChainKit) -> None:
-    shipment = subject_id("shipment", "window-rejected")
-    open_with_window(chain, shipment)
+    name = buyer_shipment("window-rejected")
+    shipment = subject_id("shipment", name)
+    open_with_window(chain, name)
     watcher, buyer = chain.accounts.stranger, chain.accounts.buyer.address
     verdict(chain, shipment, 1, Verdict.BREACH)
     file_escrow_dispute(chain, watcher, shipment, 1, "bafkreinothing")
@@ -141,8 +145,9 @@ def test_a_dispute_of_an_honest_verdict_is_rejected_and_the_bond_goes_to_the_pay
 
 
 def test_a_dispute_after_the_window_is_refused(chain: ChainKit) -> None:
-    shipment = subject_id("shipment", "window-late")
-    open_with_window(chain, shipment)
+    name = buyer_shipment("window-late")
+    shipment = subject_id("shipment", name)
+    open_with_window(chain, name)
     verdict(chain, shipment, 1, Verdict.BREACH)
     chain.advance_time(LIVENESS)
     with pytest.raises(RevertError) as e:

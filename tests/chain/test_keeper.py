@@ -26,7 +26,7 @@ from tests.chain.dispute_kit import (
 from tests.chain.escrow_window_kit import LIVENESS as ESCROW_LIVENESS
 from tests.chain.escrow_window_kit import VOIDED, open_with_window, status
 from tests.chain.pool_kit import MONTH, USD, severity
-from tests.fixtures.chain import ChainKit, make_report
+from tests.fixtures.chain import ChainKit, buyer_shipment, make_report
 from tests.outbox.helpers import open_db, sqlite_url
 
 pytestmark = pytest.mark.chain
@@ -141,8 +141,9 @@ def test_the_keeper_resolves_a_dispute_the_network_left_unanswered_then_pays(
 
 def test_the_keeper_finalizes_a_held_escrow_verdict_after_its_window(chain: ChainKit, tmp_path: Path) -> None:
     sessions = open_db(sqlite_url(tmp_path))
-    shipment = subject_id("shipment", "keeper-finalize")
-    open_with_window(chain, shipment)
+    name = buyer_shipment("keeper-finalize")
+    shipment = subject_id("shipment", name)
+    open_with_window(chain, name)
     keeper = SettlementKeeper(
         sessions, chain.w3, chain.pool, from_block=chain.deployment.block, escrow=chain.escrow
     )

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from ingest.telemetry.envelope import sign_envelope, sign_envelope_with_key
 from ingest.telemetry.pipeline import IncomingMessage, TelemetryIngest
 from oracle.chain.escrow import open_escrow as propose_and_accept
+from oracle.chain.escrow import shipment_name_for
 from oracle.decisions.coldchain import profile_bytes32
 from oracle.device_keys import PrivateKey, public_pem
 from oracle.devices import Kek, register_device, register_device_key
-from oracle.reports import subject_id
 from tests.fixtures.chain import ChainKit
 
 AMOUNT = 2_500 * 10**6
@@ -94,8 +94,10 @@ class Fleet:
         return accepted
 
 
-def open_escrow(chain: ChainKit, shipment: str, *, profile: str = "refrigerated") -> bytes:
-    sid = subject_id("shipment", shipment)
+def open_escrow(chain: ChainKit, reference: str, *, profile: str = "refrigerated") -> str:
+    """The chain's buyer escrows its shipment ``reference`` with the seller; returns the shipment's name
+    (``0x<buyer>:<reference>``), the name telemetry, devices and reports use."""
+    name = shipment_name_for(chain.accounts.buyer.address, reference)
     buyer = chain.accounts.buyer
     chain.send(chain.coin.functions.mint(buyer.address, AMOUNT))
     chain.send(chain.coin.functions.approve(chain.escrow.address, AMOUNT), buyer)
@@ -103,7 +105,7 @@ def open_escrow(chain: ChainKit, shipment: str, *, profile: str = "refrigerated"
     propose_and_accept(
         chain.w3,
         chain.escrow,
-        shipment=sid,
+        name=name,
         buyer=buyer,
         seller=chain.accounts.seller,
         token=chain.coin.address,
@@ -112,7 +114,7 @@ def open_escrow(chain: ChainKit, shipment: str, *, profile: str = "refrigerated"
         expected_delivery=now + 7 * 86_400,
         deadline=now + 30 * 86_400,
     )
-    return sid
+    return name
 
 
 def day_ago() -> int:

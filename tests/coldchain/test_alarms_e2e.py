@@ -40,7 +40,7 @@ from tests.fixtures.chain import ChainKit
 from tests.fixtures.context import dev_context
 from tests.telemetry.mqtt_helpers import publish_all, publisher, worker_auth
 
-SHIPMENT = "SHP-ALARM-E2E"
+SHIPMENT = "SHP-ALARM-E2E"  # the reference; the name carries the buyer
 DEVICE = "logger-alarm-e2e"
 
 
@@ -65,7 +65,7 @@ def wait_for(what: str, check: Callable[[], object], timeout: float = 30.0) -> o
 def test_reading_over_the_boundary_alarms_webhook_acknowledge_and_clear(
     ctx: Context, chain: ChainKit, mosquitto: BrokerProcess, tmp_path: Path
 ) -> None:
-    open_escrow(chain, SHIPMENT, profile="refrigerated")
+    shipment = open_escrow(chain, SHIPMENT, profile="refrigerated")  # 0x<buyer>:SHP-ALARM-E2E
     ChainListener(ctx.sessions, chain.w3, chain.deployment, confirmations=0).poll()
     key = ec.generate_private_key(ec.SECP256R1())
     start = int(time.time()) - 6 * 3600
@@ -75,7 +75,7 @@ def test_reading_over_the_boundary_alarms_webhook_acknowledge_and_clear(
         ctx.sessions,
         device_id=DEVICE,
         public_key_pem=public_pem(key),
-        shipment_id=SHIPMENT,
+        shipment_id=shipment,
         valid_from=dt.datetime.fromtimestamp(start - 60, dt.UTC),
     )
     port = free_port()
@@ -113,7 +113,7 @@ def test_reading_over_the_boundary_alarms_webhook_acknowledge_and_clear(
         publish_all(pub, DEVICE, [json.dumps(sign_envelope_with_key(body, key)).encode()])
 
     def hot_alarm() -> dict[str, object] | None:
-        items = api.get("/v1/alarms", params={"shipment": SHIPMENT}, headers=auth).json()["items"]
+        items = api.get("/v1/alarms", params={"shipment": shipment}, headers=auth).json()["items"]
         return next((a for a in items if a["rule"] == "hot_immediate"), None)
 
     try:

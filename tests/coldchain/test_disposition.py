@@ -109,8 +109,7 @@ def _pdf_text(data: bytes) -> tuple[int, str]:
 def test_voided_shipment_report_carries_verdict_mkt_excursions_tx_and_signoff(
     ctx: Context, chain: ChainKit
 ) -> None:
-    shipment = f"SHP-V-{uuid.uuid4().hex[:6]}"
-    open_escrow(chain, shipment)
+    shipment = open_escrow(chain, f"SHP-V-{uuid.uuid4().hex[:6]}")
     ChainListener(ctx.sessions, chain.w3, chain.deployment, confirmations=0).poll()
     _breached(ctx, shipment)
     outcome = evaluate_shipment(ctx.sessions, ctx.blobs, shipment_id=shipment)  # profile from the escrow

@@ -81,28 +81,27 @@ def test_silent_logger_is_a_gap_breach(stores) -> None:  # type: ignore[no-untyp
 def test_breach_voids_and_refunds_clean_delivery_releases(stores, chain: ChainKit) -> None:  # type: ignore[no-untyped-def]
     sessions, blobs = stores
     buyer, seller = chain.accounts.buyer.address, chain.accounts.seller.address
-    open_escrow(chain, "SHP-A")
-    open_escrow(chain, "SHP-B")
+    shp_a, shp_b = open_escrow(chain, "SHP-A"), open_escrow(chain, "SHP-B")
     ChainListener(sessions, chain.w3, chain.deployment, confirmations=0).poll()
     with sessions() as s:
         assert len(s.scalars(select(Shipment)).all()) == 2  # the registered escrows, with their profiles
 
     fleet = Fleet(sessions, blobs)
     start = day_ago()
-    fleet.add("logger-a", "SHP-A", start_s=start)
-    fleet.add("logger-b", "SHP-B", start_s=start)
+    fleet.add("logger-a", shp_a, start_s=start)
+    fleet.add("logger-b", shp_b, start_s=start)
     fleet.publish("logger-a", temperatures(20, excursion=(3, 2, 46.0)), start_s=start)
     fleet.publish("logger-b", temperatures(20), start_s=start)
     mark_delivered(
         sessions,
         blobs,
-        "SHP-B",
+        shp_b,
         delivered_at=dt.datetime.fromtimestamp(start + 20 * 3600, dt.UTC),
         by="consignee",
     )
     buyer_before, seller_before = chain.balance(buyer), chain.balance(seller)
 
-    for shipment in ("SHP-A", "SHP-B"):
+    for shipment in (shp_a, shp_b):
         outcome = evaluate_shipment(sessions, blobs, shipment_id=shipment)  # profile read from the escrow
         assert outcome.status == "complete", outcome.reason
         post_decision(

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from oracle.chain.escrow import open_escrow as propose_and_accept
+from oracle.chain.escrow import shipment_name_for
 from oracle.chain.listener import ChainListener
 from oracle.decisions.coldchain import (
     ShipmentTerms,
@@ -27,7 +28,7 @@ from oracle.decisions.coldchain import (
 )
 from oracle.decisions.record import DecisionOutcome
 from oracle.decisions.trace import canonical_json
-from oracle.reports import Verdict, subject_id
+from oracle.reports import Verdict
 from oracle.storage.blobs import FilesystemBlobStore, cid_for
 from tests.coldchain.helpers import AMOUNT, STEP_S, Fleet
 from tests.fixtures.chain import ChainKit
@@ -200,9 +201,8 @@ def test_the_escrows_agreed_delivery_reaches_the_live_warning(
     PostgreSQL)."""
     sessions, blobs = open_db(database_url), FilesystemBlobStore(tmp_path / "blobs")
     stores = (sessions, blobs)
-    shipment = f"SHP-ESCROW-WARN-{tmp_path.name}"
-    sid = subject_id("shipment", shipment)
     buyer = chain.accounts.buyer
+    shipment = shipment_name_for(buyer.address, f"SHP-ESCROW-WARN-{tmp_path.name}"[:64])
     chain.send(chain.coin.functions.mint(buyer.address, AMOUNT))
     chain.send(chain.coin.functions.approve(chain.escrow.address, AMOUNT), buyer)
     chain_now = chain.now()
@@ -210,7 +210,7 @@ def test_the_escrows_agreed_delivery_reaches_the_live_warning(
     terms_hash = propose_and_accept(
         chain.w3,
         chain.escrow,
-        shipment=sid,
+        name=shipment,
         buyer=buyer,
         seller=chain.accounts.seller,
         token=chain.coin.address,
@@ -228,8 +228,8 @@ def test_the_escrows_agreed_delivery_reaches_the_live_warning(
     temps = warm(HOURS)
     last = chain_now - 600
     start = last - (len(temps) - 1) * STEP_S
-    fleet.add(f"logger-{shipment}", shipment, start_s=start)
-    assert fleet.publish(f"logger-{shipment}", temps, start_s=start) == len(temps)
+    fleet.add(f"logger-{tmp_path.name}", shipment, start_s=start)
+    assert fleet.publish(f"logger-{tmp_path.name}", temps, start_s=start) == len(temps)
 
     outcome = evaluate_shipment(sessions, blobs, shipment_id=shipment)
     out, inputs = _model(stores, outcome)

@@ -26,7 +26,7 @@ from oracle.decisions.post import post_decision
 from oracle.reports import Report, ReportKind, Verdict, subject_id, to_fixed
 from oracle.storage.tables import Reject, TelemetryReading
 from tests.drought.world import build
-from tests.fixtures.chain import ChainKit
+from tests.fixtures.chain import ChainKit, buyer_shipment
 from tests.fixtures.context import dev_context
 from tests.fixtures.server import serve
 from tests.outbox.helpers import local_signers
@@ -34,7 +34,7 @@ from tests.outbox.helpers import local_signers
 LIMITS = ApiLimits(rate_per_s=10_000, burst=10_000)
 TRIGGER, EXIT, LIMIT = to_fixed(1.0), to_fixed(4.0), 5_000 * 10**6
 PERIODS = ("2024-06", "2025-06", "2026-06")
-SHIPMENT = "SHP-7"
+SHIPMENT = buyer_shipment("SHP-7")  # 0x<test buyer>:SHP-7
 #: Markup in data the page must show as text, never parse.
 HOSTILE = '<img src=x onerror="window.__pwned=1">'
 
@@ -139,7 +139,7 @@ def seed_world(ctx: Context, chain: ChainKit, tmp_path: Path) -> Seeded:
     open_escrow(
         chain.w3,
         chain.escrow,
-        shipment=shipment,
+        name=SHIPMENT,
         buyer=buyer,
         seller=chain.accounts.seller,
         token=chain.coin.address,

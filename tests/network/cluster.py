@@ -134,6 +134,14 @@ class TcpProxy:
                     sock.shutdown(socket.SHUT_RDWR)
 
 
+def buyer_shipment(reference: str) -> str:
+    """The name of the cluster's buyer's (dev account 1) shipment ``reference``, ``0x<buyer>:<reference>``:
+    the only name that buyer can escrow, and the name the loggers' readings and the reports use."""
+    from oracle.chain.escrow import shipment_name_for
+
+    return shipment_name_for(dev_accounts(2)[1].address, reference)
+
+
 @dataclass
 class Cluster:
     directory: Path
@@ -365,12 +373,14 @@ class Cluster:
     # ------------------------------------------------------------------ cold chain
 
     def open_shipment(self, shipment: str, *, amount: int = 1_000 * 10**6) -> None:
-        """The buyer escrows ``amount`` for ``shipment`` (refrigerated profile) on the shared chain."""
+        """The buyer escrows ``amount`` for ``shipment`` (a :func:`buyer_shipment` name; refrigerated
+        profile) on the shared chain."""
         self.open_shipments([shipment], amount=amount)
 
     def open_shipments(self, shipments: list[str], *, amount: int = 1_000 * 10**6) -> None:
-        """The buyer escrows ``amount`` for each shipment (refrigerated profile) and the seller accepts: one
-        mint and one approval for all of them, then the two transactions each shipment takes."""
+        """The buyer escrows ``amount`` for each shipment (:func:`buyer_shipment` names; refrigerated
+        profile) and the seller accepts: one mint and one approval for all of them, then the two
+        transactions each shipment takes."""
         from oracle.chain.client import transact
         from oracle.chain.escrow import open_escrow
         from oracle.decisions.coldchain import profile_bytes32
@@ -387,7 +397,7 @@ class Cluster:
             open_escrow(
                 w3,
                 escrow,
-                shipment=subject_id("shipment", shipment),
+                name=shipment,
                 buyer=buyer,
                 seller=seller,
                 token=coin.address,

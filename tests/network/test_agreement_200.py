@@ -45,7 +45,7 @@ from tests.network.agreement import (
     poll,
     seed_node,
 )
-from tests.network.cluster import Cluster
+from tests.network.cluster import Cluster, buyer_shipment
 
 REDUCED_SIMD = "node2"
 ONE_THREAD = "node3"
@@ -65,7 +65,7 @@ def _loggers(now: int) -> list[Logger]:
         temps = temperatures(4, base=4.0 + (i % 7) * 0.5, excursion=(1.0, 1.5, 46.0) if breach else None)
         out.append(
             Logger(
-                shipment=f"AGREE-SHP-{i:03d}",
+                shipment=buyer_shipment(f"AGREE-SHP-{i:03d}"),
                 device=f"agree-logger-{i:03d}",
                 key=ec.generate_private_key(ec.SECP256R1()),
                 temps=temps,

@@ -21,7 +21,7 @@ from oracle.devstack.broker import BrokerProcess
 from oracle.network.schedule import transmit_order
 from oracle.reports import subject_id
 from tests.models.test_determinism import dispatched_features
-from tests.network.cluster import Cluster, running_cluster, wait_until
+from tests.network.cluster import Cluster, buyer_shipment, running_cluster, wait_until
 
 PERIOD = "2026-06"
 EPOCH = (2026 * 12 + 6 - 1) * 1000  # the first report for June 2026
@@ -200,7 +200,7 @@ def test_a_breach_voids_the_shipment_once_on_k_signatures_of_nodes_that_looked_a
 
     from tests.coldchain.helpers import temperatures
 
-    shipment, device = "SHP-NET-1", "logger-net-1"
+    shipment, device = buyer_shipment("SHP-NET-1"), "logger-net-1"
     cluster.open_shipment(shipment)
     wait_until(
         lambda: all(cluster.knows_shipment(n, shipment) for n in cluster.network.ids),

@@ -49,13 +49,13 @@ from tests.chain.escrow_window_kit import (
     status,
 )
 from tests.coldchain.helpers import Fleet, day_ago, temperatures
-from tests.fixtures.chain import ChainKit
+from tests.fixtures.chain import ChainKit, buyer_shipment
 from tests.outbox.helpers import local_signers
 from tests.verify.test_watch import _serve, node_context
 
 pytestmark = pytest.mark.chain
 
-SHIPMENT = "SHP-DISPUTE"
+SHIPMENT = buyer_shipment("SHP-DISPUTE")
 
 
 @dataclasses.dataclass
@@ -99,7 +99,7 @@ def node(chain: ChainKit, tmp_path: Path) -> Iterator[Node]:
     assert outcome.report is not None
     assert outcome.report.value == int(Verdict.BREACH)
     # The buyer and seller agreed on a one-hour window and a bond in the shipment's token.
-    open_with_window(chain, outcome.report.subject)
+    open_with_window(chain, SHIPMENT)
     watcher = Account.create()
     chain.w3.provider.make_request("anvil_setBalance", [watcher.address, hex(10**18)])  # type: ignore[arg-type]
     chain.send(chain.coin.functions.mint(watcher.address, BOND))
