@@ -131,6 +131,10 @@ def local_chain(settings: Settings) -> Iterator[str]:
         anvil.stop()
 
 
+#: ``<data dir>/mqtt/<this>``: the URL of the broker ``oracle run`` started for this data directory.
+BROKER_URL_FILE = "url"
+
+
 @contextlib.contextmanager
 def local_broker(settings: Settings) -> Iterator[dict[str, object]]:
     """The broker settings: as configured, or those of a local mosquitto for this run (its URL, and the
@@ -141,9 +145,14 @@ def local_broker(settings: Settings) -> Iterator[dict[str, object]]:
     from oracle.devstack.broker import start_mosquitto
 
     broker = start_mosquitto(data_dir=settings.data_dir / "mqtt")
+    # Where it answers, for `oracle devices add --broker-credential` in another shell on the same data
+    # directory (its logins are already in <data dir>/mqtt/credentials).
+    url_file = settings.data_dir / "mqtt" / BROKER_URL_FILE
+    url_file.write_text(broker.url + "\n")
     try:
         yield broker.client_settings()
     finally:
+        url_file.unlink(missing_ok=True)
         broker.stop()
 
 

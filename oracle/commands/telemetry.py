@@ -155,10 +155,20 @@ def _broker_admin_settings(*, required: bool) -> Any:
     settings = load_settings()
     if settings.mqtt_admin_username and settings.mqtt_url:
         return settings
+    if not settings.mqtt_url:
+        # The broker `oracle run` started for this data directory, with the admin login it made there.
+        from oracle.devstack.broker import client_settings
+        from oracle.service import BROKER_URL_FILE
+
+        url_file = settings.data_dir / "mqtt" / BROKER_URL_FILE
+        if url_file.is_file():
+            url = url_file.read_text().strip()
+            return settings.model_copy(update=client_settings(settings.data_dir / "mqtt", url))
     if required:
         raise ConfigError(
-            "--broker-credential: no broker admin configured; set ORACLE_MQTT_URL, "
-            "ORACLE_MQTT_ADMIN_USERNAME and ORACLE_MQTT_ADMIN_PASSWORD_FILE"
+            "--broker-credential: no broker admin configured and no broker started by `oracle run` "
+            "for this data directory; set ORACLE_MQTT_URL, ORACLE_MQTT_ADMIN_USERNAME and "
+            "ORACLE_MQTT_ADMIN_PASSWORD_FILE"
         )
     return None
 

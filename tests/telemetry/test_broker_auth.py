@@ -444,3 +444,52 @@ def test_a_worker_without_the_login_never_subscribes_and_says_why(
     finally:
         worker.stop()
         thread.join(10)
+
+
+def test_cli_finds_the_broker_oracle_run_started_for_its_data_directory(tmp_path: Path) -> None:
+    """`oracle run --single` on embedded defaults starts its own mosquitto; `oracle devices add
+    --broker-credential` in another shell, on the same data directory and with no ORACLE_MQTT_* set,
+    issues the device's login on that broker (it used to find no broker and refuse)."""
+    from oracle.broker_auth import connect_mqtt
+    from oracle.config import Settings
+    from oracle.service import local_broker
+
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORACLE_")}
+    env["ORACLE_DATA_DIR"] = str(data)
+    (tmp_path / "dev.pem").write_bytes(_pem())
+    device = _device("single-node")
+    out = tmp_path / f"{device}.json"
+    add = ["devices", "add", device, "--public-key", str(tmp_path / "dev.pem"), "--broker-credential"]
+    with local_broker(Settings(_env_file=None, data_dir=data)) as broker_settings:  # type: ignore[call-arg]
+        added = _cli([*add, str(out)], env)
+        assert added.returncode == 0, added.stderr
+        credential = json.loads(out.read_text())
+        assert credential["url"] == broker_settings["mqtt_url"]
+        assert credential["username"] == device
+        device_client = connect_mqtt(
+            credential["url"], f"{device}-probe", login=MqttLogin(device, credential["password"])
+        )
+        try:
+            info = device_client.publish(telemetry_topic(device), b"{}", qos=1)
+            info.wait_for_publish(10)
+            assert info.is_published()
+        finally:
+            device_client.loop_stop()
+            device_client.disconnect()
+    # The broker stopped with the run: its URL file is gone and the CLI says what to configure.
+    assert not (data / "mqtt" / "url").exists()
+    refused = _cli(
+        [
+            "devices",
+            "add",
+            _device("after-stop"),
+            "--public-key",
+            str(tmp_path / "dev.pem"),
+            "--broker-credential",
+            str(tmp_path / "late.json"),
+        ],
+        env,
+    )
+    assert refused.returncode == 1
+    assert "oracle run" in refused.stderr
