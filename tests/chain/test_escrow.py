@@ -5,6 +5,8 @@ room for a verdict, the recorded amount is the amount received, profiles come fr
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from eth_utils.crypto import keccak
 
@@ -170,6 +172,21 @@ def test_a_shipment_id_cannot_be_front_run(chain: ChainKit) -> None:
     chain.send(chain.coin.functions.approve(chain.escrow.address, 2 * AMOUNT), stranger)
     now = chain.now()
     delivery, deadline = now + 3_600, now + 3_600 + MIN_SETTLEMENT
+
+    def opened(name: str, buyer: Any, seller: Any) -> bytes:
+        return open_escrow(
+            chain.w3,
+            chain.escrow,
+            name=name,
+            buyer=buyer,
+            seller=seller,
+            token=chain.coin.address,
+            amount=AMOUNT,
+            profile=PROFILE,
+            expected_delivery=delivery,
+            deadline=deadline,
+        )
+
     copies = [
         chain.escrow.functions.createShipment(
             name, accomplice.address, chain.coin.address, AMOUNT, PROFILE, delivery, deadline
@@ -188,50 +205,17 @@ def test_a_shipment_id_cannot_be_front_run(chain: ChainKit) -> None:
     assert chain.escrow.functions.proposal(shipment, stranger.address, accomplice.address).call()[2] == 0
     # open_escrow refuses before sending anything.
     with pytest.raises(ValidationError, match="is not buyer"):
-        open_escrow(
-            chain.w3,
-            chain.escrow,
-            name=name,
-            buyer=stranger,
-            seller=accomplice,
-            token=chain.coin.address,
-            amount=AMOUNT,
-            profile=PROFILE,
-            expected_delivery=delivery,
-            deadline=deadline,
-        )
+        opened(name, stranger, accomplice)
     # The stranger's own name with the same reference is another id: binding it takes nothing of the buyer's.
     theirs = shipment_name_for(stranger.address, "front-run")
     assert subject_id("shipment", theirs) != shipment
-    open_escrow(
-        chain.w3,
-        chain.escrow,
-        name=theirs,
-        buyer=stranger,
-        seller=accomplice,
-        token=chain.coin.address,
-        amount=AMOUNT,
-        profile=PROFILE,
-        expected_delivery=delivery,
-        deadline=deadline,
-    )
+    opened(theirs, stranger, accomplice)
     assert chain.escrow.functions.boundTo(shipment).call() == bytes(32)
 
     # The real parties open the shipment as usual.
     fund(chain)
     first_block = chain.w3.eth.block_number + 1
-    terms = open_escrow(
-        chain.w3,
-        chain.escrow,
-        name=name,
-        buyer=buyer,
-        seller=seller,
-        token=chain.coin.address,
-        amount=AMOUNT,
-        profile=PROFILE,
-        expected_delivery=delivery,
-        deadline=deadline,
-    )
+    terms = opened(name, buyer, seller)
     (proposed,) = chain.escrow.events.ShipmentProposed().get_logs(
         from_block=first_block, argument_filters={"buyer": buyer.address}
     )
