@@ -13,7 +13,10 @@ operations, in the very same order, as the numpy/scipy code it replaces, so the 
 * :func:`run_means`: the same sums over the same CSR rows stored as runs (:func:`csr_runs`: consecutive
   cells of one row with the same weight, bit for bit): the same terms in the same order, but the loop
   reads one cell index and one weight per run instead of per cell, and the cells contiguously. The
-  product is memory-bound; the runs are a sixth of the CSR arrays' bytes on a district map.
+  product is memory-bound; the runs are a sixth of the CSR arrays' bytes on a district map. A region's
+  next grid row lies a raster row further on, where no hardware prefetcher looks: the loop asks for the
+  cells of the run 8 runs ahead (LLVM's ``prefetch``, a hint that changes no value), which took about a
+  tenth off the means in the year-long benchmark.
 
 numba compiles with ``fastmath`` off: no reassociation, no fused multiply-add (LLVM fuses a multiply
 and an add only when told it may), no vectorised reductions; the results are the IEEE results on any
@@ -33,6 +36,47 @@ import numpy.typing as npt
 
 _lock = threading.Lock()
 _compiled: dict[str, Callable[..., Any]] = {}
+
+_PREFETCH_RUNS = 8
+"""How many runs ahead :func:`_run_means` asks for the cells it will read (measured best of 4/8/16/32)."""
+
+
+_prefetch_installed = False
+
+
+def _prefetch(x: Any, index: int) -> None:
+    """A hint that ``x[index]`` will be read soon. Compiled, it is LLVM's ``prefetch`` (read, keep in
+    all cache levels), installed by :func:`_install_prefetch`; it reads nothing and cannot fault. In plain
+    Python it does nothing."""
+
+
+def _install_prefetch() -> None:
+    """Make ``_prefetch`` the compiled hint for the loops compiled from now on (numba reads globals at
+    compile time); called under ``_lock`` before each compilation, does its work once."""
+    global _prefetch, _prefetch_installed
+    if _prefetch_installed:
+        return
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def prefetch(typingctx: Any, arr: Any, idx: Any) -> Any:
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            array = context.make_array(signature.args[0])(context, builder, args[0])
+            pointer = builder.gep(array.data, [args[1]])
+            i32 = ir.IntType(32)
+            fnty = ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")  # type: ignore[no-untyped-call]
+            # rw = 0 (read), locality = 3 (keep in every level), cache type = 1 (data)
+            builder.call(fn, [pointer, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return types.void(arr, idx), codegen
+
+    _prefetch = prefetch  # type: ignore[assignment]
+    _prefetch_installed = True
 
 
 def _canonical_counts(
@@ -104,11 +148,15 @@ def _canonical_nodata(
 def _run_means(
     row_runs: Any, run_cells: Any, run_lengths: Any, run_weights: Any, x: Any, num: Any, den: Any, gaps: Any
 ) -> None:
+    last = run_cells.size - 1
     for row in range(row_runs.size - 1):
         total = 0.0
         valid = 0.0
         gap = False
         for k in range(row_runs[row], row_runs[row + 1]):
+            # A region's next grid row lies a whole raster row further on, where the hardware prefetcher
+            # has not been: ask for the cells a few runs ahead now (a hint only; no value depends on it).
+            _prefetch(x, run_cells[min(k + _PREFETCH_RUNS, last)])
             w = run_weights[k]
             first = run_cells[k]
             for j in range(first, first + run_lengths[k]):
@@ -154,6 +202,7 @@ def _jit(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         if found is None:
             import numba
 
+            _install_prefetch()
             try:
                 found = numba.njit(fn, cache=True, nogil=True, fastmath=False, error_model="numpy")
             except RuntimeError:  # no writable cache directory: compile in this process instead
