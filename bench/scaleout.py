@@ -13,11 +13,14 @@ validated on its own.
    ``rasterio.open(path).read(1)`` of the same bytes, no validation; the validated side reads them with
    ``read_raster`` (checks, canonical float64, NaN for nodata) and takes the means. Its compiled loops
    (``ingest._kernels``) are loaded once, untimed, as the plain side's reads are warmed up; the load is
-   reported apart (``jit_load_s``, ``zonal_over_read_with_jit_load``). Measured on 2026-12-01 on this
-   shared 2-core machine, two runs: 1.86 (load average 13.7-13.9) and 1.71 (load 5.7-17.2); 2.15-2.32
-   before the compiled loops (time_zonal alone, old and new code alternated at load 8-10: 1.94/1.86
-   before, 1.74/1.82 after); the goal is not met here. Under load the memory-bound steps (means over
-   27 MB of weights and a 19 MB raster) slow down far more than the plain read's decoding.
+   reported apart (``jit_load_s``, ``zonal_over_read_with_jit_load``). Measured on 2026-12-01 on a
+   shared 2-core machine under load, two runs: 1.86 (load average 13.7-13.9) and 1.71 (load 5.7-17.2);
+   2.15-2.32 before the compiled loops. Later that day, on a quiet 2-core AMD EPYC (load 1.6-2.3), with
+   the means stored as runs and prefetching: 1.498 and 1.518 (plain read 4.38 / 4.46 s, validated read
+   4.72 / 4.84 s, means 1.53 / 1.59 s, weight build 0.31 / 0.33 s): at the goal, not reliably under it.
+   Under load the memory-bound steps (the means, the conversion to float64) slow down far more than the
+   plain read's decoding. What is left is mostly the means' own floor: each region's sum is one chain of
+   additions in a fixed order (the bits are part of every step's CID), 2.28 million a day.
 2. The Dask path (``oracle.scale.gridded.zonal_means_stack`` over ``read_stack``: a lazily read, labelled
    (time, y, x) DataArray, one chunk per file, read and reduced on the workers) over ``--dask-days`` days
    on LocalClusters of 1 and 2 worker processes (one thread each), interleaved over ``--repeats``
