@@ -29,7 +29,7 @@ import scipy.sparse as sp
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from ingest._kernels import CsrRuns, csr_runs, run_means
+from ingest._kernels import CellOrder, CsrRuns, cell_order, csr_runs, ordered_means, run_means
 from ingest.raster import WGS84_NAMES, GridSpec, RasterGrid
 from ingest.regions import Region, regions_fingerprint
 from ingest.units import FloatArray
@@ -119,6 +119,12 @@ class ZonalWeights:
         m = self.matrix
         return csr_runs(m.indptr, m.indices, m.data, m.shape[1])
 
+    @cached_property
+    def order(self) -> CellOrder | None:
+        """:attr:`runs` in raster order (made on first use, then kept), or ``None`` if a row's cells are
+        stored out of order (the means then read :attr:`runs` region by region; same bits either way)."""
+        return cell_order(self.runs)
+
     @property
     def cells(self) -> npt.NDArray[np.int64]:
         """Flat row-major indices of the cells any region covers."""
@@ -156,7 +162,7 @@ class ZonalWeights:
         return means, fraction
 
     def _means_flat(self, x: FloatArray, *, gaps_use_totals: bool) -> tuple[FloatArray, FloatArray]:
-        """One pass over the weights (:func:`ingest._kernels.run_means` over :attr:`runs`): per region
+        """One pass over the weights (:func:`ingest._kernels.ordered_means` over :attr:`order`): per region
         Σ w·x and Σ w·valid in CSR order from 0.0, a nodata cell counted as w·0.0 — term for term the
         sparse products ``W @ where(valid, x, 0)`` and ``W @ valid`` the two paths made before, so the
         bits are theirs.
@@ -170,7 +176,8 @@ class ZonalWeights:
                 f"zonal: {x.size} cells do not match the weights' {self.matrix.shape[1]}",
                 reason="grid_mismatch",
             )
-        num, den, gaps = run_means(self.runs, x)
+        order = self.order
+        num, den, gaps = ordered_means(order, x) if order is not None else run_means(self.runs, x)
         if gaps_use_totals:
             den = np.where(gaps, den, self.totals)
         return self._finish(num, den)

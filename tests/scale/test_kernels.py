@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from ingest._kernels import canonical_counts, canonical_nodata, csr_means, csr_runs, run_means, warm_up
+from ingest._kernels import (
+    canonical_counts,
+    canonical_nodata,
+    cell_order,
+    csr_means,
+    csr_runs,
+    ordered_means,
+    run_means,
+    warm_up,
+)
 
 
 def _numpy_canonical(
@@ -116,3 +125,59 @@ def test_run_means_gives_the_csr_and_sparse_products_bits(seed: int) -> None:
     assert got[1].tobytes() == (m @ valid.astype(np.float64)).tobytes()
     with pytest.raises(ValueError, match="columns"):
         run_means(runs, x[:-1])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ordered_means_gives_the_region_by_region_bits(seed: int) -> None:
+    """All regions' runs read in raster order give each region's sums term for term as its own row
+    orders them: overlapping regions, regions of one cell, an empty row, NaN and -0.0 included."""
+    rng = np.random.default_rng(300 + seed)
+    cells, regions = 5000, 40
+    dense = np.zeros((regions, cells))
+    for r in range(regions):
+        if r == 7:
+            continue  # an empty row
+        if r == 8:
+            dense[r, int(rng.integers(0, cells))] = rng.uniform(0.01, 1.0)  # a region of one cell
+            continue
+        for _ in range(int(rng.integers(1, 5))):
+            a = int(rng.integers(0, cells - 300))
+            b = a + int(rng.integers(1, 300))
+            dense[r, a:b] = 1.0 if rng.random() < 0.7 else rng.uniform(0.01, 1.0)
+            border = rng.random(b - a) < 0.1
+            dense[r, a:b][border] = rng.uniform(0.01, 1.0, int(border.sum()))
+    m = sp.csr_matrix(dense)
+    m.sort_indices()
+    x = rng.normal(0.0, 10.0 ** rng.uniform(-3, 3), cells)
+    x[rng.random(cells) < 0.15] = np.nan
+    x[rng.random(cells) < 0.05] = -0.0
+    runs = csr_runs(m.indptr, m.indices, m.data, cells)
+    order = cell_order(runs)
+    assert order is not None
+    assert np.all(np.diff(order.run_cells) >= 0)  # raster order
+    assert (runs.run_lengths == 1).any()  # both branches of the loop
+    assert (runs.run_lengths > 1).any()
+    overlap = (dense > 0).sum(axis=0)
+    assert overlap.max() >= 2  # some cells lie in several regions
+    got = ordered_means(order, x)
+    want = csr_means(m.indptr, m.indices, m.data, x)
+    for g, w in zip(got, want, strict=True):
+        assert g.tobytes() == w.tobytes()
+    assert got[0][7] == 0.0
+    assert got[1][7] == 0.0
+    assert not got[2][7]
+    with pytest.raises(ValueError, match="columns"):
+        ordered_means(order, x[:-1])
+
+
+def test_cell_order_refuses_rows_stored_out_of_cell_order() -> None:
+    """Sorting the runs of a row stored in descending cell order would change its order of additions
+    (and so its bits): :func:`cell_order` declines, and the region-by-region loop keeps that order."""
+    indptr = np.array([0, 2, 3])
+    indices = np.array([10, 3, 5])  # row 0 stores cell 10 before cell 3
+    weights = np.array([0.3, 0.7, 1.0])
+    runs = csr_runs(indptr, indices, weights, 12)
+    assert cell_order(runs) is None
+    x = np.arange(12, dtype=np.float64) * 0.1
+    got = run_means(runs, x)
+    assert got[0][0] == 0.0 + 0.3 * x[10] + 0.7 * x[3]
