@@ -86,34 +86,30 @@ def _install_prefetch() -> None:
 def _canonical_counts(
     data: Any, invalid: Any, lo: int, hi: int, mult: float, add: float, values: Any
 ) -> tuple[int, int]:
+    # Branch-free, so that LLVM vectorises the loop: every cell's value is computed, and a select
+    # keeps it or NaN (the same IEEE operations per kept cell as the branching loop, so the same bits;
+    # the counts are integer sums, exact in any order).
     nodata = 0
     out = 0
     nan = np.nan
     if add != 0.0:
         for i in range(data.size):
-            if invalid[i]:
-                nodata += 1
-                values[i] = nan
-            else:
-                c = data[i]
-                if c < lo or c > hi:
-                    out += 1
-                    values[i] = nan
-                else:
-                    v = np.float64(c) * mult
-                    values[i] = v + add
+            c = data[i]
+            bad = invalid[i]
+            outside = (c < lo) | (c > hi)
+            v = np.float64(c) * mult
+            values[i] = nan if (bad | outside) else v + add
+            nodata += bad
+            out += outside & (not bad)
     else:
         for i in range(data.size):
-            if invalid[i]:
-                nodata += 1
-                values[i] = nan
-            else:
-                c = data[i]
-                if c < lo or c > hi:
-                    out += 1
-                    values[i] = nan
-                else:
-                    values[i] = np.float64(c) * mult
+            c = data[i]
+            bad = invalid[i]
+            outside = (c < lo) | (c > hi)
+            v = np.float64(c) * mult
+            values[i] = nan if (bad | outside) else v
+            nodata += bad
+            out += outside & (not bad)
     return nodata, out
 
 
@@ -126,26 +122,21 @@ def _canonical_nodata(
     if add != 0.0:
         for i in range(data.size):
             c = data[i]
-            if c == nodata:
-                count += 1
-                values[i] = nan
-            elif c < lo or c > hi:
-                out += 1
-                values[i] = nan
-            else:
-                v = np.float64(c) * mult
-                values[i] = v + add
+            bad = c == nodata
+            outside = (c < lo) | (c > hi)
+            v = np.float64(c) * mult
+            values[i] = nan if (bad | outside) else v + add
+            count += bad
+            out += outside & (not bad)
     else:
         for i in range(data.size):
             c = data[i]
-            if c == nodata:
-                count += 1
-                values[i] = nan
-            elif c < lo or c > hi:
-                out += 1
-                values[i] = nan
-            else:
-                values[i] = np.float64(c) * mult
+            bad = c == nodata
+            outside = (c < lo) | (c > hi)
+            v = np.float64(c) * mult
+            values[i] = nan if (bad | outside) else v
+            count += bad
+            out += outside & (not bad)
     return count, out
 
 
