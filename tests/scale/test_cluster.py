@@ -3,6 +3,7 @@ with ``off``; an unreachable scheduler is a configuration error naming the varia
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 from collections.abc import Iterator
@@ -86,3 +87,14 @@ def test_an_unreachable_scheduler_is_a_config_error(monkeypatch: pytest.MonkeyPa
         ConfigError, match=f"ORACLE_DASK_SCHEDULER: no Dask scheduler answers at tcp://127.0.0.1:{port}"
     ):
         scale_cluster.client_for(_settings(f"tcp://127.0.0.1:{port}"))
+
+
+def test_local_workers_keep_raster_sized_arrays_on_the_heap(cluster: Client) -> None:
+    """distributed's default MALLOC_TRIM_THRESHOLD_=65536 would pin glibc's mmap threshold at 128 KiB,
+    so every day's raster would be a fresh mmap faulted in page by page: the local workers start with
+    the thresholds of WORKER_MALLOC_ENV instead."""
+    assert scale_cluster.WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"] >= 32 << 20  # a 1500x1600 float64 day
+    for name, value in scale_cluster.WORKER_MALLOC_ENV.items():
+        seen = cluster.run(os.environ.get, name)
+        assert len(seen) == 2
+        assert set(seen.values()) == {str(value)}
