@@ -13,14 +13,20 @@ validated on its own.
    ``rasterio.open(path).read(1)`` of the same bytes, no validation; the validated side reads them with
    ``read_raster`` (checks, canonical float64, NaN for nodata) and takes the means. Its compiled loops
    (``ingest._kernels``) are loaded once, untimed, as the plain side's reads are warmed up; the load is
-   reported apart (``jit_load_s``, ``zonal_over_read_with_jit_load``). Measured on 2026-12-01 on a
-   shared 2-core machine under load, two runs: 1.86 (load average 13.7-13.9) and 1.71 (load 5.7-17.2);
-   2.15-2.32 before the compiled loops. Later that day, on a quiet 2-core AMD EPYC (load 1.6-2.3), with
-   the means stored as runs and prefetching: 1.498 and 1.518 (plain read 4.38 / 4.46 s, validated read
-   4.72 / 4.84 s, means 1.53 / 1.59 s, weight build 0.31 / 0.33 s): at the goal, not reliably under it.
-   Under load the memory-bound steps (the means, the conversion to float64) slow down far more than the
-   plain read's decoding. What is left is mostly the means' own floor: each region's sum is one chain of
-   additions in a fixed order (the bits are part of every step's CID), 2.28 million a day.
+   reported apart (``jit_load_s``, ``zonal_over_read_with_jit_load``). The figure depends on the CPU far
+   more than on the code's last change:
+   - 2026-12-01, a quiet 2-core AMD EPYC with AVX-512 (Zen 4 class), means stored as runs and read
+     region by region with prefetching: 1.498 and 1.518 (plain read 4.38 / 4.46 s, validated read
+     4.72 / 4.84 s, means 1.53 / 1.59 s, weight build 0.31 / 0.33 s); 1.71 and 1.86 there under load 6-17.
+   - 2026-12-02, a quiet 2-core AMD EPYC without AVX-512 (family 25 model 1, Zen 3), the same code:
+     2.077 and 2.12 (plain read 7.09 s, validated read 8.88 s, means 4.88 s, build 0.96 s). The means
+     were compute-bound there (a day's means took as long with the raster in cache), so they now run in
+     raster order (``ingest._kernels.ordered_means``) and the float64 conversion is vectorised: 1.743
+     (load 1.2-1.9: plain read 7.20 s, validated read 8.87 s, means 3.07 s, build 0.62 s); in A/B runs
+     of this measurement alone, 2.004 / 2.081 -> 1.720 / 1.734 (raster order) -> 1.644 / 1.666
+     (vectorised conversion). Not under 1.5 on that CPU.
+   What is left is mostly the means' own floor: each region's sum is one chain of additions in a fixed
+   order (the bits are part of every step's CID), 2.28 million a day, and the conversion's writes.
 2. The Dask path (``oracle.scale.gridded.zonal_means_stack`` over ``read_stack``: a lazily read, labelled
    (time, y, x) DataArray, one chunk per file, read and reduced on the workers) over ``--dask-days`` days
    on LocalClusters of 1 and 2 worker processes (one thread each), interleaved over ``--repeats``
