@@ -33,6 +33,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import FunctionType
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,35 @@ def _install_prefetch() -> None:
 
     _prefetch = prefetch  # type: ignore[assignment]
     _prefetch_installed = True
+
+
+def _add_run(x: Any, first: int, n: int, w: float, total: float, valid: float) -> tuple[float, float, bool]:
+    """``(total, valid, gap)`` after adding the run of cells ``first … first + n - 1`` with weight ``w``:
+    ``w·x`` and ``w·1`` per cell in cell order, ``w·0`` for both when the cell is NaN (nodata). Every
+    means loop adds a run through this, so all of them add the same terms in the same order; compiled
+    inline into them (:func:`_install_add_run`)."""
+    gap = False
+    for j in range(first, first + n):
+        v = x[j]
+        if v != v:  # NaN: nodata
+            gap = True
+            total += w * 0.0
+            valid += w * 0.0
+        else:
+            total += w * v
+            valid += w * 1.0
+    return total, valid, gap
+
+
+def _install_add_run() -> None:
+    """Make ``_add_run`` a compiled function inlined into the loops compiled from now on (numba reads
+    globals at compile time); called under ``_lock`` before each compilation, does its work once."""
+    global _add_run
+    if not isinstance(_add_run, FunctionType):
+        return
+    import numba
+
+    _add_run = numba.njit(inline="always", nogil=True, fastmath=False, error_model="numpy")(_add_run)
 
 
 def _canonical_counts(
@@ -152,17 +182,8 @@ def _run_means(
             # A region's next grid row lies a whole raster row further on, where the hardware prefetcher
             # has not been: ask for the cells a few runs ahead now (a hint only; no value depends on it).
             _prefetch(x, run_cells[min(k + _PREFETCH_RUNS, last)])
-            w = run_weights[k]
-            first = run_cells[k]
-            for j in range(first, first + run_lengths[k]):
-                v = x[j]
-                if v != v:  # NaN: nodata
-                    gap = True
-                    total += w * 0.0
-                    valid += w * 0.0
-                else:
-                    total += w * v
-                    valid += w * 1.0
+            total, valid, run_gap = _add_run(x, run_cells[k], run_lengths[k], run_weights[k], total, valid)
+            gap = gap or run_gap
         num[row] = total
         den[row] = valid
         gaps[row] = gap
@@ -177,33 +198,13 @@ def _ordered_means(
         gaps[row] = False
     for k in range(run_cells.size):
         row = run_region[k]
-        w = run_weights[k]
-        first = run_cells[k]
         n = run_lengths[k]
-        total = num[row]
-        valid = den[row]
-        if n == 1:  # a border cell with its own coverage: most runs are one cell long
-            v = x[first]
-            if v != v:  # NaN: nodata
-                gaps[row] = True
-                total += w * 0.0
-                valid += w * 0.0
-            else:
-                total += w * v
-                valid += w * 1.0
+        if n == 1:  # a border cell with its own coverage: most runs are one cell long (no loop)
+            total, valid, gap = _add_run(x, run_cells[k], 1, run_weights[k], num[row], den[row])
         else:
-            gap = False
-            for j in range(first, first + n):
-                v = x[j]
-                if v != v:
-                    gap = True
-                    total += w * 0.0
-                    valid += w * 0.0
-                else:
-                    total += w * v
-                    valid += w * 1.0
-            if gap:
-                gaps[row] = True
+            total, valid, gap = _add_run(x, run_cells[k], n, run_weights[k], num[row], den[row])
+        if gap:
+            gaps[row] = True
         num[row] = total
         den[row] = valid
 
@@ -238,6 +239,7 @@ def _jit(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
             import numba
 
             _install_prefetch()
+            _install_add_run()
             try:
                 found = numba.njit(fn, cache=True, nogil=True, fastmath=False, error_model="numpy")
             except RuntimeError:  # no writable cache directory: compile in this process instead
