@@ -84,33 +84,37 @@ def _install_prefetch() -> None:
     _prefetch_installed = True
 
 
+def _add_cell(w: float, v: float, total: float, valid: float) -> tuple[float, float, bool]:
+    """``(total + w·v, valid + w·1, False)``, or ``(total + w·0, valid + w·0, True)`` when ``v`` is NaN
+    (nodata): one term of every means loop, compiled inline into them (:func:`_install_add_run`)."""
+    if v != v:  # NaN: nodata
+        return total + w * 0.0, valid + w * 0.0, True
+    return total + w * v, valid + w * 1.0, False
+
+
 def _add_run(x: Any, first: int, n: int, w: float, total: float, valid: float) -> tuple[float, float, bool]:
-    """``(total, valid, gap)`` after adding the run of cells ``first … first + n - 1`` with weight ``w``:
-    ``w·x`` and ``w·1`` per cell in cell order, ``w·0`` for both when the cell is NaN (nodata). Every
-    means loop adds a run through this, so all of them add the same terms in the same order; compiled
-    inline into them (:func:`_install_add_run`)."""
+    """``(total, valid, gap)`` after adding the run of cells ``first … first + n - 1`` with weight ``w``
+    in cell order (:func:`_add_cell`). Both run loops add a run through this, so they add the same
+    terms in the same order as :func:`_csr_means` does cell by cell."""
     gap = False
     for j in range(first, first + n):
-        v = x[j]
-        if v != v:  # NaN: nodata
-            gap = True
-            total += w * 0.0
-            valid += w * 0.0
-        else:
-            total += w * v
-            valid += w * 1.0
+        total, valid, nodata = _add_cell(w, x[j], total, valid)
+        gap = gap or nodata
     return total, valid, gap
 
 
 def _install_add_run() -> None:
-    """Make ``_add_run`` a compiled function inlined into the loops compiled from now on (numba reads
-    globals at compile time); called under ``_lock`` before each compilation, does its work once."""
-    global _add_run
+    """Make ``_add_cell`` and ``_add_run`` compiled functions inlined into the loops compiled from now on
+    (numba reads globals at compile time); called under ``_lock`` before each compilation, does its
+    work once."""
+    global _add_cell, _add_run
     if not isinstance(_add_run, FunctionType):
         return
     import numba
 
-    _add_run = numba.njit(inline="always", nogil=True, fastmath=False, error_model="numpy")(_add_run)
+    inline = numba.njit(inline="always", nogil=True, fastmath=False, error_model="numpy")
+    _add_cell = inline(_add_cell)
+    _add_run = inline(_add_run)
 
 
 def _canonical_counts(
@@ -215,15 +219,8 @@ def _csr_means(indptr: Any, indices: Any, weights: Any, x: Any, num: Any, den: A
         valid = 0.0
         gap = False
         for j in range(indptr[row], indptr[row + 1]):
-            w = weights[j]
-            v = x[indices[j]]
-            if v != v:  # NaN: nodata
-                gap = True
-                total += w * 0.0
-                valid += w * 0.0
-            else:
-                total += w * v
-                valid += w * 1.0
+            total, valid, nodata = _add_cell(weights[j], x[indices[j]], total, valid)
+            gap = gap or nodata
         num[row] = total
         den[row] = valid
         gaps[row] = gap
