@@ -208,8 +208,10 @@ def test_sigkill_worker_ten_times_during_50k_readings(
     senders = []
     for pub, (device, secret) in zip(pubs, devices.items(), strict=True):
         msgs = envelopes(device, secret, start_seq=0, count=per_device, per_msg=10, t0=t0)
-        # 5 × 25 messages of 10 readings a second: the stream outlasts the ten kill-restart cycles.
-        senders.append(background(publish_all, pub, device, msgs, rate_per_s=25))
+        # 5 × 10 messages of 10 readings a second for 100 s: the stream outlasts the ten kill-restart
+        # cycles (a restart, 500 new readings and up to 0.3 s each: 5-8 s on a slow 2-core machine,
+        # where 40 s of stream at 25 a second ran out after the eighth kill).
+        senders.append(background(publish_all, pub, device, msgs, rate_per_s=10))
     rng = random.Random(7)
     orphans = 0
     stored_at_kill: list[int] = []
