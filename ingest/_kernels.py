@@ -33,7 +33,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import FunctionType
 from typing import Any
 
 import numpy as np
@@ -46,21 +45,23 @@ _PREFETCH_RUNS = 8
 """How many runs ahead :func:`_run_means` asks for the cells it will read (measured best of 4/8/16/32)."""
 
 
-_prefetch_installed = False
+_helpers_installed = False
 
 
 def _prefetch(x: Any, index: int) -> None:
     """A hint that ``x[index]`` will be read soon. Compiled, it is LLVM's ``prefetch`` (read, keep in
-    all cache levels), installed by :func:`_install_prefetch`; it reads nothing and cannot fault. In plain
+    all cache levels), installed by :func:`_install_helpers`; it reads nothing and cannot fault. In plain
     Python it does nothing."""
 
 
-def _install_prefetch() -> None:
-    """Make ``_prefetch`` the compiled hint for the loops compiled from now on (numba reads globals at
-    compile time); called under ``_lock`` before each compilation, does its work once."""
-    global _prefetch, _prefetch_installed
-    if _prefetch_installed:
+def _install_helpers() -> None:
+    """Make ``_prefetch`` the compiled hint, and ``_add_cell`` and ``_add_run`` compiled functions inlined
+    into the loops compiled from now on (numba reads globals at compile time); called under ``_lock``
+    before each compilation, does its work once."""
+    global _prefetch, _add_cell, _add_run, _helpers_installed
+    if _helpers_installed:
         return
+    import numba
     from llvmlite import ir
     from numba import types
     from numba.core import cgutils
@@ -81,12 +82,15 @@ def _install_prefetch() -> None:
         return types.void(arr, idx), codegen
 
     _prefetch = prefetch  # type: ignore[assignment]
-    _prefetch_installed = True
+    inline = numba.njit(inline="always", nogil=True, fastmath=False, error_model="numpy")
+    _add_cell = inline(_add_cell)
+    _add_run = inline(_add_run)
+    _helpers_installed = True
 
 
 def _add_cell(w: float, v: float, total: float, valid: float) -> tuple[float, float, bool]:
     """``(total + w·v, valid + w·1, False)``, or ``(total + w·0, valid + w·0, True)`` when ``v`` is NaN
-    (nodata): one term of every means loop, compiled inline into them (:func:`_install_add_run`)."""
+    (nodata): one term of every means loop, compiled inline into them (:func:`_install_helpers`)."""
     if v != v:  # NaN: nodata
         return total + w * 0.0, valid + w * 0.0, True
     return total + w * v, valid + w * 1.0, False
@@ -101,20 +105,6 @@ def _add_run(x: Any, first: int, n: int, w: float, total: float, valid: float) -
         total, valid, nodata = _add_cell(w, x[j], total, valid)
         gap = gap or nodata
     return total, valid, gap
-
-
-def _install_add_run() -> None:
-    """Make ``_add_cell`` and ``_add_run`` compiled functions inlined into the loops compiled from now on
-    (numba reads globals at compile time); called under ``_lock`` before each compilation, does its
-    work once."""
-    global _add_cell, _add_run
-    if not isinstance(_add_run, FunctionType):
-        return
-    import numba
-
-    inline = numba.njit(inline="always", nogil=True, fastmath=False, error_model="numpy")
-    _add_cell = inline(_add_cell)
-    _add_run = inline(_add_run)
 
 
 def _canonical_counts(
@@ -235,8 +225,7 @@ def _jit(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         if found is None:
             import numba
 
-            _install_prefetch()
-            _install_add_run()
+            _install_helpers()
             try:
                 found = numba.njit(fn, cache=True, nogil=True, fastmath=False, error_model="numpy")
             except RuntimeError:  # no writable cache directory: compile in this process instead
