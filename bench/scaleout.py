@@ -25,6 +25,14 @@ validated on its own.
      (load 1.2-1.9: plain read 7.20 s, validated read 8.87 s, means 3.07 s, build 0.62 s); in A/B runs
      of this measurement alone, 2.004 / 2.081 -> 1.720 / 1.734 (raster order) -> 1.644 / 1.666
      (vectorised conversion). Not under 1.5 on that CPU.
+   - 2026-12-02, a quiet 2-core AMD EPYC with AVX-512 (family 25 model 17), the code above: 1.60, 1.61
+     and 1.59 (plain read 4.75 s, validated read 5.24 s, means 1.91 s, build 0.45 s; load 0.07 before).
+     Its plain read is 8 % slower than the Zen 4 machine of 2026-12-01's. Per day on this CPU, in one
+     process, interleaved: raster-order means 6.04 ms against 6.60 region by region; of the raster-order
+     loop's 5.4 ms, its 231,000 one-cell runs take 3.4 ms alone and its 57,600 longer runs (2.05 million
+     cells) 3.4 ms alone. Prefetching the raster-order loop's cells 4-32 runs ahead made it slower (5.4-5.8
+     ms against 4.7 right after ``read_raster``), and so did a branch-free term (6.2 against 5.5 ms), both
+     with the same bits. Not under 1.5 on this CPU either.
    What is left is mostly the means' own floor: each region's sum is one chain of additions in a fixed
    order (the bits are part of every step's CID), 2.28 million a day, and the conversion's writes.
 2. The Dask path (``oracle.scale.gridded.zonal_means_stack`` over ``read_stack``: a lazily read, labelled
