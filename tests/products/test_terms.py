@@ -63,6 +63,13 @@ def _set(path: str, value: Any) -> dict[str, Any]:
 
 _DELETE = object()
 
+
+def _case_id(case: tuple[str, Any, str]) -> str:
+    """A test id that is the same in every process (an ``object()``'s repr holds its address)."""
+    path, value, _field = case
+    return f"{path}=<deleted>" if value is _DELETE else f"{path}={value!r}"
+
+
 BAD_CASES = [
     ("id", "Bad Id!", "id"),
     ("name", _DELETE, "name"),
@@ -86,7 +93,7 @@ BAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("path", "value", "field"), BAD_CASES, ids=[f"{c[0]}={c[1]!r}" for c in BAD_CASES])
+@pytest.mark.parametrize(("path", "value", "field"), BAD_CASES, ids=[_case_id(c) for c in BAD_CASES])
 def test_bad_terms_name_the_field(path: str, value: Any, field: str) -> None:
     with pytest.raises(ValidationError) as err:
         parse_terms(_set(path, value), source="p.json")
