@@ -169,9 +169,14 @@ def test_a_worker_sigkilled_mid_stream_loses_nothing_and_stores_nothing_twice(
     resending = threading.Event()
     resent = [0]
 
+    killed = threading.Event()
+    held_back = MESSAGES // 4  # the last quarter goes out after the kill, however slow the machine is
+
     def stream(name: str) -> None:
         started = time.monotonic()
         for i, p in enumerate(payloads[name][1:]):
+            if i == MESSAGES - 1 - held_back and not killed.wait(120):
+                raise AssertionError("no kill within 120 s")
             devices[name].send(p)
             if i % 5 == 0:  # sent twice in a row: the share group hands the copies to both workers at once
                 devices[name].send(p)
@@ -195,7 +200,9 @@ def test_a_worker_sigkilled_mid_stream_loses_nothing_and_stores_nothing_twice(
     victim = workers[0]
     in_transaction = _freeze_mid_commit(victim, db.engine, f"{group}-w0")
     victim.crash()
-    sent_at_kill = sum(sent.values())
+    with lock:
+        sent_at_kill = sum(sent.values())
+    killed.set()
 
     probe = SessionProbe(mosquitto, f"{group}-w0", f"$share/{group}/{TOPIC_FILTER}")
     time.sleep(2.0)
