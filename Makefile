@@ -53,7 +53,7 @@ forge: $(NODE_STAMP)
 	node_modules/.bin/forge test
 
 pytest: install
-	$(BIN)/pytest -q -p no:cacheprovider --durations=30 -n 2 --dist loadfile
+	$(BIN)/pytest -q -p no:cacheprovider --durations=30
 
 test: lint typecheck forge pytest
 
