@@ -45,7 +45,10 @@ def main() -> None:
         client.wait_for_workers(2, timeout=60)
         zonal = digest(*zonal_means_stack(stack, weights, client=client))
         spi = digest(spi_grid(cube, client=client, block_rows=7, **SPI_ARGS).values)
-    print(json.dumps({"zonal": zonal, "spi": spi}))
+    import numba
+
+    # what the compiled loops were built for: NUMBA_CPU_NAME, or None for this host's CPU
+    print(json.dumps({"zonal": zonal, "spi": spi, "numba_cpu": numba.config.CPU_NAME}))
 
 
 if __name__ == "__main__":

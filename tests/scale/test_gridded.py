@@ -90,17 +90,26 @@ def test_gridded_spi_on_the_cluster_equals_spi_cube_bit_for_bit(
     assert_same_bits(ours.values, reference)
 
 
-def test_the_dask_path_gives_the_same_bits_with_simd_turned_off() -> None:
-    """A fresh interpreter with numpy's dispatched SIMD extensions off runs the Dask path on a
-    LocalCluster of its own (two worker threads under its settings): its digests are this process's,
-    single-process. (The SPI check fails if a SIMD-dispatched numpy log is used in the gamma fit.)"""
+@pytest.mark.parametrize("target", ["numpy-simd-off", "numba-generic-cpu"])
+def test_the_dask_path_gives_the_same_bits_with_simd_turned_off(target: str, tmp_path: Path) -> None:
+    """A fresh interpreter with SIMD turned off runs the Dask path on a LocalCluster of its own (two
+    worker threads under its settings): its digests are this process's, single-process.
+
+    ``numpy-simd-off``: numpy's dispatched SIMD extensions off (the SPI check fails if a SIMD-dispatched
+    numpy log is used in the gamma fit). ``numba-generic-cpu``: the compiled loops (``ingest._kernels``)
+    compiled afresh, into an empty cache, for the baseline x86-64 instead of this CPU (no AVX), so the
+    loops' bits do not depend on the instructions LLVM picks for the host."""
     stack, weights = zonal_inputs()
     native = {
         "zonal": digest(*weights.means_stack(stack.values)),
         "spi": digest(spi_cube(spi_input().values, **SPI_ARGS)),
     }
-    env = {k: v for k, v in os.environ.items() if k != "NPY_DISABLE_CPU_FEATURES"}
-    env["NPY_DISABLE_CPU_FEATURES"] = REDUCED_SIMD
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NPY_DISABLE", "NUMBA_"))}
+    if target == "numpy-simd-off":
+        env["NPY_DISABLE_CPU_FEATURES"] = REDUCED_SIMD
+    else:
+        env["NUMBA_CPU_NAME"] = "generic"
+        env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba")
     done = subprocess.run(
         [sys.executable, "-m", "tests.scale.probe"],
         cwd=ROOT,
@@ -111,4 +120,6 @@ def test_the_dask_path_gives_the_same_bits_with_simd_turned_off() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == native
+    probed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert probed.pop("numba_cpu") == ("generic" if target == "numba-generic-cpu" else None)
+    assert probed == native

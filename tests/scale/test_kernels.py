@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from ingest import _kernels as kernels
 from ingest._kernels import (
     canonical_counts,
     canonical_nodata,
@@ -168,6 +169,43 @@ def test_ordered_means_gives_the_region_by_region_bits(seed: int) -> None:
     assert not got[2][7]
     with pytest.raises(ValueError, match="columns"):
         ordered_means(order, x[:-1])
+
+
+def test_ordered_means_splits_runs_too_long_for_their_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run longer than its packed length field holds is stored as consecutive pieces: the same terms
+    in the same order, so the same bits; and the packed words decode to the runs they were made from."""
+    rng = np.random.default_rng(77)
+    cells, regions = 3000, 5
+    dense = np.zeros((regions, cells))
+    dense[0, 10:2000] = 1.0  # one run of 1,990 cells
+    dense[1, 5:900] = 0.25
+    dense[1, 900] = 0.5
+    dense[2, 900] = 0.5
+    dense[2, 901:2999] = 0.75
+    dense[4, 2999] = 0.1
+    m = sp.csr_matrix(dense)
+    x = rng.normal(0.0, 100.0, cells)
+    x[rng.random(cells) < 0.1] = np.nan
+    runs = csr_runs(m.indptr, m.indices, m.data, cells)
+    want = csr_means(m.indptr, m.indices, m.data, x)
+    whole = cell_order(runs)
+    assert whole is not None
+    assert whole.run_lengths.max() == 2098
+    monkeypatch.setattr(kernels, "_MAX_LENGTH_BITS", 3)  # at most 7 cells a run
+    split = cell_order(runs)
+    assert split is not None
+    assert split.length_bits == 3
+    assert split.run_lengths.max() == 7
+    assert split.meta.size > 600
+    assert int(split.run_lengths.sum()) == int(whole.run_lengths.sum()) == m.nnz
+    assert np.all(np.diff(split.run_cells) >= 0)
+    for order in (whole, split):
+        got = ordered_means(order, x)
+        for g, w in zip(got, want, strict=True):
+            assert g.tobytes() == w.tobytes()
+    # decoding: the first run of region 1 starts at cell 5, region 4's one cell is the last
+    assert split.run_cells[split.run_region == 1][0] == 5
+    assert split.run_cells[split.run_region == 4].tolist() == [2999]
 
 
 def test_cell_order_refuses_rows_stored_out_of_cell_order() -> None:
