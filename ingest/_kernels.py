@@ -337,7 +337,7 @@ def run_means(
 class CellOrder:
     """The runs of a :class:`CsrRuns` in raster order (see :func:`cell_order`), one 64-bit word each:
     ``meta[k] = region << (cell_bits + length_bits) | length << cell_bits | first cell``, weight
-    ``run_weights[k]``. Half the bytes of four separate arrays, read as two streams instead of five."""
+    ``run_weights[k]``. Half the bytes of four separate arrays, read as two streams instead of four."""
 
     rows: int
     meta: npt.NDArray[np.int64]
@@ -366,7 +366,8 @@ in the same order: a run is only where the loop reads its next cell and weight f
 
 def cell_order(runs: CsrRuns) -> CellOrder | None:
     """``runs`` sorted by their first cell (stable), each tagged with its row; ``None`` when some row's
-    runs are not in ascending cell order, since only then does the sort keep every row's own order.
+    runs are not in ascending cell order without overlap (as in canonical CSR: sorted, distinct
+    indices), since only then does the sort keep every row's own order.
 
     Each region's terms are then added in the order its row stores them (the same chain of additions
     from 0.0, so the same bits), while the raster is read front to back once for all regions instead
@@ -381,9 +382,13 @@ def cell_order(runs: CsrRuns) -> CellOrder | None:
     counts = np.diff(runs.row_runs)
     region = np.repeat(np.arange(rows, dtype=np.int64), counts)
     cells = runs.run_cells
+    if cells.size and (int(cells.min()) < 0 or int((cells + runs.run_lengths).max()) > runs.columns):
+        raise ValueError(f"runs reach outside the {runs.columns} columns")
     if cells.size > 1:
+        # Each run of a row must start after the row's previous run ends: then neither the sort nor the
+        # split of a long run into pieces can move a term before one its row stores ahead of it.
         same_row = region[1:] == region[:-1]
-        if bool(np.any(same_row & (cells[1:] <= cells[:-1]))):
+        if bool(np.any(same_row & (cells[1:] < cells[:-1] + runs.run_lengths[:-1]))):
             return None
     cell_bits = max(1, int(runs.columns - 1).bit_length())
     region_bits = max(1, int(rows - 1).bit_length())

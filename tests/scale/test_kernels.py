@@ -208,6 +208,32 @@ def test_ordered_means_splits_runs_too_long_for_their_field(monkeypatch: pytest.
     assert split.run_cells[split.run_region == 4].tolist() == [2999]
 
 
+def test_cell_order_refuses_a_row_whose_runs_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A non-canonical row (cells 0-9, then cell 5 again) has ascending first cells, but splitting its
+    long run would sort a piece after the lone cell 5 and change the order of additions (1e16 + 1 is
+    not 1 + 1e16 in float64): :func:`cell_order` declines such rows, split or not, and the
+    region-by-region loop keeps the stored order (found in review)."""
+    indptr = np.array([0, 11])
+    indices = np.array([*range(10), 5])
+    weights = np.ones(11)
+    x = np.zeros(10)
+    x[5], x[9] = 1.0, 1e16
+    runs = csr_runs(indptr, indices, weights, 10)
+    want = csr_means(indptr, indices, weights, x)
+    assert cell_order(runs) is None
+    monkeypatch.setattr(kernels, "_MAX_LENGTH_BITS", 2)
+    assert cell_order(runs) is None
+    got = run_means(runs, x)
+    for g, w in zip(got, want, strict=True):
+        assert g.tobytes() == w.tobytes()
+
+
+def test_cell_order_refuses_runs_outside_the_columns() -> None:
+    runs = csr_runs(np.array([0, 2]), np.array([3, 4]), np.ones(2), 4)  # cell 4 of 4 columns
+    with pytest.raises(ValueError, match="outside the 4 columns"):
+        cell_order(runs)
+
+
 def test_cell_order_refuses_rows_stored_out_of_cell_order() -> None:
     """Sorting the runs of a row stored in descending cell order would change its order of additions
     (and so its bits): :func:`cell_order` declines, and the region-by-region loop keeps that order."""
