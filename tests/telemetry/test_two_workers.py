@@ -170,6 +170,7 @@ def test_a_worker_sigkilled_mid_stream_loses_nothing_and_stores_nothing_twice(
     resent = [0]
 
     killed = threading.Event()
+    request.addfinalizer(killed.set)  # a failure before the kill must not leave the streams waiting 120 s
     held_back = MESSAGES // 4  # the last quarter goes out after the kill, however slow the machine is
 
     def stream(name: str) -> None:
@@ -207,7 +208,8 @@ def test_a_worker_sigkilled_mid_stream_loses_nothing_and_stores_nothing_twice(
     probe = SessionProbe(mosquitto, f"{group}-w0", f"$share/{group}/{TOPIC_FILTER}")
     time.sleep(2.0)
     probe.end_session()
-    assert sent_at_kill < DEVICES * MESSAGES, "the stream was over before the kill"
+    # The devices were still publishing (their last quarter waits for ``killed``, so that holds by
+    # construction); what shows the kill landed mid-stream is what the victim held unacknowledged:
     assert probe.redelivered > 0, "the killed worker held no unacknowledged message: not mid-stream"
 
     for t in threads:
