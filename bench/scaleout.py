@@ -33,6 +33,13 @@ validated on its own.
      cells) 3.4 ms alone. Prefetching the raster-order loop's cells 4-32 runs ahead made it slower (5.4-5.8
      ms against 4.7 right after ``read_raster``), and so did a branch-free term (6.2 against 5.5 ms), both
      with the same bits. Not under 1.5 on this CPU either.
+   - Later on 2026-12-02, the same model-17 machine, each run packed into one 64-bit word beside its
+     weight (``ingest._kernels.cell_order``; A/B of the means alone, in one process: 0.888 and 0.913 of
+     before): 1.576, 1.576 and 1.591 (plain read 4.82-5.03 s, validated read 5.33-5.55 s, means
+     1.85-2.00 s, build 0.34-0.42 s; load 0.35-1.2 before). Tried there and dropped, both with the same
+     bits: two regions' long runs added in lockstep, to interleave two chains of additions (5.3 against
+     4.3 ms a day), and the counts converted block by block inside the means loop, so each cell is read
+     while in cache (read + means 23.6 against 21.0 ms a day). Not under 1.5.
    What is left is mostly the means' own floor: each region's sum is one chain of additions in a fixed
    order (the bits are part of every step's CID), 2.28 million a day, and the conversion's writes.
 2. The Dask path (``oracle.scale.gridded.zonal_means_stack`` over ``read_stack``: a lazily read, labelled

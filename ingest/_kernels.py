@@ -21,7 +21,7 @@ operations, in the very same order, as the numpy/scipy code it replaces, so the 
   (:func:`cell_order`; only where each row's runs ascend, so every region keeps its own order of terms):
   the raster is read once, front to back, and the regions' chains of additions interleave. Each run is
   one 64-bit word (region, length and first cell packed) beside its weight: 16 bytes a run instead of
-  32, which took about a ninth off the means of 1,000 districts. This is what the zonal means use;
+  32, which took about a tenth off the means of 1,000 districts. This is what the zonal means use;
   :func:`run_means` remains for weights whose rows are stored out of cell order.
 
 numba compiles with ``fastmath`` off: no reassociation, no fused multiply-add (LLVM fuses a multiply
@@ -375,7 +375,7 @@ def cell_order(runs: CsrRuns) -> CellOrder | None:
     expects, and the regions' chains of additions interleave.
 
     Region, length and first cell are packed into one word per run (:class:`CellOrder`): the loop reads
-    16 bytes per run instead of 32, which took a seventh off the means of a district map. A run too
+    16 bytes per run instead of 32, which took about a tenth off the means of a district map. A run too
     long for its field is split into consecutive pieces; ``None`` too if the three cannot share 63 bits.
     """
     rows = runs.row_runs.size - 1
