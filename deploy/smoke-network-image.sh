@@ -5,8 +5,8 @@
 #
 # What compose would run, service by service, with each command and environment read from
 # deploy/compose.network.yaml and each named volume a directory under WORKDIR mounted where the
-# compose file mounts it: network-init, then the three signers, then the three nodes. anvil and
-# mosquitto run on the host (the image has neither). Where compose would give each node its own network
+# compose file mounts it: broker-init, network-init, then the three signers, then the three nodes. anvil
+# and mosquitto run on the host (the image has neither); mosquitto on broker-init's users, as compose's. Where compose would give each node its own network
 # namespace, buildah's chroot isolation shares the host's, so the one deviation is ports: node<n>'s
 # signer listens on 127.0.0.1:871<n> instead of 127.0.0.1:8711 (compose.network.yaml's nodes each own
 # an 8711), and the names node1..3 resolve to 127.0.0.1. Ends when the three nodes answer /healthz
@@ -34,8 +34,6 @@ trap cleanup EXIT
 
 "$ROOT/node_modules/.bin/anvil" --host 127.0.0.1 --port "$ANVIL_PORT" --chain-id 31337 > "$WORK/logs/anvil.log" 2>&1 &
 pids+=($!)
-mosquitto -p "$MQTT_PORT" > "$WORK/logs/mosquitto.log" 2>&1 &
-pids+=($!)
 
 c=$(buildah from --pull-never --add-host node1:127.0.0.1 --add-host node2:127.0.0.1 --add-host node3:127.0.0.1 "$IMAGE")
 
@@ -57,7 +55,8 @@ def fix(value: str) -> str:
     return value.replace("8711", f"871{n}") if n else value
 for key, value in (svc.get("environment") or {}).items():
     args += ["--env", f"{key}={fix(str(value))}"]
-command = [fix(a).replace("$$", "$") for a in svc["entrypoint"] + list(svc.get("command") or [])]
+entrypoint = svc.get("entrypoint") or ["oracle"]  # else the image's ENTRYPOINT
+command = [fix(a).replace("$$", "$") for a in entrypoint + list(svc.get("command") or [])]
 print("\0".join(args + ["--"] + command), end="")
 EOF
 }
@@ -81,6 +80,27 @@ start() {
 t0=$SECONDS
 until curl -fsS -X POST -H 'content-type: application/json' \
   --data '{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}' "http://127.0.0.1:$ANVIL_PORT" > /dev/null 2>&1; do sleep 0.5; done
+
+# As compose orders them: broker-init writes the broker's dynamic-security file (the ingest workers' and
+# the admin's users) and the oracle's MQTT passwords into their volumes, then the broker starts on that
+# file, refusing anonymous clients: deploy/mosquitto.conf's settings, with the host's plugin and paths.
+echo "== broker-init"
+(start broker-init)
+tail -n 2 "$WORK/logs/broker-init.log"
+plugin=$(find /usr/lib -name mosquitto_dynamic_security.so -print -quit)
+[ -n "$plugin" ] || { echo "no mosquitto_dynamic_security.so on this host" >&2; exit 1; }
+cat > "$WORK/mosquitto.conf" << CONF
+listener $MQTT_PORT 127.0.0.1
+allow_anonymous false
+plugin $plugin
+plugin_opt_config_file $WORK/volumes/mosquitto-dynsec/dynamic-security.json
+persistence false
+# broker-init handed the file to the broker image's user 1883; the host's broker reads it as root
+user root
+log_dest stdout
+CONF
+mosquitto -c "$WORK/mosquitto.conf" > "$WORK/logs/mosquitto.log" 2>&1 &
+pids+=($!)
 
 echo "== network-init"
 (start network-init)
