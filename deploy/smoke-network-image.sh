@@ -6,11 +6,12 @@
 # What compose would run, service by service, with each command and environment read from
 # deploy/compose.network.yaml and each named volume a directory under WORKDIR mounted where the
 # compose file mounts it: broker-init, network-init, then the three signers, then the three nodes. anvil
-# and mosquitto run on the host (the image has neither); mosquitto on broker-init's users, as compose's. Where compose would give each node its own network
-# namespace, buildah's chroot isolation shares the host's, so the one deviation is ports: node<n>'s
-# signer listens on 127.0.0.1:871<n> instead of 127.0.0.1:8711 (compose.network.yaml's nodes each own
-# an 8711), and the names node1..3 resolve to 127.0.0.1. Ends when the three nodes answer /healthz
-# and a round of the network status is printed. A one-off check, not part of `make test`.
+# and mosquitto run on the host (the image has neither); mosquitto on broker-init's users, as compose's.
+# Where compose would give each node its own network namespace, buildah's chroot isolation shares the
+# host's, so the one deviation is ports: node<n>'s signer listens on 127.0.0.1:871<n> instead of
+# 127.0.0.1:8711 (compose.network.yaml's nodes each own an 8711), and the names node1..3 resolve to
+# 127.0.0.1. Ends when the three nodes answer /healthz and a round of the network status is printed.
+# A one-off check, not part of `make test`.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
