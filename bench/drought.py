@@ -7,7 +7,8 @@ over the land part of the grid). Then measures, in the same run and with a warm 
 
 (b) ``read_s``      opening and reading every raster with plain rasterio (``ds.read(1)``);
 (a) ``zonal_s``     ``ingest.raster.read_raster`` (validation, scale, nodata, range checks) + the
-                    cached sparse-weight zonal means of every region, plus the one weight build;
+                    cached sparse-weight zonal means of every region (``raster_means``: read from the
+                    int16 counts, with no float64 copy made), plus the one weight build;
     ``zonal_over_read`` = (a) / (b)   (goal ≤ 2.0), both single-threaded and timed day by day
                     interleaved; ``zonal_over_read_pipelined`` is (a) with one thread prefetching the
                     next day (uses the second core) over a plain sequential read loop.
@@ -164,7 +165,7 @@ def time_zonal(paths: list[Path], regions: tuple[Region, ...]) -> dict[str, Any]
         t1 = time.perf_counter()
         raster = first if day == 0 else read_raster(path.read_bytes(), variable="precip")
         t2 = time.perf_counter()
-        means[:, day], _ = cache.weights(regions, raster.grid).means(raster.values)
+        means[:, day], _ = cache.weights(regions, raster.grid).raster_means(raster)
         t3 = time.perf_counter()
         plain_s += t1 - t0
         read_s += (t2 - t1) if day else first_read_s
@@ -200,7 +201,7 @@ def time_pipelined(paths: list[Path], weights: Any) -> tuple[float, float]:
             raster = pending.result()
             if day + 1 < len(paths):
                 pending = pool.submit(load, paths[day + 1])
-            weights.means(raster.values)
+            weights.raster_means(raster)
     pipelined = time.perf_counter() - started
     started = time.perf_counter()
     for path in paths:
@@ -257,7 +258,7 @@ def time_peers(
         for day in chunk:
             t0 = time.perf_counter()
             raster = read_raster(paths[day].read_bytes(), variable="precip")
-            means["ours"][:, day], _ = weights.means(raster.values)
+            means["ours"][:, day], _ = weights.raster_means(raster)
             seconds["ours"].append(time.perf_counter() - t0)
 
         t0 = time.perf_counter()

@@ -22,7 +22,12 @@ operations, in the very same order, as the numpy/scipy code it replaces, so the 
   the raster is read once, front to back, and the regions' chains of additions interleave. Each run is
   one 64-bit word (region, length and first cell packed) beside its weight: 16 bytes a run instead of
   32, which took about a tenth off the means of 1,000 districts. This is what the zonal means use;
-  :func:`run_means` remains for weights whose rows are stored out of cell order.
+  :func:`run_means` remains for weights whose rows are stored out of cell order;
+* :func:`ordered_table_means`: :func:`ordered_means` of a packed 8- or 16-bit raster read from its
+  stored counts, each cell's value looked up in a table of every count's canonical value
+  (:func:`count_table`, made by :func:`canonical_nodata` itself, so the values are its bits). The
+  zonal means of a raster read only for them then need no float64 copy of it: only the counts pass
+  (:func:`count_nodata`) that the validated read's checks need;
 
 numba compiles with ``fastmath`` off: no reassociation, no fused multiply-add (LLVM fuses a multiply
 and an add only when told it may), no vectorised reductions; the results are the IEEE results on any
@@ -35,6 +40,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -60,7 +66,7 @@ def _install_helpers() -> None:
     """Make ``_prefetch`` the compiled hint, and ``_add_cell`` and ``_add_run`` compiled functions inlined
     into the loops compiled from now on (numba reads globals at compile time); called under ``_lock``
     before each compilation, does its work once."""
-    global _prefetch, _add_cell, _add_run, _helpers_installed
+    global _prefetch, _add_cell, _add_run, _add_coded_run, _helpers_installed
     if _helpers_installed:
         return
     import numba
@@ -87,6 +93,7 @@ def _install_helpers() -> None:
     inline = numba.njit(inline="always", nogil=True, fastmath=False, error_model="numpy")
     _add_cell = inline(_add_cell)
     _add_run = inline(_add_run)
+    _add_coded_run = inline(_add_coded_run)
     _helpers_installed = True
 
 
@@ -105,6 +112,18 @@ def _add_run(x: Any, first: int, n: int, w: float, total: float, valid: float) -
     gap = False
     for j in range(first, first + n):
         total, valid, nodata = _add_cell(w, x[j], total, valid)
+        gap = gap or nodata
+    return total, valid, gap
+
+
+def _add_coded_run(
+    codes: Any, table: Any, first: int, n: int, w: float, total: float, valid: float
+) -> tuple[float, float, bool]:
+    """:func:`_add_run` over the cells ``first … first + n - 1`` of a packed raster, cell ``j``'s value
+    being ``table[codes[j]]``: the same terms, in the same order, as over the float64 values."""
+    gap = False
+    for j in range(first, first + n):
+        total, valid, nodata = _add_cell(w, table[codes[j]], total, valid)
         gap = gap or nodata
     return total, valid, gap
 
@@ -209,6 +228,53 @@ def _ordered_means(
         den[row] = valid
 
 
+def _ordered_table_means(
+    meta: Any,
+    run_weights: Any,
+    cell_bits: int,
+    length_bits: int,
+    codes: Any,
+    table: Any,
+    num: Any,
+    den: Any,
+    gaps: Any,
+) -> None:
+    # :func:`_ordered_means` line for line, each cell's value looked up from its stored count.
+    for row in range(num.size):
+        num[row] = 0.0
+        den[row] = 0.0
+        gaps[row] = False
+    cell_mask = (1 << cell_bits) - 1
+    length_mask = (1 << length_bits) - 1
+    region_shift = cell_bits + length_bits
+    for k in range(meta.size):
+        m = meta[k]
+        row = m >> region_shift
+        n = (m >> cell_bits) & length_mask
+        first, w = m & cell_mask, run_weights[k]
+        if n == 1:
+            total, valid, gap = _add_coded_run(codes, table, first, 1, w, num[row], den[row])
+        else:
+            total, valid, gap = _add_coded_run(codes, table, first, n, w, num[row], den[row])
+        if gap:
+            gaps[row] = True
+        num[row] = total
+        den[row] = valid
+
+
+def _count_nodata(data: Any, nodata: int, lo: int, hi: int) -> tuple[int, int]:
+    # :func:`_canonical_nodata`'s two counts without its values.
+    count = 0
+    out = 0
+    for i in range(data.size):
+        c = data[i]
+        bad = c == nodata
+        outside = (c < lo) | (c > hi)
+        count += bad
+        out += outside & (not bad)
+    return count, out
+
+
 def _csr_means(indptr: Any, indices: Any, weights: Any, x: Any, num: Any, den: Any, gaps: Any) -> None:
     for row in range(indptr.size - 1):
         total = 0.0
@@ -277,6 +343,54 @@ def canonical_nodata(
         flat, int(nodata), int(lo), int(hi), float(mult), float(add), values.reshape(-1)
     )
     return values, int(count), int(out)
+
+
+def count_nodata(data: npt.NDArray[np.integer[Any]], nodata: int, lo: int, hi: int) -> tuple[int, int]:
+    """``(nodata_count, out_of_range_count)`` of :func:`canonical_nodata`, without making its values."""
+    info = np.iinfo(data.dtype)
+    if not info.min <= nodata <= info.max:
+        raise ValueError(f"nodata {nodata} is not a {data.dtype} value")
+    flat = np.ascontiguousarray(data).reshape(-1)
+    count, out = _jit("count_nodata", _count_nodata)(flat, int(nodata), int(lo), int(hi))
+    return int(count), int(out)
+
+
+TABLE_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16), np.dtype(np.uint16))
+"""The packed dtypes whose every count fits a table (:func:`count_table`): 256 or 65,536 entries."""
+
+
+def count_codes(data: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.unsignedinteger[Any]]:
+    """``data`` flat, as the unsigned integers of the same bits: each cell's row in :func:`count_table`."""
+    if data.dtype not in TABLE_DTYPES:
+        raise ValueError(f"no count table for {data.dtype}")
+    flat = np.ascontiguousarray(data).reshape(-1)
+    return flat.view(np.uint8 if data.dtype.itemsize == 1 else np.uint16)
+
+
+def count_table(
+    dtype: np.dtype[Any], nodata: int, lo: int, hi: int, mult: float, add: float
+) -> npt.NDArray[np.float64]:
+    """The canonical value of every count of an 8- or 16-bit ``dtype``, at the row of its bits read as
+    unsigned (:func:`count_codes`): :func:`canonical_nodata` of all of them, so ``table[code]`` has the
+    very bits that :func:`canonical_nodata` writes for that count (NaN for nodata and outside lo…hi).
+
+    Read-only, and kept for the next raster of the same kind (a year of daily files shares one)."""
+    dtype = np.dtype(dtype)
+    if dtype not in TABLE_DTYPES:
+        raise ValueError(f"no count table for {dtype}")
+    return _count_table(dtype.str, int(nodata), int(lo), int(hi), float(mult), float(add))
+
+
+@lru_cache(maxsize=32)
+def _count_table(
+    dtype: str, nodata: int, lo: int, hi: int, mult: float, add: float
+) -> npt.NDArray[np.float64]:
+    kind = np.dtype(dtype)
+    unsigned = np.uint8 if kind.itemsize == 1 else np.uint16
+    every = np.arange(1 << (8 * kind.itemsize), dtype=np.int64).astype(unsigned).view(kind)
+    table, _, _ = canonical_nodata(every, nodata, lo, hi, mult, add)
+    table.flags.writeable = False
+    return table
 
 
 @dataclass(frozen=True, eq=False)
@@ -427,6 +541,25 @@ def ordered_means(
     return num, den, gaps
 
 
+def ordered_table_means(
+    order: CellOrder, codes: npt.NDArray[np.unsignedinteger[Any]], table: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """:func:`ordered_means` of ``x = table[codes]`` without making ``x``: the same bits."""
+    if codes.ndim != 1 or codes.size != order.columns:
+        raise ValueError(f"{codes.size} counts for {order.columns} columns")
+    if codes.dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+        raise ValueError(f"counts must be read as uint8 or uint16 codes, not {codes.dtype}")
+    if table.dtype != np.float64 or table.shape != (1 << (8 * codes.dtype.itemsize),):
+        raise ValueError(f"a table of {table.shape} {table.dtype} for {codes.dtype} codes")
+    num = np.empty(order.rows, dtype=np.float64)
+    den = np.empty(order.rows, dtype=np.float64)
+    gaps = np.empty(order.rows, dtype=np.bool_)
+    _jit("ordered_table_means", _ordered_table_means)(
+        order.meta, order.run_weights, order.cell_bits, order.length_bits, codes, table, num, den, gaps
+    )
+    return num, den, gaps
+
+
 def csr_means(
     indptr: npt.NDArray[np.integer[Any]],
     indices: npt.NDArray[np.integer[Any]],
@@ -463,4 +596,7 @@ def warm_up() -> float:
     order = cell_order(runs)
     if order is not None:
         ordered_means(order, one)
+        counts = np.zeros(1, dtype=np.int16)
+        ordered_table_means(order, count_codes(counts), count_table(counts.dtype, -1, 0, 1, 1.0, 0.0))
+    count_nodata(np.zeros(2, dtype=np.int16), -1, 0, 1)
     return time.perf_counter() - began

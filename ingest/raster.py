@@ -27,15 +27,23 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from affine import Affine
 
-from ingest._kernels import canonical_counts, canonical_nodata
+from ingest._kernels import (
+    TABLE_DTYPES,
+    canonical_counts,
+    canonical_nodata,
+    count_codes,
+    count_nodata,
+    count_table,
+)
 from ingest.units import CANONICAL, SECONDS_PER_DAY, FloatArray, Quantity, normalise_unit, to_canonical
 from oracle.errors import ValidationError
 
@@ -130,18 +138,51 @@ class GridSpec:
 
 
 @dataclass(frozen=True, eq=False)
+class PackedCounts:
+    """A packed 8- or 16-bit raster's stored counts and their map to canonical values: count ``c`` is
+    ``float(c)·mult (+ add)``, NaN when it is ``nodata`` or outside ``lo…hi``, exactly as
+    :func:`ingest._kernels.canonical_nodata` converts it (which is what :meth:`values` calls)."""
+
+    counts: npt.NDArray[np.integer[Any]]
+    nodata: int
+    lo: int
+    hi: int
+    mult: float
+    add: float
+
+    @property
+    def codes(self) -> npt.NDArray[np.unsignedinteger[Any]]:
+        """The counts flat, as the unsigned integers of the same bits: each cell's row of :attr:`table`."""
+        return count_codes(self.counts)
+
+    @cached_property
+    def table(self) -> FloatArray:
+        """Every count's canonical value (256 or 65,536 of them), at the row of its code."""
+        return count_table(self.counts.dtype, self.nodata, self.lo, self.hi, self.mult, self.add)
+
+    def values(self) -> FloatArray:
+        values, _, _ = canonical_nodata(self.counts, self.nodata, self.lo, self.hi, self.mult, self.add)
+        return values
+
+
+@dataclass(frozen=True, eq=False)
 class RasterGrid:
     """One validated 2-D raster.
 
     ``values``: float64 (rows, cols) in ``units`` (the variable's canonical unit), NaN where the file had
     nodata, failed its own valid range, or fell outside the variable's physical range.
     ``time``: timezone-aware UTC, or None when the file carries no time stamp.
+
+    A packed 8- or 16-bit raster whose one mask is its nodata value (CHIRPS, MODIS) keeps its counts
+    (``packed``) and makes ``values`` on first use: every check of the read ran on the counts already,
+    and the zonal means read the counts themselves (:meth:`ingest.zonal.ZonalWeights.raster_means`), so
+    a raster read only for its zonal means is never copied to float64. Either way ``values`` holds the
+    same bits.
     """
 
     variable: str
     units: str
     source_units: str
-    values: FloatArray
     grid: GridSpec
     time: datetime | None
     nodata_count: int
@@ -149,6 +190,21 @@ class RasterGrid:
     name: str = ""
     units_assumed: bool = False
     """True when the file carried no unit metadata and ``assume_canonical_units`` took the canonical one."""
+    packed: PackedCounts | None = None
+    """The stored counts, when ``values`` is made from them on first use (see above)."""
+    converted: FloatArray | None = field(default=None, repr=False)
+    """``values`` as converted during the read, when they were (every raster that is not ``packed``)."""
+
+    def __post_init__(self) -> None:
+        if (self.packed is None) == (self.converted is None):
+            raise ValueError("a RasterGrid holds either its converted values or its packed counts")
+
+    @cached_property
+    def values(self) -> FloatArray:
+        if self.converted is not None:
+            return self.converted
+        assert self.packed is not None  # __post_init__
+        return self.packed.values()
 
     @property
     def transform(self) -> Affine:
@@ -164,7 +220,8 @@ class RasterGrid:
 
     @property
     def valid_count(self) -> int:
-        return int(self.values.size - self.nodata_count - self.out_of_range_count)
+        rows, cols = self.grid.shape
+        return int(rows * cols - self.nodata_count - self.out_of_range_count)
 
 
 @dataclass(frozen=True, eq=False)
@@ -218,12 +275,13 @@ def read_raster(
         )
     normalise_unit(spec.quantity, source_units)  # refuse unknown units before touching the values
     when = _check_time(raw.time, now, label)
-    values, nodata_count, out = _to_canonical_values(raw, spec, source_units, step_seconds, label)
+    values, packed, nodata_count, out = _to_canonical_values(raw, spec, source_units, step_seconds, label)
     return RasterGrid(
         variable=variable,
         units=spec.units,
         source_units=source_units or "1",
-        values=values,
+        packed=packed,
+        converted=values,
         grid=raw.grid,
         time=when,
         nodata_count=nodata_count,
@@ -255,23 +313,32 @@ class _RawRaster:
 
 def _to_canonical_values(
     raw: _RawRaster, spec: VariableSpec, source_units: str | None, step_seconds: float, label: str
-) -> tuple[FloatArray, int, int]:
-    """Stored values → canonical float64 with NaN for nodata and out-of-range: (values, nodata, out).
+) -> tuple[FloatArray | None, PackedCounts | None, int, int]:
+    """Stored values → canonical float64 with NaN for nodata and out-of-range:
+    ``(values, packed, nodata, out)``, with exactly one of ``values`` and ``packed`` set.
 
     Every supported unit conversion is affine, so scale/offset and the unit change fuse into one
     multiply-add, and for packed integers the range test runs on the counts (cheaper than on floats):
     one compiled pass (:func:`ingest._kernels.canonical_counts`) converts, range-checks, fills NaN and
-    counts. Float data (and a file with its own valid range) take numpy passes with the same results.
+    counts. An 8- or 16-bit raster masked by its nodata value alone is only counted
+    (:func:`ingest._kernels.count_nodata`) and kept as :class:`PackedCounts`: its values are made on
+    first use, with :func:`ingest._kernels.canonical_nodata`. Float data (and a file with its own valid
+    range) take numpy passes with the same results.
     """
     probe = to_canonical(spec.quantity, np.array([0.0, 1.0]), source_units, step_seconds=step_seconds)
     gain, bias = float(probe[1] - probe[0]), float(probe[0])
     mult, add = gain * raw.scale, gain * raw.offset + bias
     data = raw.data
+    values: FloatArray | None = None
+    packed: PackedCounts | None = None
     if data.dtype.kind in "iu" and mult > 0 and raw.file_range_violations is None:
         info = np.iinfo(data.dtype)
         lo = max(math.ceil((spec.valid_min - add) / mult - 1e-9), int(info.min))
         hi = min(math.floor((spec.valid_max - add) / mult + 1e-9), int(info.max))
-        if raw.invalid is None and raw.nodata is not None:
+        if raw.invalid is None and raw.nodata is not None and data.dtype in TABLE_DTYPES:
+            nodata_count, out_count = count_nodata(data, raw.nodata, lo, hi)
+            packed = PackedCounts(np.ascontiguousarray(data), raw.nodata, lo, hi, mult, add)
+        elif raw.invalid is None and raw.nodata is not None:
             values, nodata_count, out_count = canonical_nodata(data, raw.nodata, lo, hi, mult, add)
         else:
             values, nodata_count, out_count = canonical_counts(data, raw.invalid_mask, lo, hi, mult, add)
@@ -290,7 +357,7 @@ def _to_canonical_values(
                 f"{spec.valid_min}…{spec.valid_max} {spec.units} (limit {OUT_OF_RANGE_LIMIT:.0%})",
                 reason="out_of_range",
             )
-    return values, nodata_count, out_count
+    return values, packed, nodata_count, out_count
 
 
 def _canonical_numpy(

@@ -29,7 +29,15 @@ import scipy.sparse as sp
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from ingest._kernels import CellOrder, CsrRuns, cell_order, csr_runs, ordered_means, run_means
+from ingest._kernels import (
+    CellOrder,
+    CsrRuns,
+    cell_order,
+    csr_runs,
+    ordered_means,
+    ordered_table_means,
+    run_means,
+)
 from ingest.raster import WGS84_NAMES, GridSpec, RasterGrid
 from ingest.regions import Region, regions_fingerprint
 from ingest.units import FloatArray
@@ -143,6 +151,21 @@ class ZonalWeights:
             )
         x = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
         return self._means_flat(x, gaps_use_totals=True)
+
+    def raster_means(self, raster: RasterGrid) -> tuple[FloatArray, FloatArray]:
+        """:meth:`means` of ``raster.values``, the same bits; a packed raster's means are read from its
+        counts (:func:`ingest._kernels.ordered_table_means`), so its float64 values are not made for them.
+        """
+        if raster.shape != self.grid.shape:
+            raise ValidationError(
+                f"zonal: raster shape {raster.shape} does not match the weights' grid {self.grid.shape}",
+                reason="grid_mismatch",
+            )
+        packed, order = raster.packed, self.order
+        if packed is None or order is None:
+            return self.means(raster.values)
+        num, den, gaps = ordered_table_means(order, packed.codes, packed.table)
+        return self._finish(num, np.where(gaps, den, self.totals))
 
     def means_stack(self, stack: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Zonal means of a (time, rows, cols) stack: ``(means, valid_fraction)`` of shape (regions, time)."""
@@ -260,7 +283,7 @@ def zonal_means(
 ) -> ZonalStats:
     """Exact area-weighted mean of ``raster`` over each region (weights cached per region set and grid)."""
     weights = (cache or DEFAULT_CACHE).weights(regions, raster.grid)
-    means, fraction = weights.means(raster.values)
+    means, fraction = weights.raster_means(raster)
     return ZonalStats(weights.region_ids, means, fraction, raster.variable, raster.units)
 
 

@@ -17,6 +17,7 @@ from shapely.geometry import Polygon, box
 from ingest.raster import GridSpec, read_raster
 from ingest.regions import Region, parse_regions
 from ingest.zonal import WeightCache, ZonalWeights, zonal_means
+from oracle.errors import ValidationError
 from tests.fixtures.rasters import region_feature_collection, write_geotiff
 from tests.ingest.conftest import COLS, ROWS
 
@@ -185,3 +186,84 @@ def test_regions_are_reprojected_to_a_projected_raster() -> None:
     centroid = projected.centroid
     assert means[0] == pytest.approx(centroid.x / 1000.0, abs=0.05)
     assert fraction[0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("variable", "dtype", "nodata", "scale", "offset", "units"),
+    [
+        ("precip", np.int16, -9999, 0.1, 0.0, "mm"),  # CHIRPS-like: counts of 0.1 mm
+        ("lst", np.uint16, 0, 0.02, 0.0, "K"),  # MODIS LST: K x 0.02, read in degC (an added offset)
+        ("ndvi", np.uint8, 255, 0.004, -0.1, "1"),  # an 8-bit product with scale and offset
+    ],
+)
+def test_a_packed_rasters_means_come_from_its_counts_with_the_float64_bits(
+    tmp_path: Path,
+    grid_transform: Affine,
+    variable: str,
+    dtype: type,
+    nodata: int,
+    scale: float,
+    offset: float,
+    units: str,
+) -> None:
+    """A packed 8- or 16-bit raster masked by its nodata value is read without a float64 copy: its
+    checks ran on the counts, ``values`` are made on first use, and its zonal means, read from the counts,
+    have the bits of the means of ``values``; so do the means of every other region set."""
+    rng = np.random.default_rng(11)
+    info = np.iinfo(dtype)
+    counts = rng.integers(max(int(info.min), 0) + 1, int(info.max) - 1, size=(ROWS, COLS)).astype(dtype)
+    if variable == "lst":
+        counts = rng.integers(12000, 18000, size=(ROWS, COLS)).astype(dtype)  # -33 to 87 degC
+        counts[5, 5:9] = 18500  # 97 degC: out of the physical range
+    elif variable == "precip":
+        counts = rng.integers(0, 5000, size=(ROWS, COLS)).astype(dtype)  # 0 to 500 mm
+        counts[5, 5:9] = -3  # negative rain: out of range
+    else:
+        counts[5, 5:9] = 0  # NDVI -0.1 + 0 = -0.1: in range; the range is tested on precip and LST
+    counts[:3, :4] = nodata
+    counts[rng.random(counts.shape) < 0.05] = nodata
+    path = write_geotiff(
+        tmp_path / "packed.tif",
+        counts,
+        transform=grid_transform,
+        nodata=nodata,
+        scale=scale,
+        offset=offset,
+        units=units,
+    )
+    raster = read_raster(path.read_bytes(), variable=variable)
+    assert raster.packed is not None
+    assert "values" not in raster.__dict__  # not converted by the read
+    assert raster.nodata_count == int((counts == nodata).sum())
+    assert raster.out_of_range_count == (4 if variable != "ndvi" else 0)
+    assert raster.valid_count == ROWS * COLS - raster.nodata_count - raster.out_of_range_count
+    cache = WeightCache()
+    regions = _regions()
+    stats = zonal_means(raster, regions, cache=cache)
+    assert "values" not in raster.__dict__  # the means did not need them either
+    weights = cache.weights(regions, raster.grid)
+    want_means, want_fraction = weights.means(raster.values)
+    assert stats.means.tobytes() == want_means.tobytes()
+    assert stats.valid_fraction.tobytes() == want_fraction.tobytes()
+    assert np.isnan(raster.values).sum() == raster.nodata_count + raster.out_of_range_count
+    assert np.isfinite(stats.means).all()
+    # The values made on first use are the conversion the read made before: float(c)*mult (+ add).
+    packed = raster.packed
+    assert packed.mult == pytest.approx(scale, rel=1e-12)
+    assert packed.add == pytest.approx({"lst": -273.15, "ndvi": offset}.get(variable, 0.0), abs=1e-12)
+    valid = ~np.isnan(raster.values)
+    expected = counts.astype(np.float64) * packed.mult
+    if packed.add != 0.0:
+        expected = expected + packed.add
+    assert raster.values[valid].tobytes() == expected[valid].tobytes()
+
+
+def test_raster_means_refuses_a_raster_on_another_grid(tmp_path: Path, grid_transform: Affine) -> None:
+    counts = np.full((ROWS, COLS), 50, dtype=np.int16)
+    path = write_geotiff(tmp_path / "r.tif", counts, transform=grid_transform, nodata=-9999, scale=0.1)
+    raster = read_raster(path.read_bytes(), variable="precip", units="mm")
+    other = GridSpec("EPSG:4326", grid_transform, (ROWS + 1, COLS))
+    weights = ZonalWeights.build(_regions(), other)
+    with pytest.raises(ValidationError, match="does not match") as err:
+        weights.raster_means(raster)
+    assert err.value.reason == "grid_mismatch"

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from ingest.raster import RasterGrid, read_raster
 from ingest.zonal import ZonalWeights
 from oracle.scale.cluster import local_client
 from oracle.scale.gridded import spi_grid, zonal_means_stack
-from tests.scale.grids import GRID, rain_cube, rain_stack, regions
+from tests.fixtures.rasters import write_geotiff
+from tests.scale.grids import GRID, TRANSFORM, rain_cube, rain_stack, regions
 
 SPI_ARGS: dict[str, Any] = {"scale": 3, "calibration": (1991, 2010), "start_year": 1991}
 
@@ -34,6 +38,30 @@ def zonal_inputs() -> tuple[xr.DataArray, ZonalWeights]:
     return stack, ZonalWeights.build(regions(), GRID)
 
 
+def packed_rasters(workdir: Path) -> list[RasterGrid]:
+    """Four days of rain written as CHIRPS-like packed GeoTIFFs (int16 counts of 0.1 mm, nodata -9999)
+    and read back: rasters whose zonal means are read from their counts."""
+    stack = rain_stack(4, seed=8)
+    rasters = []
+    for day, rain in enumerate(stack):
+        counts = np.where(np.isnan(rain), -9999, np.round(rain * 10.0)).astype(np.int16)
+        path = write_geotiff(
+            workdir / f"d{day}.tif", counts, transform=TRANSFORM, nodata=-9999, scale=0.1, units="mm"
+        )
+        rasters.append(read_raster(path.read_bytes(), variable="precip"))
+    return rasters
+
+
+def packed_means_digest(*, from_counts: bool) -> str:
+    """The digest of :func:`packed_rasters`' zonal means, read from their counts or from their values."""
+    weights = ZonalWeights.build(regions(), GRID)
+    with tempfile.TemporaryDirectory() as workdir:
+        rasters = packed_rasters(Path(workdir))
+        assert all(r.packed is not None for r in rasters)
+        means = [weights.raster_means(r) if from_counts else weights.means(r.values) for r in rasters]
+    return digest(*(a for pair in means for a in pair))
+
+
 def spi_input() -> xr.DataArray:
     return xr.DataArray(rain_cube(360, 40, 30, seed=6), dims=("time", "y", "x"))
 
@@ -48,7 +76,8 @@ def main() -> None:
     import numba
 
     # what the compiled loops were built for: NUMBA_CPU_NAME, or None for this host's CPU
-    print(json.dumps({"zonal": zonal, "spi": spi, "numba_cpu": numba.config.CPU_NAME}))
+    packed = packed_means_digest(from_counts=True)
+    print(json.dumps({"zonal": zonal, "spi": spi, "packed": packed, "numba_cpu": numba.config.CPU_NAME}))
 
 
 if __name__ == "__main__":

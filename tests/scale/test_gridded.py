@@ -20,7 +20,7 @@ from models.drought.spi import spi_cube
 from oracle.scale.gridded import read_stack, spi_grid, zonal_means_stack
 from tests.fixtures.rasters import write_geotiff
 from tests.scale.grids import GRID, TRANSFORM, rain_cube, rain_stack, regions
-from tests.scale.probe import SPI_ARGS, digest, spi_input, zonal_inputs
+from tests.scale.probe import SPI_ARGS, digest, packed_means_digest, spi_input, zonal_inputs
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -98,11 +98,13 @@ def test_the_dask_path_gives_the_same_bits_with_simd_turned_off(target: str, tmp
     ``numpy-simd-off``: numpy's dispatched SIMD extensions off (the SPI check fails if a SIMD-dispatched
     numpy log is used in the gamma fit). ``numba-generic-cpu``: the compiled loops (``ingest._kernels``)
     compiled afresh, into an empty cache, for the baseline x86-64 instead of this CPU (no AVX), so the
-    loops' bits do not depend on the instructions LLVM picks for the host."""
+    loops' bits do not depend on the instructions LLVM picks for the host. ``packed``: the zonal means of
+    packed int16 GeoTIFFs, read there from their counts, here from their float64 values."""
     stack, weights = zonal_inputs()
     native = {
         "zonal": digest(*weights.means_stack(stack.values)),
         "spi": digest(spi_cube(spi_input().values, **SPI_ARGS)),
+        "packed": packed_means_digest(from_counts=False),  # here from the float64 values
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NPY_DISABLE", "NUMBA_"))}
     if target == "numpy-simd-off":

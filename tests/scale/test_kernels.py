@@ -17,9 +17,13 @@ from ingest._kernels import (
     canonical_counts,
     canonical_nodata,
     cell_order,
+    count_codes,
+    count_nodata,
+    count_table,
     csr_means,
     csr_runs,
     ordered_means,
+    ordered_table_means,
     run_means,
     warm_up,
 )
@@ -169,6 +173,81 @@ def test_ordered_means_gives_the_region_by_region_bits(seed: int) -> None:
     assert not got[2][7]
     with pytest.raises(ValueError, match="columns"):
         ordered_means(order, x[:-1])
+
+
+def _random_order(rng: np.random.Generator, cells: int, regions: int) -> tuple[sp.csr_matrix, object]:
+    dense = np.zeros((regions, cells))
+    for r in range(regions):
+        for _ in range(int(rng.integers(1, 4))):
+            a = int(rng.integers(0, cells - 200))
+            b = a + int(rng.integers(1, 200))
+            dense[r, a:b] = 1.0 if rng.random() < 0.7 else rng.uniform(0.01, 1.0)
+            border = rng.random(b - a) < 0.2
+            dense[r, a:b][border] = rng.uniform(0.01, 1.0, int(border.sum()))
+    m = sp.csr_matrix(dense)
+    m.sort_indices()
+    order = cell_order(csr_runs(m.indptr, m.indices, m.data, cells))
+    assert order is not None
+    return m, order
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16])
+@pytest.mark.parametrize("seed", range(3))
+def test_ordered_table_means_read_from_the_counts_give_the_float64_bits(dtype: type, seed: int) -> None:
+    """The zonal sums read from a packed raster's counts through the table of every count's value are,
+    bit for bit, those over :func:`canonical_nodata`'s float64 values: with nodata, counts outside the
+    range at both ends, negative counts, and an added offset or none."""
+    rng = np.random.default_rng(500 + seed)
+    info = np.iinfo(dtype)
+    cells = 4000
+    _, order = _random_order(rng, cells, 30)
+    counts = rng.integers(info.min, info.max, size=cells, dtype=dtype, endpoint=True)
+    nodata = int(info.min) if info.min < 0 else int(info.max)
+    counts[rng.random(cells) < 0.1] = nodata
+    lo, hi = int(info.min) + 7, int(info.max) - 11
+    counts[rng.integers(0, cells, 40)] = lo - 1
+    counts[rng.integers(0, cells, 40)] = hi + 1
+    codes = count_codes(counts)
+    assert codes.dtype == (np.uint8 if counts.itemsize == 1 else np.uint16)
+    for mult, add in [(0.1, 0.0), (0.02, -273.15), (1e-4, 0.5), (3.7, 1e6)]:
+        values, nodata_count, out_count = canonical_nodata(counts, nodata, lo, hi, mult, add)
+        assert out_count > 0
+        assert nodata_count > 0
+        assert count_nodata(counts, nodata, lo, hi) == (nodata_count, out_count)
+        table = count_table(counts.dtype, nodata, lo, hi, mult, add)
+        assert table[codes].tobytes() == values.tobytes()  # every cell's looked-up value is its value
+        got = ordered_table_means(order, codes, table)  # type: ignore[arg-type]
+        want = ordered_means(order, values)  # type: ignore[arg-type]
+        assert np.isnan(values).any()
+        assert got[2].any()
+        for g, w in zip(got, want, strict=True):
+            assert g.tobytes() == w.tobytes()
+
+
+def test_count_table_is_shared_read_only_and_refuses_other_dtypes() -> None:
+    table = count_table(np.dtype(np.int16), -9999, 0, 32767, 0.1, 0.0)
+    assert table.shape == (65536,)
+    assert not table.flags.writeable
+    assert count_table(np.dtype(np.int16), -9999, 0, 32767, 0.1, 0.0) is table  # one per kind of file
+    assert np.isnan(table[np.array([-9999, -1], dtype=np.int16).view(np.uint16)]).all()
+    assert table[np.array([250], dtype=np.int16).view(np.uint16)][0] == np.float64(250) * 0.1
+    with pytest.raises(ValueError, match="no count table"):
+        count_table(np.dtype(np.int32), -1, 0, 1, 1.0, 0.0)
+    with pytest.raises(ValueError, match="no count table"):
+        count_codes(np.zeros(3, dtype=np.int32))
+
+
+def test_ordered_table_means_refuses_counts_or_tables_that_do_not_fit() -> None:
+    rng = np.random.default_rng(9)
+    _, order = _random_order(rng, 1000, 5)
+    counts = np.zeros(1000, dtype=np.int16)
+    table = count_table(counts.dtype, -1, 0, 10, 1.0, 0.0)
+    with pytest.raises(ValueError, match="columns"):
+        ordered_table_means(order, count_codes(counts[:-1]), table)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="codes"):
+        ordered_table_means(order, counts, table)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="table"):
+        ordered_table_means(order, count_codes(counts), table[:256])  # type: ignore[arg-type]
 
 
 def test_ordered_means_splits_runs_too_long_for_their_field(monkeypatch: pytest.MonkeyPatch) -> None:
