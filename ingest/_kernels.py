@@ -596,7 +596,9 @@ def warm_up() -> float:
     order = cell_order(runs)
     if order is not None:
         ordered_means(order, one)
-        counts = np.zeros(1, dtype=np.int16)
-        ordered_table_means(order, count_codes(counts), count_table(counts.dtype, -1, 0, 1, 1.0, 0.0))
-    count_nodata(np.zeros(2, dtype=np.int16), -1, 0, 1)
+        for kind in (np.dtype(np.int16), np.dtype(np.uint8)):  # 16-bit and 8-bit codes
+            counts: npt.NDArray[np.integer[Any]] = np.zeros(1, dtype=kind)
+            ordered_table_means(order, count_codes(counts), count_table(kind, 1, 0, 1, 1.0, 0.0))
+    for dtype in TABLE_DTYPES:
+        count_nodata(np.zeros(2, dtype=dtype), 1, 0, 1)
     return time.perf_counter() - began

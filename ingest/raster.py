@@ -29,7 +29,6 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -155,9 +154,10 @@ class PackedCounts:
         """The counts flat, as the unsigned integers of the same bits: each cell's row of :attr:`table`."""
         return count_codes(self.counts)
 
-    @cached_property
+    @property
     def table(self) -> FloatArray:
-        """Every count's canonical value (256 or 65,536 of them), at the row of its code."""
+        """Every count's canonical value (256 or 65,536 of them), at the row of its code (read-only,
+        shared by every raster of the same kind: :func:`ingest._kernels.count_table`)."""
         return count_table(self.counts.dtype, self.nodata, self.lo, self.hi, self.mult, self.add)
 
     def values(self) -> FloatArray:
@@ -199,12 +199,25 @@ class RasterGrid:
         if (self.packed is None) == (self.converted is None):
             raise ValueError("a RasterGrid holds either its converted values or its packed counts")
 
-    @cached_property
+    @property
     def values(self) -> FloatArray:
+        """The canonical float64 values (made from ``packed`` on first use, then kept). The zonal means
+        of a packed raster read its counts, not these: an edit to them is not seen there."""
         if self.converted is not None:
             return self.converted
-        assert self.packed is not None  # __post_init__
-        return self.packed.values()
+        made: FloatArray | None = self.__dict__.get("_made_values")
+        if made is None:
+            # No lock (functools.cached_property on 3.11 takes one shared by every raster): two threads
+            # that meet here both make the same bits, and either result is kept.
+            assert self.packed is not None  # __post_init__
+            made = self.packed.values()
+            self.__dict__["_made_values"] = made
+        return made
+
+    @property
+    def values_made(self) -> bool:
+        """Whether float64 values exist yet (a packed raster makes them on first use of ``values``)."""
+        return self.converted is not None or "_made_values" in self.__dict__
 
     @property
     def transform(self) -> Affine:

@@ -156,9 +156,9 @@ class ZonalWeights:
         """:meth:`means` of ``raster.values``, the same bits; a packed raster's means are read from its
         counts (:func:`ingest._kernels.ordered_table_means`), so its float64 values are not made for them.
         """
-        if raster.shape != self.grid.shape:
+        if raster.grid != self.grid:
             raise ValidationError(
-                f"zonal: raster shape {raster.shape} does not match the weights' grid {self.grid.shape}",
+                f"zonal: the raster's grid {raster.grid} is not the weights' grid {self.grid}",
                 reason="grid_mismatch",
             )
         packed, order = raster.packed, self.order

@@ -233,20 +233,39 @@ def test_a_packed_rasters_means_come_from_its_counts_with_the_float64_bits(
     )
     raster = read_raster(path.read_bytes(), variable=variable)
     assert raster.packed is not None
-    assert "values" not in raster.__dict__  # not converted by the read
+    assert not raster.values_made  # not converted by the read
     assert raster.nodata_count == int((counts == nodata).sum())
     assert raster.out_of_range_count == (4 if variable != "ndvi" else 0)
     assert raster.valid_count == ROWS * COLS - raster.nodata_count - raster.out_of_range_count
     cache = WeightCache()
     regions = _regions()
     stats = zonal_means(raster, regions, cache=cache)
-    assert "values" not in raster.__dict__  # the means did not need them either
+    assert not raster.values_made  # the means did not need them either
     weights = cache.weights(regions, raster.grid)
     want_means, want_fraction = weights.means(raster.values)
     assert stats.means.tobytes() == want_means.tobytes()
     assert stats.valid_fraction.tobytes() == want_fraction.tobytes()
+    assert raster.values_made
     assert np.isnan(raster.values).sum() == raster.nodata_count + raster.out_of_range_count
     assert np.isfinite(stats.means).all()
+    # Without the scattered nodata, most regions meet none: their denominator is the stored total
+    # (fraction exactly 1), the other branch of the means.
+    whole = np.where((counts == nodata) & (np.arange(ROWS)[:, None] > 3), counts[0, 10], counts).astype(dtype)
+    path = write_geotiff(
+        tmp_path / "whole.tif",
+        whole,
+        transform=grid_transform,
+        nodata=nodata,
+        scale=scale,
+        offset=offset,
+        units=units,
+    )
+    complete = read_raster(path.read_bytes(), variable=variable)
+    got = zonal_means(complete, regions, cache=cache)
+    want = weights.means(complete.values)
+    assert got.means.tobytes() == want[0].tobytes()
+    assert got.valid_fraction.tobytes() == want[1].tobytes()
+    assert (got.valid_fraction == 1.0).sum() >= 2
     # The values made on first use are the conversion the read made before: float(c)*mult (+ add).
     packed = raster.packed
     assert packed.mult == pytest.approx(scale, rel=1e-12)
@@ -262,8 +281,12 @@ def test_raster_means_refuses_a_raster_on_another_grid(tmp_path: Path, grid_tran
     counts = np.full((ROWS, COLS), 50, dtype=np.int16)
     path = write_geotiff(tmp_path / "r.tif", counts, transform=grid_transform, nodata=-9999, scale=0.1)
     raster = read_raster(path.read_bytes(), variable="precip", units="mm")
-    other = GridSpec("EPSG:4326", grid_transform, (ROWS + 1, COLS))
-    weights = ZonalWeights.build(_regions(), other)
-    with pytest.raises(ValidationError, match="does not match") as err:
-        weights.raster_means(raster)
-    assert err.value.reason == "grid_mismatch"
+    assert raster.packed is not None
+    taller = GridSpec("EPSG:4326", grid_transform, (ROWS + 1, COLS))
+    t = grid_transform
+    shifted = GridSpec("EPSG:4326", Affine(t.a, 0.0, t.c + 1.0, 0.0, t.e, t.f), (ROWS, COLS))
+    for other in (taller, shifted):  # another shape, and the same shape somewhere else
+        weights = ZonalWeights.build(_regions(), other)
+        with pytest.raises(ValidationError, match="is not the weights' grid") as err:
+            weights.raster_means(raster)
+        assert err.value.reason == "grid_mismatch"

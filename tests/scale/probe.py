@@ -58,7 +58,9 @@ def packed_means_digest(*, from_counts: bool) -> str:
     with tempfile.TemporaryDirectory() as workdir:
         rasters = packed_rasters(Path(workdir))
         assert all(r.packed is not None for r in rasters)
+        assert weights.order is not None  # else raster_means would take the float64 path too
         means = [weights.raster_means(r) if from_counts else weights.means(r.values) for r in rasters]
+        assert all(r.values_made != from_counts for r in rasters)  # read from the counts, or not
     return digest(*(a for pair in means for a in pair))
 
 
