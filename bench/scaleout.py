@@ -40,6 +40,15 @@ validated on its own.
      bits: two regions' long runs added in lockstep, to interleave two chains of additions (5.3 against
      4.3 ms a day), and the counts converted block by block inside the means loop, so each cell is read
      while in cache (read + means 23.6 against 21.0 ms a day). Not under 1.5.
+   - 2026-12-02 evening, a 2-core AMD EPYC without AVX-512 (family 25 model 1, Zen 3, like the second
+     machine above), after the validated read stopped copying the packed counts to float64 (the zonal
+     means read the int16 counts through a table of their values, ``ZonalWeights.raster_means``; the
+     same bits): 1.564, 1.586 and 1.516 (plain read 6.17-6.95 s, validated read 6.66-7.40 s, means
+     2.21-2.86 s, build 0.49-0.80 s). Side by side with the code before it, in one session, alternating
+     (``--dask-days 8 --spi-size 40``): before 1.669 and 1.591, after 1.583 and 1.550; the validated
+     read's cost over the plain read fell from 1.02 / 0.86 s to 0.47 / 0.44 s a year, and the weight
+     build alone varied from 0.52 to 0.91 s between runs. Keeping a region's sums in registers across
+     its consecutive runs did not help (5.05 against 4.84 ms a day). Not under 1.5 as a median.
    What is left is mostly the means' own floor: each region's sum is one chain of additions in a fixed
    order (the bits are part of every step's CID), 2.28 million a day, and the conversion's writes.
 2. The Dask path (``oracle.scale.gridded.zonal_means_stack`` over ``read_stack``: a lazily read, labelled
