@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -14,7 +15,7 @@ from exactextract import exact_extract
 from exactextract.raster import NumPyRasterSource
 from shapely.geometry import Polygon, box
 
-from ingest.raster import GridSpec, read_raster
+from ingest.raster import GridSpec, RasterGrid, read_raster
 from ingest.regions import Region, parse_regions
 from ingest.zonal import WeightCache, ZonalWeights, zonal_means
 from oracle.errors import ValidationError
@@ -222,16 +223,13 @@ def test_a_packed_rasters_means_come_from_its_counts_with_the_float64_bits(
         counts[5, 5:9] = 0  # NDVI -0.1 + 0 = -0.1: in range; the range is tested on precip and LST
     counts[:3, :4] = nodata
     counts[rng.random(counts.shape) < 0.05] = nodata
-    path = write_geotiff(
-        tmp_path / "packed.tif",
-        counts,
-        transform=grid_transform,
-        nodata=nodata,
-        scale=scale,
-        offset=offset,
-        units=units,
-    )
-    raster = read_raster(path.read_bytes(), variable=variable)
+
+    def read(name: str, stored: npt.NDArray[Any]) -> RasterGrid:
+        kwargs: dict[str, Any] = {"nodata": nodata, "scale": scale, "offset": offset, "units": units}
+        path = write_geotiff(tmp_path / name, stored, transform=grid_transform, **kwargs)
+        return read_raster(path.read_bytes(), variable=variable)
+
+    raster = read("packed.tif", counts)
     assert raster.packed is not None
     assert not raster.values_made  # not converted by the read
     assert raster.nodata_count == int((counts == nodata).sum())
@@ -251,16 +249,7 @@ def test_a_packed_rasters_means_come_from_its_counts_with_the_float64_bits(
     # Without the scattered nodata, most regions meet none: their denominator is the stored total
     # (fraction exactly 1), the other branch of the means.
     whole = np.where((counts == nodata) & (np.arange(ROWS)[:, None] > 3), counts[0, 10], counts).astype(dtype)
-    path = write_geotiff(
-        tmp_path / "whole.tif",
-        whole,
-        transform=grid_transform,
-        nodata=nodata,
-        scale=scale,
-        offset=offset,
-        units=units,
-    )
-    complete = read_raster(path.read_bytes(), variable=variable)
+    complete = read("whole.tif", whole)
     got = zonal_means(complete, regions, cache=cache)
     want = weights.means(complete.values)
     assert got.means.tobytes() == want[0].tobytes()

@@ -132,6 +132,17 @@ def test_run_means_gives_the_csr_and_sparse_products_bits(seed: int) -> None:
         run_means(runs, x[:-1])
 
 
+def _fill_region(rng: np.random.Generator, row: np.ndarray, spans: int, longest: int, border: float) -> None:
+    """``spans`` stretches of whole cells (weight 1.0, or one other weight) with a share of border cells
+    of their own weights, in one region's row of a dense weight matrix."""
+    for _ in range(spans):
+        a = int(rng.integers(0, row.size - longest))
+        b = a + int(rng.integers(1, longest))
+        row[a:b] = 1.0 if rng.random() < 0.7 else rng.uniform(0.01, 1.0)
+        edge = rng.random(b - a) < border
+        row[a:b][edge] = rng.uniform(0.01, 1.0, int(edge.sum()))
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_ordered_means_gives_the_region_by_region_bits(seed: int) -> None:
     """All regions' runs read in raster order give each region's sums term for term as its own row
@@ -145,12 +156,7 @@ def test_ordered_means_gives_the_region_by_region_bits(seed: int) -> None:
         if r == 8:
             dense[r, int(rng.integers(0, cells))] = rng.uniform(0.01, 1.0)  # a region of one cell
             continue
-        for _ in range(int(rng.integers(1, 5))):
-            a = int(rng.integers(0, cells - 300))
-            b = a + int(rng.integers(1, 300))
-            dense[r, a:b] = 1.0 if rng.random() < 0.7 else rng.uniform(0.01, 1.0)
-            border = rng.random(b - a) < 0.1
-            dense[r, a:b][border] = rng.uniform(0.01, 1.0, int(border.sum()))
+        _fill_region(rng, dense[r], int(rng.integers(1, 5)), 300, 0.1)
     m = sp.csr_matrix(dense)
     m.sort_indices()
     x = rng.normal(0.0, 10.0 ** rng.uniform(-3, 3), cells)
@@ -178,12 +184,7 @@ def test_ordered_means_gives_the_region_by_region_bits(seed: int) -> None:
 def _random_order(rng: np.random.Generator, cells: int, regions: int) -> tuple[sp.csr_matrix, object]:
     dense = np.zeros((regions, cells))
     for r in range(regions):
-        for _ in range(int(rng.integers(1, 4))):
-            a = int(rng.integers(0, cells - 200))
-            b = a + int(rng.integers(1, 200))
-            dense[r, a:b] = 1.0 if rng.random() < 0.7 else rng.uniform(0.01, 1.0)
-            border = rng.random(b - a) < 0.2
-            dense[r, a:b][border] = rng.uniform(0.01, 1.0, int(border.sum()))
+        _fill_region(rng, dense[r], int(rng.integers(1, 4)), 200, 0.2)
     m = sp.csr_matrix(dense)
     m.sort_indices()
     order = cell_order(csr_runs(m.indptr, m.indices, m.data, cells))
